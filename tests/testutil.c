@@ -1,0 +1,48 @@
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char g_tmp[256];
+
+static void rm_tmp(void) {
+    if (g_tmp[0]) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+        if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", g_tmp);
+    }
+}
+
+const char *qc_test_data(const char *rel) {
+    static char buf[4096];
+    const char *root = getenv("QCAL_DATA");
+    if (!root || !*root) root = "../shared/data";
+    snprintf(buf, sizeof buf, "%s/%s", root, rel);
+    return buf;
+}
+
+char *qc_test_require(const char *rel) {
+    const char *p = qc_test_data(rel);
+    struct stat sb;
+    if (stat(p, &sb) != 0) {
+        fprintf(stderr, "SKIP: test data %s not found (set QCAL_DATA to the shared/data directory)\n", p);
+        exit(77);
+    }
+    return qc_strdup(p);
+}
+
+const char *qc_test_tmpdir(void) {
+    if (!g_tmp[0]) {
+        const char *base = getenv("TMPDIR");
+        snprintf(g_tmp, sizeof g_tmp, "%s/qcal-test-XXXXXX", base && *base ? base : "/tmp");
+        if (!mkdtemp(g_tmp)) {
+            perror("mkdtemp");
+            exit(1);
+        }
+        atexit(rm_tmp);
+    }
+    return g_tmp;
+}

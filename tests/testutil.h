@@ -1,0 +1,46 @@
+/*
+ * testutil.h - helpers shared by the test executables (cmocka underneath).
+ *
+ * Data: tests find ../shared/data through $QCAL_DATA (set by CTest). A test that needs a file that is
+ * not there calls qc_test_require(), which prints what is missing and exits 77 (CTest: "Skipped").
+ */
+#ifndef QC_TESTUTIL_H
+#define QC_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "qc_common.h"
+
+/* $QCAL_DATA/rel in a static buffer (valid until the next call). */
+const char *qc_test_data(const char *rel);
+/* Exits 77 with a message if $QCAL_DATA/rel does not exist (file or directory). Returns the path
+ * (a fresh copy, caller may leak it: tests are short-lived). */
+char *qc_test_require(const char *rel);
+/* A fresh empty temporary directory (removed at exit). */
+const char *qc_test_tmpdir(void);
+/* Asserts st == QC_OK, printing qc_last_error() otherwise. */
+#define QC_CHECK_OK(expr) do { \
+        qc_status st__ = (expr); \
+        if (st__ != QC_OK) fail_msg("%s -> %s: %s", #expr, qc_status_str(st__), qc_last_error()); \
+    } while (0)
+/* Asserts that expr fails with status `want` and that the message contains `needle`. */
+#define QC_CHECK_FAILS(expr, want, needle) do { \
+        qc_error_clear(); \
+        qc_status st__ = (expr); \
+        if (st__ != (want)) fail_msg("%s -> %s (%s), expected %s", #expr, qc_status_str(st__), \
+                                     qc_last_error(), qc_status_str(want)); \
+        if (!strstr(qc_last_error(), (needle))) fail_msg("%s: message '%s' lacks '%s'", #expr, \
+                                                          qc_last_error(), (needle)); \
+    } while (0)
+/* |a-b| <= tol, printing both. */
+#define QC_CHECK_NEAR(a, b, tol) do { \
+        double a__ = (a), b__ = (b); \
+        if (!(fabs(a__ - b__) <= (tol))) fail_msg("%s = %.9g, %s = %.9g, |diff| %.3g > %.3g", #a, a__, #b, \
+                                                  b__, fabs(a__ - b__), (double)(tol)); \
+    } while (0)
+
+#endif
