@@ -1,0 +1,538 @@
+#include "model.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Query rows are processed in blocks so the score matrix is [ATTN_BLOCK, T], not [T, T], and keys
+ * past the block's last row are never computed. */
+#define ATTN_BLOCK 256
+/* Rows of logits alive at once in qc_head_nll. */
+#define HEAD_CHUNK 64
+
+static const char *const k_linear_names[QC_LIN_COUNT] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+};
+
+const char *qc_linear_name(qc_linear_id id) {
+    QC_ASSERT(id >= 0 && id < QC_LIN_COUNT);
+    return k_linear_names[id];
+}
+
+static void linear_shape(const qc_model_config *c, qc_linear_id id, int *out, int *in) {
+    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    int ff = c->intermediate_size;
+    switch (id) {
+    case QC_LIN_Q:    *out = qd;  *in = d;  break;
+    case QC_LIN_K:    *out = kvd; *in = d;  break;
+    case QC_LIN_V:    *out = kvd; *in = d;  break;
+    case QC_LIN_O:    *out = d;   *in = qd; break;
+    case QC_LIN_GATE: *out = ff;  *in = d;  break;
+    case QC_LIN_UP:   *out = ff;  *in = d;  break;
+    case QC_LIN_DOWN: *out = d;   *in = ff; break;
+    default: QC_ASSERT(0);
+    }
+}
+
+static bool linear_has_bias(const qc_model_config *c, qc_linear_id id) {
+    switch (id) {
+    case QC_LIN_Q: case QC_LIN_K: case QC_LIN_V: return c->qkv_bias;
+    case QC_LIN_O: return c->o_bias;
+    default: return c->mlp_bias;
+    }
+}
+
+static bool is_float_dtype(qc_dtype dt) {
+    return dt == QC_DTYPE_F32 || dt == QC_DTYPE_F16 || dt == QC_DTYPE_BF16 || dt == QC_DTYPE_F64;
+}
+
+/* Finds `name` and checks it is a floating tensor of shape [d0] (d1 < 0) or [d0, d1]. */
+static qc_status need_tensor(const qc_model *m, const char *name, int64_t d0, int64_t d1, const qc_tensor **out) {
+    const qc_tensor *t = qc_weights_find(m->weights, name);
+    if (!t) return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' is missing from the model's safetensors", m->dir, name);
+    if (!is_float_dtype(t->dtype))
+        return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected a floating dtype (F32/F16/BF16)",
+                       m->dir, name, qc_dtype_name(t->dtype));
+    bool ok = d1 < 0 ? (t->ndim == 1 && t->shape[0] == d0)
+                     : (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1);
+    if (!ok) {
+        char got[96] = "[", *p = got + 1;
+        for (int i = 0; i < t->ndim && p < got + 80; i++)
+            p += snprintf(p, (size_t)(got + sizeof got - p), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        snprintf(p, (size_t)(got + sizeof got - p), "]");
+        if (d1 < 0)
+            return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' has shape %s, config.json implies [%lld]", m->dir, name,
+                           got, (long long)d0);
+        return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' has shape %s, config.json implies [%lld, %lld]", m->dir,
+                       name, got, (long long)d0, (long long)d1);
+    }
+    if (out) *out = t;
+    return QC_OK;
+}
+
+qc_status qc_model_open(const char *dir, qc_model **out) {
+    *out = NULL;
+    qc_model *m = calloc(1, sizeof *m);
+    if (!m) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    m->dir = qc_strdup(dir);
+    qc_status st = m->dir ? qc_model_config_load(dir, &m->cfg) : qc_fail(QC_ERR_NOMEM, "out of memory");
+    if (st == QC_OK) st = qc_weights_open(dir, &m->weights);
+    if (st != QC_OK) {
+        qc_model_free(m);
+        return st;
+    }
+    const qc_model_config *c = &m->cfg;
+    int d = c->hidden_size;
+    char name[256];
+    st = need_tensor(m, "model.embed_tokens.weight", c->vocab_size, d, &m->embed);
+    if (st == QC_OK) st = need_tensor(m, "model.norm.weight", d, -1, &m->final_norm);
+    if (st == QC_OK) {
+        const qc_tensor *lm = qc_weights_find(m->weights, "lm_head.weight");
+        if (c->tie_word_embeddings) {
+            m->lm_head = m->embed; /* a stray lm_head.weight in a tied model is ignored, as transformers does */
+        } else if (!lm) {
+            st = qc_fail(QC_ERR_FORMAT, "%s: tensor 'lm_head.weight' is missing and tie_word_embeddings is false",
+                         dir);
+        } else {
+            st = need_tensor(m, "lm_head.weight", c->vocab_size, d, &m->lm_head);
+        }
+    }
+    for (int i = 0; st == QC_OK && i < c->n_layers; i++) {
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", i);
+        st = need_tensor(m, name, d, -1, NULL);
+        if (st) break;
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", i);
+        st = need_tensor(m, name, d, -1, NULL);
+        if (st) break;
+        if (c->qk_norm) {
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", i);
+            if ((st = need_tensor(m, name, c->head_dim, -1, NULL))) break;
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", i);
+            if ((st = need_tensor(m, name, c->head_dim, -1, NULL))) break;
+        }
+        for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) {
+            int no, ni;
+            linear_shape(c, (qc_linear_id)l, &no, &ni);
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, k_linear_names[l]);
+            st = need_tensor(m, name, no, ni, NULL);
+            if (st == QC_OK && linear_has_bias(c, (qc_linear_id)l)) {
+                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, k_linear_names[l]);
+                st = need_tensor(m, name, no, -1, NULL);
+            }
+        }
+    }
+    if (st != QC_OK) {
+        qc_model_free(m);
+        return st;
+    }
+    *out = m;
+    return QC_OK;
+}
+
+void qc_model_free(qc_model *m) {
+    if (!m) return;
+    qc_weights_free(m->weights);
+    free(m->dir);
+    free(m);
+}
+
+/* Allocates and converts a whole floating tensor. */
+static qc_status load_f32(const qc_model *m, const char *name, float **out) {
+    *out = NULL;
+    const qc_tensor *t = qc_weights_find(m->weights, name);
+    if (!t) return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' is missing", m->dir, name);
+    size_t bytes;
+    if (!qc_mul_ok((size_t)t->numel, sizeof(float), &bytes)) return qc_fail(QC_ERR_NOMEM, "%s: too large", name);
+    float *p = qc_aligned_alloc(bytes);
+    if (!p) return qc_fail(QC_ERR_NOMEM, "%s: cannot allocate %zu bytes", name, bytes);
+    qc_status st = qc_tensor_read_f32(t, 0, t->numel, p);
+    if (st != QC_OK) {
+        qc_aligned_free(p);
+        return st;
+    }
+    *out = p;
+    return QC_OK;
+}
+
+qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
+    memset(L, 0, sizeof *L);
+    L->index = i;
+    const qc_model_config *c = &m->cfg;
+    if (i < 0 || i >= c->n_layers) return qc_fail(QC_ERR_ARG, "layer %d out of range [0, %d)", i, c->n_layers);
+    char name[256];
+    qc_status st;
+    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", i);
+    if ((st = load_f32(m, name, &L->attn_norm))) goto fail;
+    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", i);
+    if ((st = load_f32(m, name, &L->mlp_norm))) goto fail;
+    if (c->qk_norm) {
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", i);
+        if ((st = load_f32(m, name, &L->q_norm))) goto fail;
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", i);
+        if ((st = load_f32(m, name, &L->k_norm))) goto fail;
+    }
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        linear_shape(c, (qc_linear_id)l, &L->out_features[l], &L->in_features[l]);
+        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, k_linear_names[l]);
+        if ((st = load_f32(m, name, &L->w[l]))) goto fail;
+        if (linear_has_bias(c, (qc_linear_id)l)) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, k_linear_names[l]);
+            if ((st = load_f32(m, name, &L->b[l]))) goto fail;
+        }
+    }
+    return QC_OK;
+fail:
+    qc_layer_release(L);
+    return st;
+}
+
+void qc_layer_release(qc_layer *L) {
+    qc_aligned_free(L->attn_norm);
+    qc_aligned_free(L->mlp_norm);
+    qc_aligned_free(L->q_norm);
+    qc_aligned_free(L->k_norm);
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        qc_aligned_free(L->w[l]);
+        qc_aligned_free(L->b[l]);
+    }
+    memset(L, 0, sizeof *L);
+}
+
+/* ---- forward ---- */
+
+struct qc_fwd {
+    qc_model_config cfg;
+    int max_rows, seqlen;
+    float *xn;      /* [rows, d] normed input */
+    float *q;       /* [rows, n_heads * hd] */
+    float *k, *v;   /* [rows, n_kv * hd] */
+    float *att;     /* [rows, n_heads * hd] attention output (input of o_proj) */
+    float *h1, *h2; /* [rows, ff] gate and up */
+    float *tmp;     /* [rows, d] */
+    float *scores;  /* [ATTN_BLOCK, seqlen] */
+    float *cos, *sin; /* [seqlen, hd/2] */
+};
+
+/* Inverse frequencies exactly as transformers computes them (float32), including rope scaling. */
+static void rope_inv_freq(const qc_model_config *c, float *inv, int half) {
+    for (int i = 0; i < half; i++) {
+        float expo = (float)(2 * i) / (float)c->head_dim;
+        inv[i] = 1.0f / powf((float)c->rope_theta, expo);
+    }
+    if (c->rope_type == QC_ROPE_LINEAR) {
+        for (int i = 0; i < half; i++) inv[i] = (float)(inv[i] / c->rope_factor);
+    } else if (c->rope_type == QC_ROPE_LLAMA3) {
+        double factor = c->rope_factor, lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
+        double old_ctx = c->rope_original_max_pos;
+        double low_wavelen = old_ctx / lo, high_wavelen = old_ctx / hi;
+        for (int i = 0; i < half; i++) {
+            double f = inv[i], wavelen = 2.0 * M_PI / f;
+            double scaled = wavelen > low_wavelen ? f / factor : f;
+            if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+                double smooth = (old_ctx / wavelen - lo) / (hi - lo);
+                scaled = (1.0 - smooth) * scaled / factor + smooth * scaled;
+            }
+            inv[i] = (float)scaled;
+        }
+    }
+}
+
+qc_status qc_fwd_create(const qc_model_config *c, int max_seqs, int seqlen, qc_fwd **out) {
+    *out = NULL;
+    if (max_seqs < 1 || seqlen < 1) return qc_fail(QC_ERR_ARG, "forward: need at least one sequence and token");
+    size_t rows = (size_t)max_seqs * (size_t)seqlen;
+    if (rows > (size_t)INT32_MAX) return qc_fail(QC_ERR_ARG, "forward: %zu rows is too many", rows);
+    qc_fwd *f = calloc(1, sizeof *f);
+    if (!f) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    f->cfg = *c;
+    f->max_rows = (int)rows;
+    f->seqlen = seqlen;
+    size_t d = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim;
+    size_t kvd = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->intermediate_size;
+    size_t half = (size_t)c->head_dim / 2;
+    size_t blk = (size_t)(seqlen < ATTN_BLOCK ? seqlen : ATTN_BLOCK);
+    f->xn = qc_aligned_alloc(rows * d * sizeof(float));
+    f->q = qc_aligned_alloc(rows * qd * sizeof(float));
+    f->k = qc_aligned_alloc(rows * kvd * sizeof(float));
+    f->v = qc_aligned_alloc(rows * kvd * sizeof(float));
+    f->att = qc_aligned_alloc(rows * qd * sizeof(float));
+    f->h1 = qc_aligned_alloc(rows * ff * sizeof(float));
+    f->h2 = qc_aligned_alloc(rows * ff * sizeof(float));
+    f->tmp = qc_aligned_alloc(rows * d * sizeof(float));
+    f->scores = qc_aligned_alloc(blk * (size_t)seqlen * sizeof(float));
+    f->cos = qc_aligned_alloc((size_t)seqlen * half * sizeof(float));
+    f->sin = qc_aligned_alloc((size_t)seqlen * half * sizeof(float));
+    float *inv = malloc(half * sizeof(float));
+    if (!f->xn || !f->q || !f->k || !f->v || !f->att || !f->h1 || !f->h2 || !f->tmp || !f->scores || !f->cos ||
+        !f->sin || !inv) {
+        free(inv);
+        qc_fwd_free(f);
+        return qc_fail(QC_ERR_NOMEM, "forward: cannot allocate buffers for %d x %d tokens", max_seqs, seqlen);
+    }
+    rope_inv_freq(c, inv, (int)half);
+    for (int p = 0; p < seqlen; p++) {
+        for (size_t i = 0; i < half; i++) {
+            float ang = (float)p * inv[i]; /* float32 product, as transformers does */
+            f->cos[(size_t)p * half + i] = (float)cos((double)ang);
+            f->sin[(size_t)p * half + i] = (float)sin((double)ang);
+        }
+    }
+    free(inv);
+    *out = f;
+    return QC_OK;
+}
+
+void qc_fwd_free(qc_fwd *f) {
+    if (!f) return;
+    qc_aligned_free(f->xn);
+    qc_aligned_free(f->q);
+    qc_aligned_free(f->k);
+    qc_aligned_free(f->v);
+    qc_aligned_free(f->att);
+    qc_aligned_free(f->h1);
+    qc_aligned_free(f->h2);
+    qc_aligned_free(f->tmp);
+    qc_aligned_free(f->scores);
+    qc_aligned_free(f->cos);
+    qc_aligned_free(f->sin);
+    free(f);
+}
+
+/* y[n, dim] = x[n, dim] * rsqrt(mean(x^2) + eps) * w, as transformers' LlamaRMSNorm (fp32). */
+static void rmsnorm(float *y, const float *x, const float *w, int n, int dim, float eps) {
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        float ss = 0.0f;
+        for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+        for (int i = 0; i < dim; i++) yr[i] = w[i] * (xr[i] * inv);
+    }
+}
+
+/* y[n, out] = x[n, in] . W^T + b, W (rows = out, cols = in) row-major. */
+static void linear(float *y, const float *x, const float *w, const float *b, int n, int out, int in) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    if (b) {
+        for (int r = 0; r < n; r++) {
+            float *yr = y + (size_t)r * out;
+            for (int i = 0; i < out; i++) yr[i] += b[i];
+        }
+    }
+}
+
+/* Rotates every head of x[rows, nh * hd] in place; row r has position r % T. rotate_half convention. */
+static void rope_apply(const qc_fwd *f, float *x, int rows, int T, int nh) {
+    int hd = f->cfg.head_dim, half = hd / 2;
+    for (int r = 0; r < rows; r++) {
+        const float *cs = f->cos + (size_t)(r % T) * half, *sn = f->sin + (size_t)(r % T) * half;
+        for (int h = 0; h < nh; h++) {
+            float *v = x + (size_t)r * nh * hd + (size_t)h * hd;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cs[i] - b * sn[i];
+                v[i + half] = b * cs[i] + a * sn[i];
+            }
+        }
+    }
+}
+
+/* Causal attention of one sequence: q [T, nh*hd], k/v [T, nkv*hd] -> out [T, nh*hd]. */
+static void attention(qc_fwd *f, const float *q, const float *k, const float *v, float *out, int T) {
+    const qc_model_config *c = &f->cfg;
+    int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, grp = nh / nkv;
+    int qs = nh * hd, kvs = nkv * hd, win = c->sliding_window;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < nh; h++) {
+        const float *qh = q + (size_t)h * hd;
+        const float *kh = k + (size_t)(h / grp) * hd;
+        const float *vh = v + (size_t)(h / grp) * hd;
+        for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
+            int nr = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK;
+            int nk = r0 + nr; /* keys 0..nk-1 can be seen by this block */
+            float *S = f->scores;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hd, scale, qh + (size_t)r0 * qs, qs, kh,
+                        kvs, 0.0f, S, nk);
+            for (int i = 0; i < nr; i++) {
+                int row = r0 + i;
+                int lo = win > 0 && row - win + 1 > 0 ? row - win + 1 : 0;
+                float *s = S + (size_t)i * nk;
+                float mx = -INFINITY;
+                for (int j = lo; j <= row; j++) mx = s[j] > mx ? s[j] : mx;
+                float sum = 0.0f;
+                for (int j = lo; j <= row; j++) {
+                    s[j] = expf(s[j] - mx);
+                    sum += s[j];
+                }
+                float inv = 1.0f / sum;
+                for (int j = 0; j < lo; j++) s[j] = 0.0f;
+                for (int j = lo; j <= row; j++) s[j] *= inv;
+                for (int j = row + 1; j < nk; j++) s[j] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hd, nk, 1.0f, S, nk, vh, kvs, 0.0f,
+                        out + (size_t)r0 * qs + (size_t)h * hd, qs);
+        }
+    }
+}
+
+static qc_status check_finite(const float *x, size_t n, int layer, const char *where) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return qc_fail(QC_ERR_NUMERIC, "layer %d: non-finite value in %s (element %zu)", layer, where, i);
+    return QC_OK;
+}
+
+qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int T, qc_capture_fn capture,
+                           void *user) {
+    const qc_model_config *c = &f->cfg;
+    if (T > f->seqlen || (size_t)nseq * (size_t)T > (size_t)f->max_rows)
+        return qc_fail(QC_ERR_ARG, "forward: %d x %d tokens exceed the %d-token buffers", nseq, T, f->max_rows);
+    int n = nseq * T, d = c->hidden_size, hd = c->head_dim;
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, ff = c->intermediate_size;
+
+    /* attention block */
+    rmsnorm(f->xn, x, L->attn_norm, n, d, c->rms_norm_eps);
+    if (capture) capture(user, QC_LIN_Q, f->xn, n, d);
+    linear(f->q, f->xn, L->w[QC_LIN_Q], L->b[QC_LIN_Q], n, qd, d);
+    linear(f->k, f->xn, L->w[QC_LIN_K], L->b[QC_LIN_K], n, kvd, d);
+    linear(f->v, f->xn, L->w[QC_LIN_V], L->b[QC_LIN_V], n, kvd, d);
+    if (L->q_norm) rmsnorm(f->q, f->q, L->q_norm, n * c->n_heads, hd, c->rms_norm_eps);
+    if (L->k_norm) rmsnorm(f->k, f->k, L->k_norm, n * c->n_kv_heads, hd, c->rms_norm_eps);
+    rope_apply(f, f->q, n, T, c->n_heads);
+    rope_apply(f, f->k, n, T, c->n_kv_heads);
+    for (int s = 0; s < nseq; s++) {
+        size_t r = (size_t)s * T;
+        attention(f, f->q + r * qd, f->k + r * kvd, f->v + r * kvd, f->att + r * qd, T);
+    }
+    if (capture) capture(user, QC_LIN_O, f->att, n, qd);
+    linear(f->tmp, f->att, L->w[QC_LIN_O], L->b[QC_LIN_O], n, d, qd);
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += f->tmp[i];
+
+    /* MLP block: down(silu(gate(x)) * up(x)) */
+    rmsnorm(f->xn, x, L->mlp_norm, n, d, c->rms_norm_eps);
+    if (capture) capture(user, QC_LIN_GATE, f->xn, n, d);
+    linear(f->h1, f->xn, L->w[QC_LIN_GATE], L->b[QC_LIN_GATE], n, ff, d);
+    linear(f->h2, f->xn, L->w[QC_LIN_UP], L->b[QC_LIN_UP], n, ff, d);
+    for (size_t i = 0; i < (size_t)n * ff; i++) {
+        float g = f->h1[i];
+        f->h1[i] = g / (1.0f + expf(-g)) * f->h2[i];
+    }
+    if (capture) capture(user, QC_LIN_DOWN, f->h1, n, ff);
+    linear(f->tmp, f->h1, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], n, d, ff);
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += f->tmp[i];
+    return check_finite(x, (size_t)n * d, L->index, "the layer output");
+}
+
+qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, float *x) {
+    int d = m->cfg.hidden_size;
+    for (int t = 0; t < n; t++) {
+        if (ids[t] < 0 || ids[t] >= m->cfg.vocab_size)
+            return qc_fail(QC_ERR_ARG, "token id %d at position %d is outside the vocabulary [0, %d)", ids[t], t,
+                           m->cfg.vocab_size);
+        qc_status st = qc_tensor_read_f32(m->embed, (int64_t)ids[t] * d, d, x + (size_t)t * d);
+        if (st) return st;
+    }
+    return QC_OK;
+}
+
+qc_status qc_model_final_norm(const qc_model *m, float *x, int n) {
+    int d = m->cfg.hidden_size;
+    float *w = malloc((size_t)d * sizeof(float));
+    if (!w) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    qc_status st = qc_tensor_read_f32(m->final_norm, 0, d, w);
+    if (st == QC_OK) rmsnorm(x, x, w, n, d, m->cfg.rms_norm_eps);
+    free(w);
+    return st;
+}
+
+struct qc_head {
+    int vocab, d;
+    float *w;      /* (rows = vocab, cols = d), row-major */
+    float *chunk;  /* [HEAD_CHUNK, vocab] */
+};
+
+qc_status qc_head_load(const qc_model *m, qc_head **out) {
+    *out = NULL;
+    qc_head *h = calloc(1, sizeof *h);
+    if (!h) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    h->vocab = m->cfg.vocab_size;
+    h->d = m->cfg.hidden_size;
+    h->chunk = qc_aligned_alloc((size_t)HEAD_CHUNK * h->vocab * sizeof(float));
+    qc_status st = h->chunk ? load_f32(m, m->lm_head->name, &h->w)
+                            : qc_fail(QC_ERR_NOMEM, "out of memory for logits");
+    if (st != QC_OK) {
+        qc_head_free(h);
+        return st;
+    }
+    *out = h;
+    return QC_OK;
+}
+
+void qc_head_free(qc_head *h) {
+    if (!h) return;
+    qc_aligned_free(h->w);
+    qc_aligned_free(h->chunk);
+    free(h);
+}
+
+int qc_head_vocab(const qc_head *h) { return h->vocab; }
+
+void qc_head_logits(const qc_head *h, const float *x, int n, float *logits) {
+    linear(logits, x, h->w, NULL, n, h->vocab, h->d);
+}
+
+qc_status qc_head_nll(const qc_head *h, const float *x, const int32_t *targets, int n, double *nll_sum,
+                      int *n_correct) {
+    double total = 0.0;
+    int correct = 0;
+    for (int r0 = 0; r0 < n; r0 += HEAD_CHUNK) {
+        int nr = n - r0 < HEAD_CHUNK ? n - r0 : HEAD_CHUNK;
+        qc_head_logits(h, x + (size_t)r0 * h->d, nr, h->chunk);
+        for (int i = 0; i < nr; i++) {
+            const float *l = h->chunk + (size_t)i * h->vocab;
+            int tgt = targets[r0 + i];
+            if (tgt < 0 || tgt >= h->vocab)
+                return qc_fail(QC_ERR_ARG, "target token %d outside the vocabulary [0, %d)", tgt, h->vocab);
+            float mx = l[0];
+            int am = 0;
+            for (int j = 1; j < h->vocab; j++)
+                if (l[j] > mx) { mx = l[j]; am = j; }
+            double sum = 0.0;
+            for (int j = 0; j < h->vocab; j++) sum += exp((double)(l[j] - mx));
+            double nll = log(sum) - (double)(l[tgt] - mx);
+            if (!isfinite(nll)) return qc_fail(QC_ERR_NUMERIC, "non-finite loss at row %d", r0 + i);
+            total += nll;
+            correct += am == tgt;
+        }
+    }
+    *nll_sum = total;
+    if (n_correct) *n_correct = correct;
+    return QC_OK;
+}
+
+qc_status qc_model_logits(const qc_model *m, const int32_t *ids, int T, float *logits) {
+    const qc_model_config *c = &m->cfg;
+    qc_fwd *f = NULL;
+    qc_head *h = NULL;
+    float *x = qc_aligned_alloc((size_t)T * c->hidden_size * sizeof(float));
+    if (!x) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    qc_status st = qc_fwd_create(c, 1, T, &f);
+    if (st == QC_OK) st = qc_model_embed(m, ids, T, x);
+    for (int i = 0; st == QC_OK && i < c->n_layers; i++) {
+        qc_layer L;
+        st = qc_layer_load(m, i, &L);
+        if (st) break;
+        st = qc_layer_forward(f, &L, x, 1, T, NULL, NULL);
+        qc_layer_release(&L);
+    }
+    if (st == QC_OK) st = qc_model_final_norm(m, x, T);
+    if (st == QC_OK) st = qc_head_load(m, &h);
+    if (st == QC_OK) qc_head_logits(h, x, T, logits);
+    qc_head_free(h);
+    qc_fwd_free(f);
+    qc_aligned_free(x);
+    return st;
+}

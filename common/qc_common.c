@@ -1,4 +1,3 @@
-#define _GNU_SOURCE
 #include "qc_common.h"
 
 #include <errno.h>
@@ -44,7 +43,15 @@ void qc_error_prefix(const char *fmt, ...) {
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, g_err, sizeof old);
-    snprintf(g_err, sizeof g_err, "%s: %s", pre, old);
+    size_t n = strlen(pre);
+    if (n > sizeof g_err - 3) n = sizeof g_err - 3;
+    memcpy(g_err, pre, n);
+    memcpy(g_err + n, ": ", 2);
+    size_t rest = sizeof g_err - n - 3;
+    size_t ol = strlen(old);
+    if (ol > rest) ol = rest;
+    memcpy(g_err + n + 2, old, ol);
+    g_err[n + 2 + ol] = '\0';
 }
 
 const char *qc_last_error(void) { return g_err; }

@@ -64,6 +64,11 @@ void qc_log(qc_log_level level, const char *fmt, ...) __attribute__((format(prin
 #define QC_LOGW(...) qc_log(QC_LOG_WARN, __VA_ARGS__)
 #define QC_LOGD(...) qc_log(QC_LOG_DEBUG, __VA_ARGS__)
 
+/* ---- progress ----
+ * Long work reports progress through a callback; returning false asks the work to stop, which then
+ * returns QC_ERR_CANCELLED. `what` describes the current item (may be NULL). */
+typedef bool (*qc_progress_fn)(void *user, int64_t done, int64_t total, const char *what);
+
 /* ---- assertions for our own invariants (never for file data) ---- */
 _Noreturn void qc_assert_fail(const char *file, int line, const char *expr);
 #define QC_ASSERT(x) do { if (!(x)) qc_assert_fail(__FILE__, __LINE__, #x); } while (0)

@@ -1,0 +1,243 @@
+#include "model_config.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QC_CONFIG_MAX_BYTES (16u * 1024u * 1024u)
+#define SUPPORTED "supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
+
+const char *qc_arch_name(qc_arch arch) {
+    switch (arch) {
+    case QC_ARCH_LLAMA:   return "llama";
+    case QC_ARCH_MISTRAL: return "mistral";
+    case QC_ARCH_QWEN2:   return "qwen2";
+    case QC_ARCH_QWEN3:   return "qwen3";
+    }
+    return "unknown";
+}
+
+/* Reads an integer field. Absent or null: *out = def and OK when `required` is false. */
+static qc_status get_int(const cJSON *root, const char *key, bool required, int def, int lo, int hi,
+                         const char *what, int *out) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!it || cJSON_IsNull(it)) {
+        if (required) return qc_fail(QC_ERR_FORMAT, "%s: required field \"%s\" is missing", what, key);
+        *out = def;
+        return QC_OK;
+    }
+    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < lo ||
+        it->valuedouble > hi)
+        return qc_fail(QC_ERR_FORMAT, "%s: field \"%s\" must be an integer in [%d, %d]", what, key, lo, hi);
+    *out = (int)it->valuedouble;
+    return QC_OK;
+}
+
+static qc_status get_num(const cJSON *root, const char *key, double def, double lo, double hi,
+                         const char *what, double *out) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!it || cJSON_IsNull(it)) {
+        *out = def;
+        return QC_OK;
+    }
+    if (!cJSON_IsNumber(it) || !(it->valuedouble >= lo && it->valuedouble <= hi))
+        return qc_fail(QC_ERR_FORMAT, "%s: field \"%s\" must be a number in [%g, %g]", what, key, lo, hi);
+    *out = it->valuedouble;
+    return QC_OK;
+}
+
+static qc_status get_bool(const cJSON *root, const char *key, bool def, const char *what, bool *out) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!it || cJSON_IsNull(it)) {
+        *out = def;
+        return QC_OK;
+    }
+    if (!cJSON_IsBool(it)) return qc_fail(QC_ERR_FORMAT, "%s: field \"%s\" must be true or false", what, key);
+    *out = cJSON_IsTrue(it);
+    return QC_OK;
+}
+
+/* bos/eos ids may be an int or a list of ints (take the first), or null. */
+static qc_status get_token_id(const cJSON *root, const char *key, const char *what, int *out) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, key);
+    *out = -1;
+    if (!it || cJSON_IsNull(it)) return QC_OK;
+    if (cJSON_IsArray(it)) it = cJSON_GetArrayItem(it, 0);
+    if (!it) return QC_OK;
+    if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > 1e9)
+        return qc_fail(QC_ERR_FORMAT, "%s: field \"%s\" must be a token id", what, key);
+    *out = (int)it->valuedouble;
+    return QC_OK;
+}
+
+static qc_status parse_rope(const cJSON *root, const char *what, qc_model_config *c) {
+    /* transformers v5 writes rope_parameters (holding rope_theta too); v4 writes rope_scaling. */
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    qc_status st = get_num(root, "rope_theta", 10000.0, 1.0, 1e12, what, &c->rope_theta);
+    if (st) return st;
+    if (rp && cJSON_IsObject(rp)) {
+        if ((st = get_num(rp, "rope_theta", c->rope_theta, 1.0, 1e12, what, &c->rope_theta))) return st;
+        if (!rs || cJSON_IsNull(rs)) rs = rp;
+    }
+    c->rope_type = QC_ROPE_DEFAULT;
+    c->rope_factor = 1.0;
+    if (!rs || cJSON_IsNull(rs)) return QC_OK;
+    if (!cJSON_IsObject(rs)) return qc_fail(QC_ERR_FORMAT, "%s: \"rope_scaling\" must be an object or null", what);
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    const char *t = cJSON_IsString(ty) ? ty->valuestring : "default";
+    if (strcmp(t, "default") == 0) return QC_OK;
+    if ((st = get_num(rs, "factor", 1.0, 1e-6, 1e6, what, &c->rope_factor))) return st;
+    if (strcmp(t, "linear") == 0) {
+        c->rope_type = QC_ROPE_LINEAR;
+        return QC_OK;
+    }
+    if (strcmp(t, "llama3") == 0) {
+        c->rope_type = QC_ROPE_LLAMA3;
+        if ((st = get_num(rs, "low_freq_factor", 1.0, 1e-6, 1e6, what, &c->rope_low_freq_factor))) return st;
+        if ((st = get_num(rs, "high_freq_factor", 4.0, 1e-6, 1e6, what, &c->rope_high_freq_factor))) return st;
+        if ((st = get_int(rs, "original_max_position_embeddings", true, 0, 1, 1 << 30, what,
+                          &c->rope_original_max_pos)))
+            return st;
+        if (c->rope_high_freq_factor <= c->rope_low_freq_factor)
+            return qc_fail(QC_ERR_FORMAT, "%s: llama3 rope_scaling needs high_freq_factor > low_freq_factor", what);
+        return QC_OK;
+    }
+    return qc_fail(QC_ERR_UNSUPPORTED, "%s: rope_scaling type \"%s\" is not supported (supported: none, "
+                   "default, linear, llama3)", what, t);
+}
+
+qc_status qc_model_config_parse(const char *json, size_t len, const char *what, qc_model_config *c) {
+    memset(c, 0, sizeof *c);
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root) return qc_fail(QC_ERR_FORMAT, "%s: not valid JSON", what);
+    qc_status st = QC_OK;
+    if (!cJSON_IsObject(root)) {
+        st = qc_fail(QC_ERR_FORMAT, "%s: top level must be a JSON object", what);
+        goto done;
+    }
+
+    /* architecture */
+    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    const char *name = NULL;
+    if (cJSON_IsArray(archs) && cJSON_GetArraySize(archs) > 0 && cJSON_IsString(cJSON_GetArrayItem(archs, 0)))
+        name = cJSON_GetArrayItem(archs, 0)->valuestring;
+    static const struct { const char *arch, *type; qc_arch id; } known[] = {
+        {"LlamaForCausalLM", "llama", QC_ARCH_LLAMA},
+        {"MistralForCausalLM", "mistral", QC_ARCH_MISTRAL},
+        {"Qwen2ForCausalLM", "qwen2", QC_ARCH_QWEN2},
+        {"Qwen3ForCausalLM", "qwen3", QC_ARCH_QWEN3},
+    };
+    int found = -1;
+    for (int i = 0; i < 4; i++) {
+        if (name ? strcmp(name, known[i].arch) == 0
+                 : (cJSON_IsString(mt) && strcmp(mt->valuestring, known[i].type) == 0))
+            found = i;
+    }
+    if (found < 0) {
+        st = qc_fail(QC_ERR_UNSUPPORTED, "%s: architecture \"%s\" is not supported (" SUPPORTED ")", what,
+                     name ? name : cJSON_IsString(mt) ? mt->valuestring : "(none given)");
+        goto done;
+    }
+    c->arch = known[found].id;
+    snprintf(c->arch_name, sizeof c->arch_name, "%s", known[found].arch);
+
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0) {
+        st = qc_fail(QC_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (supported: silu)", what,
+                     act->valuestring);
+        goto done;
+    }
+
+    const int big = 1 << 24;
+    if ((st = get_int(root, "hidden_size", true, 0, 1, big, what, &c->hidden_size))) goto done;
+    if ((st = get_int(root, "num_hidden_layers", true, 0, 1, 4096, what, &c->n_layers))) goto done;
+    if ((st = get_int(root, "num_attention_heads", true, 0, 1, 65536, what, &c->n_heads))) goto done;
+    if ((st = get_int(root, "num_key_value_heads", false, c->n_heads, 1, 65536, what, &c->n_kv_heads))) goto done;
+    if ((st = get_int(root, "intermediate_size", true, 0, 1, big, what, &c->intermediate_size))) goto done;
+    if ((st = get_int(root, "vocab_size", true, 0, 1, big, what, &c->vocab_size))) goto done;
+    int hd_default = c->arch == QC_ARCH_QWEN3 ? 128 : c->hidden_size / c->n_heads;
+    if ((st = get_int(root, "head_dim", false, hd_default, 2, 65536, what, &c->head_dim))) goto done;
+    if ((st = get_int(root, "max_position_embeddings", false, 2048, 1, 1 << 30, what,
+                      &c->max_position_embeddings)))
+        goto done;
+    double eps = 1e-6;
+    if ((st = get_num(root, "rms_norm_eps", 1e-6, 0.0, 1.0, what, &eps))) goto done;
+    c->rms_norm_eps = (float)eps;
+    if ((st = get_bool(root, "tie_word_embeddings", false, what, &c->tie_word_embeddings))) goto done;
+    if ((st = parse_rope(root, what, c))) goto done;
+
+    if (c->n_heads % c->n_kv_heads != 0) {
+        st = qc_fail(QC_ERR_FORMAT, "%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)",
+                     what, c->n_heads, c->n_kv_heads);
+        goto done;
+    }
+    if (c->head_dim % 2 != 0) {
+        st = qc_fail(QC_ERR_FORMAT, "%s: head_dim (%d) must be even for rotary embeddings", what, c->head_dim);
+        goto done;
+    }
+
+    bool attn_bias = false, use_sw = true;
+    switch (c->arch) {
+    case QC_ARCH_LLAMA:
+        if ((st = get_bool(root, "attention_bias", false, what, &attn_bias))) goto done;
+        if ((st = get_bool(root, "mlp_bias", false, what, &c->mlp_bias))) goto done;
+        c->qkv_bias = c->o_bias = attn_bias;
+        use_sw = false;
+        break;
+    case QC_ARCH_MISTRAL:
+        break;
+    case QC_ARCH_QWEN2:
+        c->qkv_bias = true;
+        if ((st = get_bool(root, "use_sliding_window", false, what, &use_sw))) goto done;
+        break;
+    case QC_ARCH_QWEN3:
+        if ((st = get_bool(root, "attention_bias", false, what, &attn_bias))) goto done;
+        c->qkv_bias = c->o_bias = attn_bias;
+        c->qk_norm = true;
+        if ((st = get_bool(root, "use_sliding_window", false, what, &use_sw))) goto done;
+        break;
+    }
+    if (use_sw) {
+        if ((st = get_int(root, "sliding_window", false, 0, 0, 1 << 30, what, &c->sliding_window))) goto done;
+        if (c->arch != QC_ARCH_MISTRAL) {
+            /* Qwen2/3 apply the window only to layers >= max_window_layers; qcal supports the
+             * common case where the window never applies. */
+            int mwl;
+            if ((st = get_int(root, "max_window_layers", false, 0, 0, 1 << 30, what, &mwl))) goto done;
+            if (mwl < c->n_layers) {
+                st = qc_fail(QC_ERR_UNSUPPORTED, "%s: use_sliding_window with max_window_layers (%d) < "
+                             "num_hidden_layers (%d) is not supported", what, mwl, c->n_layers);
+                goto done;
+            }
+            c->sliding_window = 0;
+        }
+    }
+
+    if ((st = get_token_id(root, "bos_token_id", what, &c->bos_token_id))) goto done;
+    if ((st = get_token_id(root, "eos_token_id", what, &c->eos_token_id))) goto done;
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype");
+    if (!cJSON_IsString(dt)) dt = cJSON_GetObjectItemCaseSensitive(root, "dtype");
+    if (cJSON_IsString(dt)) snprintf(c->torch_dtype, sizeof c->torch_dtype, "%s", dt->valuestring);
+done:
+    cJSON_Delete(root);
+    return st;
+}
+
+qc_status qc_model_config_load(const char *dir, qc_model_config *cfg) {
+    char *path = qc_path_join(dir, "config.json");
+    if (!path) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    char *buf;
+    size_t len;
+    qc_status st = qc_read_file(path, QC_CONFIG_MAX_BYTES, &buf, &len);
+    if (st == QC_OK) {
+        st = qc_model_config_parse(buf, len, path, cfg);
+        free(buf);
+    }
+    free(path);
+    return st;
+}

@@ -7,7 +7,9 @@
 #ifndef QC_TESTUTIL_H
 #define QC_TESTUTIL_H
 
+#include <math.h>
 #include <setjmp.h>
+#include <string.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

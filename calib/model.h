@@ -1,0 +1,113 @@
+/*
+ * model.h - the FP32 forward pass of a Llama-family decoder on the CPU, one decoder layer at a time.
+ *
+ * Weights stay mmapped in their stored dtype (F32/F16/BF16); qc_layer_load converts one decoder
+ * layer to FP32 when it is needed and qc_layer_release gives the memory back, so at most a layer's
+ * worth of FP32 weights is alive at once. All compute is FP32 (OpenBLAS sgemm, threaded).
+ *
+ * The calibration pipeline drives layers one at a time over a batch of sequences:
+ *
+ *   qc_model *m;      qc_model_open("models/llama", &m);
+ *   qc_fwd *f;        qc_fwd_create(&m->cfg, nseq, T, &f);
+ *   float *x = ...;   // [nseq * T, d] row-major: sequence s, position t at row s*T + t
+ *   qc_model_embed(m, ids, nseq * T, x);
+ *   for (int i = 0; i < m->cfg.n_layers; i++) {
+ *       qc_layer L;
+ *       qc_layer_load(m, i, &L);
+ *       qc_layer_forward(f, &L, x, nseq, T, capture_fn, user);  // x <- layer_i(x)
+ *       qc_layer_release(&L);
+ *   }
+ *   qc_model_final_norm(m, x, nseq * T);      // then logits via qc_model_logits_rows
+ *
+ * Ownership: qc_model owns its weights (mmaps); a qc_layer owns its FP32 arrays until released;
+ * qc_fwd owns its scratch buffers. Nothing here is thread-safe on the same object.
+ */
+#ifndef QC_MODEL_H
+#define QC_MODEL_H
+
+#include "model_config.h"
+#include "safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The seven linear layers of a decoder layer. Append only. */
+typedef enum qc_linear_id {
+    QC_LIN_Q = 0, QC_LIN_K = 1, QC_LIN_V = 2, QC_LIN_O = 3,
+    QC_LIN_GATE = 4, QC_LIN_UP = 5, QC_LIN_DOWN = 6,
+    QC_LIN_COUNT = 7
+} qc_linear_id;
+
+/* "self_attn.q_proj", ..., "mlp.down_proj" */
+const char *qc_linear_name(qc_linear_id id);
+
+typedef struct qc_model {
+    qc_model_config  cfg;
+    qc_weights      *weights;   /* owned */
+    char            *dir;       /* owned copy of the model directory */
+    const qc_tensor *embed;     /* [vocab, d] */
+    const qc_tensor *final_norm;/* [d] */
+    const qc_tensor *lm_head;   /* [vocab, d]; == embed when embeddings are tied */
+} qc_model;
+
+/* Opens dir (config.json + safetensors), checks that every tensor the architecture needs is present
+ * with the right shape and a floating dtype. */
+qc_status qc_model_open(const char *dir, qc_model **out);
+void      qc_model_free(qc_model *m);
+
+typedef struct qc_layer {
+    int    index;
+    float *attn_norm;                  /* [d] input_layernorm */
+    float *mlp_norm;                   /* [d] post_attention_layernorm */
+    float *q_norm, *k_norm;            /* [head_dim] (Qwen3), else NULL */
+    float *w[QC_LIN_COUNT];            /* (rows = out_features, cols = in_features), row-major */
+    float *b[QC_LIN_COUNT];            /* [out_features], or NULL when the linear has no bias */
+    int    out_features[QC_LIN_COUNT];
+    int    in_features[QC_LIN_COUNT];
+} qc_layer;
+
+/* Converts layer i's weights to FP32 (owned by *L until qc_layer_release). */
+qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L);
+void      qc_layer_release(qc_layer *L);
+
+/* Scratch space and rotary tables for running layers on up to max_seqs sequences of up to
+ * seqlen tokens each (positions 0..seqlen-1). */
+typedef struct qc_fwd qc_fwd;
+qc_status qc_fwd_create(const qc_model_config *cfg, int max_seqs, int seqlen, qc_fwd **out);
+void      qc_fwd_free(qc_fwd *f);
+
+/* Called with the input of a linear layer: x is [n, in] row-major, valid during the call.
+ * Called once for QC_LIN_Q (the input shared by q, k and v), QC_LIN_O, QC_LIN_GATE (shared by gate
+ * and up) and QC_LIN_DOWN, in that order. */
+typedef void (*qc_capture_fn)(void *user, qc_linear_id which, const float *x, int n, int in);
+
+/* x: [nseq * T, d] residual stream, updated in place to the layer's output. Sequences attend only
+ * to themselves (causal, from position 0). capture may be NULL. */
+qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int T,
+                           qc_capture_fn capture, void *user);
+
+/* x[n, d] <- embedding rows of ids (ids checked against the vocabulary). */
+qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, float *x);
+/* x[n, d] <- RMSNorm(x) with the final norm weight. */
+qc_status qc_model_final_norm(const qc_model *m, float *x, int n);
+
+/* The output head, converted to FP32 once and reused across calls. */
+typedef struct qc_head qc_head;
+qc_status qc_head_load(const qc_model *m, qc_head **out);
+void      qc_head_free(qc_head *h);
+/* logits[n, vocab] = x[n, d] . lm_head^T for final-normed rows x. */
+void      qc_head_logits(const qc_head *h, const float *x, int n, float *logits);
+/* Sum over rows r of -log softmax(logits_r)[target_r], for x[n, d]; computed in row chunks so only
+ * chunk x vocab logits are alive. Also counts rows whose argmax equals the target (may be NULL). */
+qc_status qc_head_nll(const qc_head *h, const float *x, const int32_t *targets, int n, double *nll_sum,
+                      int *n_correct);
+int       qc_head_vocab(const qc_head *h);
+
+/* Convenience for tests and generation: logits[T, vocab] of one sequence (positions 0..T-1). */
+qc_status qc_model_logits(const qc_model *m, const int32_t *ids, int T, float *logits);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QC_MODEL_H */

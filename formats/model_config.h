@@ -1,0 +1,79 @@
+/*
+ * model_config.h - a Hugging Face config.json turned into the description of a decoder model.
+ *
+ * Supported architectures (config "architectures"[0], or "model_type" when that is absent):
+ *   LlamaForCausalLM    model_type llama    (attention_bias/mlp_bias optional)
+ *   MistralForCausalLM  model_type mistral  (sliding_window)
+ *   Qwen2ForCausalLM    model_type qwen2    (q/k/v biases; use_sliding_window)
+ *   Qwen3ForCausalLM    model_type qwen3    (per-head q/k RMSNorm, explicit head_dim)
+ * hidden_act must be "silu"; rope_scaling may be null, "default", "linear" or "llama3"
+ * (transformers v5 spells it "rope_parameters"). Anything else is QC_ERR_UNSUPPORTED with a message
+ * listing what is supported.
+ *
+ *   qc_model_config cfg;
+ *   if (qc_model_config_load("models/llama", &cfg) != QC_OK) die(qc_last_error());
+ *
+ * The struct is plain data (no pointers): copy it freely.
+ */
+#ifndef QC_MODEL_CONFIG_H
+#define QC_MODEL_CONFIG_H
+
+#include "qc_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Append only: values are recorded in reports. */
+typedef enum qc_arch {
+    QC_ARCH_LLAMA   = 0,
+    QC_ARCH_MISTRAL = 1,
+    QC_ARCH_QWEN2   = 2,
+    QC_ARCH_QWEN3   = 3,
+} qc_arch;
+
+typedef enum qc_rope_type {
+    QC_ROPE_DEFAULT = 0,
+    QC_ROPE_LINEAR  = 1,
+    QC_ROPE_LLAMA3  = 2,
+} qc_rope_type;
+
+typedef struct qc_model_config {
+    qc_arch arch;
+    char    arch_name[64];        /* as written in config.json, e.g. "LlamaForCausalLM" */
+    int     hidden_size;          /* d */
+    int     n_layers;
+    int     n_heads;
+    int     n_kv_heads;           /* n_heads % n_kv_heads == 0 (grouped-query attention) */
+    int     head_dim;             /* may differ from d / n_heads (Qwen3) */
+    int     intermediate_size;    /* MLP width */
+    int     vocab_size;
+    int     max_position_embeddings;
+    float   rms_norm_eps;
+    double  rope_theta;
+    qc_rope_type rope_type;
+    double  rope_factor;            /* linear, llama3 */
+    double  rope_low_freq_factor;   /* llama3 */
+    double  rope_high_freq_factor;  /* llama3 */
+    int     rope_original_max_pos;  /* llama3: original_max_position_embeddings */
+    bool    tie_word_embeddings;
+    bool    qkv_bias;             /* q/k/v projections carry a bias (Qwen2; Llama attention_bias) */
+    bool    o_bias;               /* o_proj carries a bias (Llama attention_bias) */
+    bool    mlp_bias;             /* gate/up/down carry biases (Llama mlp_bias) */
+    bool    qk_norm;              /* per-head RMSNorm on q and k before RoPE (Qwen3) */
+    int     sliding_window;       /* 0 = full causal attention; else token i sees j > i - window */
+    int     bos_token_id;         /* -1 if absent */
+    int     eos_token_id;         /* -1 if absent (first one when config lists several) */
+    char    torch_dtype[16];      /* "float16", "bfloat16", "float32" or "" */
+} qc_model_config;
+
+/* Parses config.json text; `what` names the file in messages. */
+qc_status qc_model_config_parse(const char *json, size_t len, const char *what, qc_model_config *cfg);
+/* Reads dir/config.json. */
+qc_status qc_model_config_load(const char *dir, qc_model_config *cfg);
+const char *qc_arch_name(qc_arch arch);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QC_MODEL_CONFIG_H */
