@@ -1,0 +1,1 @@
+qc_test(test_common test_common.c LABELS unit)
