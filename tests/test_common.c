@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "sha256.h"
 #include "testutil.h"
 
 /* Plain twin of qc_f32_to_fp16: binary search over all finite non-negative fp16 values (ascending
@@ -94,11 +95,41 @@ static void test_errors_and_files(void **state) {
     free(path);
 }
 
+/* FIPS 180-2 vectors, a million 'a's, and every split of a message across updates. */
+static void test_sha256(void **state) {
+    (void)state;
+    char hex[65];
+    qc_sha256_buf("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    qc_sha256_buf("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    qc_sha256_buf(m, strlen(m), hex);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    qc_sha256 h;
+    qc_sha256_init(&h);
+    char a[1000];
+    memset(a, 'a', sizeof a);
+    for (int i = 0; i < 1000; i++) qc_sha256_update(&h, a, sizeof a);
+    qc_sha256_hex(&h, hex);
+    assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    char want[65];
+    qc_sha256_buf(m, strlen(m), want);
+    for (size_t cut = 0; cut <= strlen(m); cut++) {
+        qc_sha256_init(&h);
+        qc_sha256_update(&h, m, cut);
+        qc_sha256_update(&h, m + cut, strlen(m) - cut);
+        qc_sha256_hex(&h, hex);
+        assert_string_equal(hex, want);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fp16_known),
         cmocka_unit_test(test_fp16_exhaustive),
         cmocka_unit_test(test_errors_and_files),
+        cmocka_unit_test(test_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
