@@ -395,7 +395,7 @@ qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int
 
     /* attention block */
     rmsnorm(f->xn, x, L->attn_norm, n, d, c->rms_norm_eps);
-    if (capture) capture(user, QC_LIN_Q, f->xn, n, d);
+    if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
     linear(f->q, f->xn, L->w[QC_LIN_Q], L->b[QC_LIN_Q], n, qd, d);
     linear(f->k, f->xn, L->w[QC_LIN_K], L->b[QC_LIN_K], n, kvd, d);
     linear(f->v, f->xn, L->w[QC_LIN_V], L->b[QC_LIN_V], n, kvd, d);
@@ -407,20 +407,20 @@ qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int
         size_t r = (size_t)s * T;
         attention(f, f->q + r * qd, f->k + r * kvd, f->v + r * kvd, f->att + r * qd, T);
     }
-    if (capture) capture(user, QC_LIN_O, f->att, n, qd);
+    if (capture && !capture(user, QC_LIN_O, f->att, n, qd)) return QC_OK;
     linear(f->tmp, f->att, L->w[QC_LIN_O], L->b[QC_LIN_O], n, d, qd);
     for (size_t i = 0; i < (size_t)n * d; i++) x[i] += f->tmp[i];
 
     /* MLP block: down(silu(gate(x)) * up(x)) */
     rmsnorm(f->xn, x, L->mlp_norm, n, d, c->rms_norm_eps);
-    if (capture) capture(user, QC_LIN_GATE, f->xn, n, d);
+    if (capture && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
     linear(f->h1, f->xn, L->w[QC_LIN_GATE], L->b[QC_LIN_GATE], n, ff, d);
     linear(f->h2, f->xn, L->w[QC_LIN_UP], L->b[QC_LIN_UP], n, ff, d);
     for (size_t i = 0; i < (size_t)n * ff; i++) {
         float g = f->h1[i];
         f->h1[i] = g / (1.0f + expf(-g)) * f->h2[i];
     }
-    if (capture) capture(user, QC_LIN_DOWN, f->h1, n, ff);
+    if (capture && !capture(user, QC_LIN_DOWN, f->h1, n, ff)) return QC_OK;
     linear(f->tmp, f->h1, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], n, d, ff);
     for (size_t i = 0; i < (size_t)n * d; i++) x[i] += f->tmp[i];
     return check_finite(x, (size_t)n * d, L->index, "the layer output");

@@ -79,8 +79,9 @@ void      qc_fwd_free(qc_fwd *f);
 
 /* Called with the input of a linear layer: x is [n, in] row-major, valid during the call.
  * Called once for QC_LIN_Q (the input shared by q, k and v), QC_LIN_O, QC_LIN_GATE (shared by gate
- * and up) and QC_LIN_DOWN, in that order. */
-typedef void (*qc_capture_fn)(void *user, qc_linear_id which, const float *x, int n, int in);
+ * and up) and QC_LIN_DOWN, in that order. Returning false stops the layer there: qc_layer_forward
+ * then returns QC_OK and leaves x unspecified (callers that stop early run on a copy). */
+typedef bool (*qc_capture_fn)(void *user, qc_linear_id which, const float *x, int n, int in);
 
 /* x: [nseq * T, d] residual stream, updated in place to the layer's output. Sequences attend only
  * to themselves (causal, from position 0). capture may be NULL. */

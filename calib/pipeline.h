@@ -1,0 +1,77 @@
+/*
+ * pipeline.h - quantize a model one decoder layer at a time (spec D.1, D.2).
+ *
+ * The calibration windows are embedded once into X [nsamples * seqlen, d] (FP32). For each layer:
+ * its weights are converted from the mmapped files; for each group of the schedule
+ * (true-sequential: {q,k,v}, {o}, {gate,up}, {down}; otherwise all seven at once) the layer runs on X
+ * batch by batch with the already-quantized groups in place, the group's input Hessian
+ * H = 2/n X^T X is accumulated (FP32, ssyrk), and each linear is solved (GPTQ or RTN); then the fully
+ * quantized layer runs once more and its output becomes X for the next layer (GPTQ propagates
+ * quantized outputs). Memory: X, one layer's FP32 weights, the largest Hessian (K x K, plus a working
+ * copy), and one batch's activations.
+ *
+ * Each finished layer is written to <work_dir>/layer-NNNNN.safetensors holding exactly the tensors the
+ * checkpoint will carry for it (packed GPTQ tensors, F16 norms and unquantized linears); the
+ * non-layer tensors go to <work_dir>/base.safetensors. Those files, with X, are the state a resumed
+ * run needs. qc_gptq_write_checkpoint then assembles the checkpoint from them.
+ */
+#ifndef QC_PIPELINE_H
+#define QC_PIPELINE_H
+
+#include "model.h"
+#include "quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum qc_method { QC_METHOD_RTN = 0, QC_METHOD_GPTQ = 1, QC_METHOD_AWQ = 2 } qc_method;
+const char *qc_method_name(qc_method m);
+
+typedef struct qc_linear_report {
+    int    layer;
+    qc_linear_id lin;
+    char   name[128];        /* "model.layers.3.self_attn.q_proj" */
+    int    N, K;
+    bool   quantized;        /* false: kept in F16 (reason says why) */
+    char   reason[160];
+    double rel_err;          /* ||W X - W_hat X||^2 / ||W X||^2 on the calibration inputs */
+    double damp;             /* damping used (GPTQ) */
+    int    retries;          /* Cholesky retries */
+    int    dead_cols;
+    double seconds;          /* solve time */
+} qc_linear_report;
+
+typedef struct qc_pipeline_opts {
+    qc_method    method;
+    qc_gptq_opts q;              /* bits, group_size, sym, act_order, static_groups, damp (RTN: bits/gs/sym) */
+    bool         true_sequential;
+    bool         v2;             /* pack zeros as gptq_v2 (asym needs it) */
+    int          batch_tokens;   /* rows per forward batch (0: 8192) */
+    const char  *work_dir;       /* created if missing */
+    bool         keep_fake;      /* keep the fake-quantized layers (loader-exact: fp16 scales) for evaluation */
+    /* Called after each linear is solved (for the progress line); may be NULL. Return false to cancel. */
+    bool       (*on_linear)(void *user, const qc_linear_report *r, int done, int total);
+    void        *user;
+} qc_pipeline_opts;
+
+typedef struct qc_pipeline_result {
+    qc_linear_report *lin;       /* [n_lin] */
+    int     n_lin;
+    double  t_embed, t_forward, t_hessian, t_solve, t_write;
+    char  **parts;               /* part files in work_dir, [n_parts] */
+    int     n_parts;
+    char  **unquantized;         /* module paths kept in F16, [n_unq] */
+    int     n_unq;
+    qc_layer *fake;              /* [n_layers] when keep_fake, else NULL */
+    int     n_layers;
+} qc_pipeline_result;
+
+qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, int seqlen, const qc_pipeline_opts *o,
+                          qc_pipeline_result *res);
+void      qc_pipeline_result_free(qc_pipeline_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QC_PIPELINE_H */

@@ -1,0 +1,399 @@
+#include "quant.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+qc_gptq_opts qc_gptq_default_opts(void) {
+    return (qc_gptq_opts){.bits = 4, .group_size = 128, .sym = true, .damp = 0.01, .damp_step = 0.01,
+                          .blocksize = 128, .ref_group_quirk = true};
+}
+
+void qc_quant_params(const float *x, int n, int stride, int bits, bool sym, float *scale, float *zero) {
+    int maxq = (1 << bits) - 1;
+    float xmin = 0.0f, xmax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float v = x[(size_t)i * stride];
+        xmin = v < xmin ? v : xmin;
+        xmax = v > xmax ? v : xmax;
+    }
+    if (sym) {
+        xmax = fabsf(xmin) > xmax ? fabsf(xmin) : xmax;
+        if (xmin < 0.0f) xmin = -xmax;
+    }
+    if (xmin == 0.0f && xmax == 0.0f) {
+        xmin = -1.0f;
+        xmax = 1.0f;
+    }
+    float s = (xmax - xmin) / (float)maxq;
+    *scale = s;
+    *zero = sym ? (float)((maxq + 1) / 2) : rintf(-xmin / s);
+}
+
+static float fp16_round(float x) { return qc_fp16_to_f32(qc_f32_to_fp16(x)); }
+
+static qc_status check_args(int N, int K, const qc_gptq_opts *o, const qc_qlinear *q) {
+    if (o->bits != 2 && o->bits != 3 && o->bits != 4 && o->bits != 8)
+        return qc_fail(QC_ERR_ARG, "gptq: bits must be 2, 3, 4 or 8 (got %d)", o->bits);
+    if (o->group_size != -1 && (o->group_size <= 0 || K % o->group_size != 0))
+        return qc_fail(QC_ERR_ARG, "gptq: group size %d does not divide in_features %d", o->group_size, K);
+    if (!(o->damp > 0.0 && o->damp < 1.0)) return qc_fail(QC_ERR_ARG, "gptq: damp must be in (0, 1), got %g", o->damp);
+    if (o->blocksize < 1) return qc_fail(QC_ERR_ARG, "gptq: blocksize must be positive");
+    int G = o->group_size == -1 ? 1 : K / o->group_size;
+    if (q->N != N || q->K != K || q->bits != o->bits || q->n_groups != G || q->sym != o->sym)
+        return qc_fail(QC_ERR_ARG, "gptq: output layer (%dx%d, %d bits, %d groups) does not match %dx%d, %d bits, "
+                       "%d groups", q->N, q->K, q->bits, q->n_groups, N, K, o->bits, G);
+    return QC_OK;
+}
+
+/* Stable descending argsort of diag(H) (spec D.3 step 4: stable for reproducibility). */
+static const float *g_sort_key;
+static int cmp_desc(const void *a, const void *b) {
+    int i = *(const int *)a, j = *(const int *)b;
+    float x = g_sort_key[i], y = g_sort_key[j];
+    if (x != y) return x > y ? -1 : 1;
+    return i - j;
+}
+
+static void act_order_perm(const float *H, int K, int *perm) {
+    float *d = malloc(sizeof(float) * (size_t)K);
+    QC_ASSERT(d);
+    for (int k = 0; k < K; k++) {
+        d[k] = H[(size_t)k * K + k];
+        perm[k] = k;
+    }
+    g_sort_key = d; /* qsort with index tie-break is stable */
+    qsort(perm, (size_t)K, sizeof(int), cmp_desc);
+    g_sort_key = NULL;
+    free(d);
+}
+
+/* Steps 1-3 of D.3, shared by both solvers: row params when gs == -1 (before the dead-column fix),
+ * dead columns, static group params. Params go to q->scales/zeros (group-major [G, N]). */
+static void prepare(float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_qlinear *q, float *zf,
+                    qc_gptq_stats *st) {
+    if (o->group_size == -1) {
+        for (int n = 0; n < N; n++) qc_quant_params(W + (size_t)n * K, K, 1, o->bits, o->sym, &q->scales[n], &zf[n]);
+    }
+    for (int k = 0; k < K; k++) {
+        if (H[(size_t)k * K + k] == 0.0f) {
+            H[(size_t)k * K + k] = 1.0f;
+            for (int n = 0; n < N; n++) W[(size_t)n * K + k] = 0.0f;
+            st->dead_cols++;
+        }
+    }
+    if (o->static_groups && o->group_size > 0) {
+        int gs = o->group_size;
+        for (int g = 0; g < K / gs; g++)
+            for (int n = 0; n < N; n++)
+                qc_quant_params(W + (size_t)n * K + (size_t)g * gs, gs, 1, o->bits, o->sym,
+                                &q->scales[(size_t)g * N + n], &zf[(size_t)g * N + n]);
+    }
+}
+
+/* zf [G, N]: the zero points as the solver used them (floats holding integers). */
+static void finish_zeros(qc_qlinear *q, const float *zf) {
+    size_t n = (size_t)q->n_groups * q->N;
+    for (size_t i = 0; i < n; i++) q->zeros[i] = (int32_t)zf[i];
+}
+
+static void set_g_idx(qc_qlinear *q, const int *perm, const qc_gptq_opts *o) {
+    int K = q->K, gs = o->group_size;
+    for (int j = 0; j < K; j++) {
+        if (gs == -1) q->g_idx[j] = 0;
+        else if (o->act_order && !o->static_groups) q->g_idx[perm[j]] = j / gs;
+        else q->g_idx[j] = j / gs;
+    }
+}
+
+/* H (K x K, symmetric, row-major) -> U (upper, row-major) with (H + damp I)^-1 = U^T U, damping raised
+ * by damp_step after each failure. Hbak holds the undamped H. Uses the symmetric storage trick: a
+ * row-major lower triangle is LAPACK's column-major upper one. */
+static qc_status inverse_factor(float *H, const float *Hbak, int K, const qc_gptq_opts *o, qc_gptq_stats *st) {
+    double mean = 0.0;
+    for (int k = 0; k < K; k++) mean += Hbak[(size_t)k * K + k];
+    mean /= K;
+    double damp = o->damp;
+    for (;;) {
+        memcpy(H, Hbak, sizeof(float) * (size_t)K * K);
+        for (int k = 0; k < K; k++) H[(size_t)k * K + k] = (float)(Hbak[(size_t)k * K + k] + damp * mean);
+        lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K); /* row-major lower L: H = L L^T */
+        if (info == 0) info = LAPACKE_spotri(LAPACK_COL_MAJOR, 'U', K, H, K); /* inverse in row-major lower */
+        if (info == 0) {
+            for (int i = 0; i < K; i++)
+                for (int j = 0; j < i; j++) H[(size_t)j * K + i] = H[(size_t)i * K + j];
+            info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', K, H, K); /* row-major upper U: Hinv = U^T U */
+        }
+        if (info == 0) {
+            st->damp_used = damp;
+            return QC_OK;
+        }
+        if (info < 0) return qc_fail(QC_ERR_NUMERIC, "gptq: LAPACK rejected argument %d", (int)-info);
+        st->retries++;
+        double next = damp + (o->damp_step > 0 ? o->damp_step : 0.01);
+        if (next >= 1.0)
+            return qc_fail(QC_ERR_NUMERIC, "gptq: Cholesky failed at every damping up to %.3f (Hessian not positive "
+                           "definite: too few or degenerate calibration inputs?)", damp);
+        QC_LOGW("gptq: Cholesky failed (leading minor %d) at damp %.4f; retrying with %.4f", (int)info, damp, next);
+        damp = next;
+    }
+}
+
+qc_status qc_gptq_quantize(float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_qlinear *q, qc_gptq_stats *st) {
+    double t0 = qc_time_now();
+    memset(st, 0, sizeof *st);
+    qc_status s = check_args(N, K, o, q);
+    if (s) return s;
+    int maxq = (1 << o->bits) - 1, gs = o->group_size, B = o->blocksize;
+    float *zf = malloc(sizeof(float) * (size_t)q->n_groups * N);
+    if (!zf) return qc_fail(QC_ERR_NOMEM, "gptq: out of memory");
+    prepare(W, H, N, K, o, q, zf, st);
+
+    int *perm = malloc(sizeof(int) * (size_t)K);
+    float *Hbak = malloc(sizeof(float) * (size_t)K * K);
+    float *Wt = malloc(sizeof(float) * (size_t)K * N);       /* [K, N]: column j of W (processing order) */
+    float *Err = malloc(sizeof(float) * (size_t)B * N);      /* [B, N] */
+    float *Orig = malloc(sizeof(float) * (size_t)B * N);     /* block copy for the reference quirk */
+    float *cs = malloc(sizeof(float) * (size_t)N), *cz = malloc(sizeof(float) * (size_t)N);
+    float *rowbuf = malloc(sizeof(float) * (size_t)K);
+    if (!perm || !Hbak || !Wt || !Err || !Orig || !cs || !cz || !rowbuf) {
+        s = qc_fail(QC_ERR_NOMEM, "gptq: out of memory for a %dx%d layer", N, K);
+        goto out;
+    }
+    if (o->act_order) act_order_perm(H, K, perm);
+    else for (int k = 0; k < K; k++) perm[k] = k;
+    /* permuted H into Hbak (both axes), W transposed into processing order */
+    for (int i = 0; i < K; i++) {
+        const float *src = H + (size_t)perm[i] * K;
+        float *dst = Hbak + (size_t)i * K;
+        for (int j = 0; j < K; j++) dst[j] = src[perm[j]];
+    }
+    for (int j = 0; j < K; j++)
+        for (int n = 0; n < N; n++) Wt[(size_t)j * N + n] = W[(size_t)n * K + perm[j]];
+    if ((s = inverse_factor(H, Hbak, K, o, st))) goto out;
+    const float *U = H;
+
+    for (int i1 = 0; i1 < K; i1 += B) {
+        int i2 = i1 + B < K ? i1 + B : K, nb = i2 - i1;
+        if (gs > 0 && !o->static_groups && o->ref_group_quirk)
+            memcpy(Orig, Wt + (size_t)i1 * N, sizeof(float) * (size_t)nb * N);
+        for (int i = 0; i < nb; i++) {
+            int c = i1 + i;
+            float d = U[(size_t)c * K + c];
+            const float *ps, *pz;
+            if (gs == -1) {
+                ps = q->scales;
+                pz = zf;
+            } else if (o->static_groups) {
+                int g = perm[c] / gs;
+                ps = q->scales + (size_t)g * N;
+                pz = zf + (size_t)g * N;
+            } else {
+                if (c % gs == 0) {
+                    int g = c / gs;
+                    for (int n = 0; n < N; n++) {
+                        for (int k = 0; k < gs; k++) {
+                            int col = c + k;
+                            rowbuf[k] = (o->ref_group_quirk && col < i2) ? Orig[(size_t)(col - i1) * N + n]
+                                                                         : Wt[(size_t)col * N + n];
+                        }
+                        qc_quant_params(rowbuf, gs, 1, o->bits, o->sym, &cs[n], &cz[n]);
+                        if (o->fp16_scales) cs[n] = fp16_round(cs[n]);
+                        q->scales[(size_t)g * N + n] = cs[n];
+                        zf[(size_t)g * N + n] = cz[n];
+                    }
+                }
+                ps = cs;
+                pz = cz;
+            }
+            float *w = Wt + (size_t)c * N, *e = Err + (size_t)i * N;
+            int orig_col = perm[c];
+            for (int n = 0; n < N; n++) {
+                int code = qc_quant_code(w[n], ps[n], pz[n], maxq);
+                float qv = ps[n] * ((float)code - pz[n]);
+                float diff = w[n] - qv;
+                st->loss += (double)diff * diff / ((double)d * d) / 2.0;
+                e[n] = diff / d;
+                w[n] = qv;
+                q->codes[(size_t)n * K + orig_col] = (uint8_t)code;
+            }
+            for (int j = c + 1; j < i2; j++) cblas_saxpy(N, -U[(size_t)c * K + j], e, 1, Wt + (size_t)j * N, 1);
+        }
+        if (i2 < K)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K - i2, N, nb, -1.0f, U + (size_t)i1 * K + i2, K, Err,
+                        N, 1.0f, Wt + (size_t)i2 * N, N);
+    }
+    for (int j = 0; j < K; j++)
+        for (int n = 0; n < N; n++) W[(size_t)n * K + perm[j]] = Wt[(size_t)j * N + n];
+    finish_zeros(q, zf);
+    set_g_idx(q, perm, o);
+out:
+    free(zf);
+    free(perm);
+    free(Hbak);
+    free(Wt);
+    free(Err);
+    free(Orig);
+    free(cs);
+    free(cz);
+    free(rowbuf);
+    st->seconds = qc_time_now() - t0;
+    return s;
+}
+
+/* ---- the plain twin ---- */
+
+/* Lower Cholesky in place (row-major), plain loops. false if not positive definite. */
+static bool chol_lower(double *A, int K) {
+    for (int j = 0; j < K; j++) {
+        double s = A[(size_t)j * K + j];
+        for (int k = 0; k < j; k++) s -= A[(size_t)j * K + k] * A[(size_t)j * K + k];
+        if (!(s > 0.0)) return false;
+        double d = sqrt(s);
+        A[(size_t)j * K + j] = d;
+        for (int i = j + 1; i < K; i++) {
+            double t = A[(size_t)i * K + j];
+            for (int k = 0; k < j; k++) t -= A[(size_t)i * K + k] * A[(size_t)j * K + k];
+            A[(size_t)i * K + j] = t / d;
+        }
+        for (int i = 0; i < j; i++) A[(size_t)i * K + j] = 0.0;
+    }
+    return true;
+}
+
+qc_status qc_gptq_quantize_ref(float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_qlinear *q,
+                               qc_gptq_stats *st) {
+    double t0 = qc_time_now();
+    memset(st, 0, sizeof *st);
+    qc_status s = check_args(N, K, o, q);
+    if (s) return s;
+    int maxq = (1 << o->bits) - 1, gs = o->group_size;
+    float *zf = malloc(sizeof(float) * (size_t)q->n_groups * N);
+    if (!zf) return qc_fail(QC_ERR_NOMEM, "gptq: out of memory");
+    prepare(W, H, N, K, o, q, zf, st);
+    int *perm = malloc(sizeof(int) * (size_t)K);
+    double *A = malloc(sizeof(double) * (size_t)K * K), *Li = malloc(sizeof(double) * (size_t)K * K);
+    float *Wp = malloc(sizeof(float) * (size_t)N * K);
+    float *cs = malloc(sizeof(float) * (size_t)N), *cz = malloc(sizeof(float) * (size_t)N);
+    float *e = malloc(sizeof(float) * (size_t)N);
+    if (!perm || !A || !Li || !Wp || !cs || !cz || !e) {
+        s = qc_fail(QC_ERR_NOMEM, "gptq: out of memory");
+        goto out;
+    }
+    if (o->act_order) act_order_perm(H, K, perm);
+    else for (int k = 0; k < K; k++) perm[k] = k;
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < K; j++) Wp[(size_t)n * K + j] = W[(size_t)n * K + perm[j]];
+    double mean = 0.0;
+    for (int k = 0; k < K; k++) mean += H[(size_t)k * K + k];
+    mean /= K;
+    double damp = o->damp;
+    for (;;) {
+        for (int i = 0; i < K; i++)
+            for (int j = 0; j < K; j++)
+                A[(size_t)i * K + j] = H[(size_t)perm[i] * K + perm[j]] + (i == j ? damp * mean : 0.0);
+        bool ok = chol_lower(A, K); /* H = L L^T */
+        if (ok) {
+            /* Li = L^-1 by forward substitution; Hinv = Li^T Li; then Hinv = U^T U, U = chol_lower(Hinv)^T */
+            for (int c = 0; c < K; c++)
+                for (int i = 0; i < K; i++) {
+                    double t = i == c ? 1.0 : 0.0;
+                    for (int k = 0; k < i; k++) t -= A[(size_t)i * K + k] * Li[(size_t)k * K + c];
+                    Li[(size_t)i * K + c] = t / A[(size_t)i * K + i];
+                }
+            for (int i = 0; i < K; i++)
+                for (int j = 0; j < K; j++) {
+                    double t = 0.0;
+                    for (int k = 0; k < K; k++) t += Li[(size_t)k * K + i] * Li[(size_t)k * K + j];
+                    A[(size_t)i * K + j] = t;
+                }
+            ok = chol_lower(A, K);
+        }
+        if (ok) break;
+        st->retries++;
+        damp += o->damp_step > 0 ? o->damp_step : 0.01;
+        if (damp >= 1.0) {
+            s = qc_fail(QC_ERR_NUMERIC, "gptq (reference): Cholesky failed at every damping below 1");
+            goto out;
+        }
+    }
+    st->damp_used = damp;
+    /* U[c][j] = A[j][c] */
+    for (int c = 0; c < K; c++) {
+        float d = (float)A[(size_t)c * K + c];
+        if (gs == -1) {
+            for (int n = 0; n < N; n++) {
+                cs[n] = q->scales[n];
+                cz[n] = zf[n];
+            }
+        } else if (o->static_groups) {
+            int g = perm[c] / gs;
+            for (int n = 0; n < N; n++) {
+                cs[n] = q->scales[(size_t)g * N + n];
+                cz[n] = zf[(size_t)g * N + n];
+            }
+        } else if (c % gs == 0) {
+            int g = c / gs;
+            for (int n = 0; n < N; n++) {
+                qc_quant_params(Wp + (size_t)n * K + c, gs, 1, o->bits, o->sym, &cs[n], &cz[n]);
+                if (o->fp16_scales) cs[n] = fp16_round(cs[n]);
+                q->scales[(size_t)g * N + n] = cs[n];
+                zf[(size_t)g * N + n] = cz[n];
+            }
+        }
+        for (int n = 0; n < N; n++) {
+            float w = Wp[(size_t)n * K + c];
+            int code = qc_quant_code(w, cs[n], cz[n], maxq);
+            float qv = cs[n] * ((float)code - cz[n]);
+            st->loss += (double)(w - qv) * (w - qv) / ((double)d * d) / 2.0;
+            e[n] = (w - qv) / d;
+            Wp[(size_t)n * K + c] = qv;
+            q->codes[(size_t)n * K + perm[c]] = (uint8_t)code;
+        }
+        for (int n = 0; n < N; n++)
+            for (int j = c + 1; j < K; j++) Wp[(size_t)n * K + j] -= e[n] * (float)A[(size_t)j * K + c];
+    }
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < K; j++) W[(size_t)n * K + perm[j]] = Wp[(size_t)n * K + j];
+    finish_zeros(q, zf);
+    set_g_idx(q, perm, o);
+out:
+    free(zf);
+    free(perm);
+    free(A);
+    free(Li);
+    free(Wp);
+    free(cs);
+    free(cz);
+    free(e);
+    st->seconds = qc_time_now() - t0;
+    return s;
+}
+
+qc_status qc_rtn_quantize(float *W, int N, int K, int bits, int group_size, bool sym, qc_qlinear *q) {
+    qc_gptq_opts o = qc_gptq_default_opts();
+    o.bits = bits;
+    o.group_size = group_size;
+    o.sym = sym;
+    qc_status s = check_args(N, K, &o, q);
+    if (s) return s;
+    int gs = group_size == -1 ? K : group_size, maxq = (1 << bits) - 1;
+    for (int n = 0; n < N; n++) {
+        float *w = W + (size_t)n * K;
+        for (int g = 0; g < K / gs; g++) {
+            float sc, zf;
+            qc_quant_params(w + (size_t)g * gs, gs, 1, bits, sym, &sc, &zf);
+            q->scales[(size_t)g * N + n] = sc;
+            q->zeros[(size_t)g * N + n] = (int32_t)zf;
+            for (int k = g * gs; k < (g + 1) * gs; k++) {
+                int code = qc_quant_code(w[k], sc, zf, maxq);
+                q->codes[(size_t)n * K + k] = (uint8_t)code;
+                w[k] = sc * ((float)code - zf);
+            }
+        }
+    }
+    for (int k = 0; k < K; k++) q->g_idx[k] = k / gs;
+    return QC_OK;
+}

@@ -1,0 +1,1 @@
+qc_test(test_calib_data test_calib_data.c LABELS unit)

@@ -1,0 +1,1 @@
+qc_test(test_gptq test_gptq.c LABELS unit)
