@@ -22,6 +22,28 @@
  *
  * Ownership: arrays returned by encode/decode belong to the caller (free()). A qc_tokenizer is
  * immutable after load and may be used from several threads at once.
+ *
+ * What is read from tokenizer.json (anything else fails to load with QC_ERR_UNSUPPORTED naming it):
+ *   model           BPE (vocab; merges as "a b" or ["a", "b"]; unk_token, fuse_unk, byte_fallback,
+ *                   ignore_merges, continuing_subword_prefix, end_of_word_suffix; dropout must be 0/null)
+ *   normalizer      Sequence, Prepend, Replace, NFC, NFD, NFKC, NFKD, Lowercase, Strip, ByteLevel
+ *   pre_tokenizer   Sequence, Split (String/Regex, all behaviors, invert), ByteLevel, Metaspace, Digits
+ *   post_processor  TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing, Sequence
+ *   decoder         Sequence, Replace, ByteFallback, Fuse, Strip, Metaspace, ByteLevel (none: join with ' ')
+ *   truncation/padding are ignored (qcal encodes whole texts), with a warning.
+ * Regexes are Oniguruma patterns in HF; they run on PCRE2 with \s and \w rewritten to Oniguruma's
+ * Unicode classes.
+ *
+ * Behaviour notes:
+ *   - encode(add_special=false) applies no post-processor; text that spells an added token (e.g. a
+ *     literal "<unk>" in PTB) becomes that token, as in HF.
+ *   - decode skips ids that are out of range or unassigned, as HF does.
+ *   - tokenizer_config.json's add_bos_token/add_eos_token apply only when tokenizer.json has no
+ *     post_processor (as Tokenizer.from_file(...).encode does otherwise); add_bos_token defaults to
+ *     true for tokenizer_class LlamaTokenizer*, CodeLlamaTokenizer*.
+ *   - bos/eos ids: tokenizer_config.json's bos_token/eos_token when present, else the first/last
+ *     token the post-processor adds, else the first of <s> / <|begin_of_text|> / <|startoftext|> /
+ *     <bos> (resp. </s> / <|endoftext|> / <|end_of_text|> / <eos>) that exists, else -1.
  */
 #ifndef QC_TOKENIZER_H
 #define QC_TOKENIZER_H
@@ -47,7 +69,7 @@ qc_status qc_tokenizer_encode(const qc_tokenizer *tok, const char *text, size_t 
 qc_status qc_tokenizer_decode(const qc_tokenizer *tok, const int32_t *ids, size_t n_ids, bool skip_special,
                               char **text, size_t *len);
 
-int32_t     qc_tokenizer_vocab_size(const qc_tokenizer *tok);  /* including added tokens */
+int32_t     qc_tokenizer_vocab_size(const qc_tokenizer *tok);  /* including added tokens: max id + 1 */
 int32_t     qc_tokenizer_bos_id(const qc_tokenizer *tok);      /* -1 if none */
 int32_t     qc_tokenizer_eos_id(const qc_tokenizer *tok);      /* -1 if none */
 /* Whether encode(add_special=true) prepends BOS. */
