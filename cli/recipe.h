@@ -5,6 +5,7 @@
  * Keys are the long command-line flag names with '_' for '-'; command-line flags override the file
  * (qc_recipe_set with the flag's name and text). Parsing is strict: an unknown key, a wrong type or
  * a value outside its allowed set is QC_ERR_FORMAT with "<file>:<line>:<col>: " and what is allowed.
+ * `qcal recipe --example` (qc_recipe_example()) prints every key with its default and meaning.
  *
  *   qc_recipe r;
  *   qc_recipe_init(&r);                                  // every default
@@ -14,7 +15,40 @@
  *   char hash[65]; qc_recipe_hash(&r, hash);
  *   qc_recipe_free(&r);
  *
- * Ownership: the recipe owns every string in it (qc_recipe_free releases them).
+ * The YAML accepted: one document whose top level is a mapping (an empty file is an empty recipe).
+ * Anchors, aliases, tags and duplicate keys are errors; files are at most QC_RECIPE_MAX_BYTES.
+ * Integers and booleans must be plain scalars ("4" in quotes is a string, not a number); booleans
+ * are true/false (YAML 1.2), not yes/no. String values may be plain or quoted.
+ *
+ * Paths: relative paths inside a recipe file (model, out, calib paths, eval texts) are relative to
+ * the directory of the file; paths given to qc_recipe_set (flags) and in qc_recipe_load_string text
+ * are relative to the current directory. Every local path is stored absolute, with "." and repeated
+ * '/' removed (".." is kept: it is not resolved lexically because of symbolic links). hf://
+ * references are stored as written. '~' is not expanded (a leading '~' is an error).
+ *
+ * Method-dependent defaults, settled by qc_recipe_validate for keys not set explicitly (set_mask):
+ *   sym       true; false for method awq (AWQ keeps zero points)
+ *   sampling  "gptq"; "awq" for method awq (documents concatenated and cut into blocks, as AutoAWQ)
+ *   seqlen    2048 (GPTQ paper); 512 for method awq (AutoAWQ's max_calib_seq_len)
+ *   format    "gptq" when sym; else "awq" for method awq at 4 bits with groups (and no act-order
+ *             without static groups), else "gptq_v2" (asymmetric results of any method, any width)
+ *   nsamples  128 for every method (AutoAWQ's max_calib_samples is 128 too)
+ * The calibration source defaults to the C4 shard of the GPTQ paper for every method; AutoAWQ's
+ * pile-val must be named explicitly. A field assigned directly (not through qc_recipe_set or a file)
+ * must also get its bit in set_mask, or validate may replace sym/sampling/seqlen/format.
+ *
+ * Canonical form and hash: qc_recipe_canonical() is compact JSON with keys sorted (bytewise) at every
+ * level, holding every resolved value plus "qcal_recipe": QC_RECIPE_VERSION; integers are exact
+ * (the seed too), reals print as the shortest of %.15g/%.17g that reads back to the same double.
+ * The hash (qc_recipe_hash) is SHA-256 of qc_recipe_hash_text(): the same JSON WITHOUT "out",
+ * "device" and "eval", which do not change the quantized weights (where they go, what computes them,
+ * what is measured afterwards). Paths are hashed as resolved (absolute), so the same recipe with a
+ * relative local model path hashes differently in another directory; hf:// references do not.
+ *
+ * Ownership: the recipe owns every string in it (qc_recipe_free releases them). Enumerated values
+ * (method, sampling, format, device "cpu"/"cuda", calib format/split) and the defaults point to the
+ * library's constant strings; change values with qc_recipe_set rather than by assignment. A recipe
+ * is not copied by value (two copies would free the same strings).
  */
 #ifndef QC_RECIPE_H
 #define QC_RECIPE_H
@@ -27,6 +61,18 @@ extern "C" {
 
 #define QC_RECIPE_MAX_SOURCES 64
 #define QC_RECIPE_MAX_EVALS   16
+#define QC_RECIPE_MAX_BYTES   ((size_t)1 << 20)  /* a recipe file larger than this is refused */
+#define QC_RECIPE_VERSION     1                  /* "qcal_recipe" in the canonical JSON */
+
+/* One bit per key in qc_recipe.set_mask (QC_RK_BIT(QC_RK_BITS)); also indexes qc_recipe.where. */
+typedef enum qc_recipe_key {
+    QC_RK_MODEL = 0, QC_RK_OUT = 1, QC_RK_METHOD = 2, QC_RK_BITS = 3, QC_RK_GROUP_SIZE = 4, QC_RK_SYM = 5,
+    QC_RK_ACT_ORDER = 6, QC_RK_STATIC_GROUPS = 7, QC_RK_TRUE_SEQUENTIAL = 8, QC_RK_DAMP = 9,
+    QC_RK_CALIB = 10, QC_RK_SAMPLING = 11, QC_RK_NSAMPLES = 12, QC_RK_SEQLEN = 13, QC_RK_SEED = 14,
+    QC_RK_FORMAT = 15, QC_RK_DEVICE = 16, QC_RK_EVAL = 17,
+    QC_RK_COUNT
+} qc_recipe_key;
+#define QC_RK_BIT(k) ((uint64_t)1 << (k))
 
 typedef struct qc_calib_source {
     char  *path;     /* local file or hf://datasets/... reference */
@@ -38,7 +84,8 @@ typedef struct qc_calib_source {
 
 typedef struct qc_eval_text {
     char *text;      /* file to measure perplexity on */
-    int   seqlen;    /* 0 = the recipe's seqlen */
+    int   seqlen;    /* 0 = the recipe's seqlen (shown resolved in the canonical JSON and YAML);
+                        note that the recipe's seqlen is 512 for AWQ, the papers evaluate at 2048 */
 } qc_eval_text;
 
 typedef struct qc_recipe {
@@ -64,25 +111,37 @@ typedef struct qc_recipe {
     qc_eval_text eval[QC_RECIPE_MAX_EVALS];
     int    n_eval;
     uint64_t set_mask;       /* bit per key (QC_RK_*) given explicitly, by file or flag */
+    char  *where[QC_RK_COUNT]; /* where each explicit value came from, for messages:
+                                  "<file>:<line>:<col>" or the flag ("--bits"); NULL for defaults */
 } qc_recipe;
 
 /* Fills every default (the C4 shard as the one calibration source). */
 void      qc_recipe_init(qc_recipe *r);
 void      qc_recipe_free(qc_recipe *r);
-/* Reads a YAML file over the current values (keys absent from the file keep theirs). */
+/* Reads a YAML file over the current values (keys absent from the file keep theirs; a calib or eval
+ * list in the file replaces the current one). On error the recipe holds a mix of old and new values
+ * and must only be freed. */
 qc_status qc_recipe_load(qc_recipe *r, const char *path);
 qc_status qc_recipe_load_string(qc_recipe *r, const char *yaml, size_t len, const char *what);
 /* Sets one scalar key from text, as a command-line flag does: key is the recipe spelling
  * ("group_size") or the flag spelling ("group-size"). "calib" replaces all sources with one path;
- * "eval" appends a text. `origin` names the flag in messages. */
+ * "eval" appends a text. `origin` names the flag in messages (NULL: the key). Bad values are
+ * QC_ERR_ARG (a usage error on the command line). Booleans take "true"/"false". */
 qc_status qc_recipe_set(qc_recipe *r, const char *key, const char *value, const char *origin);
-/* Cross-field checks; also settles method-dependent defaults (AWQ: asym, format awq at 4 bits). */
+/* Cross-field checks; also settles method-dependent defaults (AWQ: asym, format awq at 4 bits).
+ * Idempotent. Conflicts are QC_ERR_FORMAT naming both fields and where each was set. */
 qc_status qc_recipe_validate(qc_recipe *r);
-/* Canonical form: JSON with sorted keys and every value resolved (caller frees). Two recipes with
- * the same meaning have the same canonical text, however the YAML was written. */
+/* Canonical form: JSON with sorted keys and every value resolved (caller frees; NULL when out of
+ * memory). Two recipes with the same meaning have the same canonical text, however the YAML was
+ * written. Call after qc_recipe_validate. */
 char     *qc_recipe_canonical(const qc_recipe *r);
-/* SHA-256 of the canonical form, 64 hex digits. */
+/* The text that is hashed: the canonical JSON without "out", "device" and "eval" (caller frees). */
+char     *qc_recipe_hash_text(const qc_recipe *r);
+/* SHA-256 of qc_recipe_hash_text(), 64 hex digits ("" when out of memory). */
 void      qc_recipe_hash(const qc_recipe *r, char out[65]);
+/* The resolved recipe as YAML (every key, absolute paths, strings double-quoted) that loads back to
+ * the same canonical form from any directory (caller frees; NULL when out of memory). */
+char     *qc_recipe_to_yaml(const qc_recipe *r);
 /* A commented YAML recipe listing every key with its default. */
 const char *qc_recipe_example(void);
 

@@ -107,15 +107,19 @@ typedef struct qc_gptq_config {
     bool   sym, desc_act, static_groups, true_sequential;
     bool   v2;                 /* checkpoint_format "gptq_v2" */
     double damp_percent;
-    const char *quantizer;     /* "qcal:<version>" */
-    const char *meta_json;     /* extra provenance object merged into quantization_config.meta (may be NULL) */
+    const char *quantizer;     /* "qcal:<version>" (NULL: "qcal:" QC_VERSION) */
+    const char *meta_json;     /* extra provenance object merged into quantization_config.meta, its keys
+                                  replacing ours on a clash (may be NULL; not an object: QC_ERR_ARG) */
 } qc_gptq_config;
 
 #define QC_GPTQ_DEFAULT_SHARD_BYTES 4000000000ull /* GPTQModel's "4GB" */
 
 /* Writes out_dir from:
  *   model_dir: the original model (config.json copied with quantization_config added and torch_dtype
- *              float16; tokenizer*, special_tokens_map.json, generation_config.json copied)
+ *              float16, and "dtype" too when present (transformers 5); tokenizer.json, tokenizer_config.json,
+ *              tokenizer.model, special_tokens_map.json, generation_config.json, vocab.json, merges.txt,
+ *              added_tokens.json, chat_template.jinja/.json copied when present); quantize_config.json
+ *              gets the same quantization_config dict
  *   parts:     safetensors files holding the new tensors (per-layer files written by the pipeline,
  *              plus one with the non-quantized tensors), streamed into shards of at most
  *              max_shard_bytes (model.safetensors, or model-0000i-of-0000n.safetensors + index)
@@ -123,7 +127,11 @@ typedef struct qc_gptq_config {
  * Everything goes to out_dir.tmp-XXXX first and is renamed to out_dir only when complete; an existing
  * out_dir is not overwritten (QC_ERR_ARG) unless `overwrite` (then it is swapped out and removed).
  * max_shard_bytes 0 means QC_GPTQ_DEFAULT_SHARD_BYTES; a tensor larger than the limit gets a shard alone.
+ * Refused with QC_ERR_ARG up front: bits/group_size invalid, damp_percent outside (0, 1) (transformers
+ * rejects it), sym false without v2 (asym v1 is unsafe, spec A.3), out_dir being model_dir itself.
  * What it does beyond copying (each a status naming the file/tensor when it fails):
+ *   - parts without any P.qweight are QC_ERR_ARG; a quantized lm_head is QC_ERR_UNSUPPORTED (the
+ *     config declares lm_head false);
  *   - tensors are sorted by name; a name in two parts, or a tensor named gptq_bits/gptq_groupsize, is
  *     QC_ERR_ARG; with tie_word_embeddings true in config.json, lm_head.weight is dropped;
  *   - floating tensors (F32/BF16/F64) are converted to F16 (A.1 DECISION: everything float16); a value

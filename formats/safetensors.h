@@ -12,7 +12,12 @@
  *
  * The reader treats files as untrusted (header length cap QC_ST_MAX_HEADER, valid JSON, known dtypes,
  * shape x dtype size == byte span, offsets in bounds, contiguous, no overlap, no duplicate names) and
- * reports each violation as QC_ERR_FORMAT with a message naming the file and tensor.
+ * reports each violation as QC_ERR_FORMAT with a message naming the file and tensor. The header must be
+ * UTF-8 without raw control characters, and nothing but whitespace may follow the JSON object. Dtypes
+ * the safetensors spec defines but qcal does not handle (U16, U32, U64, F8_*, F6_*, F4, C64) are
+ * QC_ERR_UNSUPPORTED; shapes with more than QC_ST_MAX_DIMS dimensions are QC_ERR_FORMAT. Keys of a
+ * tensor entry other than dtype/shape/data_offsets are ignored (as the reference reader does); integers
+ * in the header must be below 2^53 (the range a JSON double holds exactly).
  *
  * Usage (reading a model directory, single-file or sharded):
  *   qc_weights *w;
@@ -64,7 +69,9 @@ typedef struct qc_tensor {
     int64_t     shape[QC_ST_MAX_DIMS];
     int64_t     numel;                   /* prod(shape); 1 for scalars */
     uint64_t    nbytes;                  /* numel * dtype size */
-    const void *data;                    /* into the mmap (NULL for parse-only headers) */
+    const void *data;                    /* into the mmap (NULL for parse-only headers). NOT aligned for
+                                            the dtype in general (it depends on the header length):
+                                            load through memcpy or qc_tensor_read_f32, never cast */
     uint64_t    offset;                  /* data_offsets[0], relative to the data section */
     const char *file;                    /* path of the file holding it */
 } qc_tensor;
@@ -91,7 +98,8 @@ typedef struct qc_weights qc_weights;
 
 /* Opens `dir`/model.safetensors.index.json if present (every shard it names must exist, be a plain
  * file name inside dir -- no '/', no "..", -- and hold exactly the tensors the weight_map assigns to it),
- * else `dir`/model.safetensors, else the only *.safetensors file in dir. */
+ * else `dir`/model.safetensors, else the only *.safetensors file in dir. `dir` may also name one
+ * .safetensors file. Several *.safetensors files and no index is QC_ERR_FORMAT; none is QC_ERR_IO. */
 qc_status qc_weights_open(const char *dir, qc_weights **out);
 void      qc_weights_free(qc_weights *w);
 size_t           qc_weights_count(const qc_weights *w);
@@ -101,7 +109,8 @@ const qc_tensor *qc_weights_find(const qc_weights *w, const char *name); /* NULL
 uint64_t         qc_weights_total_bytes(const qc_weights *w);
 
 /* Converts elements [first, first+count) of a floating tensor (F32/F16/BF16/F64) to float.
- * QC_ERR_UNSUPPORTED for integer dtypes, QC_ERR_ARG if the range is outside the tensor. */
+ * QC_ERR_UNSUPPORTED for integer dtypes, QC_ERR_ARG if the range is outside the tensor or the tensor has
+ * no data (parse-only header). Element indices are flat, row-major. dst needs only float alignment. */
 qc_status qc_tensor_read_f32(const qc_tensor *t, int64_t first, int64_t count, float *dst);
 
 /* ---- writer: streamed, to path.tmp, renamed into place by finish ----
@@ -114,7 +123,14 @@ qc_status qc_tensor_read_f32(const qc_tensor *t, int64_t first, int64_t count, f
  *   qc_st_writer_write(w, qweight_bytes, 4096); // then tensor bytes in declaration order, in any chunking
  *   qc_st_writer_write(w, scales_bytes, 128);
  *   qc_st_writer_finish(w);                     // checks every byte arrived, fsync, rename; frees w
- * On any error, or qc_st_writer_abort(w), the temp file is removed and nothing appears at path. */
+ * On any error, or qc_st_writer_abort(w), the temp file is removed and nothing appears at path (an older
+ * file at path is left untouched). After an error the writer is dead: later calls fail without effect;
+ * release it with qc_st_writer_abort. finish frees w whether it succeeds or fails.
+ * Statuses: bad names (duplicate, "__metadata__", not UTF-8), dtypes or shapes, calls out of order, writing
+ * more bytes than declared, and finishing with bytes missing are QC_ERR_ARG; create/write/fsync/rename
+ * failures are QC_ERR_IO. The header holds __metadata__ first ({"format": "pt"} unless set_meta replaces
+ * it; set_meta on an existing key replaces its value), then the tensors in declaration order with
+ * contiguous offsets. Writes go through a bounded buffer (1 MiB), never the whole file. */
 typedef struct qc_st_writer qc_st_writer;
 qc_status qc_st_writer_create(const char *path, qc_st_writer **out);
 qc_status qc_st_writer_add(qc_st_writer *w, const char *name, qc_dtype dtype, int ndim, const int64_t *shape);

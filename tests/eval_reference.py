@@ -21,10 +21,10 @@ def text_file(data, name, tmp):
         # GPTQ's PTB string: ' '.join of the test sentences (one per line in ptb.test.txt).
         path = os.path.join(tmp, "ptb.test.joined.txt")
         if not os.path.exists(path):
+            # ' '.join of the lines as split on '\n': the file's final newline leaves a trailing space,
+            # which the reference token counts include.
             with open(os.path.join(data, "text", "ptb.test.txt"), encoding="utf-8") as f:
                 lines = f.read().split("\n")
-            if lines and lines[-1] == "":
-                lines.pop()
             with open(path, "w", encoding="utf-8") as f:
                 f.write(" ".join(lines))
         return path
