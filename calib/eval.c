@@ -30,6 +30,10 @@ qc_status qc_eval_perplexity(const qc_model *m, const int32_t *ids, size_t n_ids
         const int32_t *win = ids + w * (size_t)T;
         st = qc_model_embed(m, win, T, x);
         for (int i = 0; st == QC_OK && i < c->n_layers; i++) {
+            if (o->layers) {
+                st = qc_layer_forward(f, &o->layers[i], x, 1, T, NULL, NULL);
+                continue;
+            }
             qc_layer L;
             st = qc_layer_load(m, i, &L);
             if (st) break;

@@ -25,6 +25,8 @@ typedef struct qc_eval_opts {
     int            max_windows;  /* 0 = all */
     qc_progress_fn progress;     /* may be NULL; called after each window */
     void          *user;
+    const qc_layer *layers;      /* [n_layers] in-memory layers to use instead of the model's (e.g. the
+                                    fake-quantized ones of a quantization run); NULL: load from files */
 } qc_eval_opts;
 
 typedef struct qc_eval_result {

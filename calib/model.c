@@ -79,6 +79,7 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
     if (!m) return qc_fail(QC_ERR_NOMEM, "out of memory");
     m->dir = qc_strdup(dir);
     qc_status st = m->dir ? qc_model_config_load(dir, &m->cfg) : qc_fail(QC_ERR_NOMEM, "out of memory");
+    if (st == QC_OK) st = qc_gptq_detect(dir, &m->is_gptq, &m->gptq);
     if (st == QC_OK) st = qc_weights_open(dir, &m->weights);
     if (st != QC_OK) {
         qc_model_free(m);
@@ -116,6 +117,8 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
         for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) {
             int no, ni;
             linear_shape(c, (qc_linear_id)l, &no, &ni);
+            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, k_linear_names[l]);
+            if (m->is_gptq && qc_weights_find(m->weights, name)) continue; /* checked when loaded */
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, k_linear_names[l]);
             st = need_tensor(m, name, no, ni, NULL);
             if (st == QC_OK && linear_has_bias(c, (qc_linear_id)l)) {
@@ -176,6 +179,29 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
     }
     for (int l = 0; l < QC_LIN_COUNT; l++) {
         linear_shape(c, (qc_linear_id)l, &L->out_features[l], &L->in_features[l]);
+        snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, k_linear_names[l]);
+        if (m->is_gptq && qc_weights_find(m->weights, name)) {
+            int N = L->out_features[l], K = L->in_features[l];
+            bool has_bias = false;
+            L->w[l] = qc_aligned_alloc(sizeof(float) * (size_t)N * K);
+            L->b[l] = qc_aligned_alloc(sizeof(float) * (size_t)N);
+            if (!L->w[l] || !L->b[l]) {
+                st = qc_fail(QC_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+            snprintf(name, sizeof name, "model.layers.%d.%s", i, k_linear_names[l]);
+            if ((st = qc_gptq_load_linear(m->weights, name, &m->gptq, N, K, L->w[l], L->b[l], &has_bias))) goto fail;
+            if (has_bias != linear_has_bias(c, (qc_linear_id)l)) {
+                st = qc_fail(QC_ERR_FORMAT, "%s: '%s' %s a bias but config.json says it %s", m->dir, name,
+                             has_bias ? "has" : "lacks", has_bias ? "has none" : "has one");
+                goto fail;
+            }
+            if (!has_bias) {
+                qc_aligned_free(L->b[l]);
+                L->b[l] = NULL;
+            }
+            continue;
+        }
         snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, k_linear_names[l]);
         if ((st = load_f32(m, name, &L->w[l]))) goto fail;
         if (linear_has_bias(c, (qc_linear_id)l)) {
@@ -434,6 +460,8 @@ qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, float *x)
                            m->cfg.vocab_size);
         qc_status st = qc_tensor_read_f32(m->embed, (int64_t)ids[t] * d, d, x + (size_t)t * d);
         if (st) return st;
+        if (m->round_f16)
+            for (int i = 0; i < d; i++) x[(size_t)t * d + i] = qc_fp16_to_f32(qc_f32_to_fp16(x[(size_t)t * d + i]));
     }
     return QC_OK;
 }
@@ -443,6 +471,8 @@ qc_status qc_model_final_norm(const qc_model *m, float *x, int n) {
     float *w = malloc((size_t)d * sizeof(float));
     if (!w) return qc_fail(QC_ERR_NOMEM, "out of memory");
     qc_status st = qc_tensor_read_f32(m->final_norm, 0, d, w);
+    if (m->round_f16)
+        for (int i = 0; i < d; i++) w[i] = qc_fp16_to_f32(qc_f32_to_fp16(w[i]));
     if (st == QC_OK) rmsnorm(x, x, w, n, d, m->cfg.rms_norm_eps);
     free(w);
     return st;
@@ -463,6 +493,8 @@ qc_status qc_head_load(const qc_model *m, qc_head **out) {
     h->chunk = qc_aligned_alloc((size_t)HEAD_CHUNK * h->vocab * sizeof(float));
     qc_status st = h->chunk ? load_f32(m, m->lm_head->name, &h->w)
                             : qc_fail(QC_ERR_NOMEM, "out of memory for logits");
+    if (st == QC_OK && m->round_f16)
+        for (size_t i = 0; i < (size_t)h->vocab * h->d; i++) h->w[i] = qc_fp16_to_f32(qc_f32_to_fp16(h->w[i]));
     if (st != QC_OK) {
         qc_head_free(h);
         return st;
@@ -500,8 +532,15 @@ qc_status qc_head_nll(const qc_head *h, const float *x, const int32_t *targets, 
             int am = 0;
             for (int j = 1; j < h->vocab; j++)
                 if (l[j] > mx) { mx = l[j]; am = j; }
+            /* exp of non-positive floats summed in float lanes of 8, then in double: well inside 1e-6
+             * relative of an all-double sum for vocabularies up to millions */
+            float lane[8] = {0};
+            int j = 0;
+            for (; j + 8 <= h->vocab; j += 8)
+                for (int k = 0; k < 8; k++) lane[k] += expf(l[j + k] - mx);
             double sum = 0.0;
-            for (int j = 0; j < h->vocab; j++) sum += exp((double)(l[j] - mx));
+            for (int k = 0; k < 8; k++) sum += lane[k];
+            for (; j < h->vocab; j++) sum += expf(l[j] - mx);
             double nll = log(sum) - (double)(l[tgt] - mx);
             if (!isfinite(nll)) return qc_fail(QC_ERR_NUMERIC, "non-finite loss at row %d", r0 + i);
             total += nll;

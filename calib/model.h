@@ -25,6 +25,7 @@
 #ifndef QC_MODEL_H
 #define QC_MODEL_H
 
+#include "gptq_format.h"
 #include "model_config.h"
 #include "safetensors.h"
 
@@ -49,10 +50,15 @@ typedef struct qc_model {
     const qc_tensor *embed;     /* [vocab, d] */
     const qc_tensor *final_norm;/* [d] */
     const qc_tensor *lm_head;   /* [vocab, d]; == embed when embeddings are tied */
+    bool             is_gptq;   /* a GPTQ checkpoint: quantized linears are dequantized on load */
+    qc_gptq_config   gptq;      /* its quantization_config when is_gptq */
+    bool             round_f16; /* round embeddings, final norm and head to F16 as they are read
+                                   (what a checkpoint with F16 non-quantized tensors holds) */
 } qc_model;
 
 /* Opens dir (config.json + safetensors), checks that every tensor the architecture needs is present
- * with the right shape and a floating dtype. */
+ * with the right shape and a floating dtype. A GPTQ checkpoint (quantization_config.quant_method
+ * "gptq") is read too: each linear is either packed (P.qweight, ...) or a plain F16 P.weight. */
 qc_status qc_model_open(const char *dir, qc_model **out);
 void      qc_model_free(qc_model *m);
 

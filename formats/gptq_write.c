@@ -806,6 +806,10 @@ qc_status qc_gptq_write_checkpoint(const char *out_dir, const char *model_dir, c
         c.tmp = NULL;
         goto done;
     }
+    /* mkdtemp makes it private; a checkpoint is meant to be shared like any directory (umask applies) */
+    mode_t um = umask(0);
+    umask(um);
+    if (chmod(c.tmp, 0777 & ~um) != 0) QC_LOGW("%s: chmod failed: %s", c.tmp, strerror(errno));
     if ((st = write_shards(&c)) != QC_OK || (st = verify_shards(&c)) != QC_OK || (st = write_index(&c)) != QC_OK ||
         (st = write_configs(&c, config, qcfg)) != QC_OK || (st = copy_side_files(&c, model_dir)) != QC_OK)
         goto done;

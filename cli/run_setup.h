@@ -1,0 +1,42 @@
+/*
+ * run_setup.h - what `qcal quantize` and `qcal calib` share: building a recipe from a file plus
+ * command-line flags, and turning its calibration sources into token windows.
+ */
+#ifndef QC_RUN_SETUP_H
+#define QC_RUN_SETUP_H
+
+#include "calib_data.h"
+#include "cli.h"
+#include "recipe.h"
+
+/* Recipe flags every run command accepts (terminated by {0}); copy into a command's table. */
+#define QC_RECIPE_FLAGS                                                                                          \
+    {.name = "model", .kind = QC_OPT_STR, .metavar = "DIR|hf://ORG/NAME", .help = "model to quantize"},          \
+    {.name = "out", .kind = QC_OPT_STR, .metavar = "DIR", .help = "output checkpoint directory"},               \
+    {.name = "method", .kind = QC_OPT_STR, .metavar = "M", .help = "gptq (default), awq or rtn"},               \
+    {.name = "bits", .kind = QC_OPT_STR, .metavar = "N", .help = "2, 3, 4 (default) or 8"},                      \
+    {.name = "group-size", .kind = QC_OPT_STR, .metavar = "N", .help = "32, 64, 128 (default) or -1"},          \
+    {.name = "sym", .kind = QC_OPT_FLAG, .help = "symmetric quantization (default for gptq)"},                  \
+    {.name = "asym", .kind = QC_OPT_FLAG, .help = "asymmetric quantization with zero points (needs --format gptq_v2)"}, \
+    {.name = "act-order", .kind = QC_OPT_FLAG, .help = "GPTQ: quantize columns in decreasing Hessian-diagonal order (desc_act)"}, \
+    {.name = "static-groups", .kind = QC_OPT_FLAG, .help = "GPTQ: fix group parameters before the sweep"},    \
+    {.name = "no-true-sequential", .kind = QC_OPT_FLAG, .help = "GPTQ: statistics of all linears from the unquantized layer"}, \
+    {.name = "damp", .kind = QC_OPT_STR, .metavar = "X", .help = "GPTQ damping, fraction of mean diag(H) (default 0.01)"}, \
+    {.name = "calib", .kind = QC_OPT_STR, .metavar = "FILE|hf://...", .help = "calibration source (replaces the recipe's)"}, \
+    {.name = "sampling", .kind = QC_OPT_STR, .metavar = "P", .help = "gptq (random windows, default) or awq (concatenated blocks)"}, \
+    {.name = "nsamples", .kind = QC_OPT_STR, .metavar = "N", .help = "calibration windows (default 128)"},      \
+    {.name = "seqlen", .kind = QC_OPT_STR, .metavar = "N", .help = "tokens per window (default 2048)"},         \
+    {.name = "seed", .kind = QC_OPT_STR, .metavar = "N", .help = "sampling seed (default 0)"},                  \
+    {.name = "format", .kind = QC_OPT_STR, .metavar = "F", .help = "gptq (default), gptq_v2 or awq"},          \
+    {.name = "device", .kind = QC_OPT_STR, .metavar = "D", .help = "cpu (default) or cuda[:N]"}
+
+/* Builds the recipe: defaults, then the file (pos may be NULL), then every flag that is set. */
+int qc_run_recipe(const qc_cmd *cmd, qc_opt *opts, const char *recipe_path, qc_recipe *r);
+
+/* Samples the recipe's calibration sources with tok; prints per-source counts to stderr. */
+qc_status qc_run_calib(const qc_recipe *r, const qc_tokenizer *tok, bool quiet, qc_calib_set *set);
+
+/* Resolves a model reference (hf:// or a directory) to a local directory (caller frees). */
+qc_status qc_run_resolve_model(const char *ref, char **dir);
+
+#endif

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# End to end on a real model (stories260K, group size 32: its 172-wide MLP cannot be packed and must
+# stay F16): quantize with GPTQ and RTN, write checkpoints, reload them with `qcal eval`, check the
+# report, the config a loader reads, and the failure modes (no half-written output).
+set -u
+Q=${QCAL_BIN:?QCAL_BIN not set}
+D=${QCAL_DATA:-../shared/data}
+if [[ ! -d "$D/stories260K" ]]; then echo "SKIP: $D/stories260K not found"; exit 77; fi
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass+1)); }
+bad() { fail=$((fail+1)); echo "FAIL: $*"; }
+common=(--model "$D/stories260K" --calib "$D/text/c4.utf8" --nsamples 16 --seqlen 128 --group-size 32)
+
+# GPTQ, sym, v1: quantize + in-memory vs reloaded evaluation (qcal fails if they disagree)
+"$Q" quantize "${common[@]}" --out "$T/g4" --eval "$D/text/tiny.utf8" --eval-seqlen 256 --eval-max-windows 20 --quiet \
+    >"$T/out" 2>"$T/err" && ok || { bad "gptq quantize exit $?"; cat "$T/err"; }
+grep -q "^token-sha256: [0-9a-f]\{64\}$" "$T/out" && ok || bad "no token-sha256 line"
+ppl=$(tail -n 1 "$T/out" | sed -n 's/^perplexity: //p')
+[[ -n "$ppl" ]] && ok || bad "quantize did not end with a perplexity line: $(tail -n 1 "$T/out")"
+python3 - "$T/g4" <<'PY' && ok || bad "checkpoint content"
+import json, sys, os
+d = sys.argv[1]
+c = json.load(open(os.path.join(d, "config.json")))
+q = c["quantization_config"]
+assert q["quant_method"] == "gptq" and q["bits"] == 4 and q["group_size"] == 32 and q["sym"] is True, q
+assert q["checkpoint_format"] == "gptq" and q["desc_act"] is False, q
+assert c["torch_dtype"] == "float16"
+mods = q["modules_in_block_to_quantize"]
+flat = [m for g in mods for m in g]
+assert "mlp.gate_proj" not in flat and "self_attn.q_proj" in flat, mods
+assert json.load(open(os.path.join(d, "quantize_config.json")))["bits"] == 4
+meta = q["meta"]
+assert len(meta["recipe_sha256"]) == 64 and len(meta["tokens_sha256"]) == 64 and meta["nsamples"] == 16, meta
+r = json.load(open(os.path.join(d, "qcal_report.json")))
+lin = r["linears"]
+assert len(lin) == 35 and sum(l["quantized"] for l in lin) == 20, len(lin)
+assert all(0 < l["rel_err"] < 0.1 for l in lin if l["quantized"]), [l["rel_err"] for l in lin if l["quantized"]]
+assert all("multiple of 32" in l["reason"] for l in lin if not l["quantized"])
+assert r["eval"][0]["ppl_fake_quant"] == r["eval"][0]["ppl_checkpoint"]
+for k in ("forward", "hessian", "solve", "pack_write"): assert r["seconds"][k] >= 0
+PY
+[[ ! -e "$T/g4.qcal-work" ]] && ok || bad "work directory left behind"
+# the checkpoint evaluates with the same code as any model, to the same number
+"$Q" eval --model "$T/g4" --text "$D/text/tiny.utf8" --seqlen 256 --max-windows 20 --quiet >"$T/eval" 2>&1 \
+    && ok || bad "eval of checkpoint"
+[[ "$(tail -n 1 "$T/eval")" == "perplexity: $ppl" ]] && ok || bad "reloaded eval $(tail -n 1 "$T/eval") != $ppl"
+"$Q" eval --model "$D/stories260K" --text "$D/text/tiny.utf8" --seqlen 256 --max-windows 20 --quiet >"$T/fp" 2>&1
+fp=$(tail -n 1 "$T/fp" | sed -n 's/^perplexity: //p')
+python3 -c "import sys; fp, q = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if fp < q < fp * 1.5 else 1)" "$fp" "$ppl" \
+    && ok || bad "quantized ppl $ppl not slightly above FP $fp"
+echo "stories260K tiny.utf8 20x256: FP32 $fp, GPTQ w4 g32 $ppl"
+"$Q" inspect "$T/g4" --tensors >"$T/insp" 2>&1 && grep -q "self_attn.q_proj.qweight" "$T/insp" && ok || bad "inspect checkpoint"
+
+# act-order + asym -> gptq_v2; a recipe file with a flag overriding it
+cat >"$T/r.yaml" <<Y
+model: $D/stories260K
+calib: [$D/text/c4.utf8]
+nsamples: 16
+seqlen: 128
+group_size: 32
+bits: 3
+act_order: true
+sym: false
+format: gptq_v2
+Y
+"$Q" quantize "$T/r.yaml" --bits 4 --out "$T/v2" --quiet >"$T/out" 2>"$T/err" && ok || { bad "asym v2 exit"; cat "$T/err"; }
+python3 -c "
+import json,sys; q=json.load(open(sys.argv[1]+'/config.json'))['quantization_config']
+assert q['checkpoint_format']=='gptq_v2' and q['sym'] is False and q['desc_act'] is True and q['bits']==4, q" "$T/v2" \
+    && ok || bad "v2 config"
+"$Q" eval --model "$T/v2" --text "$D/text/tiny.utf8" --seqlen 256 --max-windows 5 --quiet >/dev/null 2>&1 && ok || bad "eval v2"
+
+# RTN
+"$Q" quantize "${common[@]}" --method rtn --out "$T/rtn" --quiet >/dev/null 2>"$T/err" && ok || { bad "rtn"; cat "$T/err"; }
+
+# failures: clear message, right status, nothing written
+"$Q" quantize "${common[@]}" --out "$T/g4" --quiet >/dev/null 2>"$T/err"; rc=$?
+[[ $rc -eq 1 ]] && grep -q "already exists" "$T/err" && ok || bad "existing out: rc $rc $(cat "$T/err")"
+"$Q" quantize "${common[@]}" --out "$T/x1" --asym --format gptq >/dev/null 2>"$T/err"; rc=$?
+[[ $rc -eq 2 && ! -e "$T/x1" ]] && grep -q "gptq_v2" "$T/err" && ok || bad "asym v1: rc $rc $(cat "$T/err")"
+"$Q" quantize "${common[@]}" --out "$T/x2" --bits 5 >/dev/null 2>"$T/err"; rc=$?
+[[ $rc -eq 2 && ! -e "$T/x2" ]] && ok || bad "bits 5: rc $rc"
+"$Q" quantize --model "$D/stories260K" --calib "$T/none.txt" --out "$T/x3" --nsamples 4 --seqlen 64 >/dev/null 2>"$T/err"; rc=$?
+[[ $rc -eq 1 && ! -e "$T/x3" ]] && grep -q "none.txt" "$T/err" && ok || bad "missing calib: rc $rc $(cat "$T/err")"
+"$Q" quantize "${common[@]}" --out "$T/x4" --device cuda >/dev/null 2>"$T/err"; rc=$?
+[[ $rc -eq 1 && ! -e "$T/x4" ]] && ok || bad "cuda without CUDA build: rc $rc"
+"$Q" quantize "${common[@]}" --out "$T/x5" --seqlen 100000 >/dev/null 2>"$T/err"; rc=$?
+[[ $rc -eq 1 && ! -e "$T/x5" ]] && ok || bad "seqlen longer than every document: rc $rc $(cat "$T/err")"
+ls "$T" | grep -q "tmp-" && bad "temporary directory left: $(ls "$T")" || ok
+
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
