@@ -55,6 +55,42 @@ void      qc_docs_free(qc_docs *r);
 const char *qc_docs_format_name(qc_docs_format f);
 bool        qc_docs_format_parse(const char *s, qc_docs_format *out);
 
+/* ---- additions (not part of the original contract) ----
+ *
+ * Details of each format:
+ *   text     "line": a trailing '\r' (CRLF files) is dropped; empty lines are skipped.
+ *            "paragraph": a blank line is empty or holds only spaces/tabs/'\r'; a document keeps its
+ *            inner newlines and drops the newline (and '\r') after its last line.
+ *            "file": the bytes of the file exactly; an empty file yields no document.
+ *   jsonl    lines holding only whitespace are skipped; every other line must be one JSON object with
+ *            the string `field` (QC_ERR_FORMAT naming file:line and the field otherwise).
+ *   json     one top-level array, streamed: each element's extent is found by a small scanner, then
+ *            only that element is parsed; errors name the record index (0-based).
+ *   parquet  see parquet.h; null values are skipped (not documents) and counted by qc_docs_skipped().
+ * Records of jsonl/json/parquet map 1:1 to documents, so an empty string is returned as an empty
+ * document (len 0); text never returns empty documents. The auto format picks by extension after
+ * stripping .gz/.zst/.zstd: .parquet, .jsonl/.ndjson, .json (then '[' as the first character means a
+ * JSON array, anything else JSON lines), anything else text, except that a file starting with the
+ * Parquet magic "PAR1" is read as Parquet whatever its name. Compression is found by magic bytes
+ * (gzip 1f 8b, multi-member too; zstd 28 b5 2f fd, multi-frame too), never by the name. A UTF-8 byte
+ * order mark at the start of the (decompressed) text is dropped.
+ * JSON strings are decoded by cJSON, whose strings end at NUL: a "\u0000" escape ends the document.
+ */
+
+/* Opens a buffer (which must outlive the reader) as if it were a file called `name` (NULL: "<buffer>");
+ * the name also drives the auto format. */
+qc_status qc_docs_open_mem(const void *buf, size_t len, const char *name, const qc_docs_opts *opts,
+                           qc_docs **out);
+/* Records present in the file but not returned as documents: Parquet nulls (0 for other formats). */
+int64_t   qc_docs_skipped(const qc_docs *r);
+/* Bytes read so far: *in from the file (compressed), *out after decompression (text/jsonl/json; for
+ * Parquet the bytes of the documents returned). Either pointer may be NULL. */
+void      qc_docs_bytes(const qc_docs *r, uint64_t *in, uint64_t *out);
+/* The resolved format (never QC_DOCS_AUTO after a successful open). */
+qc_docs_format qc_docs_format_of(const qc_docs *r);
+/* Caps on what one document may hold (not limits of any format). */
+#define QC_DOCS_MAX_DOC ((size_t)1 << 30)
+
 #ifdef __cplusplus
 }
 #endif

@@ -23,6 +23,15 @@
  * exponential backoff. Errors say what happened: 401/403 (gated or private: set HF_TOKEN), 404 (no such
  * repo/file/revision), no network, disk full.
  *
+ * As in huggingface_hub: a pinned commit already in the cache needs no network; when the hub cannot be
+ * reached (connection error, 5xx, 429, 401/403) a file or complete snapshot already cached for the
+ * revision is used with a warning; a blob already present under its etag is linked, not fetched again;
+ * downloads of one blob are serialised with <cache>/.locks/<repo folder>/<etag>.lock (flock, the lock
+ * huggingface_hub takes). The token also comes from $HUGGING_FACE_HUB_TOKEN or the file
+ * `huggingface-cli login` writes ($HF_TOKEN_PATH, else $HF_HOME/token); it is sent only to the endpoint,
+ * never to a CDN on another host. max_retries < 0 means no retries. Timeouts: HF_HUB_ETAG_TIMEOUT
+ * (connect) and HF_HUB_DOWNLOAD_TIMEOUT (a stalled transfer), 10 s each by default.
+ *
  *   char *path;
  *   if (qc_hf_resolve("hf://datasets/allenai/c4/en/c4-train.00000-of-01024.json.gz", NULL, &path)) die(...);
  *   ... open path ...; free(path);
@@ -47,11 +56,49 @@ typedef struct qc_hf_opts {
     void          *user;
 } qc_hf_opts;
 
+/* Defaults for every field (offline = -1: from $HF_HUB_OFFLINE). A zero-initialised struct means
+ * offline = 0, i.e. online whatever the environment says; start from this instead. */
+qc_hf_opts qc_hf_opts_default(void);
+
 /* True if s starts with "hf://". */
 bool      qc_hf_is_ref(const char *s);
 /* Resolves a reference to a local path (caller frees): a file for dataset files, the snapshot
  * directory for models. opts may be NULL (all defaults). */
 qc_status qc_hf_resolve(const char *ref, const qc_hf_opts *opts, char **local_path);
+
+/* ---- the pieces qc_hf_resolve is made of ---- */
+
+/* Append only: the value picks the cache folder prefix ("models--", "datasets--"). */
+typedef enum qc_hf_repo_type { QC_HF_MODEL = 0, QC_HF_DATASET = 1 } qc_hf_repo_type;
+
+/* A parsed reference; all strings owned (qc_hf_ref_free). path is NULL for a model snapshot. */
+typedef struct qc_hf_ref {
+    qc_hf_repo_type type;
+    char           *repo_id;  /* "<org>/<name>" */
+    char           *revision; /* "main" unless given; may hold '/' ("refs/pr/1") */
+    char           *path;     /* path inside the repo, '/'-separated, no "..", not absolute */
+} qc_hf_ref;
+
+/* Splits and validates a reference (QC_ERR_ARG with the accepted forms on a malformed one):
+ *   hf://datasets/<org>/<name>/<path>[@<rev>]   hf://datasets/<org>/<name>@<rev>/<path>
+ *   hf://<org>/<model>[@<rev>]
+ * After the repo name the revision ends at the next '/', except refs/pr/<n> and refs/convert/<x>;
+ * at the end of a path it is everything after the last '@'. */
+qc_status qc_hf_parse_ref(const char *ref, qc_hf_ref *out);
+void      qc_hf_ref_free(qc_hf_ref *ref);
+
+/* One file of a repo into the cache; *local_path (caller frees) is the snapshot path
+ * <cache>/<kind>s--<org>--<name>/snapshots/<commit>/<path>, a symlink into blobs/. */
+qc_status qc_hf_download_file(qc_hf_repo_type type, const char *repo_id, const char *revision,
+                              const char *path, const qc_hf_opts *opts, char **local_path);
+/* The files qcal needs from a model repo (listed by GET <endpoint>/api/models/<repo>/revision/<rev>):
+ * config.json, generation_config.json, tokenizer.json, tokenizer_config.json,
+ * special_tokens_map.json, tokenizer.model (those listed), and the weights: the shards named by
+ * model.safetensors.index.json (+ the index), else model.safetensors, else every top-level
+ * *.safetensors. *snapshot_dir (caller frees) is <cache>/models--<org>--<name>/snapshots/<commit>.
+ * refs/<revision> is written once every file is in place, so offline use never sees half a model. */
+qc_status qc_hf_download_model(const char *repo_id, const char *revision, const qc_hf_opts *opts,
+                               char **snapshot_dir);
 
 #ifdef __cplusplus
 }
