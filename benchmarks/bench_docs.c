@@ -5,6 +5,7 @@
  *                                   numbered so no two documents are equal), read it, delete it
  *   bench_docs --mb 256             generate that many MB instead
  *   bench_docs FILE [--field F]     read an existing file (any format qc_docs reads)
+ *   bench_docs --generate OUT       only write the generated file to OUT (used by bench_sampler.sh)
  *
  * Prints decoded MB/s (after decompression), compressed MB/s (file bytes), documents/s, and the peak RSS
  * of the process (the target is < 100 MB whatever the file size: the reader holds one document plus its
@@ -128,14 +129,15 @@ static double zlib_alone(const char *path, double *bytes) {
 }
 
 int main(int argc, char **argv) {
-    const char *file = NULL, *field = NULL;
+    const char *file = NULL, *field = NULL, *gen_only = NULL;
     double mb = 1024;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--mb") == 0 && i + 1 < argc) mb = atof(argv[++i]);
+        else if (strcmp(argv[i], "--generate") == 0 && i + 1 < argc) gen_only = argv[++i];
         else if (strcmp(argv[i], "--field") == 0 && i + 1 < argc) field = argv[++i];
         else if (argv[i][0] != '-') file = argv[i];
         else {
-            fprintf(stderr, "usage: %s [FILE] [--field NAME] [--mb MB_TO_GENERATE]\n", argv[0]);
+            fprintf(stderr, "usage: %s [FILE] [--field NAME] [--mb MB_TO_GENERATE] [--generate OUT.jsonl.gz]\n", argv[0]);
             return 2;
         }
     }
@@ -149,6 +151,14 @@ int main(int argc, char **argv) {
         if (!qc_file_exists(c4)) {
             fprintf(stderr, "bench_docs: %s not found (set QCAL_DATA, or give a file)\n", c4);
             return 77;
+        }
+        if (gen_only) { /* only write the file (for other benchmarks, e.g. the sampler's) */
+            double t0 = qc_time_now();
+            int64_t nd = generate(gen_only, c4, mb * MB);
+            if (nd < 0) return 1;
+            printf("generated %s: %" PRId64 " documents, %.0f MB of JSON lines, in %.1f s\n", gen_only, nd, mb,
+                   qc_time_now() - t0);
+            return 0;
         }
         const char *tmp = getenv("TMPDIR");
         snprintf(dir, sizeof dir, "%s/qcal-bench-docs-XXXXXX", tmp && *tmp ? tmp : "/tmp");

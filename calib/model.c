@@ -80,6 +80,7 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
     m->dir = qc_strdup(dir);
     qc_status st = m->dir ? qc_model_config_load(dir, &m->cfg) : qc_fail(QC_ERR_NOMEM, "out of memory");
     if (st == QC_OK) st = qc_gptq_detect(dir, &m->is_gptq, &m->gptq);
+    if (st == QC_OK && !m->is_gptq) st = qc_awq_detect(dir, &m->is_awq, &m->awq);
     if (st == QC_OK) st = qc_weights_open(dir, &m->weights);
     if (st != QC_OK) {
         qc_model_free(m);
@@ -118,7 +119,7 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
             int no, ni;
             linear_shape(c, (qc_linear_id)l, &no, &ni);
             snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, k_linear_names[l]);
-            if (m->is_gptq && qc_weights_find(m->weights, name)) continue; /* checked when loaded */
+            if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) continue; /* checked when loaded */
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, k_linear_names[l]);
             st = need_tensor(m, name, no, ni, NULL);
             if (st == QC_OK && linear_has_bias(c, (qc_linear_id)l)) {
@@ -180,7 +181,7 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
     for (int l = 0; l < QC_LIN_COUNT; l++) {
         linear_shape(c, (qc_linear_id)l, &L->out_features[l], &L->in_features[l]);
         snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, k_linear_names[l]);
-        if (m->is_gptq && qc_weights_find(m->weights, name)) {
+        if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) {
             int N = L->out_features[l], K = L->in_features[l];
             bool has_bias = false;
             L->w[l] = qc_aligned_alloc(sizeof(float) * (size_t)N * K);
@@ -190,7 +191,9 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
                 goto fail;
             }
             snprintf(name, sizeof name, "model.layers.%d.%s", i, k_linear_names[l]);
-            if ((st = qc_gptq_load_linear(m->weights, name, &m->gptq, N, K, L->w[l], L->b[l], &has_bias))) goto fail;
+            st = m->is_gptq ? qc_gptq_load_linear(m->weights, name, &m->gptq, N, K, L->w[l], L->b[l], &has_bias)
+                            : qc_awq_load_linear(m->weights, name, &m->awq, N, K, L->w[l], L->b[l], &has_bias);
+            if (st) goto fail;
             if (has_bias != linear_has_bias(c, (qc_linear_id)l)) {
                 st = qc_fail(QC_ERR_FORMAT, "%s: '%s' %s a bias but config.json says it %s", m->dir, name,
                              has_bias ? "has" : "lacks", has_bias ? "has none" : "has one");
@@ -411,20 +414,26 @@ static qc_status check_finite(const float *x, size_t n, int layer, const char *w
     return QC_OK;
 }
 
-qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int T, qc_capture_fn capture,
-                           void *user) {
-    const qc_model_config *c = &f->cfg;
+static qc_status check_rows(const qc_fwd *f, int nseq, int T) {
     if (T > f->seqlen || (size_t)nseq * (size_t)T > (size_t)f->max_rows)
         return qc_fail(QC_ERR_ARG, "forward: %d x %d tokens exceed the %d-token buffers", nseq, T, f->max_rows);
-    int n = nseq * T, d = c->hidden_size, hd = c->head_dim;
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, ff = c->intermediate_size;
+    return QC_OK;
+}
 
-    /* attention block */
-    rmsnorm(f->xn, x, L->attn_norm, n, d, c->rms_norm_eps);
-    if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
-    linear(f->q, f->xn, L->w[QC_LIN_Q], L->b[QC_LIN_Q], n, qd, d);
-    linear(f->k, f->xn, L->w[QC_LIN_K], L->b[QC_LIN_K], n, kvd, d);
-    linear(f->v, f->xn, L->w[QC_LIN_V], L->b[QC_LIN_V], n, kvd, d);
+void qc_linear_apply(float *y, const float *x, const float *w, const float *b, int n, int out, int in) {
+    linear(y, x, w, b, n, out, in);
+}
+
+/* Attention without the residual: out = o_proj(attn(q, k, v)) of normed xn. Returns false from a
+ * capture callback as `stopped`. */
+static qc_status attn_block(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int nseq, int T,
+                            qc_capture_fn capture, void *user, bool *stopped) {
+    const qc_model_config *c = &f->cfg;
+    int n = nseq * T, d = c->hidden_size, hd = c->head_dim;
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    linear(f->q, xn, L->w[QC_LIN_Q], L->b[QC_LIN_Q], n, qd, d);
+    linear(f->k, xn, L->w[QC_LIN_K], L->b[QC_LIN_K], n, kvd, d);
+    linear(f->v, xn, L->w[QC_LIN_V], L->b[QC_LIN_V], n, kvd, d);
     if (L->q_norm) rmsnorm(f->q, f->q, L->q_norm, n * c->n_heads, hd, c->rms_norm_eps);
     if (L->k_norm) rmsnorm(f->k, f->k, L->k_norm, n * c->n_kv_heads, hd, c->rms_norm_eps);
     rope_apply(f, f->q, n, T, c->n_heads);
@@ -433,21 +442,62 @@ qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int
         size_t r = (size_t)s * T;
         attention(f, f->q + r * qd, f->k + r * kvd, f->v + r * kvd, f->att + r * qd, T);
     }
-    if (capture && !capture(user, QC_LIN_O, f->att, n, qd)) return QC_OK;
-    linear(f->tmp, f->att, L->w[QC_LIN_O], L->b[QC_LIN_O], n, d, qd);
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += f->tmp[i];
+    if (capture && !capture(user, QC_LIN_O, f->att, n, qd)) {
+        *stopped = true;
+        return QC_OK;
+    }
+    linear(out, f->att, L->w[QC_LIN_O], L->b[QC_LIN_O], n, d, qd);
+    return QC_OK;
+}
 
-    /* MLP block: down(silu(gate(x)) * up(x)) */
-    rmsnorm(f->xn, x, L->mlp_norm, n, d, c->rms_norm_eps);
-    if (capture && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
-    linear(f->h1, f->xn, L->w[QC_LIN_GATE], L->b[QC_LIN_GATE], n, ff, d);
-    linear(f->h2, f->xn, L->w[QC_LIN_UP], L->b[QC_LIN_UP], n, ff, d);
+/* MLP without the residual: out = down(silu(gate(xn)) * up(xn)). */
+static qc_status mlp_block(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n, qc_capture_fn capture,
+                           void *user, bool *stopped) {
+    const qc_model_config *c = &f->cfg;
+    int d = c->hidden_size, ff = c->intermediate_size;
+    linear(f->h1, xn, L->w[QC_LIN_GATE], L->b[QC_LIN_GATE], n, ff, d);
+    linear(f->h2, xn, L->w[QC_LIN_UP], L->b[QC_LIN_UP], n, ff, d);
     for (size_t i = 0; i < (size_t)n * ff; i++) {
         float g = f->h1[i];
         f->h1[i] = g / (1.0f + expf(-g)) * f->h2[i];
     }
-    if (capture && !capture(user, QC_LIN_DOWN, f->h1, n, ff)) return QC_OK;
-    linear(f->tmp, f->h1, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], n, d, ff);
+    if (capture && !capture(user, QC_LIN_DOWN, f->h1, n, ff)) {
+        *stopped = true;
+        return QC_OK;
+    }
+    linear(out, f->h1, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], n, d, ff);
+    return QC_OK;
+}
+
+qc_status qc_attn_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int nseq, int T) {
+    qc_status st = check_rows(f, nseq, T);
+    bool stopped = false;
+    return st ? st : attn_block(f, L, xn, out, nseq, T, NULL, NULL, &stopped);
+}
+
+qc_status qc_mlp_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n) {
+    qc_status st = check_rows(f, 1, n <= f->seqlen ? n : f->seqlen);
+    if (st == QC_OK && n > f->max_rows) st = qc_fail(QC_ERR_ARG, "forward: %d rows exceed the buffers", n);
+    bool stopped = false;
+    return st ? st : mlp_block(f, L, xn, out, n, NULL, NULL, &stopped);
+}
+
+qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int T, qc_capture_fn capture,
+                           void *user) {
+    const qc_model_config *c = &f->cfg;
+    qc_status st = check_rows(f, nseq, T);
+    if (st) return st;
+    int n = nseq * T, d = c->hidden_size;
+    bool stopped = false;
+
+    rmsnorm(f->xn, x, L->attn_norm, n, d, c->rms_norm_eps);
+    if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
+    if ((st = attn_block(f, L, f->xn, f->tmp, nseq, T, capture, user, &stopped)) || stopped) return st;
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += f->tmp[i];
+
+    rmsnorm(f->xn, x, L->mlp_norm, n, d, c->rms_norm_eps);
+    if (capture && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
+    if ((st = mlp_block(f, L, f->xn, f->tmp, n, capture, user, &stopped)) || stopped) return st;
     for (size_t i = 0; i < (size_t)n * d; i++) x[i] += f->tmp[i];
     return check_finite(x, (size_t)n * d, L->index, "the layer output");
 }

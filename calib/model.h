@@ -25,6 +25,7 @@
 #ifndef QC_MODEL_H
 #define QC_MODEL_H
 
+#include "awq_format.h"
 #include "gptq_format.h"
 #include "model_config.h"
 #include "safetensors.h"
@@ -52,13 +53,16 @@ typedef struct qc_model {
     const qc_tensor *lm_head;   /* [vocab, d]; == embed when embeddings are tied */
     bool             is_gptq;   /* a GPTQ checkpoint: quantized linears are dequantized on load */
     qc_gptq_config   gptq;      /* its quantization_config when is_gptq */
+    bool             is_awq;    /* an AWQ (GEMM) checkpoint */
+    qc_awq_config    awq;       /* its quantization_config when is_awq */
     bool             round_f16; /* round embeddings, final norm and head to F16 as they are read
                                    (what a checkpoint with F16 non-quantized tensors holds) */
 } qc_model;
 
 /* Opens dir (config.json + safetensors), checks that every tensor the architecture needs is present
  * with the right shape and a floating dtype. A GPTQ checkpoint (quantization_config.quant_method
- * "gptq") is read too: each linear is either packed (P.qweight, ...) or a plain F16 P.weight. */
+ * "gptq") or AWQ checkpoint ("awq", version gemm) is read too: each linear is either packed
+ * (P.qweight, ...) or a plain F16 P.weight. */
 qc_status qc_model_open(const char *dir, qc_model **out);
 void      qc_model_free(qc_model *m);
 
@@ -93,6 +97,16 @@ typedef bool (*qc_capture_fn)(void *user, qc_linear_id which, const float *x, in
  * to themselves (causal, from position 0). capture may be NULL. */
 qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int T,
                            qc_capture_fn capture, void *user);
+
+/* The two halves of a layer without their residual connections, on normed inputs (AWQ runs them as
+ * the modules whose outputs its scale search compares):
+ *   out[nseq*T, d] = o_proj(attention(q_proj(xn), k_proj(xn), v_proj(xn)))
+ *   out[n, d]      = down_proj(silu(gate_proj(xn)) * up_proj(xn))
+ * xn and out must not be the qc_fwd's own buffers. */
+qc_status qc_attn_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int nseq, int T);
+qc_status qc_mlp_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n);
+/* y[n, out] = x[n, in] . W^T + b (b may be NULL); W (rows = out, cols = in) row-major. */
+void      qc_linear_apply(float *y, const float *x, const float *w, const float *b, int n, int out, int in);
 
 /* x[n, d] <- embedding rows of ids (ids checked against the vocabulary). */
 qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, float *x);

@@ -1,5 +1,8 @@
 #include "pipeline.h"
 
+#include "awq.h"
+#include "awq_format.h"
+
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -177,306 +180,565 @@ static qc_status write_base_part(const qc_model *m, const char *path) {
     return st;
 }
 
-/* Adds one quantized linear's packed tensors to the layer's part. */
-static qc_status add_packed(part_list *p, const char *prefix, const qc_qlinear *q, bool v2) {
+/* Adds one quantized linear's packed tensors to the layer's part, in the run's format. */
+static qc_status add_packed(part_list *p, const char *prefix, const qc_qlinear *q, qc_pack_format fmt) {
     int N = q->N, K = q->K, b = q->bits, G = q->n_groups;
-    size_t qw = (size_t)K * b / 32 * N, qz = (size_t)G * ((size_t)N * b / 32);
-    int32_t *qweight = malloc(qw * 4), *qzeros = malloc(qz * 4), *gidx = malloc((size_t)K * 4);
+    bool awq = fmt == QC_PACK_AWQ;
+    size_t qw = awq ? (size_t)K * (N / 8) : (size_t)K * b / 32 * N;
+    size_t qz = awq ? (size_t)G * (N / 8) : (size_t)G * ((size_t)N * b / 32);
+    int32_t *qweight = malloc(qw * 4), *qzeros = malloc(qz * 4), *gidx = awq ? NULL : malloc((size_t)K * 4);
     uint16_t *sc = malloc((size_t)G * N * 2);
-    if (!qweight || !qzeros || !gidx || !sc) {
-        free(qweight); free(qzeros); free(gidx); free(sc);
-        return qc_fail(QC_ERR_NOMEM, "out of memory packing %s", prefix);
-    }
-    qc_status st = qc_gptq_pack(q, v2, qweight, qzeros, sc);
+    qc_status st = QC_OK;
+    if (!qweight || !qzeros || (!awq && !gidx) || !sc) st = qc_fail(QC_ERR_NOMEM, "out of memory packing %s", prefix);
+    if (st == QC_OK)
+        st = awq ? qc_awq_pack(q, qweight, qzeros, sc) : qc_gptq_pack(q, fmt == QC_PACK_GPTQ_V2, qweight, qzeros, sc);
     if (st) {
         free(qweight); free(qzeros); free(gidx); free(sc);
         return st;
     }
-    memcpy(gidx, q->g_idx, (size_t)K * 4);
     char name[192];
     snprintf(name, sizeof name, "%s.qweight", prefix);
-    if ((st = part_add(p, name, QC_DTYPE_I32, 2, (int64_t)K * b / 32, N, qweight, qw * 4))) goto fail_rest;
+    st = part_add(p, name, QC_DTYPE_I32, 2, awq ? K : (int64_t)K * b / 32, awq ? N / 8 : N, qweight, qw * 4);
     snprintf(name, sizeof name, "%s.qzeros", prefix);
-    if ((st = part_add(p, name, QC_DTYPE_I32, 2, G, (int64_t)N * b / 32, qzeros, qz * 4))) goto fail_rest2;
+    if (st == QC_OK) st = part_add(p, name, QC_DTYPE_I32, 2, G, awq ? N / 8 : (int64_t)N * b / 32, qzeros, qz * 4);
+    else free(qzeros);
     snprintf(name, sizeof name, "%s.scales", prefix);
-    if ((st = part_add(p, name, QC_DTYPE_F16, 2, G, N, sc, (size_t)G * N * 2))) goto fail_rest3;
+    if (st == QC_OK) st = part_add(p, name, QC_DTYPE_F16, 2, G, N, sc, (size_t)G * N * 2);
+    else free(sc);
+    if (awq) return st;
     snprintf(name, sizeof name, "%s.g_idx", prefix);
-    return part_add(p, name, QC_DTYPE_I32, 1, K, 0, gidx, (size_t)K * 4);
-fail_rest:
-    free(qzeros);
-fail_rest2:
-    free(sc);
-fail_rest3:
+    if (st == QC_OK) {
+        memcpy(gidx, q->g_idx, (size_t)K * 4);
+        return part_add(p, name, QC_DTYPE_I32, 1, K, 0, gidx, (size_t)K * 4);
+    }
     free(gidx);
     return st;
+}
+
+/* ---- the run ---- */
+typedef struct {
+    const qc_model *m;
+    const qc_pipeline_opts *o;
+    qc_pipeline_result *res;
+    int d, T, nsamples, batch, Kmax;
+    size_t rows;
+    float *X;                    /* [rows, d] the current layer's input */
+    float *xs;                   /* [batch * T, d] scratch copy */
+    float *Hs[QC_LIN_COUNT];     /* Hessians per capture point [K, K] */
+    float *Hw, *Wo, *tmp;        /* [Kmax, Kmax], [Kmax, Kmax], [Kmax, Kmax] */
+    float *A[QC_LIN_COUNT];      /* AWQ: whole inputs per capture point [rows, K] */
+    qc_fwd *f;
+    qc_qlinear ql;
+    part_list part;
+    int done, total;
+} run_ctx;
+
+static bool packable(const run_ctx *c, int N, int K, const char **why) {
+    if (c->o->format == QC_PACK_AWQ) return qc_awq_shape_ok(N, K, c->o->q.bits, c->o->q.group_size, why);
+    return qc_gptq_shape_ok(N, K, c->o->q.bits, c->o->q.group_size, why);
+}
+
+static void name_report(run_ctx *c, int li, qc_linear_id l, const qc_layer *layer) {
+    qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
+    r->layer = li;
+    r->lin = l;
+    r->N = layer->out_features[l];
+    r->K = layer->in_features[l];
+    r->awq_ratio = -1.0;
+    snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_linear_name(l));
+}
+
+/* After a solver left W_hat in layer->w[l] and the codes in c->ql: the output error against Wref
+ * under H, packing, the bias, and the loader-exact fake weight. */
+static qc_status finish_linear(run_ctx *c, int li, qc_linear_id l, qc_layer *layer, const float *H) {
+    qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
+    int N = layer->out_features[l], K = layer->in_features[l];
+    double ref = quad_form(c->Wo, H, N, K, c->tmp);
+    for (size_t i = 0; i < (size_t)N * K; i++) c->Wo[i] -= layer->w[l][i];
+    r->rel_err = ref > 0 ? quad_form(c->Wo, H, N, K, c->tmp) / ref : 0.0;
+    r->quantized = true;
+    double tw = qc_time_now();
+    qc_status st = add_packed(&c->part, r->name, &c->ql, c->o->format);
+    if (st == QC_OK && layer->b[l]) {
+        char bn[192];
+        snprintf(bn, sizeof bn, "%s.bias", r->name);
+        st = part_add_f16(&c->part, bn, layer->b[l], N, 0);
+    }
+    if (st == QC_OK && c->o->keep_fake) { /* what a loader reconstructs: fp16 scales */
+        for (size_t i = 0; i < (size_t)c->ql.n_groups * N; i++)
+            c->ql.scales[i] = qc_fp16_to_f32(qc_f32_to_fp16(c->ql.scales[i]));
+        float *copy = qc_aligned_alloc(sizeof(float) * (size_t)N * K);
+        if (!copy) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        else qc_qlinear_dequant(&c->ql, copy);
+        if (copy) c->res->fake[li].w[l] = copy;
+    }
+    c->res->t_write += qc_time_now() - tw;
+    qc_qlinear_free(&c->ql);
+    return st;
+}
+
+/* A linear the format cannot hold: its (possibly scaled) weight goes out as F16, declared. */
+static qc_status keep_unquantized(run_ctx *c, int li, qc_linear_id l, const qc_layer *layer, const char *why) {
+    qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
+    snprintf(r->reason, sizeof r->reason, "kept in F16: %s", why ? why : "shape not supported");
+    char nm[192];
+    snprintf(nm, sizeof nm, "%s.weight", r->name);
+    qc_status st = part_add_f16(&c->part, nm, layer->w[l], r->N, r->K);
+    if (st == QC_OK && layer->b[l]) {
+        snprintf(nm, sizeof nm, "%s.bias", r->name);
+        st = part_add_f16(&c->part, nm, layer->b[l], r->N, 0);
+    }
+    if (st == QC_OK) st = push_str(&c->res->unquantized, &c->res->n_unq, r->name);
+    return st;
+}
+
+static qc_status report(run_ctx *c, int li, qc_linear_id l) {
+    c->done++;
+    if (c->o->on_linear && !c->o->on_linear(c->o->user, &c->res->lin[li * QC_LIN_COUNT + l], c->done, c->total))
+        return qc_fail(QC_ERR_CANCELLED, "quantize: cancelled");
+    return QC_OK;
+}
+
+/* H <- 2/rows * H, mirrored from the upper triangle ssyrk filled. */
+static void finish_hessian(float *H, int K, int64_t rows) {
+    float scale = 2.0f / (float)rows;
+    for (int i = 0; i < K; i++)
+        for (int j = i; j < K; j++) {
+            float v = H[(size_t)i * K + j] * scale;
+            H[(size_t)i * K + j] = v;
+            H[(size_t)j * K + i] = v;
+        }
+}
+
+/* Each capture point has one input width (q/gate: d, o: heads * head_dim, down: intermediate). */
+static float *hessian_buf(run_ctx *c, qc_linear_id cap, int K) {
+    if (!c->Hs[cap]) c->Hs[cap] = malloc(sizeof(float) * (size_t)K * K);
+    if (c->Hs[cap]) memset(c->Hs[cap], 0, sizeof(float) * (size_t)K * K);
+    return c->Hs[cap];
+}
+
+/* ---- GPTQ and RTN: per group, Hessians from the partly quantized layer, solve, then propagate ---- */
+static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
+    const qc_pipeline_opts *o = c->o;
+    static const qc_linear_id ts_groups[4][3] = {{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, {QC_LIN_O, -1, -1},
+                                                 {QC_LIN_GATE, QC_LIN_UP, -1}, {QC_LIN_DOWN, -1, -1}};
+    qc_status st = QC_OK;
+    int n_groups = o->true_sequential ? 4 : 1;
+    for (int gi = 0; gi < n_groups && st == QC_OK; gi++) {
+        qc_linear_id members[QC_LIN_COUNT];
+        int nm = 0;
+        if (o->true_sequential) {
+            for (int k = 0; k < 3; k++)
+                if ((int)ts_groups[gi][k] >= 0) members[nm++] = ts_groups[gi][k];
+        } else {
+            for (int k = 0; k < QC_LIN_COUNT; k++) members[nm++] = (qc_linear_id)k;
+        }
+        bool quant[QC_LIN_COUNT] = {0};
+        const char *why[QC_LIN_COUNT] = {0};
+        capture_ctx cc;
+        memset(&cc, 0, sizeof cc);
+        cc.last = QC_LIN_Q;
+        bool any = false;
+        for (int k = 0; k < nm && st == QC_OK; k++) {
+            qc_linear_id l = members[k];
+            name_report(c, li, l, layer);
+            quant[l] = packable(c, layer->out_features[l], layer->in_features[l], &why[l]);
+            if (!quant[l]) continue;
+            qc_linear_id cap = input_of(l);
+            if (!cc.want[cap]) {
+                cc.want[cap] = any = true;
+                cc.K[cap] = layer->in_features[l];
+                if (!(cc.H[cap] = hessian_buf(c, cap, cc.K[cap]))) st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
+                if (cap > cc.last) cc.last = cap;
+            }
+        }
+        if (st == QC_OK && any) {
+            /* run the layer (already-quantized groups in place) and accumulate the Hessians */
+            double tf = qc_time_now();
+            for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
+                int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+                memcpy(c->xs, c->X + (size_t)s0 * c->T * c->d, sizeof(float) * (size_t)nb * c->T * c->d);
+                st = qc_layer_forward(c->f, layer, c->xs, nb, c->T, capture, &cc);
+            }
+            c->res->t_forward += qc_time_now() - tf - cc.t_hess;
+            c->res->t_hessian += cc.t_hess;
+            for (int k = 0; k < QC_LIN_COUNT; k++)
+                if (cc.want[k]) finish_hessian(cc.H[k], cc.K[k], cc.rows[k]);
+        }
+        for (int k = 0; k < nm && st == QC_OK; k++) {
+            qc_linear_id l = members[k];
+            if (!quant[l]) {
+                if ((st = keep_unquantized(c, li, l, layer, why[l])) == QC_OK) st = report(c, li, l);
+                continue;
+            }
+            qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
+            int N = layer->out_features[l], K = layer->in_features[l];
+            const float *H = c->Hs[input_of(l)];
+            double ts = qc_time_now();
+            memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K);
+            memcpy(c->Hw, H, sizeof(float) * (size_t)K * K);
+            if ((st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, o->q.sym, false))) break;
+            if (o->method == QC_METHOD_GPTQ) {
+                qc_gptq_stats gs;
+                st = qc_gptq_quantize(layer->w[l], c->Hw, N, K, &o->q, &c->ql, &gs);
+                r->damp = gs.damp_used;
+                r->retries = gs.retries;
+                r->dead_cols = gs.dead_cols;
+            } else {
+                st = qc_rtn_quantize(layer->w[l], N, K, o->q.bits, o->q.group_size, o->q.sym, &c->ql);
+            }
+            if (st) {
+                qc_error_prefix("%s", r->name);
+                break;
+            }
+            r->seconds = qc_time_now() - ts;
+            c->res->t_solve += r->seconds;
+            if ((st = finish_linear(c, li, l, layer, H)) == QC_OK) st = report(c, li, l);
+        }
+    }
+    /* the quantized layer's output is the next layer's input */
+    double tf = qc_time_now();
+    for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
+        int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+        st = qc_layer_forward(c->f, layer, c->X + (size_t)s0 * c->T * c->d, nb, c->T, NULL, NULL);
+    }
+    c->res->t_forward += qc_time_now() - tf;
+    return st;
+}
+
+/* ---- AWQ ---- */
+typedef struct {
+    float *A[QC_LIN_COUNT];
+    size_t row0;
+} awq_capture_ctx;
+
+static bool awq_capture(void *user, qc_linear_id which, const float *x, int n, int in) {
+    awq_capture_ctx *a = user;
+    memcpy(a->A[which] + a->row0 * in, x, sizeof(float) * (size_t)n * in);
+    return true;
+}
+
+/* module output for the scale search: which = QC_LIN_Q (self_attn), QC_LIN_O (o_proj),
+ * QC_LIN_GATE (mlp) or QC_LIN_DOWN (down_proj); input A [rows, K], output out [rows, d]. */
+static qc_status awq_module(run_ctx *c, const qc_layer *L, qc_linear_id which, const float *A, float *out) {
+    int K = which == QC_LIN_O ? L->in_features[QC_LIN_O] : which == QC_LIN_DOWN ? L->in_features[QC_LIN_DOWN] : c->d;
+    qc_status st = QC_OK;
+    for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
+        int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+        size_t r0 = (size_t)s0 * c->T;
+        const float *a = A + r0 * K;
+        float *y = out + r0 * c->d;
+        switch (which) {
+        case QC_LIN_Q: st = qc_attn_forward(c->f, L, a, y, nb, c->T); break;
+        case QC_LIN_GATE: st = qc_mlp_forward(c->f, L, a, y, nb * c->T); break;
+        default: qc_linear_apply(y, a, L->w[which], L->b[which], nb * c->T, c->d, K); break;
+        }
+    }
+    return st;
+}
+
+typedef struct {
+    qc_linear_id input;          /* capture point: the scaled linears' shared input */
+    qc_linear_id layers[3];
+    int n;
+    int prev;                    /* -1: the RMSNorm before it; else the linear whose rows absorb 1/s */
+} awq_group;
+
+/* Grid search of E.3 for one group on the original weights; writes the best scales to s. */
+static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *g, float *s, double *best_ratio) {
+    int K = layer->in_features[g->layers[0]], gs = c->o->q.group_size, bits = c->o->q.bits;
+    size_t out_sz = c->rows * (size_t)c->d;
+    float *ref = malloc(sizeof(float) * out_sz), *out = malloc(sizeof(float) * out_sz);
+    float *xm = malloc(sizeof(float) * K), *wm = malloc(sizeof(float) * K), *cand = malloc(sizeof(float) * K);
+    float *Wc[3] = {0};
+    qc_status st = QC_OK;
+    if (!ref || !out || !xm || !wm || !cand) st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for the scale search");
+    for (int i = 0; i < g->n && st == QC_OK; i++) {
+        qc_linear_id l = g->layers[i];
+        if (!(Wc[i] = malloc(sizeof(float) * (size_t)layer->out_features[l] * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+    }
+    if (st == QC_OK) {
+        qc_awq_x_mean(c->A[g->input], (int64_t)c->rows, K, xm);
+        const float *ws[3];
+        int ns[3];
+        for (int i = 0; i < g->n; i++) {
+            ws[i] = layer->w[g->layers[i]];
+            ns[i] = layer->out_features[g->layers[i]];
+        }
+        qc_awq_w_mean(ws, ns, g->n, K, gs, wm);
+        st = awq_module(c, layer, g->input, c->A[g->input], ref);
+    }
+    qc_layer trial = *layer;
+    double best = INFINITY;
+    const int n_grid = 20;
+    for (int j = 0; j < n_grid && st == QC_OK; j++) {
+        double r = (double)j / n_grid;
+        qc_awq_scales(xm, wm, K, r, c->o->awq_duo, cand);
+        for (int i = 0; i < g->n; i++) {
+            qc_linear_id l = g->layers[i];
+            int N = layer->out_features[l];
+            for (int n = 0; n < N; n++)
+                for (int k = 0; k < K; k++) Wc[i][(size_t)n * K + k] = layer->w[l][(size_t)n * K + k] * cand[k];
+            qc_awq_pseudo_quant(Wc[i], N, K, bits, gs);
+            for (int n = 0; n < N; n++)
+                for (int k = 0; k < K; k++) Wc[i][(size_t)n * K + k] /= cand[k];
+            trial.w[l] = Wc[i];
+        }
+        if ((st = awq_module(c, &trial, g->input, c->A[g->input], out))) break;
+        double loss = 0.0;
+        for (size_t i = 0; i < out_sz; i++) {
+            double dlt = (double)ref[i] - out[i];
+            loss += dlt * dlt;
+        }
+        loss /= (double)out_sz;
+        if (loss < best) { /* strictly smaller, as the reference */
+            best = loss;
+            *best_ratio = r;
+            memcpy(s, cand, sizeof(float) * K);
+        }
+    }
+    if (st == QC_OK && !isfinite(best))
+        st = qc_fail(QC_ERR_NUMERIC, "awq: the scale search found no finite loss (non-finite activations?)");
+    free(ref); free(out); free(xm); free(wm); free(cand);
+    for (int i = 0; i < 3; i++) free(Wc[i]);
+    return st;
+}
+
+static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
+    const qc_pipeline_opts *o = c->o;
+    qc_status st = QC_OK;
+    for (int l = 0; l < QC_LIN_COUNT; l++) name_report(c, li, (qc_linear_id)l, layer);
+    /* 1. the original layer on all samples: every linear's input, and the next layer's input */
+    awq_capture_ctx ac = {0};
+    for (int k = 0; k < QC_LIN_COUNT; k++) ac.A[k] = c->A[k];
+    double tf = qc_time_now();
+    for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
+        int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+        ac.row0 = (size_t)s0 * c->T;
+        st = qc_layer_forward(c->f, layer, c->X + ac.row0 * c->d, nb, c->T, awq_capture, &ac);
+    }
+    c->res->t_forward += qc_time_now() - tf;
+    /* 2. scale searches, all on the original weights (spec E.2 groups) */
+    awq_group groups[4];
+    int ng = 0;
+    groups[ng++] = (awq_group){QC_LIN_Q, {QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, -1};
+    if (layer->out_features[QC_LIN_V] == layer->out_features[QC_LIN_O] &&
+        layer->in_features[QC_LIN_V] == layer->in_features[QC_LIN_O]) /* no GQA: v_proj -> o_proj */
+        groups[ng++] = (awq_group){QC_LIN_O, {QC_LIN_O}, 1, QC_LIN_V};
+    groups[ng++] = (awq_group){QC_LIN_GATE, {QC_LIN_GATE, QC_LIN_UP}, 2, -1};
+    groups[ng++] = (awq_group){QC_LIN_DOWN, {QC_LIN_DOWN}, 1, QC_LIN_UP};
+    float *scales[4] = {0};
+    double ratio[4] = {0}, t_search = qc_time_now();
+    for (int gi = 0; gi < ng && st == QC_OK; gi++) {
+        int K = layer->in_features[groups[gi].layers[0]];
+        if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        else st = awq_search(c, layer, &groups[gi], scales[gi], &ratio[gi]);
+        if (st) qc_error_prefix("model.layers.%d awq scale search", li);
+    }
+    /* 3. fold the scales: previous op /= s, scaled linears' columns *= s, their cached inputs /= s */
+    for (int gi = 0; gi < ng && st == QC_OK; gi++) {
+        const awq_group *g = &groups[gi];
+        const float *s = scales[gi];
+        int K = layer->in_features[g->layers[0]];
+        if (g->prev < 0) {
+            float *nw = g->input == QC_LIN_Q ? layer->attn_norm : layer->mlp_norm;
+            for (int k = 0; k < K; k++) nw[k] /= s[k];
+        } else {
+            qc_linear_id p = (qc_linear_id)g->prev;
+            int Np = layer->out_features[p], Kp = layer->in_features[p];
+            for (int n = Np - K; n < Np; n++) {
+                float inv = s[n - (Np - K)];
+                for (int k = 0; k < Kp; k++) layer->w[p][(size_t)n * Kp + k] /= inv;
+                if (layer->b[p]) layer->b[p][n] /= inv;
+            }
+        }
+        for (int i = 0; i < g->n; i++) {
+            qc_linear_id l = g->layers[i];
+            int N = layer->out_features[l];
+            for (int n = 0; n < N; n++)
+                for (int k = 0; k < K; k++) layer->w[l][(size_t)n * K + k] *= s[k];
+            c->res->lin[li * QC_LIN_COUNT + l].awq_ratio = ratio[gi];
+        }
+        float *A = c->A[g->input];
+        for (size_t r = 0; r < c->rows; r++)
+            for (int k = 0; k < K; k++) A[r * K + k] /= s[k];
+    }
+    for (int gi = 0; gi < 4; gi++) free(scales[gi]);
+    c->res->t_solve += qc_time_now() - t_search; /* the scale search is AWQ's solve */
+    /* Hessians of the scaled inputs, for the error report */
+    static const qc_linear_id caps[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
+    for (int k = 0; k < 4 && st == QC_OK; k++) {
+        int K = k == 1 ? layer->in_features[QC_LIN_O] : k == 3 ? layer->in_features[QC_LIN_DOWN] : c->d;
+        float *H = hessian_buf(c, caps[k], K);
+        if (!H) {
+            st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
+            break;
+        }
+        double th = qc_time_now();
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, K, (int)c->rows, 1.0f, c->A[caps[k]], K, 0.0f, H, K);
+        finish_hessian(H, K, (int64_t)c->rows);
+        c->res->t_hessian += qc_time_now() - th;
+    }
+    /* 4. clipping (not for q/k), 5. quantization */
+    for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
+        qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
+        int N = layer->out_features[l], K = layer->in_features[l];
+        const char *why = NULL;
+        if (!packable(c, N, K, &why)) {
+            if ((st = keep_unquantized(c, li, (qc_linear_id)l, layer, why)) == QC_OK) st = report(c, li, (qc_linear_id)l);
+            continue;
+        }
+        double t0 = qc_time_now();
+        memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K); /* the scaled weight: W X = W_s X_s */
+        if (o->awq_clip && l != QC_LIN_Q && l != QC_LIN_K)
+            st = qc_awq_clip(layer->w[l], N, K, c->A[input_of((qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
+                             o->q.group_size, 512, 20, 0.5);
+        if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
+        if (st == QC_OK) st = qc_awq_quantize(layer->w[l], N, K, o->q.bits, o->q.group_size, &c->ql);
+        if (st) {
+            qc_error_prefix("%s", r->name);
+            break;
+        }
+        r->seconds = qc_time_now() - t0;
+        c->res->t_solve += r->seconds;
+        if ((st = finish_linear(c, li, (qc_linear_id)l, layer, c->Hs[input_of((qc_linear_id)l)])) == QC_OK)
+            st = report(c, li, (qc_linear_id)l);
+    }
+    return st;
+}
+
+/* Norms into the layer's part, the part to disk, the loader-exact fake layer kept for evaluation. */
+static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
+    const qc_model_config *cfg = &c->m->cfg;
+    int d = c->d;
+    double tw = qc_time_now();
+    char nm[192], path[4096];
+    snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", li);
+    qc_status st = part_add_f16(&c->part, nm, layer->attn_norm, d, 0);
+    snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", li);
+    if (st == QC_OK) st = part_add_f16(&c->part, nm, layer->mlp_norm, d, 0);
+    if (st == QC_OK && layer->q_norm) {
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.q_norm.weight", li);
+        st = part_add_f16(&c->part, nm, layer->q_norm, cfg->head_dim, 0);
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_norm.weight", li);
+        if (st == QC_OK) st = part_add_f16(&c->part, nm, layer->k_norm, cfg->head_dim, 0);
+    }
+    snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
+    if (st == QC_OK) st = part_write(&c->part, path);
+    if (st == QC_OK) st = push_str(&c->res->parts, &c->res->n_parts, path);
+    c->res->t_write += qc_time_now() - tw;
+    part_free(&c->part);
+    if (st != QC_OK || !c->o->keep_fake) return st;
+    /* the fake-quantized layer: loader-exact quantized weights, F16-rounded everything else */
+    qc_layer *fk = &c->res->fake[li];
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        if (fk->w[l]) {
+            qc_aligned_free(layer->w[l]);
+        } else {
+            fk->w[l] = layer->w[l];
+            for (size_t i = 0; i < (size_t)layer->out_features[l] * layer->in_features[l]; i++)
+                fk->w[l][i] = qc_fp16_to_f32(qc_f32_to_fp16(fk->w[l][i]));
+        }
+        layer->w[l] = NULL;
+        fk->b[l] = layer->b[l];
+        layer->b[l] = NULL;
+        if (fk->b[l])
+            for (int i = 0; i < layer->out_features[l]; i++) fk->b[l][i] = qc_fp16_to_f32(qc_f32_to_fp16(fk->b[l][i]));
+        fk->out_features[l] = layer->out_features[l];
+        fk->in_features[l] = layer->in_features[l];
+    }
+    float **norms[4] = {&layer->attn_norm, &layer->mlp_norm, &layer->q_norm, &layer->k_norm};
+    float **dst[4] = {&fk->attn_norm, &fk->mlp_norm, &fk->q_norm, &fk->k_norm};
+    int len[4] = {d, d, cfg->head_dim, cfg->head_dim};
+    for (int k = 0; k < 4; k++) {
+        *dst[k] = *norms[k];
+        *norms[k] = NULL;
+        if (*dst[k])
+            for (int i = 0; i < len[k]; i++) (*dst[k])[i] = qc_fp16_to_f32(qc_f32_to_fp16((*dst[k])[i]));
+    }
+    fk->index = li;
+    return QC_OK;
 }
 
 qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, int seqlen, const qc_pipeline_opts *o,
                           qc_pipeline_result *res) {
     memset(res, 0, sizeof *res);
-    const qc_model_config *c = &m->cfg;
-    int d = c->hidden_size, T = seqlen, L = c->n_layers;
+    const qc_model_config *cfg = &m->cfg;
+    int d = cfg->hidden_size, T = seqlen, L = cfg->n_layers;
     if (nsamples < 1 || T < 1) return qc_fail(QC_ERR_ARG, "quantize: no calibration samples");
-    if (o->method == QC_METHOD_AWQ) return qc_fail(QC_ERR_UNSUPPORTED, "quantize: method awq is not implemented yet");
+    if (o->method == QC_METHOD_AWQ && (o->q.group_size <= 0 || o->format == QC_PACK_GPTQ))
+        return qc_fail(QC_ERR_ARG, "quantize: awq needs a positive group size and asymmetric storage (awq or gptq_v2)");
     if (mkdir(o->work_dir, 0755) != 0 && errno != EEXIST)
         return qc_fail(QC_ERR_IO, "%s: cannot create work directory: %s", o->work_dir, strerror(errno));
-    int batch = (o->batch_tokens > 0 ? o->batch_tokens : 8192) / T;
-    if (batch < 1) batch = 1;
-    if (batch > nsamples) batch = nsamples;
-    size_t rows = (size_t)nsamples * T;
+    run_ctx c;
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    c.o = o;
+    c.res = res;
+    c.d = d;
+    c.T = T;
+    c.nsamples = nsamples;
+    c.rows = (size_t)nsamples * T;
+    c.batch = (o->batch_tokens > 0 ? o->batch_tokens : 8192) / T;
+    if (c.batch < 1) c.batch = 1;
+    if (c.batch > nsamples) c.batch = nsamples;
+    c.total = L * QC_LIN_COUNT;
+    int qd = cfg->n_heads * cfg->head_dim, ff = cfg->intermediate_size;
+    c.Kmax = ff > d ? ff : d;
+    if (qd > c.Kmax) c.Kmax = qd;
 
     qc_status st = QC_OK;
-    float *X = NULL, *xs = NULL, *Hs[QC_LIN_COUNT] = {0}, *Hw = NULL, *Wo = NULL, *tmp = NULL;
-    qc_fwd *f = NULL;
-    qc_qlinear ql;
-    memset(&ql, 0, sizeof ql);
-    part_list part = {0};
-    char path[4096];
     res->lin = calloc((size_t)L * QC_LIN_COUNT, sizeof *res->lin);
     if (o->keep_fake) {
         res->fake = calloc((size_t)L, sizeof *res->fake);
         res->n_layers = L;
     }
-    X = qc_aligned_alloc(rows * d * sizeof(float));
-    xs = qc_aligned_alloc((size_t)batch * T * d * sizeof(float));
-    int Kmax = c->intermediate_size > d ? c->intermediate_size : d;
-    if (c->n_heads * c->head_dim > Kmax) Kmax = c->n_heads * c->head_dim;
-    int Nmax = Kmax > c->intermediate_size ? Kmax : c->intermediate_size;
-    Hw = malloc(sizeof(float) * (size_t)Kmax * Kmax);
-    Wo = malloc(sizeof(float) * (size_t)Nmax * Kmax);
-    tmp = malloc(sizeof(float) * (size_t)Nmax * Kmax);
-    if (!res->lin || (o->keep_fake && !res->fake) || !X || !xs || !Hw || !Wo || !tmp) {
-        st = qc_fail(QC_ERR_NOMEM, "quantize: cannot allocate %zu x %d calibration activations and buffers", rows, d);
+    c.X = qc_aligned_alloc(c.rows * d * sizeof(float));
+    c.xs = qc_aligned_alloc((size_t)c.batch * T * d * sizeof(float));
+    c.Hw = malloc(sizeof(float) * (size_t)c.Kmax * c.Kmax);
+    c.Wo = malloc(sizeof(float) * (size_t)c.Kmax * c.Kmax);
+    c.tmp = malloc(sizeof(float) * (size_t)c.Kmax * c.Kmax);
+    bool ok = res->lin && (!o->keep_fake || res->fake) && c.X && c.xs && c.Hw && c.Wo && c.tmp;
+    if (ok && o->method == QC_METHOD_AWQ) {
+        int K[QC_LIN_COUNT] = {[QC_LIN_Q] = d, [QC_LIN_O] = qd, [QC_LIN_GATE] = d, [QC_LIN_DOWN] = ff};
+        for (int k = 0; k < QC_LIN_COUNT && ok; k++)
+            if (K[k]) ok = (c.A[k] = qc_aligned_alloc(c.rows * K[k] * sizeof(float))) != NULL;
+    }
+    if (!ok) {
+        st = qc_fail(QC_ERR_NOMEM, "quantize: cannot allocate the calibration activations for %zu tokens (hidden %d)",
+                     c.rows, d);
         goto out;
     }
-    if ((st = qc_fwd_create(c, batch, T, &f))) goto out;
+    if ((st = qc_fwd_create(cfg, c.batch, T, &c.f))) goto out;
 
     double t0 = qc_time_now();
-    if ((st = qc_model_embed(m, ids, (int)rows, X))) goto out;
+    char path[4096];
+    if ((st = qc_model_embed(m, ids, (int)c.rows, c.X))) goto out;
     snprintf(path, sizeof path, "%s/base.safetensors", o->work_dir);
     if ((st = write_base_part(m, path)) || (st = push_str(&res->parts, &res->n_parts, path))) goto out;
     res->t_embed = qc_time_now() - t0;
 
-    static const qc_linear_id ts_groups[4][3] = {{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, {QC_LIN_O, -1, -1},
-                                                 {QC_LIN_GATE, QC_LIN_UP, -1}, {QC_LIN_DOWN, -1, -1}};
-    int total = L * QC_LIN_COUNT, done = 0;
     for (int li = 0; li < L && st == QC_OK; li++) {
         qc_layer layer;
         if ((st = qc_layer_load(m, li, &layer))) break;
-        int n_groups = o->true_sequential ? 4 : 1;
-        for (int gi = 0; gi < n_groups && st == QC_OK; gi++) {
-            qc_linear_id members[QC_LIN_COUNT];
-            int nm = 0;
-            if (o->true_sequential) {
-                for (int k = 0; k < 3; k++)
-                    if ((int)ts_groups[gi][k] >= 0) members[nm++] = ts_groups[gi][k];
-            } else {
-                for (int k = 0; k < QC_LIN_COUNT; k++) members[nm++] = (qc_linear_id)k;
-            }
-            /* which linears of the group are quantizable in this format */
-            bool quant[QC_LIN_COUNT] = {0};
-            capture_ctx cc;
-            memset(&cc, 0, sizeof cc);
-            cc.last = QC_LIN_Q;
-            for (int k = 0; k < nm; k++) {
-                qc_linear_id l = members[k];
-                const char *why = NULL;
-                quant[l] = qc_gptq_shape_ok(layer.out_features[l], layer.in_features[l], o->q.bits, o->q.group_size, &why);
-                qc_linear_report *r = &res->lin[li * QC_LIN_COUNT + l];
-                r->layer = li;
-                r->lin = l;
-                r->N = layer.out_features[l];
-                r->K = layer.in_features[l];
-                snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_linear_name(l));
-                if (!quant[l]) {
-                    snprintf(r->reason, sizeof r->reason, "kept in F16: %s", why ? why : "shape not supported");
-                    continue;
-                }
-                qc_linear_id cap = input_of(l);
-                if (!cc.want[cap]) {
-                    cc.want[cap] = true;
-                    cc.K[cap] = layer.in_features[l];
-                    if (!Hs[cap]) Hs[cap] = malloc(sizeof(float) * (size_t)Kmax * Kmax);
-                    if (!Hs[cap]) {
-                        st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
-                        break;
-                    }
-                    memset(Hs[cap], 0, sizeof(float) * (size_t)cc.K[cap] * cc.K[cap]);
-                    if (cap > cc.last) cc.last = cap;
-                }
-            }
-            bool any = false;
-            for (int k = 0; k < QC_LIN_COUNT; k++) any |= cc.want[k];
-            if (st || !any) goto report_group;
-            for (int k = 0; k < QC_LIN_COUNT; k++) cc.H[k] = Hs[k];
-            /* run the layer (already-quantized groups in place) and accumulate the Hessians */
-            double tf = qc_time_now();
-            for (int s0 = 0; s0 < nsamples && st == QC_OK; s0 += batch) {
-                int nb = nsamples - s0 < batch ? nsamples - s0 : batch;
-                memcpy(xs, X + (size_t)s0 * T * d, sizeof(float) * (size_t)nb * T * d);
-                st = qc_layer_forward(f, &layer, xs, nb, T, capture, &cc);
-            }
-            res->t_forward += qc_time_now() - tf - cc.t_hess;
-            res->t_hessian += cc.t_hess;
-            if (st) break;
-            for (int k = 0; k < QC_LIN_COUNT; k++) {
-                if (!cc.want[k]) continue;
-                int K = cc.K[k];
-                float scale = 2.0f / (float)cc.rows[k];
-                float *H = Hs[k];
-                for (int i = 0; i < K; i++)
-                    for (int j = i; j < K; j++) {
-                        float v = H[(size_t)i * K + j] * scale;
-                        H[(size_t)i * K + j] = v;
-                        H[(size_t)j * K + i] = v;
-                    }
-            }
-            /* solve each linear of the group */
-            for (int k = 0; k < nm && st == QC_OK; k++) {
-                qc_linear_id l = members[k];
-                if (!quant[l]) continue;
-                qc_linear_report *r = &res->lin[li * QC_LIN_COUNT + l];
-                int N = layer.out_features[l], K = layer.in_features[l];
-                const float *H = Hs[input_of(l)];
-                double ts = qc_time_now();
-                memcpy(Wo, layer.w[l], sizeof(float) * (size_t)N * K);
-                memcpy(Hw, H, sizeof(float) * (size_t)K * K);
-                if ((st = qc_qlinear_alloc(&ql, N, K, o->q.bits, o->q.group_size, o->q.sym, layer.b[l] != NULL)))
-                    break;
-                if (o->method == QC_METHOD_GPTQ) {
-                    qc_gptq_stats gs;
-                    st = qc_gptq_quantize(layer.w[l], Hw, N, K, &o->q, &ql, &gs);
-                    r->damp = gs.damp_used;
-                    r->retries = gs.retries;
-                    r->dead_cols = gs.dead_cols;
-                } else {
-                    st = qc_rtn_quantize(layer.w[l], N, K, o->q.bits, o->q.group_size, o->q.sym, &ql);
-                }
-                if (st) {
-                    qc_error_prefix("%s", r->name);
-                    break;
-                }
-                r->seconds = qc_time_now() - ts;
-                res->t_solve += r->seconds;
-                /* relative output error on the calibration inputs */
-                double ref = quad_form(Wo, H, N, K, tmp);
-                for (size_t i = 0; i < (size_t)N * K; i++) Wo[i] -= layer.w[l][i];
-                r->rel_err = ref > 0 ? quad_form(Wo, H, N, K, tmp) / ref : 0.0;
-                r->quantized = true;
-                double tw = qc_time_now();
-                if (layer.b[l]) memcpy(ql.bias, layer.b[l], sizeof(float) * (size_t)N);
-                if ((st = add_packed(&part, r->name, &ql, o->v2))) break;
-                if (layer.b[l]) {
-                    char bn[192];
-                    snprintf(bn, sizeof bn, "%s.bias", r->name);
-                    if ((st = part_add_f16(&part, bn, layer.b[l], N, 0))) break;
-                }
-                if (o->keep_fake) { /* what a loader reconstructs: fp16 scales */
-                    for (size_t i = 0; i < (size_t)ql.n_groups * N; i++)
-                        ql.scales[i] = qc_fp16_to_f32(qc_f32_to_fp16(ql.scales[i]));
-                    qc_qlinear_dequant(&ql, tmp);
-                    memcpy(Wo, tmp, sizeof(float) * (size_t)N * K); /* kept aside until the layer is done */
-                }
-                res->t_write += qc_time_now() - tw;
-                qc_qlinear_free(&ql);
-                if (o->keep_fake) {
-                    /* stash the loader-exact weight in the (now unused) bias-free slot after the final pass */
-                    float *copy = qc_aligned_alloc(sizeof(float) * (size_t)N * K);
-                    if (!copy) {
-                        st = qc_fail(QC_ERR_NOMEM, "out of memory");
-                        break;
-                    }
-                    memcpy(copy, Wo, sizeof(float) * (size_t)N * K);
-                    if (!res->fake[li].w[l]) res->fake[li].w[l] = copy;
-                }
-            }
-        report_group:
-            for (int k = 0; k < nm && st == QC_OK; k++) {
-                qc_linear_id l = members[k];
-                qc_linear_report *r = &res->lin[li * QC_LIN_COUNT + l];
-                done++;
-                if (!quant[l]) {
-                    char nm_[192];
-                    snprintf(nm_, sizeof nm_, "%s.weight", r->name);
-                    if ((st = part_add_f16(&part, nm_, layer.w[l], r->N, r->K))) break;
-                    if (layer.b[l]) {
-                        snprintf(nm_, sizeof nm_, "%s.bias", r->name);
-                        if ((st = part_add_f16(&part, nm_, layer.b[l], r->N, 0))) break;
-                    }
-                    if ((st = push_str(&res->unquantized, &res->n_unq, r->name))) break;
-                }
-                if (o->on_linear && !o->on_linear(o->user, r, done, total))
-                    st = qc_fail(QC_ERR_CANCELLED, "quantize: cancelled");
-            }
-        }
-        /* the quantized layer's output is the next layer's input */
-        double tf = qc_time_now();
-        for (int s0 = 0; s0 < nsamples && st == QC_OK; s0 += batch) {
-            int nb = nsamples - s0 < batch ? nsamples - s0 : batch;
-            st = qc_layer_forward(f, &layer, X + (size_t)s0 * T * d, nb, T, NULL, NULL);
-        }
-        res->t_forward += qc_time_now() - tf;
-        if (st == QC_OK) {
-            double tw = qc_time_now();
-            char nm_[192];
-            snprintf(nm_, sizeof nm_, "model.layers.%d.input_layernorm.weight", li);
-            st = part_add_f16(&part, nm_, layer.attn_norm, d, 0);
-            snprintf(nm_, sizeof nm_, "model.layers.%d.post_attention_layernorm.weight", li);
-            if (st == QC_OK) st = part_add_f16(&part, nm_, layer.mlp_norm, d, 0);
-            if (st == QC_OK && layer.q_norm) {
-                snprintf(nm_, sizeof nm_, "model.layers.%d.self_attn.q_norm.weight", li);
-                st = part_add_f16(&part, nm_, layer.q_norm, c->head_dim, 0);
-                snprintf(nm_, sizeof nm_, "model.layers.%d.self_attn.k_norm.weight", li);
-                if (st == QC_OK) st = part_add_f16(&part, nm_, layer.k_norm, c->head_dim, 0);
-            }
-            snprintf(path, sizeof path, "%s/layer-%05d.safetensors", o->work_dir, li);
-            if (st == QC_OK) st = part_write(&part, path);
-            if (st == QC_OK) st = push_str(&res->parts, &res->n_parts, path);
-            res->t_write += qc_time_now() - tw;
-        }
-        part_free(&part);
-        if (st == QC_OK && o->keep_fake) {
-            /* the fake-quantized layer: loader-exact quantized weights, F16-rounded everything else */
-            qc_layer *fk = &res->fake[li];
-            for (int l = 0; l < QC_LIN_COUNT; l++) {
-                if (fk->w[l]) {
-                    qc_aligned_free(layer.w[l]);
-                } else {
-                    fk->w[l] = layer.w[l];
-                    for (size_t i = 0; i < (size_t)layer.out_features[l] * layer.in_features[l]; i++)
-                        fk->w[l][i] = qc_fp16_to_f32(qc_f32_to_fp16(fk->w[l][i]));
-                }
-                layer.w[l] = NULL;
-                fk->b[l] = layer.b[l];
-                layer.b[l] = NULL;
-                if (fk->b[l])
-                    for (int i = 0; i < layer.out_features[l]; i++) fk->b[l][i] = qc_fp16_to_f32(qc_f32_to_fp16(fk->b[l][i]));
-                fk->out_features[l] = layer.out_features[l];
-                fk->in_features[l] = layer.in_features[l];
-            }
-            float **norms[4] = {&layer.attn_norm, &layer.mlp_norm, &layer.q_norm, &layer.k_norm};
-            float **dst[4] = {&fk->attn_norm, &fk->mlp_norm, &fk->q_norm, &fk->k_norm};
-            int len[4] = {d, d, c->head_dim, c->head_dim};
-            for (int k = 0; k < 4; k++) {
-                *dst[k] = *norms[k];
-                *norms[k] = NULL;
-                if (*dst[k])
-                    for (int i = 0; i < len[k]; i++) (*dst[k])[i] = qc_fp16_to_f32(qc_f32_to_fp16((*dst[k])[i]));
-            }
-            fk->index = li;
-        }
+        st = o->method == QC_METHOD_AWQ ? awq_layer(&c, li, &layer) : gptq_layer(&c, li, &layer);
+        if (st == QC_OK) st = layer_epilogue(&c, li, &layer);
+        part_free(&c.part);
         qc_layer_release(&layer);
     }
 out:
-    qc_qlinear_free(&ql);
-    part_free(&part);
-    qc_fwd_free(f);
-    qc_aligned_free(X);
-    qc_aligned_free(xs);
-    for (int k = 0; k < QC_LIN_COUNT; k++) free(Hs[k]);
-    free(Hw);
-    free(Wo);
-    free(tmp);
+    qc_qlinear_free(&c.ql);
+    part_free(&c.part);
+    qc_fwd_free(c.f);
+    qc_aligned_free(c.X);
+    qc_aligned_free(c.xs);
+    for (int k = 0; k < QC_LIN_COUNT; k++) {
+        free(c.Hs[k]);
+        qc_aligned_free(c.A[k]);
+    }
+    free(c.Hw);
+    free(c.Wo);
+    free(c.tmp);
     res->n_lin = L * QC_LIN_COUNT;
     if (st != QC_OK) {
         qc_linear_report *keep = res->lin;

@@ -10,6 +10,11 @@
  * quantized outputs). Memory: X, one layer's FP32 weights, the largest Hessian (K x K, plus a working
  * copy), and one batch's activations.
  *
+ * AWQ (spec E.1): the layer runs once with its original weights, capturing every linear's input
+ * (kept whole: [rows, K] per capture point) and producing the next layer's input (FP outputs feed the
+ * next layer, unlike GPTQ); then the scale search (grid of 20 on the original weights), scale
+ * folding into the previous operation, the clipping search and the final quantization.
+ *
  * Each finished layer is written to <work_dir>/layer-NNNNN.safetensors holding exactly the tensors the
  * checkpoint will carry for it (packed GPTQ tensors, F16 norms and unquantized linears); the
  * non-layer tensors go to <work_dir>/base.safetensors. Those files, with X, are the state a resumed
@@ -28,6 +33,12 @@ extern "C" {
 typedef enum qc_method { QC_METHOD_RTN = 0, QC_METHOD_GPTQ = 1, QC_METHOD_AWQ = 2 } qc_method;
 const char *qc_method_name(qc_method m);
 
+typedef enum qc_pack_format {
+    QC_PACK_GPTQ = 0,     /* gptq v1 (sym) */
+    QC_PACK_GPTQ_V2 = 1,  /* gptq_v2: raw zero points, any symmetry */
+    QC_PACK_AWQ = 2,      /* AutoAWQ GEMM, 4-bit */
+} qc_pack_format;
+
 typedef struct qc_linear_report {
     int    layer;
     qc_linear_id lin;
@@ -40,13 +51,16 @@ typedef struct qc_linear_report {
     int    retries;          /* Cholesky retries */
     int    dead_cols;
     double seconds;          /* solve time */
+    double awq_ratio;        /* AWQ: chosen grid point of the scale group this linear belongs to (-1: none) */
 } qc_linear_report;
 
 typedef struct qc_pipeline_opts {
     qc_method    method;
     qc_gptq_opts q;              /* bits, group_size, sym, act_order, static_groups, damp (RTN: bits/gs/sym) */
     bool         true_sequential;
-    bool         v2;             /* pack zeros as gptq_v2 (asym needs it) */
+    qc_pack_format format;       /* how the layer parts are packed */
+    bool         awq_duo;        /* AWQ scale formula: AutoAWQ's duo scaling (default) or llm-awq's x^r */
+    bool         awq_clip;       /* AWQ clipping search (default on) */
     int          batch_tokens;   /* rows per forward batch (0: 8192) */
     const char  *work_dir;       /* created if missing */
     bool         keep_fake;      /* keep the fake-quantized layers (loader-exact: fp16 scales) for evaluation */

@@ -44,6 +44,7 @@ static int run(int argc, char **argv) {
         qc_recipe_free(&r);
         return qc_cli_usage_error(cmd, "no tokenizer: give --tokenizer PATH or a model in the recipe/--model");
     }
+    double t_start = qc_time_now();
     qc_tokenizer *tok = NULL;
     qc_calib_set set;
     memset(&set, 0, sizeof set);
@@ -91,6 +92,8 @@ static int run(int argc, char **argv) {
             if (b) st = qc_write_file_atomic(o_save->str, b, n * 4);
             free(b);
         }
+        fprintf(stderr, "calib: %.1f s, peak RSS %.1f MiB\n", qc_time_now() - t_start,
+                (double)qc_peak_rss() / 1048576.0);
         if (st == QC_OK) printf("token-sha256: %s\n", set.sha256);
     }
     qc_calib_set_free(&set);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "run_setup.h"
 #include "eval.h"
 #include "tokenizer.h"
 
@@ -15,7 +16,7 @@ static int run(int argc, char **argv);
 const qc_cmd qc_cmd_eval = {
     .name = "eval",
     .summary = "measure perplexity on a text (GPTQ paper protocol)",
-    .usage = "qcal eval --model DIR --text FILE [--seqlen N] [--max-windows N] [--json]",
+    .usage = "qcal eval --model DIR|hf://ORG/NAME --text FILE [--seqlen N] [--max-windows N] [--json]",
     .description =
         "Tokenizes the whole text with the model's tokenizer.json (BOS once at the start when the\n"
         "tokenizer adds one), cuts it into non-overlapping windows of --seqlen tokens (the tail is\n"
@@ -26,7 +27,7 @@ const qc_cmd qc_cmd_eval = {
 };
 
 static qc_opt k_opts[] = {
-    {.name = "model", .kind = QC_OPT_STR, .metavar = "DIR", .help = "model directory (config.json, *.safetensors, tokenizer.json)"},
+    {.name = "model", .kind = QC_OPT_STR, .metavar = "DIR|hf://ORG/NAME", .help = "model directory (config.json, *.safetensors, tokenizer.json; GPTQ checkpoints too) or hub reference"},
     {.name = "text", .kind = QC_OPT_STR, .metavar = "FILE", .help = "UTF-8 text to evaluate on, used as is"},
     {.name = "seqlen", .kind = QC_OPT_INT, .metavar = "N", .help = "tokens per window (default 2048)"},
     {.name = "max-windows", .kind = QC_OPT_INT, .metavar = "N", .help = "evaluate only the first N windows (default: all)"},
@@ -62,12 +63,10 @@ static int run(int argc, char **argv) {
     char *text = NULL;
     int32_t *ids = NULL;
     size_t text_len = 0, n_ids = 0;
-    qc_status st = qc_model_open(o_model->str, &m);
-    if (st == QC_OK) {
-        char *tp = qc_path_join(o_model->str, "tokenizer.json");
-        st = tp ? qc_tokenizer_load(tp, &tok) : qc_fail(QC_ERR_NOMEM, "out of memory");
-        free(tp);
-    }
+    char *model_dir = NULL;
+    qc_status st = qc_run_resolve_model(o_model->str, &model_dir);
+    if (st == QC_OK) st = qc_model_open(model_dir, &m);
+    if (st == QC_OK) st = qc_tokenizer_load(model_dir, &tok);
     if (st == QC_OK) st = qc_read_file(o_text->str, MAX_TEXT_BYTES, &text, &text_len);
     if (st != QC_OK) goto out;
     if (m->cfg.max_position_embeddings < seqlen)
@@ -116,6 +115,7 @@ static int run(int argc, char **argv) {
     }
     printf("perplexity: %.6f\n", r.ppl);
 out:
+    free(model_dir);
     free(ids);
     free(text);
     qc_tokenizer_free(tok);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "awq_format.h"
 #include "eval.h"
 #include "pipeline.h"
 #include "run_setup.h"
@@ -55,9 +56,15 @@ typedef struct {
 static bool on_linear(void *user, const qc_linear_report *r, int done, int total) {
     line_ctx *c = user;
     if (c->quiet) return true;
-    if (r->quantized)
+    if (r->quantized && r->awq_ratio >= 0)
+        fprintf(stderr, "[%3d/%3d] %-40s %s w%d g%-4d err %.2e  ratio %.2f  %.2f s\n", done, total, r->name,
+                c->method, c->bits, c->gs, r->rel_err, r->awq_ratio, r->seconds);
+    else if (r->quantized && strcmp(c->method, "gptq") == 0)
         fprintf(stderr, "[%3d/%3d] %-40s %s w%d g%-4d err %.2e  damp %.3f%s  %.2f s\n", done, total, r->name,
                 c->method, c->bits, c->gs, r->rel_err, r->damp, r->retries ? " (raised)" : "", r->seconds);
+    else if (r->quantized)
+        fprintf(stderr, "[%3d/%3d] %-40s %s w%d g%-4d err %.2e  %.2f s\n", done, total, r->name, c->method,
+                c->bits, c->gs, r->rel_err, r->seconds);
     else
         fprintf(stderr, "[%3d/%3d] %-40s %s\n", done, total, r->name, r->reason);
     return true;
@@ -137,12 +144,6 @@ static int run(int argc, char **argv) {
     }
     qc_method method = strcmp(r.method, "rtn") == 0 ? QC_METHOD_RTN
                        : strcmp(r.method, "awq") == 0 ? QC_METHOD_AWQ : QC_METHOD_GPTQ;
-    if (method == QC_METHOD_AWQ || strcmp(r.format, "awq") == 0) {
-        fprintf(stderr, "qcal quantize: method/format awq is not implemented yet (use gptq or rtn, --format gptq or "
-                        "gptq_v2)\n");
-        qc_recipe_free(&r);
-        return QC_EXIT_ERROR;
-    }
     bool overwrite = qc_cli_opt(k_opts, "overwrite")->set;
     if (!overwrite && (qc_dir_exists(r.out) || qc_file_exists(r.out))) {
         fprintf(stderr, "qcal quantize: %s already exists (use --overwrite to replace it)\n", r.out);
@@ -197,7 +198,9 @@ static int run(int argc, char **argv) {
     }
     line_ctx lc = {.quiet = quiet, .method = r.method, .bits = r.bits, .gs = r.group_size};
     qc_pipeline_opts po = {.method = method, .q = qc_gptq_default_opts(), .true_sequential = r.true_sequential,
-                           .v2 = strcmp(r.format, "gptq_v2") == 0, .work_dir = work, .keep_fake = n_eval > 0,
+                           .format = strcmp(r.format, "awq") == 0       ? QC_PACK_AWQ
+                                     : strcmp(r.format, "gptq_v2") == 0 ? QC_PACK_GPTQ_V2 : QC_PACK_GPTQ,
+                           .awq_duo = true, .awq_clip = true, .work_dir = work, .keep_fake = n_eval > 0,
                            .on_linear = on_linear, .user = &lc};
     po.q.bits = r.bits;
     po.q.group_size = r.group_size;
@@ -215,15 +218,22 @@ static int run(int argc, char **argv) {
     /* static groups make the layout identical to a non-act-order one (spec A.4 DECISION) */
     qc_gptq_config gc = {.bits = r.bits, .group_size = r.group_size, .sym = r.sym,
                          .desc_act = r.act_order && !r.static_groups, .static_groups = r.static_groups,
-                         .true_sequential = r.true_sequential, .v2 = po.v2, .damp_percent = r.damp,
+                         .true_sequential = r.true_sequential, .v2 = po.format == QC_PACK_GPTQ_V2, .damp_percent = r.damp,
                          .quantizer = quantizer, .meta_json = meta};
     long long shard_mb = qc_cli_opt(k_opts, "max-shard-size")->set ? qc_cli_opt(k_opts, "max-shard-size")->i : 4096;
     if (shard_mb < 1) {
         st = qc_fail(QC_ERR_ARG, "--max-shard-size must be at least 1 MB");
         goto out;
     }
-    st = qc_gptq_write_checkpoint(r.out, model_dir, (const char *const *)pr.parts, pr.n_parts, &gc,
-                                  (const char *const *)pr.unquantized, pr.n_unq, (uint64_t)shard_mb << 20, overwrite);
+    if (po.format == QC_PACK_AWQ) {
+        qc_awq_config ac = {.bits = r.bits, .group_size = r.group_size, .quantizer = quantizer, .meta_json = meta};
+        st = qc_awq_write_checkpoint(r.out, model_dir, (const char *const *)pr.parts, pr.n_parts, &ac,
+                                     (const char *const *)pr.unquantized, pr.n_unq, (uint64_t)shard_mb << 20, overwrite);
+    } else {
+        st = qc_gptq_write_checkpoint(r.out, model_dir, (const char *const *)pr.parts, pr.n_parts, &gc,
+                                      (const char *const *)pr.unquantized, pr.n_unq, (uint64_t)shard_mb << 20,
+                                      overwrite);
+    }
     if (st) goto out;
     double t_write = pr.t_write + (qc_time_now() - tw);
 
@@ -283,6 +293,7 @@ static int run(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "damp_retries", l->retries);
             cJSON_AddNumberToObject(o, "dead_columns", l->dead_cols);
             cJSON_AddNumberToObject(o, "seconds", l->seconds);
+            if (l->awq_ratio >= 0) cJSON_AddNumberToObject(o, "awq_ratio", l->awq_ratio);
             n_q++;
             n_raised += l->retries > 0;
             if (l->rel_err > worst) { worst = l->rel_err; worst_name = l->name; }

@@ -71,6 +71,33 @@ assert q['checkpoint_format']=='gptq_v2' and q['sym'] is False and q['desc_act']
     && ok || bad "v2 config"
 "$Q" eval --model "$T/v2" --text "$D/text/tiny.utf8" --seqlen 256 --max-windows 5 --quiet >/dev/null 2>&1 && ok || bad "eval v2"
 
+# AWQ, exported in the AWQ GEMM layout; in-memory and reloaded perplexities must agree (qcal checks)
+"$Q" quantize --model "$D/stories260K" --calib "$D/text/tiny.utf8" --method awq --group-size 32 --nsamples 32 \
+    --seqlen 128 --out "$T/awq" --eval "$D/text/tiny.utf8" --eval-seqlen 256 --eval-max-windows 10 --quiet \
+    >"$T/out" 2>"$T/err" && ok || { bad "awq exit"; cat "$T/err"; }
+python3 - "$T/awq" <<'PY' && ok || bad "awq checkpoint content"
+import json, sys, os
+d = sys.argv[1]
+q = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
+assert q["quant_method"] == "awq" and q["version"] == "gemm" and q["zero_point"] is True and q["bits"] == 4, q
+assert "model.layers.0.mlp.down_proj" in q["modules_to_not_convert"], q
+assert json.load(open(os.path.join(d, "quant_config.json")))["w_bit"] == 4
+r = json.load(open(os.path.join(d, "qcal_report.json")))
+lin = {l["name"]: l for l in r["linears"]}
+# GQA (8 heads, 4 KV heads): v_proj -> o_proj is not scaled; q/k/v share one ratio
+assert "awq_ratio" not in lin["model.layers.0.self_attn.o_proj"]
+assert lin["model.layers.0.self_attn.q_proj"]["awq_ratio"] == lin["model.layers.0.self_attn.v_proj"]["awq_ratio"]
+assert r["eval"][0]["ppl_fake_quant"] == r["eval"][0]["ppl_checkpoint"]
+PY
+"$Q" eval --model "$T/awq" --text "$D/text/tiny.utf8" --seqlen 256 --max-windows 10 --quiet >"$T/eval" 2>&1 \
+    && [[ "$(tail -n 1 "$T/eval")" == "$(tail -n 1 "$T/out")" ]] && ok || bad "awq reload: $(tail -n 1 "$T/eval") vs $(tail -n 1 "$T/out")"
+"$Q" quantize --model "$D/stories260K" --calib "$D/text/tiny.utf8" --method awq --bits 3 --group-size 32 \
+    --nsamples 16 --seqlen 128 --out "$T/awq3" --quiet >/dev/null 2>"$T/err" && ok || { bad "awq w3"; cat "$T/err"; }
+python3 -c "
+import json,sys; q=json.load(open(sys.argv[1]+'/config.json'))['quantization_config']
+assert q['quant_method']=='gptq' and q['checkpoint_format']=='gptq_v2' and q['bits']==3 and q['sym'] is False, q" "$T/awq3" \
+    && ok || bad "awq w3 goes to gptq_v2"
+
 # RTN
 "$Q" quantize "${common[@]}" --method rtn --out "$T/rtn" --quiet >/dev/null 2>"$T/err" && ok || { bad "rtn"; cat "$T/err"; }
 

@@ -1,0 +1,1 @@
+qc_test(test_awq test_awq.c LABELS unit)
