@@ -40,7 +40,9 @@ static qc_calib_src g_c4;
 static int setup(void **state) {
     (void)state;
     char *tok = qc_test_require("stories260K/tokenizer.json");
-    if (qc_tokenizer_load(tok, &g_tok) != QC_OK) {
+    qc_status st = qc_tokenizer_load(tok, &g_tok);
+    free(tok);
+    if (st != QC_OK) {
         fprintf(stderr, "%s\n", qc_last_error());
         return -1;
     }
@@ -53,6 +55,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     qc_tokenizer_free(g_tok);
+    free((char *)g_c4.path);
     return 0;
 }
 
@@ -120,6 +123,7 @@ static void test_awq_sampling(void **state) {
     assert_true(bos >= a.nsamples / 2);
     printf("tiny.utf8 awq: 64 documents -> %d blocks of 512, sha %s\n", a.nsamples, a.sha256);
     qc_calib_set_free(&a);
+    free((char *)tiny.path);
 }
 
 static void test_mixture(void **state) {

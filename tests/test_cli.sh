@@ -32,7 +32,10 @@ expect_err "--seqlen expects an integer"
 expect 2 "eval unknown option" -- "$Q" eval --model "$D/stories260K" --bogus 1
 expect_err "unknown option '--bogus'"
 expect 1 "eval missing model dir" -- "$Q" eval --model "$T/nope" --text "$D/text/tiny.utf8"
-expect_err "$T/nope/config.json"
+expect_err "$T/nope: model directory not found"
+mkdir -p "$T/empty"
+expect 1 "eval directory without config.json" -- "$Q" eval --model "$T/empty" --text "$D/text/tiny.utf8"
+expect_err "$T/empty/config.json"
 expect 1 "eval missing text" -- "$Q" eval --model "$D/stories260K" --text "$T/missing.txt"
 expect_err "$T/missing.txt"
 

@@ -61,6 +61,7 @@ static void test_stories_logits(void **state) {
     free(ids);
     qc_model_free(m);
     cJSON_Delete(ref);
+    free(dir);
 }
 
 /* Greedy decoding with full recomputation (no KV cache): the plain twin of any faster decoder. */
@@ -96,6 +97,8 @@ static void test_stories_greedy(void **state) {
     assert_int_equal(n, 201);
     greedy(f32, golden, n);
     greedy(f16, golden, n);
+    free(f32);
+    free(f16);
     free(golden);
     cJSON_Delete(g);
 }
@@ -141,6 +144,7 @@ static void test_llama25m_logits(void **state) {
     free(ids);
     qc_model_free(m);
     cJSON_Delete(ref);
+    free(dir);
 }
 
 /* Small random-weight models of each supported variant (tests/data/arch, made by
@@ -217,6 +221,7 @@ static void test_batch_equals_single(void **state) {
     free(xb);
     free(xs);
     qc_model_free(m);
+    free(dir);
 }
 
 /* Bad ids and a model with a missing tensor fail with statuses, not crashes. */
@@ -230,6 +235,7 @@ static void test_errors(void **state) {
     QC_CHECK_FAILS(qc_model_embed(m, bad, 2, x), QC_ERR_ARG, "outside the vocabulary");
     qc_model_free(m);
     QC_CHECK_FAILS(qc_model_open("/nonexistent-qcal-model", &m), QC_ERR_IO, "nonexistent-qcal-model");
+    free(dir);
 }
 
 int main(void) {

@@ -1,4 +1,5 @@
 /* config.json parsing: every supported architecture, defaults, rope variants and clear errors. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "model_config.h"
@@ -100,10 +101,12 @@ static void test_real_configs(void **state) {
     assert_int_equal(c.n_kv_heads, 2);
     assert_int_equal(c.head_dim, 64);
     assert_true(c.tie_word_embeddings);
+    free(d);
     d = qc_test_require("stories260K");
     QC_CHECK_OK(qc_model_config_load(d, &c));
     assert_int_equal(c.intermediate_size, 172);
     assert_int_equal(c.head_dim, 8);
+    free(d);
 }
 
 int main(void) {

@@ -20,7 +20,7 @@
 /* $QCAL_DATA/rel in a static buffer (valid until the next call). */
 const char *qc_test_data(const char *rel);
 /* Exits 77 with a message if $QCAL_DATA/rel does not exist (file or directory). Returns the path
- * (a fresh copy, caller may leak it: tests are short-lived). */
+ * (a fresh copy the caller frees). */
 char *qc_test_require(const char *rel);
 /* A fresh empty temporary directory (removed at exit). */
 const char *qc_test_tmpdir(void);
