@@ -29,17 +29,7 @@ qc_status qc_eval_perplexity(const qc_model *m, const int32_t *ids, size_t n_ids
     for (size_t w = 0; st == QC_OK && w < nwin; w++) {
         const int32_t *win = ids + w * (size_t)T;
         st = qc_model_embed(m, win, T, x);
-        for (int i = 0; st == QC_OK && i < c->n_layers; i++) {
-            if (o->layers) {
-                st = qc_layer_forward(f, &o->layers[i], x, 1, T, NULL, NULL);
-                continue;
-            }
-            qc_layer L;
-            st = qc_layer_load(m, i, &L);
-            if (st) break;
-            st = qc_layer_forward(f, &L, x, 1, T, NULL, NULL);
-            qc_layer_release(&L);
-        }
+        if (st == QC_OK) st = qc_model_run_layers(m, f, o->layers, x, 1, T);
         if (st == QC_OK) st = qc_model_final_norm(m, x, T);
         double nll = 0.0;
         int ok = 0;

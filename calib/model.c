@@ -602,6 +602,21 @@ qc_status qc_head_nll(const qc_head *h, const float *x, const int32_t *targets, 
     return QC_OK;
 }
 
+qc_status qc_model_run_layers(const qc_model *m, qc_fwd *f, const qc_layer *layers, float *x, int nseq, int T) {
+    qc_status st = QC_OK;
+    for (int i = 0; st == QC_OK && i < m->cfg.n_layers; i++) {
+        if (layers) {
+            st = qc_layer_forward(f, &layers[i], x, nseq, T, NULL, NULL);
+            continue;
+        }
+        qc_layer L;
+        if ((st = qc_layer_load(m, i, &L))) break;
+        st = qc_layer_forward(f, &L, x, nseq, T, NULL, NULL);
+        qc_layer_release(&L);
+    }
+    return st;
+}
+
 qc_status qc_model_logits(const qc_model *m, const int32_t *ids, int T, float *logits) {
     const qc_model_config *c = &m->cfg;
     qc_fwd *f = NULL;
@@ -610,13 +625,7 @@ qc_status qc_model_logits(const qc_model *m, const int32_t *ids, int T, float *l
     if (!x) return qc_fail(QC_ERR_NOMEM, "out of memory");
     qc_status st = qc_fwd_create(c, 1, T, &f);
     if (st == QC_OK) st = qc_model_embed(m, ids, T, x);
-    for (int i = 0; st == QC_OK && i < c->n_layers; i++) {
-        qc_layer L;
-        st = qc_layer_load(m, i, &L);
-        if (st) break;
-        st = qc_layer_forward(f, &L, x, 1, T, NULL, NULL);
-        qc_layer_release(&L);
-    }
+    if (st == QC_OK) st = qc_model_run_layers(m, f, NULL, x, 1, T);
     if (st == QC_OK) st = qc_model_final_norm(m, x, T);
     if (st == QC_OK) st = qc_head_load(m, &h);
     if (st == QC_OK) qc_head_logits(h, x, T, logits);

@@ -108,6 +108,10 @@ qc_status qc_mlp_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *o
 /* y[n, out] = x[n, in] . W^T + b (b may be NULL); W (rows = out, cols = in) row-major. */
 void      qc_linear_apply(float *y, const float *x, const float *w, const float *b, int n, int out, int in);
 
+/* Runs every decoder layer over x [nseq * T, d] in place: layers[i] when layers is not NULL (e.g. a
+ * run's fake-quantized layers), else each layer loaded from the model and released after use. */
+qc_status qc_model_run_layers(const qc_model *m, qc_fwd *f, const qc_layer *layers, float *x, int nseq, int T);
+
 /* x[n, d] <- embedding rows of ids (ids checked against the vocabulary). */
 qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, float *x);
 /* x[n, d] <- RMSNorm(x) with the final norm weight. */

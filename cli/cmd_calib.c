@@ -29,16 +29,9 @@ static qc_opt k_opts[] = {
 
 static int run(int argc, char **argv) {
     const qc_cmd *cmd = &qc_cmd_calib;
-    const char *pos[1];
-    int npos;
-    int rc = qc_cli_parse(cmd, k_opts, argc, argv, pos, 1, &npos);
-    if (rc >= 0) return rc;
     qc_recipe r;
-    rc = qc_run_recipe(cmd, k_opts, npos ? pos[0] : NULL, &r);
-    if (rc >= 0) {
-        qc_recipe_free(&r);
-        return rc;
-    }
+    int rc = qc_run_recipe(cmd, k_opts, argc, argv, &r);
+    if (rc >= 0) return rc;
     qc_opt *o_tok = qc_cli_opt(k_opts, "tokenizer");
     if (!o_tok->set && !r.model) {
         qc_recipe_free(&r);

@@ -18,14 +18,15 @@ static int run(int argc, char **argv);
 
 const qc_cmd qc_cmd_quantize = {
     .name = "quantize",
-    .summary = "quantize a model (GPTQ, RTN) and write a checkpoint loaders accept",
+    .summary = "quantize a model (GPTQ, AWQ, RTN) and write a checkpoint loaders accept",
     .usage = "qcal quantize [RECIPE.yaml] --model DIR|hf://ORG/NAME --out DIR [options]",
     .description =
-        "Samples calibration windows (C4 by default), runs the model one decoder layer at a time,\n"
-        "accumulates each linear's input Hessian, quantizes (GPTQ or RTN), propagates the quantized\n"
-        "layer's output to the next layer, and writes a GPTQ safetensors checkpoint (--format gptq:\n"
-        "v1, symmetric; gptq_v2: any) with config.json/quantize_config.json and a per-layer report\n"
-        "(qcal_report.json). Recipe keys are the long flag names with '_' for '-'; flags override\n"
+        "Samples calibration windows (C4 by default), runs the model one decoder layer at a time and\n"
+        "quantizes each linear: GPTQ (input Hessians, error-compensating solver; the quantized layer's\n"
+        "output feeds the next layer), AWQ (activation-aware scale search, scale folding, clipping; the\n"
+        "FP layer's output feeds the next) or RTN. Writes a safetensors checkpoint (--format gptq: v1,\n"
+        "symmetric; gptq_v2: any symmetry and method; awq: AutoAWQ GEMM, 4-bit) with config.json and\n"
+        "a per-layer report (qcal_report.json). Recipe keys are the long flag names with '_' for '-'; flags override\n"
         "the recipe. Linears whose shapes the format cannot hold stay in F16 and are declared so.\n"
         "With --eval (or eval texts in the recipe) the fake-quantized model and the reloaded\n"
         "checkpoint are both measured; their perplexities must agree.",
@@ -114,16 +115,9 @@ static qc_status eval_text(const qc_model *m, const qc_tokenizer *tok, const cha
 
 static int run(int argc, char **argv) {
     const qc_cmd *cmd = &qc_cmd_quantize;
-    const char *pos[1];
-    int npos;
-    int rc = qc_cli_parse(cmd, k_opts, argc, argv, pos, 1, &npos);
-    if (rc >= 0) return rc;
     qc_recipe r;
-    rc = qc_run_recipe(cmd, k_opts, npos ? pos[0] : NULL, &r);
-    if (rc >= 0) {
-        qc_recipe_free(&r);
-        return rc;
-    }
+    int rc = qc_run_recipe(cmd, k_opts, argc, argv, &r);
+    if (rc >= 0) return rc;
     bool quiet = qc_cli_opt(k_opts, "quiet")->set;
     qc_opt *o_thr = qc_cli_opt(k_opts, "threads");
     if (o_thr->set) {

@@ -5,8 +5,7 @@
 
 #include "hf_hub.h"
 
-int qc_run_recipe(const qc_cmd *cmd, qc_opt *opts, const char *recipe_path, qc_recipe *r) {
-    qc_recipe_init(r);
+static int build_recipe(const qc_cmd *cmd, qc_opt *opts, const char *recipe_path, qc_recipe *r) {
     qc_status st = recipe_path ? qc_recipe_load(r, recipe_path) : QC_OK;
     if (st != QC_OK) return qc_cli_fail(cmd, st);
     static const char *const keys[] = {"model", "out", "method", "bits", "group-size", "damp", "calib",
@@ -39,6 +38,16 @@ int qc_run_recipe(const qc_cmd *cmd, qc_opt *opts, const char *recipe_path, qc_r
     if (sym && asym) return qc_cli_usage_error(cmd, "--sym and --asym contradict each other");
     if ((st = qc_recipe_validate(r))) return qc_cli_usage_error(cmd, "%s", qc_last_error());
     return -1;
+}
+
+int qc_run_recipe(const qc_cmd *cmd, qc_opt *opts, int argc, char **argv, qc_recipe *r) {
+    const char *pos[1];
+    int npos;
+    qc_recipe_init(r);
+    int rc = qc_cli_parse(cmd, opts, argc, argv, pos, 1, &npos);
+    if (rc < 0) rc = build_recipe(cmd, opts, npos ? pos[0] : NULL, r);
+    if (rc >= 0) qc_recipe_free(r);
+    return rc;
 }
 
 qc_status qc_run_resolve_model(const char *ref, char **dir) {

@@ -30,8 +30,10 @@
     {.name = "format", .kind = QC_OPT_STR, .metavar = "F", .help = "gptq (default), gptq_v2 or awq"},          \
     {.name = "device", .kind = QC_OPT_STR, .metavar = "D", .help = "cpu (default) or cuda[:N]"}
 
-/* Builds the recipe: defaults, then the file (pos may be NULL), then every flag that is set. */
-int qc_run_recipe(const qc_cmd *cmd, qc_opt *opts, const char *recipe_path, qc_recipe *r);
+/* Parses argv against opts (one optional positional: the recipe file) and builds the recipe: defaults,
+ * then the file, then every flag that is set, then validation. Returns -1 with *r filled, or the exit
+ * status to return (help shown, usage or input error printed; *r is then freed). */
+int qc_run_recipe(const qc_cmd *cmd, qc_opt *opts, int argc, char **argv, qc_recipe *r);
 
 /* Samples the recipe's calibration sources with tok; prints per-source counts to stderr. */
 qc_status qc_run_calib(const qc_recipe *r, const qc_tokenizer *tok, bool quiet, qc_calib_set *set);

@@ -2,6 +2,8 @@
  * checkpoint writer lives in gptq_write.c. */
 #include "gptq_format.h"
 
+#include "ckpt_write.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -283,65 +285,35 @@ qc_status qc_gptq_unpack_ref(int N, int K, int bits, int n_groups, bool v2, cons
 
 /* ---- detect ---- */
 
-static qc_status cfg_int(const cJSON *o, const char *key, const char *alt, const char *what, bool *found, int *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v && alt) v = cJSON_GetObjectItemCaseSensitive(o, alt);
-    *found = v && !cJSON_IsNull(v);
-    if (!*found) return QC_OK;
-    double d = v->valuedouble;
-    if (!cJSON_IsNumber(v) || d != floor(d) || d < -2147483648.0 || d > 2147483647.0)
-        return qc_fail(QC_ERR_FORMAT, "%s: quantization field '%s' is not an integer", what, key);
-    *out = (int)d;
-    return QC_OK;
-}
-
-static qc_status cfg_bool(const cJSON *o, const char *key, const char *what, bool dflt, bool *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    *out = dflt;
-    if (!v || cJSON_IsNull(v)) return QC_OK;
-    if (!cJSON_IsBool(v)) return qc_fail(QC_ERR_FORMAT, "%s: quantization field '%s' is not a boolean", what, key);
-    *out = cJSON_IsTrue(v);
-    return QC_OK;
-}
-
-static bool str_ieq(const char *a, const char *b) {
-    for (; *a && *b; a++, b++) {
-        char x = *a >= 'A' && *a <= 'Z' ? (char)(*a - 'A' + 'a') : *a;
-        char y = *b >= 'A' && *b <= 'Z' ? (char)(*b - 'A' + 'a') : *b;
-        if (x != y) return false;
-    }
-    return *a == *b;
-}
-
 static qc_status parse_qcfg(const cJSON *qc, const char *what, bool missing_method_is_gptq, bool *is_gptq,
                             qc_gptq_config *cfg) {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(qc, "quant_method");
     if (m && !cJSON_IsNull(m)) {
         if (!cJSON_IsString(m)) return qc_fail(QC_ERR_FORMAT, "%s: quant_method is not a string", what);
-        if (!str_ieq(m->valuestring, "gptq")) return QC_OK; /* awq, fp8, ...: not ours */
+        if (!qc_str_ieq(m->valuestring, "gptq")) return QC_OK; /* awq, fp8, ...: not ours */
     } else if (!missing_method_is_gptq) {
         return QC_OK;
     }
     qc_gptq_config c = {0};
     bool found;
-    qc_status st = cfg_int(qc, "bits", "w_bit", what, &found, &c.bits);
+    qc_status st = qc_json_get_int(qc, "bits", "w_bit", what, &found, &c.bits);
     if (st != QC_OK) return st;
     if (!found) return qc_fail(QC_ERR_FORMAT, "%s: quantization_config has no 'bits'", what);
     if (!bits_ok(c.bits))
         return qc_fail(QC_ERR_UNSUPPORTED, "%s: bits = %d (GPTQ supports 2, 3, 4, 8)", what, c.bits);
-    if ((st = cfg_int(qc, "group_size", "q_group_size", what, &found, &c.group_size)) != QC_OK) return st;
+    if ((st = qc_json_get_int(qc, "group_size", "q_group_size", what, &found, &c.group_size)) != QC_OK) return st;
     if (!found) c.group_size = -1;
     if (c.group_size != -1 && c.group_size < 1)
         return qc_fail(QC_ERR_FORMAT, "%s: group_size = %d (-1 or positive)", what, c.group_size);
-    if ((st = cfg_bool(qc, "sym", what, true, &c.sym)) != QC_OK) return st;
-    if ((st = cfg_bool(qc, "desc_act", what, false, &c.desc_act)) != QC_OK) return st;
-    if ((st = cfg_bool(qc, "static_groups", what, false, &c.static_groups)) != QC_OK) return st;
-    if ((st = cfg_bool(qc, "true_sequential", what, true, &c.true_sequential)) != QC_OK) return st;
+    if ((st = qc_json_get_bool(qc, "sym", what, true, &c.sym)) != QC_OK) return st;
+    if ((st = qc_json_get_bool(qc, "desc_act", what, false, &c.desc_act)) != QC_OK) return st;
+    if ((st = qc_json_get_bool(qc, "static_groups", what, false, &c.static_groups)) != QC_OK) return st;
+    if ((st = qc_json_get_bool(qc, "true_sequential", what, true, &c.true_sequential)) != QC_OK) return st;
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(qc, "checkpoint_format");
     if (f && !cJSON_IsNull(f)) {
         if (!cJSON_IsString(f)) return qc_fail(QC_ERR_FORMAT, "%s: checkpoint_format is not a string", what);
-        if (str_ieq(f->valuestring, "gptq_v2")) c.v2 = true;
-        else if (!str_ieq(f->valuestring, "gptq"))
+        if (qc_str_ieq(f->valuestring, "gptq_v2")) c.v2 = true;
+        else if (!qc_str_ieq(f->valuestring, "gptq"))
             return qc_fail(QC_ERR_UNSUPPORTED, "%s: checkpoint_format \"%s\" (qcal reads \"gptq\" and \"gptq_v2\")",
                            what, f->valuestring);
     }
@@ -357,28 +329,6 @@ static qc_status parse_qcfg(const cJSON *qc, const char *what, bool missing_meth
     return QC_OK;
 }
 
-static qc_status read_json(const char *path, cJSON **out) {
-    char *text;
-    size_t len;
-    *out = NULL;
-    qc_status st = qc_read_file(path, 64u << 20, &text, &len);
-    if (st != QC_OK) return st;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
-    if (!root) {
-        size_t at = end && end >= text ? (size_t)(end - text) : 0;
-        free(text);
-        return qc_fail(QC_ERR_FORMAT, "%s: invalid JSON near byte %zu", path, at);
-    }
-    free(text);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return qc_fail(QC_ERR_FORMAT, "%s: top level is not a JSON object", path);
-    }
-    *out = root;
-    return QC_OK;
-}
-
 qc_status qc_gptq_detect(const char *model_dir, bool *is_gptq, qc_gptq_config *cfg) {
     if (!model_dir || !is_gptq || !cfg) return qc_fail(QC_ERR_ARG, "qc_gptq_detect: NULL argument");
     *is_gptq = false;
@@ -386,7 +336,7 @@ qc_status qc_gptq_detect(const char *model_dir, bool *is_gptq, qc_gptq_config *c
     char *path = qc_path_join(model_dir, "config.json");
     if (!path) return qc_fail(QC_ERR_NOMEM, "%s: out of memory", model_dir);
     cJSON *root;
-    qc_status st = read_json(path, &root);
+    qc_status st = qc_json_read_object(path, &root);
     if (st != QC_OK) {
         free(path);
         return st;
@@ -407,7 +357,7 @@ qc_status qc_gptq_detect(const char *model_dir, bool *is_gptq, qc_gptq_config *c
         free(path);
         return QC_OK;
     }
-    if ((st = read_json(path, &root)) == QC_OK) {
+    if ((st = qc_json_read_object(path, &root)) == QC_OK) {
         st = parse_qcfg(root, path, true, is_gptq, cfg);
         cJSON_Delete(root);
     }
@@ -416,40 +366,6 @@ qc_status qc_gptq_detect(const char *model_dir, bool *is_gptq, qc_gptq_config *c
 }
 
 /* ---- load ---- */
-
-static qc_status find_checked(const qc_weights *w, const char *prefix, const char *suffix, qc_dtype dt, int ndim,
-                              const int64_t *shape, bool required, const qc_tensor **out) {
-    char name[1024];
-    *out = NULL;
-    if ((size_t)snprintf(name, sizeof name, "%s.%s", prefix, suffix) >= sizeof name)
-        return qc_fail(QC_ERR_ARG, "module name '%s' is too long", prefix);
-    const qc_tensor *t = qc_weights_find(w, name);
-    if (!t) return required ? qc_fail(QC_ERR_FORMAT, "GPTQ checkpoint has no tensor '%s'", name) : QC_OK;
-    if (t->dtype != dt)
-        return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected %s", t->file, name,
-                       qc_dtype_name(t->dtype), qc_dtype_name(dt));
-    bool same = t->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
-    if (!same) {
-        char got[160] = "", want[160] = "";
-        size_t a = 0, b = 0;
-        for (int i = 0; i < t->ndim && a < sizeof got; i++)
-            a += (size_t)snprintf(got + a, sizeof got - a, "%s%" PRId64, i ? ", " : "", t->shape[i]);
-        for (int i = 0; i < ndim && b < sizeof want; i++)
-            b += (size_t)snprintf(want + b, sizeof want - b, "%s%" PRId64, i ? ", " : "", shape[i]);
-        return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%s]", t->file, name, got, want);
-    }
-    if (!t->data) return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' has no data", t->file, name);
-    *out = t;
-    return QC_OK;
-}
-
-/* A copy of a tensor's bytes (the mmap gives no alignment). */
-static void *tensor_copy(const qc_tensor *t) {
-    void *p = qc_malloc((size_t)t->nbytes);
-    if (p) memcpy(p, t->data, (size_t)t->nbytes);
-    return p;
-}
 
 qc_status qc_gptq_load_linear(const qc_weights *w, const char *prefix, const qc_gptq_config *cfg, int N, int K,
                               float *W, float *bias, bool *has_bias) {
@@ -463,17 +379,19 @@ qc_status qc_gptq_load_linear(const qc_weights *w, const char *prefix, const qc_
     const int gs = gs_eff(cfg->group_size, K), G = K / gs;
     const qc_tensor *tw, *tz, *ts, *tg, *tb;
     qc_status st;
-    if ((st = find_checked(w, prefix, "qweight", QC_DTYPE_I32, 2, (int64_t[]){(int64_t)K / 32 * b, N}, true, &tw)) ||
-        (st = find_checked(w, prefix, "qzeros", QC_DTYPE_I32, 2, (int64_t[]){G, (int64_t)N / 32 * b}, true, &tz)) ||
-        (st = find_checked(w, prefix, "scales", QC_DTYPE_F16, 2, (int64_t[]){G, N}, true, &ts)) ||
-        (st = find_checked(w, prefix, "g_idx", QC_DTYPE_I32, 1, (int64_t[]){K}, cfg->desc_act, &tg)) ||
-        (st = find_checked(w, prefix, "bias", QC_DTYPE_F16, 1, (int64_t[]){N}, false, &tb)))
+    const int64_t sw[2] = {(int64_t)K / 32 * b, N}, sz[2] = {G, (int64_t)N / 32 * b}, ss[2] = {G, N};
+    const int64_t sg[1] = {K}, sb[1] = {N};
+    if ((st = qc_weights_find_checked(w, "GPTQ", prefix, "qweight", QC_DTYPE_I32, 2, sw, true, &tw)) ||
+        (st = qc_weights_find_checked(w, "GPTQ", prefix, "qzeros", QC_DTYPE_I32, 2, sz, true, &tz)) ||
+        (st = qc_weights_find_checked(w, "GPTQ", prefix, "scales", QC_DTYPE_F16, 2, ss, true, &ts)) ||
+        (st = qc_weights_find_checked(w, "GPTQ", prefix, "g_idx", QC_DTYPE_I32, 1, sg, cfg->desc_act, &tg)) ||
+        (st = qc_weights_find_checked(w, "GPTQ", prefix, "bias", QC_DTYPE_F16, 1, sb, false, &tb)))
         return st;
 
     qc_qlinear q;
     if ((st = qc_qlinear_alloc(&q, N, K, b, cfg->group_size, cfg->sym, false)) != QC_OK) return st;
-    int32_t *qweight = tensor_copy(tw), *qzeros = tensor_copy(tz);
-    uint16_t *scales16 = tensor_copy(ts);
+    int32_t *qweight = qc_tensor_dup(tw), *qzeros = qc_tensor_dup(tz);
+    uint16_t *scales16 = qc_tensor_dup(ts);
     if (!qweight || !qzeros || !scales16) {
         st = qc_fail(QC_ERR_NOMEM, "%s: out of memory", prefix);
         goto done;
