@@ -369,6 +369,44 @@ static void rope_apply(const qc_fwd *f, float *x, int rows, int T, int nh) {
     }
 }
 
+/* exp(x) for x <= 0 written so the compiler vectorizes loops over it: x = n ln2 + r with the
+ * two-constant Cody-Waite split, |r| <= ln2/2, exp(r) by its degree-6 Taylor polynomial (relative
+ * error < 3e-7, about 2 ulp, against libm; tested), 2^n put into the exponent bits; x < -87 gives 0. */
+static inline float exp_nonpos(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float n = __builtin_rintf(x * 1.44269504f);
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f + r * (8.3333338e-3f +
+              r * 1.3888889e-3f)))));
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+float qc_exp_nonpos(float x) { return exp_nonpos(x); }
+
+/* s[0..n) <- exp(s - max s); returns their sum. Max and sum run in 8 explicit lanes so the loops
+ * vectorize without reassociating (the order of the adds is fixed, hence reproducible). */
+static float softmax_unnormalized(float *s, int n) {
+    float m8[8], a8[8] = {0};
+    for (int k = 0; k < 8; k++) m8[k] = -INFINITY;
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) m8[k] = s[j + k] > m8[k] ? s[j + k] : m8[k];
+    float mx = -INFINITY;
+    for (int k = 0; k < 8; k++) mx = m8[k] > mx ? m8[k] : mx;
+    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    for (j = 0; j < n; j++) s[j] = exp_nonpos(s[j] - mx);
+    for (j = 0; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) a8[k] += s[j + k];
+    float sum = 0.0f;
+    for (int k = 0; k < 8; k++) sum += a8[k];
+    for (; j < n; j++) sum += s[j];
+    return sum;
+}
+
 /* Causal attention of one sequence: q [T, nh*hd], k/v [T, nkv*hd] -> out [T, nh*hd]. */
 static void attention(qc_fwd *f, const float *q, const float *k, const float *v, float *out, int T) {
     const qc_model_config *c = &f->cfg;
@@ -389,14 +427,7 @@ static void attention(qc_fwd *f, const float *q, const float *k, const float *v,
                 int row = r0 + i;
                 int lo = win > 0 && row - win + 1 > 0 ? row - win + 1 : 0;
                 float *s = S + (size_t)i * nk;
-                float mx = -INFINITY;
-                for (int j = lo; j <= row; j++) mx = s[j] > mx ? s[j] : mx;
-                float sum = 0.0f;
-                for (int j = lo; j <= row; j++) {
-                    s[j] = expf(s[j] - mx);
-                    sum += s[j];
-                }
-                float inv = 1.0f / sum;
+                float inv = 1.0f / softmax_unnormalized(s + lo, row - lo + 1);
                 for (int j = 0; j < lo; j++) s[j] = 0.0f;
                 for (int j = lo; j <= row; j++) s[j] *= inv;
                 for (int j = row + 1; j < nk; j++) s[j] = 0.0f;

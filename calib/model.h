@@ -129,6 +129,9 @@ qc_status qc_head_nll(const qc_head *h, const float *x, const int32_t *targets, 
                       int *n_correct);
 int       qc_head_vocab(const qc_head *h);
 
+/* The softmax's exp for x <= 0 (vectorizable; relative error < 3e-7 against exp; 0 below -87). */
+float     qc_exp_nonpos(float x);
+
 /* Convenience for tests and generation: logits[T, vocab] of one sequence (positions 0..T-1). */
 qc_status qc_model_logits(const qc_model *m, const int32_t *ids, int T, float *logits);
 

@@ -224,6 +224,22 @@ static void test_batch_equals_single(void **state) {
     free(dir);
 }
 
+/* The vectorizable exp of the softmax against libm over [-87, 0]. */
+static void test_exp(void **state) {
+    (void)state;
+    double worst = 0.0;
+    for (int i = 0; i <= 2000000; i++) {
+        float x = -87.0f * (float)i / 2000000.0f;
+        double want = exp((double)x), got = qc_exp_nonpos(x);
+        double rel = fabs(got - want) / want;
+        if (rel > worst) worst = rel;
+    }
+    printf("exp_nonpos: worst relative error %.2e over [-87, 0]\n", worst);
+    if (worst > 3e-7) fail_msg("relative error %.3g > 3e-7 (about 2 ulp)", worst);
+    QC_CHECK_NEAR(qc_exp_nonpos(0.0f), 1.0, 0);
+    QC_CHECK_NEAR(qc_exp_nonpos(-1000.0f), 0.0, 1e-37);
+}
+
 /* Bad ids and a model with a missing tensor fail with statuses, not crashes. */
 static void test_errors(void **state) {
     (void)state;
@@ -245,6 +261,7 @@ int main(void) {
         cmocka_unit_test(test_arch_fixtures),
         cmocka_unit_test(test_batch_equals_single),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_exp),
         cmocka_unit_test(test_llama25m_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
