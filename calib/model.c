@@ -507,10 +507,9 @@ qc_status qc_attn_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *
 }
 
 qc_status qc_mlp_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n) {
-    qc_status st = check_rows(f, 1, n <= f->seqlen ? n : f->seqlen);
-    if (st == QC_OK && n > f->max_rows) st = qc_fail(QC_ERR_ARG, "forward: %d rows exceed the buffers", n);
+    if (n < 0 || n > f->max_rows) return qc_fail(QC_ERR_ARG, "forward: %d rows exceed the %d-row buffers", n, f->max_rows);
     bool stopped = false;
-    return st ? st : mlp_block(f, L, xn, out, n, NULL, NULL, &stopped);
+    return mlp_block(f, L, xn, out, n, NULL, NULL, &stopped);
 }
 
 qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int T, qc_capture_fn capture,

@@ -35,7 +35,7 @@ const qc_cmd qc_cmd_quantize = {
 
 static qc_opt k_opts[] = {
     QC_RECIPE_FLAGS,
-    {.name = "eval", .kind = QC_OPT_STR, .metavar = "FILE", .help = "measure perplexity on FILE after quantizing"},
+    {.name = "eval", .kind = QC_OPT_STR, .metavar = "FILE", .help = "measure perplexity on FILE after quantizing (keeps the fake-quantized model in RAM: 4 bytes/parameter)"},
     {.name = "eval-seqlen", .kind = QC_OPT_INT, .metavar = "N", .help = "window for --eval (default: --seqlen)"},
     {.name = "eval-max-windows", .kind = QC_OPT_INT, .metavar = "N", .help = "evaluate at most N windows"},
     {.name = "work-dir", .kind = QC_OPT_STR, .metavar = "DIR", .help = "per-layer state (default OUT.qcal-work)"},
@@ -194,7 +194,7 @@ static int run(int argc, char **argv) {
     qc_pipeline_opts po = {.method = method, .q = qc_gptq_default_opts(), .true_sequential = r.true_sequential,
                            .format = strcmp(r.format, "awq") == 0       ? QC_PACK_AWQ
                                      : strcmp(r.format, "gptq_v2") == 0 ? QC_PACK_GPTQ_V2 : QC_PACK_GPTQ,
-                           .awq_duo = true, .awq_clip = true, .work_dir = work, .keep_fake = n_eval > 0,
+                           .awq_duo = strcmp(r.awq_scale, "llm-awq") != 0, .awq_clip = r.awq_clip, .work_dir = work, .keep_fake = n_eval > 0,
                            .on_linear = on_linear, .user = &lc};
     po.q.bits = r.bits;
     po.q.group_size = r.group_size;

@@ -41,6 +41,9 @@ static qc_opt k_opts[] = {
     {.name = "true-sequential", .kind = QC_OPT_FLAG, .help = "gptq: sub-layers one after another"},
     {.name = "no-true-sequential", .kind = QC_OPT_FLAG, .help = "gptq: all sub-layers of a block at once"},
     {.name = "damp", .kind = QC_OPT_STR, .metavar = "X", .help = "gptq dampening in (0, 1)"},
+    {.name = "awq-scale", .kind = QC_OPT_STR, .metavar = "F", .help = "awq scale formula: autoawq or llm-awq"},
+    {.name = "awq-clip", .kind = QC_OPT_FLAG, .help = "awq: search a clipping range per group"},
+    {.name = "no-awq-clip", .kind = QC_OPT_FLAG, .help = "awq: no clipping search"},
     {.name = "calib", .kind = QC_OPT_STR, .metavar = "PATH", .help = "one calibration source (replaces the recipe's)"},
     {.name = "sampling", .kind = QC_OPT_STR, .metavar = "NAME", .help = "gptq or awq"},
     {.name = "nsamples", .kind = QC_OPT_STR, .metavar = "N", .help = "calibration samples"},
@@ -55,12 +58,13 @@ static qc_opt k_opts[] = {
 /* Flags with a value, then on/off pairs: recipe key, the flag that sets true, the one that sets false. */
 static const char *const k_value_flags[] = {"model", "out", "method", "bits", "group-size", "damp", "calib",
                                             "sampling", "nsamples", "seqlen", "seed", "format", "device", "eval",
-                                            NULL};
+                                            "awq-scale", NULL};
 static const struct { const char *key, *on, *off; } k_bool_flags[] = {
     {"sym", "sym", "asym"},
     {"act_order", "act-order", "no-act-order"},
     {"static_groups", "static-groups", "no-static-groups"},
     {"true_sequential", "true-sequential", "no-true-sequential"},
+    {"awq_clip", "awq-clip", "no-awq-clip"},
 };
 #define N_BOOL_FLAGS (sizeof k_bool_flags / sizeof k_bool_flags[0])
 

@@ -21,6 +21,7 @@
 /* ---- constant values: enumerated strings and defaults point here and are never freed ---- */
 static const char *const k_methods[] = {"gptq", "awq", "rtn", NULL};
 static const char *const k_samplings[] = {"gptq", "awq", NULL};
+static const char *const k_awq_scales[] = {"autoawq", "llm-awq", NULL};
 static const char *const k_formats[] = {"gptq", "gptq_v2", "awq", NULL};
 static const char *const k_src_formats[] = {"auto", "text", "jsonl", "json", "parquet", NULL};
 static const char *const k_splits[] = {"line", "paragraph", "file", NULL};
@@ -88,10 +89,13 @@ static const struct keydef {
     [QC_RK_FORMAT] = {"format", T_ENUM, k_formats},
     [QC_RK_DEVICE] = {"device", T_DEVICE, NULL},
     [QC_RK_EVAL] = {"eval", T_EVAL, NULL},
+    [QC_RK_AWQ_SCALE] = {"awq_scale", T_ENUM, k_awq_scales},
+    [QC_RK_AWQ_CLIP] = {"awq_clip", T_BOOL, NULL},
 };
 static const char *const k_top_keys[QC_RK_COUNT + 1] = {
     "model", "out", "method", "bits", "group_size", "sym", "act_order", "static_groups", "true_sequential",
-    "damp", "calib", "sampling", "nsamples", "seqlen", "seed", "format", "device", "eval", NULL,
+    "damp", "calib", "sampling", "nsamples", "seqlen", "seed", "format", "device", "eval", "awq_scale", "awq_clip",
+    NULL,
 };
 
 enum { SK_PATH, SK_FORMAT, SK_FIELD, SK_SPLIT, SK_WEIGHT, SK_COUNT };
@@ -497,8 +501,12 @@ static qc_status apply_value(qc_recipe *r, qc_recipe_key k, const val *v, const 
     case QC_RK_METHOD:
     case QC_RK_SAMPLING:
     case QC_RK_FORMAT:
+    case QC_RK_AWQ_SCALE:
         if ((st = get_enum(v, k_keys[k].values, &e)) != QC_OK) return st;
-        *(k == QC_RK_METHOD ? &r->method : k == QC_RK_SAMPLING ? &r->sampling : &r->format) = (char *)e;
+        *(k == QC_RK_METHOD     ? &r->method
+          : k == QC_RK_SAMPLING ? &r->sampling
+          : k == QC_RK_AWQ_SCALE ? &r->awq_scale
+                                 : &r->format) = (char *)e;
         break;
     case QC_RK_BITS: st = get_checked_int(v, bad_bits, &r->bits); break;
     case QC_RK_GROUP_SIZE: st = get_checked_int(v, bad_group, &r->group_size); break;
@@ -508,6 +516,7 @@ static qc_status apply_value(qc_recipe *r, qc_recipe_key k, const val *v, const 
     case QC_RK_ACT_ORDER: st = get_bool(v, &r->act_order); break;
     case QC_RK_STATIC_GROUPS: st = get_bool(v, &r->static_groups); break;
     case QC_RK_TRUE_SEQUENTIAL: st = get_bool(v, &r->true_sequential); break;
+    case QC_RK_AWQ_CLIP: st = get_bool(v, &r->awq_clip); break;
     case QC_RK_DAMP: st = get_checked_real(v, bad_damp, &r->damp); break;
     case QC_RK_SEED: st = get_seed(v, &r->seed); break;
     case QC_RK_DEVICE:
@@ -945,6 +954,8 @@ void qc_recipe_init(qc_recipe *r) {
     r->act_order = false;
     r->static_groups = false;
     r->true_sequential = true;
+    r->awq_scale = (char *)k_awq_scales[0];
+    r->awq_clip = true;
     r->damp = 0.01;
     source_default(&r->calib[0], (char *)k_c4);
     r->calib[0].format = (char *)k_src_formats[2]; /* jsonl */
@@ -1190,6 +1201,7 @@ static char *canonical(const qc_recipe *r, bool for_hash) {
          cJSON_AddBoolToObject(o, "act_order", r->act_order) &&
          cJSON_AddBoolToObject(o, "static_groups", r->static_groups) &&
          cJSON_AddBoolToObject(o, "true_sequential", r->true_sequential) &&
+         add_str(o, "awq_scale", r->awq_scale) && cJSON_AddBoolToObject(o, "awq_clip", r->awq_clip) &&
          cJSON_AddNumberToObject(o, "damp", r->damp) && add_str(o, "sampling", r->sampling) &&
          cJSON_AddNumberToObject(o, "nsamples", r->nsamples) && cJSON_AddNumberToObject(o, "seqlen", r->seqlen) &&
          add_str(o, "format", r->format);
@@ -1288,6 +1300,7 @@ char *qc_recipe_to_yaml(const qc_recipe *r) {
               r->method, r->bits, r->group_size, r->sym ? "true" : "false", r->act_order ? "true" : "false",
               r->static_groups ? "true" : "false", r->true_sequential ? "true" : "false");
     sb_real(&b, r->damp);
+    sb_printf(&b, "\nawq_scale: %s\nawq_clip: %s", r->awq_scale, r->awq_clip ? "true" : "false");
     sb_printf(&b, "\ncalib:\n");
     for (int i = 0; i < r->n_calib; i++) {
         const qc_calib_source *c = &r->calib[i];
@@ -1344,6 +1357,8 @@ static const char k_example[] =
     "static_groups: false   # gptq only: group parameters fixed before the sweep (trivial g_idx)\n"
     "true_sequential: true  # gptq: q/k/v, then o, then up/gate, then down, each after the previous\n"
     "damp: 0.01             # gptq: dampening, a fraction of the mean Hessian diagonal, in (0, 1)\n"
+    "awq_scale: autoawq     # awq scale formula: autoawq (x^r / w^(1-r), duo scaling) | llm-awq (x^r)\n"
+    "awq_clip: true         # awq: search a clipping range per group (not for q/k)\n"
     "\n"
     "# --- calibration data\n"
     "calib:                 # one or more sources mixed by weight; a bare string is {path: STRING}\n"

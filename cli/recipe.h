@@ -69,7 +69,7 @@ typedef enum qc_recipe_key {
     QC_RK_MODEL = 0, QC_RK_OUT = 1, QC_RK_METHOD = 2, QC_RK_BITS = 3, QC_RK_GROUP_SIZE = 4, QC_RK_SYM = 5,
     QC_RK_ACT_ORDER = 6, QC_RK_STATIC_GROUPS = 7, QC_RK_TRUE_SEQUENTIAL = 8, QC_RK_DAMP = 9,
     QC_RK_CALIB = 10, QC_RK_SAMPLING = 11, QC_RK_NSAMPLES = 12, QC_RK_SEQLEN = 13, QC_RK_SEED = 14,
-    QC_RK_FORMAT = 15, QC_RK_DEVICE = 16, QC_RK_EVAL = 17,
+    QC_RK_FORMAT = 15, QC_RK_DEVICE = 16, QC_RK_EVAL = 17, QC_RK_AWQ_SCALE = 18, QC_RK_AWQ_CLIP = 19,
     QC_RK_COUNT
 } qc_recipe_key;
 #define QC_RK_BIT(k) ((uint64_t)1 << (k))
@@ -98,6 +98,8 @@ typedef struct qc_recipe {
     bool   act_order;        /* default false */
     bool   static_groups;    /* default false */
     bool   true_sequential;  /* default true */
+    char  *awq_scale;        /* awq scale formula: "autoawq" (x^r / w^(1-r), default) or "llm-awq" (x^r) */
+    bool   awq_clip;         /* awq clipping search, default true */
     double damp;             /* fraction of the mean Hessian diagonal, (0, 1), default 0.01 */
     qc_calib_source calib[QC_RECIPE_MAX_SOURCES];
     int    n_calib;          /* default: one source, the C4 shard of the GPTQ paper */

@@ -9,7 +9,7 @@ static int build_recipe(const qc_cmd *cmd, qc_opt *opts, const char *recipe_path
     qc_status st = recipe_path ? qc_recipe_load(r, recipe_path) : QC_OK;
     if (st != QC_OK) return qc_cli_fail(cmd, st);
     static const char *const keys[] = {"model", "out", "method", "bits", "group-size", "damp", "calib",
-                                       "sampling", "nsamples", "seqlen", "seed", "format", "device"};
+                                       "sampling", "nsamples", "seqlen", "seed", "format", "device", "awq-scale"};
     char origin[64];
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         qc_opt *o = NULL;
@@ -22,6 +22,7 @@ static int build_recipe(const qc_cmd *cmd, qc_opt *opts, const char *recipe_path
     static const struct { const char *flag, *key, *value; } flags[] = {
         {"sym", "sym", "true"}, {"asym", "sym", "false"}, {"act-order", "act_order", "true"},
         {"static-groups", "static_groups", "true"}, {"no-true-sequential", "true_sequential", "false"},
+        {"no-awq-clip", "awq_clip", "false"},
     };
     bool sym = false, asym = false;
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {

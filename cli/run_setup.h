@@ -22,6 +22,8 @@
     {.name = "static-groups", .kind = QC_OPT_FLAG, .help = "GPTQ: fix group parameters before the sweep"},    \
     {.name = "no-true-sequential", .kind = QC_OPT_FLAG, .help = "GPTQ: statistics of all linears from the unquantized layer"}, \
     {.name = "damp", .kind = QC_OPT_STR, .metavar = "X", .help = "GPTQ damping, fraction of mean diag(H) (default 0.01)"}, \
+    {.name = "awq-scale", .kind = QC_OPT_STR, .metavar = "F", .help = "AWQ scale formula: autoawq (default) or llm-awq"}, \
+    {.name = "no-awq-clip", .kind = QC_OPT_FLAG, .help = "AWQ: skip the clipping search"}, \
     {.name = "calib", .kind = QC_OPT_STR, .metavar = "FILE|hf://...", .help = "calibration source (replaces the recipe's)"}, \
     {.name = "sampling", .kind = QC_OPT_STR, .metavar = "P", .help = "gptq (random windows, default) or awq (concatenated blocks)"}, \
     {.name = "nsamples", .kind = QC_OPT_STR, .metavar = "N", .help = "calibration windows (default 128)"},      \

@@ -98,6 +98,15 @@ import json,sys; q=json.load(open(sys.argv[1]+'/config.json'))['quantization_con
 assert q['quant_method']=='gptq' and q['checkpoint_format']=='gptq_v2' and q['bits']==3 and q['sym'] is False, q" "$T/awq3" \
     && ok || bad "awq w3 goes to gptq_v2"
 
+# llm-awq's scale formula (x^r) without clipping: a different, valid checkpoint, recorded in the recipe
+"$Q" quantize --model "$D/stories260K" --calib "$D/text/tiny.utf8" --method awq --group-size 32 --nsamples 16 \
+    --seqlen 128 --awq-scale llm-awq --no-awq-clip --out "$T/awq-llm" --quiet >/dev/null 2>"$T/err" \
+    && ok || { bad "awq llm-awq"; cat "$T/err"; }
+python3 -c "
+import json,sys; m=json.load(open(sys.argv[1]+'/config.json'))['quantization_config']['meta']['recipe']
+assert m['awq_scale']=='llm-awq' and m['awq_clip'] is False, m" "$T/awq-llm" && ok || bad "llm-awq recorded"
+cmp -s "$T/awq-llm/model.safetensors" "$T/awq/model.safetensors" && bad "llm-awq gave the same weights" || ok
+
 # RTN
 "$Q" quantize "${common[@]}" --method rtn --out "$T/rtn" --quiet >/dev/null 2>"$T/err" && ok || { bad "rtn"; cat "$T/err"; }
 
