@@ -39,5 +39,5 @@ else
     run_ctest build-fuzz -L fuzz
 fi
 echo
-echo "all suites: $total_pass passed, $total_fail failed"
+echo "suites: $total_pass passed, $total_fail failed"
 [[ $total_fail -eq 0 ]]
