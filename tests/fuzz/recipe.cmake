@@ -1,0 +1,6 @@
+foreach(t fuzz_recipe fuzz_hf_ref)
+  add_executable(${t} ${t}.c)
+  target_link_libraries(${t} PRIVATE qcal_core -fsanitize=fuzzer)
+  add_test(NAME ${t} COMMAND ${t} -runs=20000 -max_len=4096)
+  set_tests_properties(${t} PROPERTIES LABELS fuzz TIMEOUT 300)
+endforeach()
