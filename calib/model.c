@@ -269,6 +269,20 @@ static void rope_inv_freq(const qc_model_config *c, float *inv, int half) {
     }
 }
 
+void qc_rope_tables(const qc_model_config *c, int seqlen, float *cos_t, float *sin_t) {
+    size_t half = (size_t)c->head_dim / 2;
+    float inv[512];
+    QC_ASSERT(half <= 512);
+    rope_inv_freq(c, inv, (int)half);
+    for (int p = 0; p < seqlen; p++) {
+        for (size_t i = 0; i < half; i++) {
+            float ang = (float)p * inv[i]; /* float32 product, as transformers does */
+            cos_t[(size_t)p * half + i] = (float)cos((double)ang);
+            sin_t[(size_t)p * half + i] = (float)sin((double)ang);
+        }
+    }
+}
+
 qc_status qc_fwd_create(const qc_model_config *c, int max_seqs, int seqlen, qc_fwd **out) {
     *out = NULL;
     if (max_seqs < 1 || seqlen < 1) return qc_fail(QC_ERR_ARG, "forward: need at least one sequence and token");
@@ -301,15 +315,8 @@ qc_status qc_fwd_create(const qc_model_config *c, int max_seqs, int seqlen, qc_f
         qc_fwd_free(f);
         return qc_fail(QC_ERR_NOMEM, "forward: cannot allocate buffers for %d x %d tokens", max_seqs, seqlen);
     }
-    rope_inv_freq(c, inv, (int)half);
-    for (int p = 0; p < seqlen; p++) {
-        for (size_t i = 0; i < half; i++) {
-            float ang = (float)p * inv[i]; /* float32 product, as transformers does */
-            f->cos[(size_t)p * half + i] = (float)cos((double)ang);
-            f->sin[(size_t)p * half + i] = (float)sin((double)ang);
-        }
-    }
     free(inv);
+    qc_rope_tables(c, seqlen, f->cos, f->sin);
     *out = f;
     return QC_OK;
 }

@@ -81,6 +81,10 @@ typedef struct qc_layer {
 qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L);
 void      qc_layer_release(qc_layer *L);
 
+/* Rotary tables as transformers computes them (float32 angles, rope scaling included):
+ * cos/sin [seqlen, head_dim / 2], position p at row p. head_dim <= 1024. */
+void qc_rope_tables(const qc_model_config *cfg, int seqlen, float *cos_t, float *sin_t);
+
 /* Scratch space and rotary tables for running layers on up to max_seqs sequences of up to
  * seqlen tokens each (positions 0..seqlen-1). */
 typedef struct qc_fwd qc_fwd;

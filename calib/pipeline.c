@@ -1,4 +1,5 @@
 #include "pipeline.h"
+#include "pipeline_internal.h"
 
 #include "awq.h"
 #include "awq_format.h"
@@ -20,26 +21,11 @@ const char *qc_method_name(qc_method m) {
     return "?";
 }
 
-/* ---- the tensors of one part file, buffered until the layer is done ---- */
-typedef struct {
-    char    name[200];
-    qc_dtype dtype;
-    int     ndim;
-    int64_t shape[2];
-    void   *data;
-    size_t  nbytes;
-} part_tensor;
-
-typedef struct {
-    part_tensor *t;
-    int n, cap;
-} part_list;
-
-static qc_status part_add(part_list *p, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1, void *data,
+qc_status qc_pl_part_add(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1, void *data,
                           size_t nbytes) {
     if (p->n == p->cap) {
         int cap = p->cap ? p->cap * 2 : 32;
-        part_tensor *t = realloc(p->t, sizeof *t * (size_t)cap);
+        qc_pl_tensor *t = realloc(p->t, sizeof *t * (size_t)cap);
         if (!t) {
             free(data);
             return qc_fail(QC_ERR_NOMEM, "out of memory");
@@ -47,7 +33,7 @@ static qc_status part_add(part_list *p, const char *name, qc_dtype dt, int ndim,
         p->t = t;
         p->cap = cap;
     }
-    part_tensor *t = &p->t[p->n++];
+    qc_pl_tensor *t = &p->t[p->n++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->dtype = dt;
     t->ndim = ndim;
@@ -59,15 +45,15 @@ static qc_status part_add(part_list *p, const char *name, qc_dtype dt, int ndim,
 }
 
 /* F32 values -> a new F16 buffer added under `name`. */
-static qc_status part_add_f16(part_list *p, const char *name, const float *x, int64_t d0, int64_t d1) {
+qc_status qc_pl_part_add_f16(qc_pl_parts *p, const char *name, const float *x, int64_t d0, int64_t d1) {
     size_t n = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
     uint16_t *h = malloc(n * sizeof(uint16_t) + 1);
     if (!h) return qc_fail(QC_ERR_NOMEM, "out of memory for %s", name);
     for (size_t i = 0; i < n; i++) h[i] = qc_f32_to_fp16(x[i]);
-    return part_add(p, name, QC_DTYPE_F16, d1 > 0 ? 2 : 1, d0, d1, h, n * sizeof(uint16_t));
+    return qc_pl_part_add(p, name, QC_DTYPE_F16, d1 > 0 ? 2 : 1, d0, d1, h, n * sizeof(uint16_t));
 }
 
-static qc_status part_write(part_list *p, const char *path) {
+qc_status qc_pl_part_write(qc_pl_parts *p, const char *path) {
     qc_st_writer *w;
     qc_status st = qc_st_writer_create(path, &w);
     for (int i = 0; st == QC_OK && i < p->n; i++)
@@ -79,7 +65,7 @@ static qc_status part_write(part_list *p, const char *path) {
     return st;
 }
 
-static void part_free(part_list *p) {
+void qc_pl_part_free(qc_pl_parts *p) {
     for (int i = 0; i < p->n; i++) free(p->t[i].data);
     free(p->t);
     memset(p, 0, sizeof *p);
@@ -108,7 +94,7 @@ static bool capture(void *user, qc_linear_id which, const float *x, int n, int i
 }
 
 /* The capture point whose input a linear consumes. */
-static qc_linear_id input_of(qc_linear_id l) {
+qc_linear_id qc_pl_input_of(qc_linear_id l) {
     switch (l) {
     case QC_LIN_Q: case QC_LIN_K: case QC_LIN_V: return QC_LIN_Q;
     case QC_LIN_O: return QC_LIN_O;
@@ -137,7 +123,7 @@ void qc_pipeline_result_free(qc_pipeline_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-static qc_status push_str(char ***arr, int *n, const char *s) {
+qc_status qc_pl_push_str(char ***arr, int *n, const char *s) {
     char **a = realloc(*arr, sizeof(char *) * (size_t)(*n + 1));
     if (!a) return qc_fail(QC_ERR_NOMEM, "out of memory");
     *arr = a;
@@ -162,8 +148,8 @@ static qc_status read_tensor(const qc_model *m, const char *name, float **out, c
     return QC_OK;
 }
 
-static qc_status write_base_part(const qc_model *m, const char *path) {
-    part_list p = {0};
+qc_status qc_pl_write_base_part(const qc_model *m, const char *path) {
+    qc_pl_parts p = {0};
     const char *names[3] = {"model.embed_tokens.weight", "model.norm.weight",
                             m->cfg.tie_word_embeddings ? NULL : "lm_head.weight"};
     qc_status st = QC_OK;
@@ -172,16 +158,16 @@ static qc_status write_base_part(const qc_model *m, const char *path) {
         float *x = NULL;
         const qc_tensor *t = NULL;
         if ((st = read_tensor(m, names[i], &x, &t))) break;
-        st = part_add_f16(&p, names[i], x, t->shape[0], t->ndim == 2 ? t->shape[1] : 0);
+        st = qc_pl_part_add_f16(&p, names[i], x, t->shape[0], t->ndim == 2 ? t->shape[1] : 0);
         free(x);
     }
-    if (st == QC_OK) st = part_write(&p, path);
-    part_free(&p);
+    if (st == QC_OK) st = qc_pl_part_write(&p, path);
+    qc_pl_part_free(&p);
     return st;
 }
 
 /* Adds one quantized linear's packed tensors to the layer's part, in the run's format. */
-static qc_status add_packed(part_list *p, const char *prefix, const qc_qlinear *q, qc_pack_format fmt) {
+static qc_status add_packed(qc_pl_parts *p, const char *prefix, const qc_qlinear *q, qc_pack_format fmt) {
     int N = q->N, K = q->K, b = q->bits, G = q->n_groups;
     bool awq = fmt == QC_PACK_AWQ;
     size_t qw = awq ? (size_t)K * (N / 8) : (size_t)K * b / 32 * N;
@@ -198,18 +184,18 @@ static qc_status add_packed(part_list *p, const char *prefix, const qc_qlinear *
     }
     char name[192];
     snprintf(name, sizeof name, "%s.qweight", prefix);
-    st = part_add(p, name, QC_DTYPE_I32, 2, awq ? K : (int64_t)K * b / 32, awq ? N / 8 : N, qweight, qw * 4);
+    st = qc_pl_part_add(p, name, QC_DTYPE_I32, 2, awq ? K : (int64_t)K * b / 32, awq ? N / 8 : N, qweight, qw * 4);
     snprintf(name, sizeof name, "%s.qzeros", prefix);
-    if (st == QC_OK) st = part_add(p, name, QC_DTYPE_I32, 2, G, awq ? N / 8 : (int64_t)N * b / 32, qzeros, qz * 4);
+    if (st == QC_OK) st = qc_pl_part_add(p, name, QC_DTYPE_I32, 2, G, awq ? N / 8 : (int64_t)N * b / 32, qzeros, qz * 4);
     else free(qzeros);
     snprintf(name, sizeof name, "%s.scales", prefix);
-    if (st == QC_OK) st = part_add(p, name, QC_DTYPE_F16, 2, G, N, sc, (size_t)G * N * 2);
+    if (st == QC_OK) st = qc_pl_part_add(p, name, QC_DTYPE_F16, 2, G, N, sc, (size_t)G * N * 2);
     else free(sc);
     if (awq) return st;
     snprintf(name, sizeof name, "%s.g_idx", prefix);
     if (st == QC_OK) {
         memcpy(gidx, q->g_idx, (size_t)K * 4);
-        return part_add(p, name, QC_DTYPE_I32, 1, K, 0, gidx, (size_t)K * 4);
+        return qc_pl_part_add(p, name, QC_DTYPE_I32, 1, K, 0, gidx, (size_t)K * 4);
     }
     free(gidx);
     return st;
@@ -229,7 +215,7 @@ typedef struct {
     float *A[QC_LIN_COUNT];      /* AWQ: whole inputs per capture point [rows, K] */
     qc_fwd *f;
     qc_qlinear ql;
-    part_list part;
+    qc_pl_parts part;
     int done, total;
 } run_ctx;
 
@@ -262,7 +248,7 @@ static qc_status finish_linear(run_ctx *c, int li, qc_linear_id l, qc_layer *lay
     if (st == QC_OK && layer->b[l]) {
         char bn[192];
         snprintf(bn, sizeof bn, "%s.bias", r->name);
-        st = part_add_f16(&c->part, bn, layer->b[l], N, 0);
+        st = qc_pl_part_add_f16(&c->part, bn, layer->b[l], N, 0);
     }
     if (st == QC_OK && c->o->keep_fake) { /* what a loader reconstructs: fp16 scales */
         for (size_t i = 0; i < (size_t)c->ql.n_groups * N; i++)
@@ -283,12 +269,12 @@ static qc_status keep_unquantized(run_ctx *c, int li, qc_linear_id l, const qc_l
     snprintf(r->reason, sizeof r->reason, "kept in F16: %s", why ? why : "shape not supported");
     char nm[192];
     snprintf(nm, sizeof nm, "%s.weight", r->name);
-    qc_status st = part_add_f16(&c->part, nm, layer->w[l], r->N, r->K);
+    qc_status st = qc_pl_part_add_f16(&c->part, nm, layer->w[l], r->N, r->K);
     if (st == QC_OK && layer->b[l]) {
         snprintf(nm, sizeof nm, "%s.bias", r->name);
-        st = part_add_f16(&c->part, nm, layer->b[l], r->N, 0);
+        st = qc_pl_part_add_f16(&c->part, nm, layer->b[l], r->N, 0);
     }
-    if (st == QC_OK) st = push_str(&c->res->unquantized, &c->res->n_unq, r->name);
+    if (st == QC_OK) st = qc_pl_push_str(&c->res->unquantized, &c->res->n_unq, r->name);
     return st;
 }
 
@@ -344,7 +330,7 @@ static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
             name_report(c, li, l, layer);
             quant[l] = packable(c, layer->out_features[l], layer->in_features[l], &why[l]);
             if (!quant[l]) continue;
-            qc_linear_id cap = input_of(l);
+            qc_linear_id cap = qc_pl_input_of(l);
             if (!cc.want[cap]) {
                 cc.want[cap] = any = true;
                 cc.K[cap] = layer->in_features[l];
@@ -373,7 +359,7 @@ static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
             }
             qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
             int N = layer->out_features[l], K = layer->in_features[l];
-            const float *H = c->Hs[input_of(l)];
+            const float *H = c->Hs[qc_pl_input_of(l)];
             double ts = qc_time_now();
             memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K);
             memcpy(c->Hw, H, sizeof(float) * (size_t)K * K);
@@ -591,7 +577,7 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
         double t0 = qc_time_now();
         memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K); /* the scaled weight: W X = W_s X_s */
         if (o->awq_clip && l != QC_LIN_Q && l != QC_LIN_K)
-            st = qc_awq_clip(layer->w[l], N, K, c->A[input_of((qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
+            st = qc_awq_clip(layer->w[l], N, K, c->A[qc_pl_input_of((qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
                              o->q.group_size, 512, 20, 0.5);
         if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
         if (st == QC_OK) st = qc_awq_quantize(layer->w[l], N, K, o->q.bits, o->q.group_size, &c->ql);
@@ -601,7 +587,7 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
         }
         r->seconds = qc_time_now() - t0;
         c->res->t_solve += r->seconds;
-        if ((st = finish_linear(c, li, (qc_linear_id)l, layer, c->Hs[input_of((qc_linear_id)l)])) == QC_OK)
+        if ((st = finish_linear(c, li, (qc_linear_id)l, layer, c->Hs[qc_pl_input_of((qc_linear_id)l)])) == QC_OK)
             st = report(c, li, (qc_linear_id)l);
     }
     return st;
@@ -614,20 +600,20 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
     double tw = qc_time_now();
     char nm[192], path[4096];
     snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", li);
-    qc_status st = part_add_f16(&c->part, nm, layer->attn_norm, d, 0);
+    qc_status st = qc_pl_part_add_f16(&c->part, nm, layer->attn_norm, d, 0);
     snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", li);
-    if (st == QC_OK) st = part_add_f16(&c->part, nm, layer->mlp_norm, d, 0);
+    if (st == QC_OK) st = qc_pl_part_add_f16(&c->part, nm, layer->mlp_norm, d, 0);
     if (st == QC_OK && layer->q_norm) {
         snprintf(nm, sizeof nm, "model.layers.%d.self_attn.q_norm.weight", li);
-        st = part_add_f16(&c->part, nm, layer->q_norm, cfg->head_dim, 0);
+        st = qc_pl_part_add_f16(&c->part, nm, layer->q_norm, cfg->head_dim, 0);
         snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_norm.weight", li);
-        if (st == QC_OK) st = part_add_f16(&c->part, nm, layer->k_norm, cfg->head_dim, 0);
+        if (st == QC_OK) st = qc_pl_part_add_f16(&c->part, nm, layer->k_norm, cfg->head_dim, 0);
     }
     snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
-    if (st == QC_OK) st = part_write(&c->part, path);
-    if (st == QC_OK) st = push_str(&c->res->parts, &c->res->n_parts, path);
+    if (st == QC_OK) st = qc_pl_part_write(&c->part, path);
+    if (st == QC_OK) st = qc_pl_push_str(&c->res->parts, &c->res->n_parts, path);
     c->res->t_write += qc_time_now() - tw;
-    part_free(&c->part);
+    qc_pl_part_free(&c->part);
     if (st != QC_OK || !c->o->keep_fake) return st;
     /* the fake-quantized layer: loader-exact quantized weights, F16-rounded everything else */
     qc_layer *fk = &c->res->fake[li];
@@ -662,7 +648,9 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
 
 qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, int seqlen, const qc_pipeline_opts *o,
                           qc_pipeline_result *res) {
+    if (o->device >= 0) return qc_pipeline_run_gpu(m, ids, nsamples, seqlen, o, res);
     memset(res, 0, sizeof *res);
+    snprintf(res->device_desc, sizeof res->device_desc, "cpu");
     const qc_model_config *cfg = &m->cfg;
     int d = cfg->hidden_size, T = seqlen, L = cfg->n_layers;
     if (nsamples < 1 || T < 1) return qc_fail(QC_ERR_ARG, "quantize: no calibration samples");
@@ -715,7 +703,7 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
     char path[4096];
     if ((st = qc_model_embed(m, ids, (int)c.rows, c.X))) goto out;
     snprintf(path, sizeof path, "%s/base.safetensors", o->work_dir);
-    if ((st = write_base_part(m, path)) || (st = push_str(&res->parts, &res->n_parts, path))) goto out;
+    if ((st = qc_pl_write_base_part(m, path)) || (st = qc_pl_push_str(&res->parts, &res->n_parts, path))) goto out;
     res->t_embed = qc_time_now() - t0;
 
     for (int li = 0; li < L && st == QC_OK; li++) {
@@ -723,12 +711,12 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
         if ((st = qc_layer_load(m, li, &layer))) break;
         st = o->method == QC_METHOD_AWQ ? awq_layer(&c, li, &layer) : gptq_layer(&c, li, &layer);
         if (st == QC_OK) st = layer_epilogue(&c, li, &layer);
-        part_free(&c.part);
+        qc_pl_part_free(&c.part);
         qc_layer_release(&layer);
     }
 out:
     qc_qlinear_free(&c.ql);
-    part_free(&c.part);
+    qc_pl_part_free(&c.part);
     qc_fwd_free(c.f);
     qc_aligned_free(c.X);
     qc_aligned_free(c.xs);

@@ -64,6 +64,7 @@ typedef struct qc_pipeline_opts {
     int          batch_tokens;   /* rows per forward batch (0: 8192) */
     const char  *work_dir;       /* created if missing */
     bool         keep_fake;      /* keep the fake-quantized layers (loader-exact: fp16 scales) for evaluation */
+    int          device;         /* -1: the CPU; N >= 0: CUDA device N (pipeline_gpu.c) */
     /* Called after each linear is solved (for the progress line); may be NULL. Return false to cancel. */
     bool       (*on_linear)(void *user, const qc_linear_report *r, int done, int total);
     void        *user;
@@ -73,6 +74,12 @@ typedef struct qc_pipeline_result {
     qc_linear_report *lin;       /* [n_lin] */
     int     n_lin;
     double  t_embed, t_forward, t_hessian, t_solve, t_write;
+    double  t_read;              /* GPU: seconds reading layers from the files (overlapped, in the loader thread) */
+    double  t_read_wait;         /* GPU: seconds the pipeline waited for a layer to arrive */
+    double  t_pack;              /* GPU: seconds packing on the device (part of t_write on the CPU) */
+    size_t  gpu_peak_bytes;      /* GPU: peak of qcal's device allocations */
+    size_t  gpu_peak_device;     /* GPU: peak device memory in use (incl. CUDA context, library workspaces) */
+    char    device_desc[192];    /* "cpu" or the GPU's description */
     char  **parts;               /* part files in work_dir, [n_parts] */
     int     n_parts;
     char  **unquantized;         /* module paths kept in F16, [n_unq] */

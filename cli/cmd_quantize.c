@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "awq_format.h"
+#include "qc_gpu.h"
 #include "eval.h"
 #include "pipeline.h"
 #include "run_setup.h"
@@ -131,10 +132,15 @@ static int run(int argc, char **argv) {
         qc_recipe_free(&r);
         return qc_cli_usage_error(cmd, "--model and --out are required (or model/out in the recipe)");
     }
+    int device = -1; /* cpu */
     if (strcmp(r.device, "cpu") != 0) {
-        fprintf(stderr, "qcal quantize: device '%s': this build has no CUDA backend (use --device cpu)\n", r.device);
-        qc_recipe_free(&r);
-        return QC_EXIT_ERROR;
+        device = strncmp(r.device, "cuda:", 5) == 0 ? atoi(r.device + 5) : 0;
+        if (!qc_gpu_built()) {
+            fprintf(stderr, "qcal quantize: device '%s': this build has no CUDA backend (rebuild with -DQCAL_CUDA=ON, "
+                            "or use --device cpu)\n", r.device);
+            qc_recipe_free(&r);
+            return QC_EXIT_ERROR;
+        }
     }
     qc_method method = strcmp(r.method, "rtn") == 0 ? QC_METHOD_RTN
                        : strcmp(r.method, "awq") == 0 ? QC_METHOD_AWQ : QC_METHOD_GPTQ;
@@ -195,7 +201,7 @@ static int run(int argc, char **argv) {
                            .format = strcmp(r.format, "awq") == 0       ? QC_PACK_AWQ
                                      : strcmp(r.format, "gptq_v2") == 0 ? QC_PACK_GPTQ_V2 : QC_PACK_GPTQ,
                            .awq_duo = strcmp(r.awq_scale, "llm-awq") != 0, .awq_clip = r.awq_clip, .work_dir = work, .keep_fake = n_eval > 0,
-                           .on_linear = on_linear, .user = &lc};
+                           .device = device, .on_linear = on_linear, .user = &lc};
     po.q.bits = r.bits;
     po.q.group_size = r.group_size;
     po.q.sym = r.sym;
@@ -269,6 +275,14 @@ static int run(int argc, char **argv) {
     cJSON_AddNumberToObject(ph, "solve", pr.t_solve);
     cJSON_AddNumberToObject(ph, "pack_write", t_write);
     cJSON_AddNumberToObject(ph, "total", qc_time_now() - t_start);
+    cJSON_AddStringToObject(rep, "device", pr.device_desc);
+    if (device >= 0) {
+        cJSON_AddNumberToObject(ph, "read", pr.t_read);
+        cJSON_AddNumberToObject(ph, "read_wait", pr.t_read_wait);
+        cJSON_AddNumberToObject(ph, "pack", pr.t_pack);
+        cJSON_AddNumberToObject(rep, "gpu_peak_bytes", (double)pr.gpu_peak_bytes);
+        cJSON_AddNumberToObject(rep, "gpu_peak_device_bytes", (double)pr.gpu_peak_device);
+    }
     cJSON_AddNumberToObject(rep, "peak_rss_bytes", (double)qc_peak_rss());
     cJSON *lins = cJSON_AddArrayToObject(rep, "linears");
     int n_q = 0, n_raised = 0;
@@ -309,6 +323,10 @@ static int run(int argc, char **argv) {
     fprintf(stderr, "time: calibration forward %.1f s, Hessians %.1f s, solve %.1f s, pack/write %.1f s, total %.1f s; "
                     "peak RSS %.0f MiB\n", pr.t_forward, pr.t_hessian, pr.t_solve, t_write, qc_time_now() - t_start,
             (double)qc_peak_rss() / 1048576.0);
+    if (device >= 0)
+        fprintf(stderr, "gpu: %s; layer reads %.1f s (overlapped; waited %.1f s), device packing %.1f s; peak GPU memory "
+                        "%.0f MiB (qcal's buffers %.0f MiB)\n", pr.device_desc, pr.t_read, pr.t_read_wait, pr.t_pack,
+                (double)pr.gpu_peak_device / 1048576.0, (double)pr.gpu_peak_bytes / 1048576.0);
     if (st == QC_OK) {
         fprintf(stderr, "wrote %s\n", r.out);
         if (!qc_cli_opt(k_opts, "keep-work")->set) nftw(work, rm_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -70,7 +70,11 @@ void qc_log(qc_log_level level, const char *fmt, ...) __attribute__((format(prin
 typedef bool (*qc_progress_fn)(void *user, int64_t done, int64_t total, const char *what);
 
 /* ---- assertions for our own invariants (never for file data) ---- */
+#ifdef __cplusplus
+[[noreturn]] void qc_assert_fail(const char *file, int line, const char *expr);
+#else
 _Noreturn void qc_assert_fail(const char *file, int line, const char *expr);
+#endif
 #define QC_ASSERT(x) do { if (!(x)) qc_assert_fail(__FILE__, __LINE__, #x); } while (0)
 
 /* ---- memory: NULL on failure (callers turn that into QC_ERR_NOMEM) ---- */

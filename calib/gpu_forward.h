@@ -1,0 +1,108 @@
+/*
+ * gpu_forward.h - the decoder layer's forward pass on a CUDA device, and layer streaming.
+ *
+ * The GPU twin of model.h's qc_layer_forward / qc_attn_forward / qc_mlp_forward, with the same
+ * semantics and the same capture points, so the pipeline drives both the same way:
+ *   - weights fp16 on the device (bf16/f32 checkpoints are converted on the device after the copy);
+ *   - activations: the residual stream x is fp32 [nseq * T, d]; the inputs of the linears (normed
+ *     rows, attention output, SiLU(gate) * up) are fp16, as in an fp16 model;
+ *   - GEMMs through cuBLAS (fp16 operands, fp32 accumulation, tensor cores); own kernels for RMSNorm,
+ *     rotary embeddings (none/linear/llama3, from model.c's tables), q/k norms (Qwen3), causal
+ *     attention with grouped-query heads and an optional sliding window (Mistral), SiLU gating, bias
+ *     and residual adds.
+ * Everything runs on the context's main stream; functions return when the work is queued (errors of
+ * queued work surface at the next qc_gpu_sync).
+ *
+ *   qc_gpu_loader *ld;  qc_gpu_loader_create(g, m, &ld);
+ *   qc_gpu_fwd *f;      qc_gpu_fwd_create(g, &m->cfg, max_seqs, T, &f);
+ *   qc_gpu_loader_prefetch(ld, 0);
+ *   for (i = 0; i < L; i++) {
+ *       qc_gpu_layer *layer;
+ *       qc_gpu_loader_get(ld, i, &layer);          // waits for layer i
+ *       if (i + 1 < L) qc_gpu_loader_prefetch(ld, i + 1);   // overlaps with the work on layer i
+ *       qc_gpu_layer_forward(f, layer, x_dev, nseq, T, capture, user);
+ *   }
+ *
+ * Ownership: the loader owns two layer slots (device weights) and the pinned staging buffer; the
+ * qc_gpu_layer returned by qc_gpu_loader_get stays valid, and may be modified in place (the
+ * pipeline writes fake-quantized weights into w[]), until qc_gpu_loader_prefetch(ld, i + 2).
+ * qc_gpu_fwd owns its scratch.
+ */
+#ifndef QC_GPU_FORWARD_H
+#define QC_GPU_FORWARD_H
+
+#include "model.h"
+#include "qc_gpu.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qc_gpu_layer {
+    int       index;
+    uint16_t *w[QC_LIN_COUNT];          /* device fp16 [out_features, in_features] row-major */
+    float    *b[QC_LIN_COUNT];          /* device fp32 [out_features], or NULL */
+    float    *attn_norm, *mlp_norm;     /* device fp32 [d] */
+    float    *q_norm, *k_norm;          /* device fp32 [head_dim] (Qwen3), else NULL */
+    int       out_features[QC_LIN_COUNT];
+    int       in_features[QC_LIN_COUNT];
+} qc_gpu_layer;
+
+/* Bytes of device memory one layer slot takes (fp16 weights + fp32 biases and norms). */
+size_t qc_gpu_layer_bytes(const qc_model_config *cfg);
+
+/* ---- layer streaming ----
+ * A host thread reads layer i's tensors in their stored dtype straight from the mmapped files into a
+ * pinned staging buffer (and then tells the kernel it may drop those file pages from the process,
+ * so host RSS stays at about one layer even for models larger than RAM), the copy stream uploads
+ * them, and conversion kernels produce the fp16/fp32 slot. The model must be a plain F16/BF16/F32
+ * checkpoint (GPTQ/AWQ checkpoints are refused with a message). */
+typedef struct qc_gpu_loader qc_gpu_loader;
+qc_status qc_gpu_loader_create(qc_gpu *g, const qc_model *m, qc_gpu_loader **out);
+void      qc_gpu_loader_free(qc_gpu_loader *ld);
+/* Starts loading layer i into the slot not holding layer i - 1; returns at once. */
+qc_status qc_gpu_loader_prefetch(qc_gpu_loader *ld, int i);
+/* Waits until layer i (prefetched, or loaded now if it was not) is on the device; the main stream is
+ * ordered after its upload. *out points into the loader. */
+qc_status qc_gpu_loader_get(qc_gpu_loader *ld, int i, qc_gpu_layer **out);
+/* Seconds the host spent reading from the files (in the loader thread) and seconds get() waited. */
+void      qc_gpu_loader_times(const qc_gpu_loader *ld, double *read_s, double *wait_s);
+/* Pinned staging bytes (host) the loader holds. */
+size_t    qc_gpu_loader_host_bytes(const qc_gpu_loader *ld);
+
+/* Uploads an FP32 host layer (qc_layer_load's result) into a new device layer: for tests, and for
+ * models the loader refuses. Free with qc_gpu_layer_free. */
+qc_status qc_gpu_layer_upload(qc_gpu *g, const qc_layer *L, qc_gpu_layer *out);
+void      qc_gpu_layer_free(qc_gpu *g, qc_gpu_layer *L);
+
+/* ---- forward ---- */
+typedef struct qc_gpu_fwd qc_gpu_fwd;
+/* Scratch for up to max_seqs sequences of seqlen tokens (positions 0..seqlen-1). */
+qc_status qc_gpu_fwd_create(qc_gpu *g, const qc_model_config *cfg, int max_seqs, int seqlen, qc_gpu_fwd **out);
+void      qc_gpu_fwd_free(qc_gpu_fwd *f);
+/* Device bytes qc_gpu_fwd_create would take (for choosing the batch). */
+size_t    qc_gpu_fwd_bytes(const qc_model_config *cfg, int max_seqs, int seqlen);
+
+/* Called with the fp16 device input of a linear, x [n, in] row-major, valid during the call; for
+ * QC_LIN_Q (shared by q, k, v), QC_LIN_O, QC_LIN_GATE (shared by gate, up) and QC_LIN_DOWN, in that
+ * order. Returning false stops the layer there (x is then unspecified). */
+typedef bool (*qc_gpu_capture_fn)(void *user, qc_linear_id which, const uint16_t *x_dev, int n, int in);
+
+/* x_dev: fp32 [nseq * T, d], updated in place to the layer's output. */
+qc_status qc_gpu_layer_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_dev, int nseq, int T,
+                               qc_gpu_capture_fn capture, void *user);
+/* The halves without residuals, on fp16 normed inputs xn [nseq*T, d]; out fp32 [nseq*T, d]. */
+qc_status qc_gpu_attn_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int nseq, int T);
+qc_status qc_gpu_mlp_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int n);
+/* xn16[n, d] <- RMSNorm(x32) * w (fp16 out). */
+qc_status qc_gpu_rmsnorm(qc_gpu_fwd *f, const float *x, const float *w, int n, uint16_t *xn16);
+/* y[n, N] (fp32) = x[n, K] . W^T + b (b may be NULL); x and W fp16. beta 1 adds into y. */
+qc_status qc_gpu_linear(qc_gpu *g, const uint16_t *x, const uint16_t *W, const float *b, float *y, int n, int N,
+                        int K, float beta);
+/* H[K, K] (fp32, full square) += x^T x for fp16 x [n, K], fp32 accumulation. */
+qc_status qc_gpu_hessian_add(qc_gpu *g, const uint16_t *x, int n, int K, float *H);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QC_GPU_FORWARD_H */

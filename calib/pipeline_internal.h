@@ -1,0 +1,51 @@
+/*
+ * pipeline_internal.h - pieces shared by the CPU pipeline (pipeline.c) and the CUDA pipeline
+ * (pipeline_gpu.c): the buffered tensors of one layer part file and the base part.
+ * Not part of qcal's API.
+ */
+#ifndef QC_PIPELINE_INTERNAL_H
+#define QC_PIPELINE_INTERNAL_H
+
+#include "pipeline.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One tensor of a part file; data is owned by the list. */
+typedef struct {
+    char     name[200];
+    qc_dtype dtype;
+    int      ndim;
+    int64_t  shape[2];
+    void    *data;
+    size_t   nbytes;
+} qc_pl_tensor;
+
+typedef struct {
+    qc_pl_tensor *t;
+    int n, cap;
+} qc_pl_parts;
+
+/* Takes ownership of data (freed on failure too). ndim 1 ignores d1. */
+qc_status qc_pl_part_add(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1, void *data,
+                         size_t nbytes);
+/* F32 values -> a new F16 tensor (d1 == 0: 1-D). */
+qc_status qc_pl_part_add_f16(qc_pl_parts *p, const char *name, const float *x, int64_t d0, int64_t d1);
+/* Writes the buffered tensors as one safetensors file (atomically). */
+qc_status qc_pl_part_write(qc_pl_parts *p, const char *path);
+void      qc_pl_part_free(qc_pl_parts *p);
+/* The embedding, final norm and (untied) head as F16, to path. */
+qc_status qc_pl_write_base_part(const qc_model *m, const char *path);
+qc_status qc_pl_push_str(char ***arr, int *n, const char *s);
+/* The capture point whose input a linear consumes (q/k/v -> Q, gate/up -> GATE). */
+qc_linear_id qc_pl_input_of(qc_linear_id l);
+
+/* The CUDA pipeline (pipeline_gpu.c; pipeline_nogpu.c in a CPU-only build says there is no backend). */
+qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsamples, int seqlen,
+                              const qc_pipeline_opts *o, qc_pipeline_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QC_PIPELINE_INTERNAL_H */

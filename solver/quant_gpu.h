@@ -1,0 +1,66 @@
+/*
+ * quant_gpu.h - GPTQ, RTN and packing on a CUDA device: the GPU twins of quant.h and the packers of
+ * gptq_format.h / awq_format.h, giving the same results (up to fp32 rounding-order ties).
+ *
+ * GPTQ (spec D.3), as qc_gptq_quantize: dead columns, damping (with the same retry on a failed
+ * Cholesky: damp += damp_step), act-order, static groups, the reference's group quirk, lazy batches:
+ *   - Cholesky, inverse and upper Cholesky of the inverse through cuSOLVER (potrf, potri / trsm);
+ *   - each 128-column block quantized by ONE fused kernel (columns sequential inside the kernel, rows
+ *     across threads, the block's Hinv tile in shared memory), not one launch per column;
+ *   - the lazy trailing update W[:, j2:] -= Err . Hinv[j1:j2, j2:] with one cuBLAS SGEMM (fp32).
+ *
+ *   qc_gpu_solver *s;  qc_gpu_solver_create(g, max_N, max_K, &s);
+ *   qc_qlinear q;      qc_qlinear_alloc(&q, N, K, 4, 128, true, false);       // host
+ *   qc_gptq_quantize_gpu(s, W_dev, H_dev, N, K, &opts, &q, want_codes, &stats);
+ *   // W_dev is now W_hat (fp32); q.scales/zeros/g_idx are filled on the host; the codes stay in s
+ *   qc_gpu_pack(s, &q, QC_GPU_PACK_GPTQ_V2, qweight, qzeros, scales16);     // host outputs
+ *
+ * Ownership: the solver owns its device workspace (sized for max_N x max_K and max_K x max_K) and
+ * the device codes of the last linear it solved; W_dev/H_dev belong to the caller.
+ */
+#ifndef QC_QUANT_GPU_H
+#define QC_QUANT_GPU_H
+
+#include "gptq_format.h"
+#include "qc_gpu.h"
+#include "quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qc_gpu_solver qc_gpu_solver;
+qc_status qc_gpu_solver_create(qc_gpu *g, int max_N, int max_K, qc_gpu_solver **out);
+void      qc_gpu_solver_free(qc_gpu_solver *s);
+/* Device bytes qc_gpu_solver_create would take. */
+size_t    qc_gpu_solver_bytes(int max_N, int max_K);
+
+/* W: device fp32 [N, K] -> W_hat; H: device fp32 [K, K] (full symmetric), destroyed. q: host,
+ * allocated by the caller with qc_qlinear_alloc(N, K, bits, group_size, sym, ...): scales, zeros and
+ * g_idx are written; q->codes too when want_codes (else the codes stay on the device for qc_gpu_pack).
+ * Failure after the last damping retry: QC_ERR_NUMERIC, as on the CPU. */
+qc_status qc_gptq_quantize_gpu(qc_gpu_solver *s, float *W, float *H, int N, int K, const qc_gptq_opts *o,
+                               qc_qlinear *q, bool want_codes, qc_gptq_stats *st);
+/* Round-to-nearest with the GPTQ quantizer (quant.h), same outputs as qc_rtn_quantize. */
+qc_status qc_rtn_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits, int group_size, bool sym,
+                              qc_qlinear *q, bool want_codes);
+/* AWQ's asymmetric quantizer (awq.h qc_awq_quantize): W device fp32 [N, K] -> W_hat. */
+qc_status qc_awq_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits, int group_size, qc_qlinear *q,
+                              bool want_codes);
+
+typedef enum qc_gpu_pack_format { QC_GPU_PACK_GPTQ = 0, QC_GPU_PACK_GPTQ_V2 = 1, QC_GPU_PACK_AWQ = 2 } qc_gpu_pack_format;
+/* Packs the device codes of the last linear solved with q's host scales/zeros/g_idx, on the device,
+ * into host buffers of exactly the sizes and layouts qc_gptq_pack (v1: zeros - 1, v2: raw) and
+ * qc_awq_pack produce (spec A.1-A.3, B.1-B.2). */
+qc_status qc_gpu_pack(qc_gpu_solver *s, const qc_qlinear *q, qc_gpu_pack_format fmt, int32_t *qweight,
+                      int32_t *qzeros, uint16_t *scales_f16);
+
+/* tr(D H D^T) for device D [N, K], H [K, K] (fp32, accumulated in double at the end). */
+qc_status qc_gpu_quad_form(qc_gpu_solver *s, const float *D, const float *H, int N, int K, double *out);
+/* D <- A - B elementwise, device fp32, n elements. */
+qc_status qc_gpu_sub(qc_gpu *g, const float *A, const float *B, float *D, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QC_QUANT_GPU_H */
