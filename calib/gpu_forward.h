@@ -73,6 +73,9 @@ size_t    qc_gpu_loader_host_bytes(const qc_gpu_loader *ld);
 /* Uploads an FP32 host layer (qc_layer_load's result) into a new device layer: for tests, and for
  * models the loader refuses. Free with qc_gpu_layer_free. */
 qc_status qc_gpu_layer_upload(qc_gpu *g, const qc_layer *L, qc_gpu_layer *out);
+/* The same with the config, which is needed for layers with q/k norms (their length, head_dim, is not
+ * in qc_layer; qc_gpu_layer_upload refuses such layers); also checks the shapes against the config. */
+qc_status qc_gpu_layer_upload_cfg(qc_gpu *g, const qc_model_config *cfg, const qc_layer *L, qc_gpu_layer *out);
 void      qc_gpu_layer_free(qc_gpu *g, qc_gpu_layer *L);
 
 /* ---- forward ---- */

@@ -1,0 +1,892 @@
+/* gpu_forward.cu - the decoder layer on the GPU and layer streaming (see gpu_forward.h).
+ *
+ * Attention runs per sequence as two cuBLAS strided-batched GEMMs around a masked softmax kernel:
+ * S = scale * Q K^T (fp32) over a chunk of kv heads, P = softmax(S) (fp16), O = P V. For grouped-query
+ * heads the batch runs over kv heads for one group member r at a time (query head kvh * g + r), so
+ * each batch has uniform strides. The score chunk is bounded by SCORES_BUDGET. */
+#include "gpu_forward.h"
+#include "qc_gpu_internal.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* Device bytes for scores (fp32) + probabilities (fp16) of one head chunk; at least one head. */
+#define SCORES_BUDGET ((size_t)256 << 20)
+#define ALIGN 256
+
+static size_t align_up(size_t x) { return (x + (ALIGN - 1)) & ~(size_t)(ALIGN - 1); }
+
+/* ---- kernels ---- */
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* Every thread of the block gets the result; sh holds 32 floats. */
+static __device__ float block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = (int)threadIdx.x < nw ? sh[threadIdx.x] : 0.0f;
+    if (w == 0) v = warp_sum(v);
+    if (threadIdx.x == 0) sh[0] = v;
+    __syncthreads();
+    return sh[0];
+}
+static __device__ float block_max(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = (int)threadIdx.x < nw ? sh[threadIdx.x] : -INFINITY;
+    if (w == 0) v = warp_max(v);
+    if (threadIdx.x == 0) sh[0] = v;
+    __syncthreads();
+    return sh[0];
+}
+
+/* One block per row: y = w * (x * rsqrt(mean(x^2) + eps)), as model.c's rmsnorm. */
+static __global__ void k_rmsnorm(const float *x, const float *w, int dim, float eps, __half *y) {
+    __shared__ float sh[32];
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    __half *yr = y + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss, sh);
+    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = __float2half_rn(w[i] * (xr[i] * inv));
+}
+
+/* One warp per (row, head) of x [rows, nh * hd] fp16, in place, in model.c's order: + bias, per-head
+ * RMSNorm (normw, Qwen3), rotary embedding (rotate_half; position row % T). Each lane reads and writes
+ * only its own elements. */
+static __global__ void k_head_post(__half *x, int rows, int nh, int hd, int T, const float *bias, const float *normw,
+                                   float eps, const float *cos_t, const float *sin_t, int rope) {
+    int lane = threadIdx.x & 31, wpb = blockDim.x >> 5;
+    size_t total = (size_t)rows * nh;
+    /* grid-stride over items, warp-uniform, so the shuffles below see whole warps */
+    for (size_t item = (size_t)blockIdx.x * wpb + (threadIdx.x >> 5); item < total; item += (size_t)gridDim.x * wpb) {
+        size_t row = item / nh;
+        int h = (int)(item % nh);
+        __half *v = x + row * (size_t)nh * hd + (size_t)h * hd;
+        const float *b = bias ? bias + (size_t)h * hd : NULL;
+        float inv = 1.0f;
+        if (normw) {
+            float ss = 0.0f;
+            for (int i = lane; i < hd; i += 32) {
+                float a = __half2float(v[i]) + (b ? b[i] : 0.0f);
+                ss += a * a;
+            }
+            ss = warp_sum(ss);
+            inv = 1.0f / sqrtf(ss / (float)hd + eps);
+        }
+        if (!rope) {
+            for (int i = lane; i < hd; i += 32) {
+                float a = __half2float(v[i]) + (b ? b[i] : 0.0f);
+                if (normw) a = normw[i] * (a * inv);
+                v[i] = __float2half_rn(a);
+            }
+            continue;
+        }
+        int half = hd / 2;
+        const float *cs = cos_t + (row % (size_t)T) * half, *sn = sin_t + (row % (size_t)T) * half;
+        for (int i = lane; i < half; i += 32) {
+            float a = __half2float(v[i]) + (b ? b[i] : 0.0f);
+            float c = __half2float(v[i + half]) + (b ? b[i + half] : 0.0f);
+            if (normw) {
+                a = normw[i] * (a * inv);
+                c = normw[i + half] * (c * inv);
+            }
+            v[i] = __float2half_rn(a * cs[i] - c * sn[i]);
+            v[i + half] = __float2half_rn(c * cs[i] + a * sn[i]);
+        }
+    }
+}
+
+/* One block per (query row i, head chunk member): P[i, :] = softmax of S[i, lo..i], zero elsewhere,
+ * with lo = i - window + 1 (clamped at 0) under a sliding window, else 0. S and P are [nb, T, T]. */
+static __global__ void k_softmax_causal(const float *S, __half *P, int T, int win) {
+    __shared__ float sh[32];
+    int i = blockIdx.x;
+    size_t off = ((size_t)blockIdx.y * T + i) * (size_t)T;
+    const float *s = S + off;
+    __half *p = P + off;
+    int lo = win > 0 && i - win + 1 > 0 ? i - win + 1 : 0;
+    float mx = -INFINITY;
+    for (int j = lo + threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, s[j]);
+    mx = block_max(mx, sh);
+    float sum = 0.0f;
+    for (int j = lo + threadIdx.x; j <= i; j += blockDim.x) sum += expf(s[j] - mx);
+    sum = block_sum(sum, sh);
+    float inv = 1.0f / sum;
+    for (int j = threadIdx.x; j < T; j += blockDim.x)
+        p[j] = __float2half_rn(j >= lo && j <= i ? expf(s[j] - mx) * inv : 0.0f);
+}
+
+/* gate <- silu(gate + bg) * (up + bu), fp32 math, fp16 storage; biases [ff] may be NULL. */
+static __global__ void k_silu_mul(__half *gate, const __half *up, const float *bg, const float *bu, size_t n, int ff) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float g = __half2float(gate[i]), u = __half2float(up[i]);
+        if (bg) g += bg[i % ff];
+        if (bu) u += bu[i % ff];
+        gate[i] = __float2half_rn(g / (1.0f + expf(-g)) * u);
+    }
+}
+
+static __global__ void k_bias_add(float *y, const float *b, size_t n, int N) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += b[i % N];
+}
+
+static __global__ void k_cvt_f32_f16(const float *x, __half *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2half_rn(x[i]);
+}
+static __global__ void k_cvt_bf16_f16(const __nv_bfloat16 *x, __half *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2half_rn(__bfloat162float(x[i]));
+}
+static __global__ void k_cvt_f16_f32(const __half *x, float *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __half2float(x[i]);
+}
+static __global__ void k_cvt_bf16_f32(const __nv_bfloat16 *x, float *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __bfloat162float(x[i]);
+}
+
+/* ---- layer layout: one device block, w[Q] first (so it is the block's base) ---- */
+
+typedef struct layer_layout {
+    int    out[QC_LIN_COUNT], in[QC_LIN_COUNT];
+    size_t w[QC_LIN_COUNT], b[QC_LIN_COUNT]; /* offsets; SIZE_MAX when absent */
+    size_t attn_norm, mlp_norm, q_norm, k_norm;
+    int    d, norm_dim;                      /* norm_dim: head_dim of q/k norms, 0 without */
+    size_t total;
+} layer_layout;
+
+static void layout_make(int d, int qd, int kvd, int ff, int norm_dim, const bool bias[QC_LIN_COUNT], layer_layout *lo) {
+    const int outs[QC_LIN_COUNT] = {qd, kvd, kvd, d, ff, ff, d};
+    const int ins[QC_LIN_COUNT] = {d, d, d, qd, d, d, ff};
+    size_t off = 0;
+    lo->d = d;
+    lo->norm_dim = norm_dim;
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        lo->out[l] = outs[l];
+        lo->in[l] = ins[l];
+        lo->w[l] = off;
+        off = align_up(off + (size_t)outs[l] * ins[l] * sizeof(uint16_t));
+    }
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        lo->b[l] = SIZE_MAX;
+        if (!bias[l]) continue;
+        lo->b[l] = off;
+        off = align_up(off + (size_t)outs[l] * sizeof(float));
+    }
+    lo->attn_norm = off;
+    off = align_up(off + (size_t)d * sizeof(float));
+    lo->mlp_norm = off;
+    off = align_up(off + (size_t)d * sizeof(float));
+    lo->q_norm = lo->k_norm = SIZE_MAX;
+    if (norm_dim > 0) {
+        lo->q_norm = off;
+        off = align_up(off + (size_t)norm_dim * sizeof(float));
+        lo->k_norm = off;
+        off = align_up(off + (size_t)norm_dim * sizeof(float));
+    }
+    lo->total = off;
+}
+
+static void layout_from_cfg(const qc_model_config *c, layer_layout *lo) {
+    bool bias[QC_LIN_COUNT] = {c->qkv_bias, c->qkv_bias, c->qkv_bias, c->o_bias, c->mlp_bias, c->mlp_bias, c->mlp_bias};
+    layout_make(c->hidden_size, c->n_heads * c->head_dim, c->n_kv_heads * c->head_dim, c->intermediate_size,
+                c->qk_norm ? c->head_dim : 0, bias, lo);
+}
+
+static void layout_bind(const layer_layout *lo, char *base, int index, qc_gpu_layer *L) {
+    memset(L, 0, sizeof *L);
+    L->index = index;
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        L->w[l] = (uint16_t *)(base + lo->w[l]);
+        L->b[l] = lo->b[l] == SIZE_MAX ? NULL : (float *)(base + lo->b[l]);
+        L->out_features[l] = lo->out[l];
+        L->in_features[l] = lo->in[l];
+    }
+    L->attn_norm = (float *)(base + lo->attn_norm);
+    L->mlp_norm = (float *)(base + lo->mlp_norm);
+    L->q_norm = lo->q_norm == SIZE_MAX ? NULL : (float *)(base + lo->q_norm);
+    L->k_norm = lo->k_norm == SIZE_MAX ? NULL : (float *)(base + lo->k_norm);
+}
+
+/* ---- forward scratch ---- */
+
+struct qc_gpu_fwd {
+    qc_gpu         *g;
+    qc_model_config cfg;
+    int             max_rows, seqlen, head_chunk;
+    uint16_t       *xn;      /* [rows, d] */
+    uint16_t       *work;    /* attention: q [rows, qd], k, v [rows, kvd], att [rows, qd];
+                                MLP: gate, up [rows, ff] (act written over gate) */
+    float          *scores;  /* [head_chunk, seqlen, seqlen] */
+    uint16_t       *probs;   /* [head_chunk, seqlen, seqlen] */
+    float          *cos_t, *sin_t; /* [seqlen, head_dim / 2] */
+};
+
+typedef struct fwd_sizes {
+    size_t xn, work, scores, probs, rope;
+    int    head_chunk;
+} fwd_sizes;
+
+static void fwd_sizes_make(const qc_model_config *c, int max_seqs, int seqlen, fwd_sizes *s) {
+    size_t rows = (size_t)max_seqs * (size_t)seqlen, T = (size_t)seqlen;
+    size_t d = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim;
+    size_t kvd = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->intermediate_size;
+    size_t attn = 2 * qd + 2 * kvd, mlp = 2 * ff;
+    s->xn = rows * d * sizeof(uint16_t);
+    s->work = rows * (attn > mlp ? attn : mlp) * sizeof(uint16_t);
+    size_t per_head = T * T * (sizeof(float) + sizeof(uint16_t));
+    size_t hc = SCORES_BUDGET / per_head;
+    if (hc < 1) hc = 1;
+    if (hc > (size_t)c->n_kv_heads) hc = (size_t)c->n_kv_heads;
+    s->head_chunk = (int)hc;
+    s->scores = hc * T * T * sizeof(float);
+    s->probs = hc * T * T * sizeof(uint16_t);
+    s->rope = T * (size_t)(c->head_dim / 2) * sizeof(float);
+}
+
+static qc_status check_cfg(const qc_model_config *c) {
+    if (c->hidden_size < 1 || c->n_heads < 1 || c->n_kv_heads < 1 || c->head_dim < 2 || c->intermediate_size < 1)
+        return qc_fail(QC_ERR_ARG, "GPU forward: bad model dimensions");
+    if (c->n_heads % c->n_kv_heads)
+        return qc_fail(QC_ERR_ARG, "GPU forward: %d heads are not a multiple of %d kv heads", c->n_heads, c->n_kv_heads);
+    if (c->head_dim % 2 || c->head_dim > 1024)
+        return qc_fail(QC_ERR_UNSUPPORTED, "GPU forward: head_dim %d (must be even and <= 1024)", c->head_dim);
+    return QC_OK;
+}
+
+static qc_status gemm16(qc_gpu *g, const uint16_t *x, const uint16_t *W, uint16_t *y, int n, int N, int K) {
+    const float one = 1.0f, zero = 0.0f;
+    QC_CUBLAS(cublasGemmEx(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, n, K, &one, W, CUDA_R_16F, K, x, CUDA_R_16F, K, &zero,
+                           y, CUDA_R_16F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return QC_OK;
+}
+
+static qc_status check_rows(const qc_gpu_fwd *f, int nseq, int T) {
+    if (nseq < 0 || T < 1 || T > f->seqlen || (size_t)nseq * (size_t)T > (size_t)f->max_rows)
+        return qc_fail(QC_ERR_ARG, "GPU forward: %d x %d tokens exceed the %d-token buffers (seqlen %d)", nseq, T,
+                       f->max_rows, f->seqlen);
+    return QC_OK;
+}
+
+/* q, k, v projections, their post-processing, and attention into att [n, qd] (all in f->work). */
+static qc_status attn_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, int nseq, int T) {
+    qc_gpu *g = f->g;
+    const qc_model_config *c = &f->cfg;
+    int n = nseq * T, d = c->hidden_size, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
+    int qd = nh * hd, kvd = nkv * hd, grp = nh / nkv;
+    size_t rows = (size_t)f->max_rows;
+    __half *q = (__half *)f->work, *k = q + rows * qd, *v = k + rows * kvd, *att = v + rows * kvd;
+    qc_status st;
+    if ((st = gemm16(g, xn, L->w[QC_LIN_Q], (uint16_t *)q, n, qd, d))) return st;
+    if ((st = gemm16(g, xn, L->w[QC_LIN_K], (uint16_t *)k, n, kvd, d))) return st;
+    if ((st = gemm16(g, xn, L->w[QC_LIN_V], (uint16_t *)v, n, kvd, d))) return st;
+    const unsigned wpb = 4; /* warps per block */
+    float eps = c->rms_norm_eps;
+    k_head_post<<<qc_grid((size_t)n * nh, wpb), wpb * 32, 0, g->stream>>>(q, n, nh, hd, T, L->b[QC_LIN_Q], L->q_norm,
+                                                                           eps, f->cos_t, f->sin_t, 1);
+    QC_CU_LAUNCH("head_post(q)");
+    k_head_post<<<qc_grid((size_t)n * nkv, wpb), wpb * 32, 0, g->stream>>>(k, n, nkv, hd, T, L->b[QC_LIN_K], L->k_norm,
+                                                                            eps, f->cos_t, f->sin_t, 1);
+    QC_CU_LAUNCH("head_post(k)");
+    if (L->b[QC_LIN_V]) {
+        k_head_post<<<qc_grid((size_t)n * nkv, wpb), wpb * 32, 0, g->stream>>>(v, n, nkv, hd, T, L->b[QC_LIN_V], NULL,
+                                                                                eps, f->cos_t, f->sin_t, 0);
+        QC_CU_LAUNCH("head_post(v)");
+    }
+
+    const float scale = 1.0f / sqrtf((float)hd), one = 1.0f, zero = 0.0f;
+    long long TT = (long long)T * T;
+    unsigned sm_threads = T >= 512 ? 256 : 128;
+    for (int s = 0; s < nseq; s++) {
+        const __half *qs = q + (size_t)s * T * qd, *ks = k + (size_t)s * T * kvd, *vs = v + (size_t)s * T * kvd;
+        __half *os = att + (size_t)s * T * qd;
+        for (int r = 0; r < grp; r++) {
+            for (int kv0 = 0; kv0 < nkv; kv0 += f->head_chunk) {
+                int nb = nkv - kv0 < f->head_chunk ? nkv - kv0 : f->head_chunk;
+                /* row-major S[T_q, T_k] = Q K^T is column-major S^T = K^T-op(T) . Q^T */
+                QC_CUBLAS(cublasGemmStridedBatchedEx(
+                    g->blas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hd, &scale, ks + (size_t)kv0 * hd, CUDA_R_16F, kvd,
+                    (long long)hd, qs + ((size_t)kv0 * grp + r) * hd, CUDA_R_16F, qd, (long long)grp * hd, &zero,
+                    f->scores, CUDA_R_32F, T, TT, nb, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                k_softmax_causal<<<dim3((unsigned)T, (unsigned)nb), sm_threads, 0, g->stream>>>(
+                    f->scores, (__half *)f->probs, T, c->sliding_window);
+                QC_CU_LAUNCH("softmax_causal");
+                /* row-major O[T_q, hd] = P V is column-major O^T = V^T . P^T */
+                QC_CUBLAS(cublasGemmStridedBatchedEx(
+                    g->blas, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, T, &one, vs + (size_t)kv0 * hd, CUDA_R_16F, kvd,
+                    (long long)hd, f->probs, CUDA_R_16F, T, TT, &zero, os + ((size_t)kv0 * grp + r) * hd, CUDA_R_16F,
+                    qd, (long long)grp * hd, nb, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+            }
+        }
+    }
+    return QC_OK;
+}
+
+/* gate/up projections and act = silu(gate) * up, written over gate (f->work). */
+static qc_status mlp_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, int n) {
+    qc_gpu *g = f->g;
+    int d = f->cfg.hidden_size, ff = f->cfg.intermediate_size;
+    uint16_t *gate = f->work, *up = gate + (size_t)f->max_rows * ff;
+    qc_status st;
+    if ((st = gemm16(g, xn, L->w[QC_LIN_GATE], gate, n, ff, d))) return st;
+    if ((st = gemm16(g, xn, L->w[QC_LIN_UP], up, n, ff, d))) return st;
+    size_t cnt = (size_t)n * ff;
+    if (cnt) {
+        k_silu_mul<<<qc_grid(cnt, 256), 256, 0, g->stream>>>((__half *)gate, (const __half *)up, L->b[QC_LIN_GATE],
+                                                              L->b[QC_LIN_UP], cnt, ff);
+        QC_CU_LAUNCH("silu_mul");
+    }
+    return QC_OK;
+}
+
+static uint16_t *att_ptr(const qc_gpu_fwd *f) {
+    size_t rows = (size_t)f->max_rows, qd = (size_t)f->cfg.n_heads * f->cfg.head_dim;
+    size_t kvd = (size_t)f->cfg.n_kv_heads * f->cfg.head_dim;
+    return f->work + rows * (qd + 2 * kvd);
+}
+
+extern "C" {
+
+size_t qc_gpu_layer_bytes(const qc_model_config *cfg) {
+    layer_layout lo;
+    layout_from_cfg(cfg, &lo);
+    return lo.total;
+}
+
+size_t qc_gpu_fwd_bytes(const qc_model_config *cfg, int max_seqs, int seqlen) {
+    if (max_seqs < 1 || seqlen < 1) return 0;
+    fwd_sizes s;
+    fwd_sizes_make(cfg, max_seqs, seqlen, &s);
+    return s.xn + s.work + s.scores + s.probs + 2 * s.rope;
+}
+
+qc_status qc_gpu_fwd_create(qc_gpu *g, const qc_model_config *cfg, int max_seqs, int seqlen, qc_gpu_fwd **out) {
+    *out = NULL;
+    qc_status st = check_cfg(cfg);
+    if (st) return st;
+    if (max_seqs < 1 || seqlen < 1) return qc_fail(QC_ERR_ARG, "GPU forward: need at least one sequence and token");
+    size_t rows = (size_t)max_seqs * (size_t)seqlen;
+    if (rows > (size_t)INT32_MAX) return qc_fail(QC_ERR_ARG, "GPU forward: %zu rows is too many", rows);
+    qc_gpu_fwd *f = (qc_gpu_fwd *)calloc(1, sizeof *f);
+    if (!f) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    f->g = g;
+    f->cfg = *cfg;
+    f->max_rows = (int)rows;
+    f->seqlen = seqlen;
+    fwd_sizes s;
+    fwd_sizes_make(cfg, max_seqs, seqlen, &s);
+    f->head_chunk = s.head_chunk;
+    float *cos_h = (float *)malloc(s.rope), *sin_h = (float *)malloc(s.rope);
+    if (!cos_h || !sin_h) st = qc_fail(QC_ERR_NOMEM, "out of memory for rotary tables");
+    if (!st) st = qc_gpu_alloc(g, (void **)&f->xn, s.xn, "normed activations (fp16)");
+    if (!st) st = qc_gpu_alloc(g, (void **)&f->work, s.work, "q/k/v/attention and MLP activations (fp16)");
+    if (!st) st = qc_gpu_alloc(g, (void **)&f->scores, s.scores, "attention scores");
+    if (!st) st = qc_gpu_alloc(g, (void **)&f->probs, s.probs, "attention probabilities");
+    if (!st) st = qc_gpu_alloc(g, (void **)&f->cos_t, s.rope, "rotary cos table");
+    if (!st) st = qc_gpu_alloc(g, (void **)&f->sin_t, s.rope, "rotary sin table");
+    if (!st) {
+        qc_rope_tables(cfg, seqlen, cos_h, sin_h);
+        st = qc_gpu_upload(g, f->cos_t, cos_h, s.rope);
+        if (!st) st = qc_gpu_upload(g, f->sin_t, sin_h, s.rope);
+    }
+    /* NaN-fill the scratch so that anything read before it is written shows up in the outputs */
+    if (!st) st = qc_gpu_memset(g, f->xn, 0xFF, s.xn);
+    if (!st) st = qc_gpu_memset(g, f->work, 0xFF, s.work);
+    if (!st) st = qc_gpu_memset(g, f->scores, 0xFF, s.scores);
+    if (!st) st = qc_gpu_memset(g, f->probs, 0xFF, s.probs);
+    free(cos_h);
+    free(sin_h);
+    if (st) {
+        qc_gpu_fwd_free(f);
+        return st;
+    }
+    *out = f;
+    return QC_OK;
+}
+
+void qc_gpu_fwd_free(qc_gpu_fwd *f) {
+    if (!f) return;
+    qc_gpu *g = f->g;
+    cudaStreamSynchronize(g->stream);
+    qc_gpu_free(g, f->xn);
+    qc_gpu_free(g, f->work);
+    qc_gpu_free(g, f->scores);
+    qc_gpu_free(g, f->probs);
+    qc_gpu_free(g, f->cos_t);
+    qc_gpu_free(g, f->sin_t);
+    free(f);
+}
+
+qc_status qc_gpu_rmsnorm(qc_gpu_fwd *f, const float *x, const float *w, int n, uint16_t *xn16) {
+    if (n <= 0) return QC_OK;
+    int d = f->cfg.hidden_size;
+    k_rmsnorm<<<(unsigned)n, d >= 1024 ? 512 : 128, 0, f->g->stream>>>(x, w, d, f->cfg.rms_norm_eps, (__half *)xn16);
+    QC_CU_LAUNCH("rmsnorm");
+    return QC_OK;
+}
+
+qc_status qc_gpu_linear(qc_gpu *g, const uint16_t *x, const uint16_t *W, const float *b, float *y, int n, int N,
+                        int K, float beta) {
+    if (n <= 0 || N <= 0) return QC_OK;
+    const float one = 1.0f;
+    QC_CUBLAS(cublasGemmEx(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, n, K, &one, W, CUDA_R_16F, K, x, CUDA_R_16F, K, &beta,
+                           y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (b) {
+        size_t cnt = (size_t)n * N;
+        k_bias_add<<<qc_grid(cnt, 256), 256, 0, g->stream>>>(y, b, cnt, N);
+        QC_CU_LAUNCH("bias_add");
+    }
+    return QC_OK;
+}
+
+qc_status qc_gpu_hessian_add(qc_gpu *g, const uint16_t *x, int n, int K, float *H) {
+    if (n <= 0 || K <= 0) return QC_OK;
+    const float one = 1.0f;
+    /* row-major x [n, K] is column-major X^T [K, n]; H = X^T X = (X^T)(X^T)^T */
+    QC_CUBLAS(cublasGemmEx(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, K, K, n, &one, x, CUDA_R_16F, K, x, CUDA_R_16F, K, &one,
+                           H, CUDA_R_32F, K, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return QC_OK;
+}
+
+qc_status qc_gpu_attn_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int nseq, int T) {
+    qc_status st = check_rows(f, nseq, T);
+    if (st || nseq == 0) return st;
+    const qc_model_config *c = &f->cfg;
+    int n = nseq * T, qd = c->n_heads * c->head_dim;
+    if ((st = attn_core(f, L, xn, nseq, T))) return st;
+    return qc_gpu_linear(f->g, att_ptr(f), L->w[QC_LIN_O], L->b[QC_LIN_O], out, n, c->hidden_size, qd, 0.0f);
+}
+
+qc_status qc_gpu_mlp_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int n) {
+    if (n < 0 || n > f->max_rows)
+        return qc_fail(QC_ERR_ARG, "GPU forward: %d rows exceed the %d-row buffers", n, f->max_rows);
+    if (n == 0) return QC_OK;
+    qc_status st = mlp_core(f, L, xn, n);
+    if (st) return st;
+    return qc_gpu_linear(f->g, f->work, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], out, n, f->cfg.hidden_size,
+                         f->cfg.intermediate_size, 0.0f);
+}
+
+qc_status qc_gpu_layer_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x, int nseq, int T,
+                               qc_gpu_capture_fn capture, void *user) {
+    qc_status st = check_rows(f, nseq, T);
+    if (st || nseq == 0) return st;
+    const qc_model_config *c = &f->cfg;
+    int n = nseq * T, d = c->hidden_size, qd = c->n_heads * c->head_dim, ff = c->intermediate_size;
+
+    if ((st = qc_gpu_rmsnorm(f, x, L->attn_norm, n, f->xn))) return st;
+    if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
+    if ((st = attn_core(f, L, f->xn, nseq, T))) return st;
+    uint16_t *att = att_ptr(f);
+    if (capture && !capture(user, QC_LIN_O, att, n, qd)) return QC_OK;
+    if ((st = qc_gpu_linear(f->g, att, L->w[QC_LIN_O], L->b[QC_LIN_O], x, n, d, qd, 1.0f))) return st;
+
+    if ((st = qc_gpu_rmsnorm(f, x, L->mlp_norm, n, f->xn))) return st;
+    if (capture && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
+    if ((st = mlp_core(f, L, f->xn, n))) return st;
+    if (capture && !capture(user, QC_LIN_DOWN, f->work, n, ff)) return QC_OK;
+    return qc_gpu_linear(f->g, f->work, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], x, n, d, ff, 1.0f);
+}
+
+/* ---- upload of an FP32 host layer ---- */
+
+static qc_status upload_with_layout(qc_gpu *g, const layer_layout *lo, const qc_layer *L, qc_gpu_layer *out) {
+    memset(out, 0, sizeof *out);
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        if (!L->w[l] || L->out_features[l] != lo->out[l] || L->in_features[l] != lo->in[l])
+            return qc_fail(QC_ERR_ARG, "layer %d: %s is [%d, %d], expected [%d, %d]", L->index,
+                           qc_linear_name((qc_linear_id)l), L->out_features[l], L->in_features[l], lo->out[l],
+                           lo->in[l]);
+        if ((L->b[l] != NULL) != (lo->b[l] != SIZE_MAX))
+            return qc_fail(QC_ERR_ARG, "layer %d: %s %s a bias but the config says it %s", L->index,
+                           qc_linear_name((qc_linear_id)l), L->b[l] ? "has" : "lacks",
+                           L->b[l] ? "has none" : "has one");
+    }
+    if (!L->attn_norm || !L->mlp_norm || (L->q_norm != NULL) != (lo->norm_dim > 0) || (L->k_norm != NULL) != (lo->norm_dim > 0))
+        return qc_fail(QC_ERR_ARG, "layer %d: norm weights do not match the config", L->index);
+    char *base = NULL;
+    char what[64];
+    snprintf(what, sizeof what, "layer %d weights (fp16)", L->index);
+    qc_status st = qc_gpu_alloc(g, (void **)&base, lo->total, what);
+    if (st) return st;
+    size_t maxw = 0;
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        size_t e = (size_t)lo->out[l] * lo->in[l];
+        if (e > maxw) maxw = e;
+    }
+    size_t chunk = maxw < ((size_t)4 << 20) ? maxw : ((size_t)4 << 20);
+    float *tmp = NULL;
+    st = qc_gpu_alloc(g, (void **)&tmp, chunk * sizeof(float), "weight conversion buffer");
+    qc_gpu_layer D;
+    layout_bind(lo, base, L->index, &D);
+    for (int l = 0; !st && l < QC_LIN_COUNT; l++) {
+        size_t e = (size_t)lo->out[l] * lo->in[l];
+        for (size_t o = 0; !st && o < e; o += chunk) {
+            size_t cnt = e - o < chunk ? e - o : chunk;
+            st = qc_gpu_upload(g, tmp, L->w[l] + o, cnt * sizeof(float)); /* synchronous: tmp is free again */
+            if (st) break;
+            k_cvt_f32_f16<<<qc_grid(cnt, 256), 256, 0, g->stream>>>(tmp, (__half *)D.w[l] + o, cnt);
+            cudaError_t e_ = cudaGetLastError();
+            if (e_ != cudaSuccess) st = qc_fail(QC_ERR_DEVICE, "weight conversion kernel: %s", cudaGetErrorString(e_));
+        }
+        if (!st && L->b[l]) st = qc_gpu_upload(g, D.b[l], L->b[l], (size_t)lo->out[l] * sizeof(float));
+    }
+    if (!st) st = qc_gpu_upload(g, D.attn_norm, L->attn_norm, (size_t)lo->d * sizeof(float));
+    if (!st) st = qc_gpu_upload(g, D.mlp_norm, L->mlp_norm, (size_t)lo->d * sizeof(float));
+    if (!st && lo->norm_dim) st = qc_gpu_upload(g, D.q_norm, L->q_norm, (size_t)lo->norm_dim * sizeof(float));
+    if (!st && lo->norm_dim) st = qc_gpu_upload(g, D.k_norm, L->k_norm, (size_t)lo->norm_dim * sizeof(float));
+    if (!st) st = qc_gpu_sync(g);
+    qc_gpu_free(g, tmp);
+    if (st) {
+        qc_gpu_free(g, base);
+        return st;
+    }
+    *out = D;
+    return QC_OK;
+}
+
+qc_status qc_gpu_layer_upload(qc_gpu *g, const qc_layer *L, qc_gpu_layer *out) {
+    memset(out, 0, sizeof *out);
+    if (L->q_norm || L->k_norm)
+        return qc_fail(QC_ERR_ARG, "layer %d has q/k norms, whose length (head_dim) only the config knows: "
+                       "use qc_gpu_layer_upload_cfg", L->index);
+    bool bias[QC_LIN_COUNT];
+    for (int l = 0; l < QC_LIN_COUNT; l++) bias[l] = L->b[l] != NULL;
+    layer_layout lo;
+    layout_make(L->in_features[QC_LIN_Q], L->out_features[QC_LIN_Q], L->out_features[QC_LIN_K],
+                L->out_features[QC_LIN_GATE], 0, bias, &lo);
+    return upload_with_layout(g, &lo, L, out);
+}
+
+qc_status qc_gpu_layer_upload_cfg(qc_gpu *g, const qc_model_config *cfg, const qc_layer *L, qc_gpu_layer *out) {
+    memset(out, 0, sizeof *out);
+    layer_layout lo;
+    layout_from_cfg(cfg, &lo);
+    return upload_with_layout(g, &lo, L, out);
+}
+
+void qc_gpu_layer_free(qc_gpu *g, qc_gpu_layer *L) {
+    if (!L) return;
+    if (L->w[QC_LIN_Q]) {
+        cudaStreamSynchronize(g->stream);
+        qc_gpu_free(g, L->w[QC_LIN_Q]);
+    }
+    memset(L, 0, sizeof *L);
+}
+
+} /* extern "C" */
+
+/* ---- layer streaming ---- */
+
+enum { DST_F16 = 0, DST_F32 = 1 };
+
+typedef struct load_item {
+    const qc_tensor *t;
+    size_t           dst_off;   /* in the slot */
+    int              dst_kind;  /* DST_F16 (weights) or DST_F32 (biases, norms) */
+    size_t           pin_off;   /* in the pinned buffer */
+} load_item;
+
+#define MAX_ITEMS (2 * QC_LIN_COUNT + 4)
+
+struct qc_gpu_loader {
+    qc_gpu         *g;
+    const qc_model *m;
+    layer_layout    lo;
+    char           *slot_mem[2];
+    qc_gpu_layer    slot[2];
+    int             slot_layer[2];   /* layer held (upload complete and joined), or -1 */
+    cudaEvent_t     loaded[2];       /* on the copy stream: slot upload finished */
+    cudaEvent_t     released[2];     /* on the main stream: work queued before the slot was reused */
+    unsigned char  *pinned;
+    size_t          pinned_bytes;
+    void           *raw;             /* device staging for tensors that need a conversion */
+    size_t          raw_bytes;
+    bool            copy_pending;    /* the pinned buffer may still be read by the copy stream */
+    int             prev_slot;       /* slot of the last job (its loaded event guards the pinned buffer) */
+    /* the loading thread */
+    pthread_t       th;
+    bool            th_active;
+    int             job_layer;
+    qc_status       job_st;
+    char            job_msg[1024];
+    double          job_read_s;      /* the running job's read time, added at join */
+    double          read_s, wait_s;
+};
+
+/* Layer i's tensors with their slot destinations. */
+static qc_status layer_items(const qc_gpu_loader *ld, int i, load_item *items, int *n_items, size_t *pin_total) {
+    const qc_model *m = ld->m;
+    const layer_layout *lo = &ld->lo;
+    char name[256];
+    int n = 0;
+    size_t pin = 0;
+#define ADD(off, kind, numel_expected)                                                                          \
+    do {                                                                                                        \
+        const qc_tensor *t_ = qc_weights_find(m->weights, name);                                               \
+        if (!t_) return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' is missing", m->dir, name);                     \
+        if (t_->dtype != QC_DTYPE_F32 && t_->dtype != QC_DTYPE_F16 && t_->dtype != QC_DTYPE_BF16)              \
+            return qc_fail(QC_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s; the GPU loader reads F32, F16 and " \
+                           "BF16", m->dir, name, qc_dtype_name(t_->dtype));                                     \
+        if (t_->numel != (int64_t)(numel_expected) || !t_->data)                                                \
+            return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' has %lld elements, expected %lld", m->dir, name,     \
+                           (long long)t_->numel, (long long)(numel_expected));                                  \
+        items[n].t = t_;                                                                                        \
+        items[n].dst_off = (off);                                                                               \
+        items[n].dst_kind = (kind);                                                                             \
+        items[n].pin_off = pin;                                                                                 \
+        pin = align_up(pin + (size_t)t_->nbytes);                                                               \
+        n++;                                                                                                    \
+    } while (0)
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, qc_linear_name((qc_linear_id)l));
+        ADD(lo->w[l], DST_F16, (int64_t)lo->out[l] * lo->in[l]);
+        if (lo->b[l] != SIZE_MAX) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, qc_linear_name((qc_linear_id)l));
+            ADD(lo->b[l], DST_F32, lo->out[l]);
+        }
+    }
+    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", i);
+    ADD(lo->attn_norm, DST_F32, lo->d);
+    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", i);
+    ADD(lo->mlp_norm, DST_F32, lo->d);
+    if (lo->norm_dim) {
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", i);
+        ADD(lo->q_norm, DST_F32, lo->norm_dim);
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", i);
+        ADD(lo->k_norm, DST_F32, lo->norm_dim);
+    }
+#undef ADD
+    *n_items = n;
+    *pin_total = pin;
+    return QC_OK;
+}
+
+static bool needs_conversion(const load_item *it) {
+    return it->dst_kind == DST_F16 ? it->t->dtype != QC_DTYPE_F16 : it->t->dtype != QC_DTYPE_F32;
+}
+
+/* Drops the file pages lying wholly inside [p, p + n) from this process (read-only file mapping:
+ * they are read again from the file if touched). */
+static size_t page_size(void) {
+    static size_t page = 0;
+    if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
+    return page;
+}
+
+static void drop_pages(const void *p, size_t n) {
+    size_t page = page_size();
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static qc_status load_job(qc_gpu_loader *ld, int i) {
+    qc_gpu *g = ld->g;
+    load_item items[MAX_ITEMS];
+    int n = 0;
+    size_t pin_total = 0;
+    qc_status st = layer_items(ld, i, items, &n, &pin_total);
+    if (st) return st;
+    QC_ASSERT(pin_total <= ld->pinned_bytes);
+    QC_CU(cudaSetDevice(g->device));
+    for (int k = 0; k < n; k++) { /* start the kernel's readahead of the whole layer */
+        uintptr_t p = (uintptr_t)items[k].t->data, a = p & ~(uintptr_t)(page_size() - 1);
+        madvise((void *)a, (size_t)(p - a) + (size_t)items[k].t->nbytes, MADV_WILLNEED);
+    }
+    /* the pinned buffer may still feed the previous layer's copies */
+    if (ld->copy_pending) QC_CU(cudaEventSynchronize(ld->loaded[ld->prev_slot]));
+    int s = i % 2;
+    /* the slot's previous layer may still be in use on the main stream */
+    QC_CU(cudaStreamWaitEvent(g->copy_stream, ld->released[s], 0));
+    char *slot = ld->slot_mem[s];
+    for (int k = 0; k < n; k++) {
+        const load_item *it = &items[k];
+        size_t nb = (size_t)it->t->nbytes, numel = (size_t)it->t->numel;
+        unsigned char *src = ld->pinned + it->pin_off;
+        double t0 = qc_time_now();
+        memcpy(src, it->t->data, nb);
+        drop_pages(it->t->data, nb);
+        ld->job_read_s += qc_time_now() - t0;
+        if (!needs_conversion(it)) {
+            QC_CU(cudaMemcpyAsync(slot + it->dst_off, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
+            continue;
+        }
+        QC_ASSERT(nb <= ld->raw_bytes);
+        QC_CU(cudaMemcpyAsync(ld->raw, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
+        unsigned blocks = qc_grid(numel, 256);
+        void *dst = slot + it->dst_off;
+        if (it->dst_kind == DST_F16 && it->t->dtype == QC_DTYPE_F32)
+            k_cvt_f32_f16<<<blocks, 256, 0, g->copy_stream>>>((const float *)ld->raw, (__half *)dst, numel);
+        else if (it->dst_kind == DST_F16)
+            k_cvt_bf16_f16<<<blocks, 256, 0, g->copy_stream>>>((const __nv_bfloat16 *)ld->raw, (__half *)dst, numel);
+        else if (it->t->dtype == QC_DTYPE_F16)
+            k_cvt_f16_f32<<<blocks, 256, 0, g->copy_stream>>>((const __half *)ld->raw, (float *)dst, numel);
+        else
+            k_cvt_bf16_f32<<<blocks, 256, 0, g->copy_stream>>>((const __nv_bfloat16 *)ld->raw, (float *)dst, numel);
+        QC_CU_LAUNCH("loader conversion");
+    }
+    QC_CU(cudaEventRecord(ld->loaded[s], g->copy_stream));
+    return QC_OK;
+}
+
+static void *loader_thread(void *arg) {
+    qc_gpu_loader *ld = (qc_gpu_loader *)arg;
+    ld->job_st = load_job(ld, ld->job_layer);
+    if (ld->job_st) snprintf(ld->job_msg, sizeof ld->job_msg, "%s", qc_last_error());
+    return NULL;
+}
+
+/* Waits for the running job; on success its slot holds its layer. */
+static qc_status loader_join(qc_gpu_loader *ld) {
+    if (!ld->th_active) return QC_OK;
+    double t0 = qc_time_now();
+    pthread_join(ld->th, NULL);
+    ld->wait_s += qc_time_now() - t0;
+    ld->th_active = false;
+    ld->read_s += ld->job_read_s;
+    ld->copy_pending = true;
+    ld->prev_slot = ld->job_layer % 2;
+    if (ld->job_st) {
+        ld->copy_pending = false; /* a failed job may not have recorded its event; drain instead */
+        cudaStreamSynchronize(ld->g->copy_stream);
+        return qc_fail(ld->job_st, "loading layer %d: %s", ld->job_layer, ld->job_msg);
+    }
+    ld->slot_layer[ld->job_layer % 2] = ld->job_layer;
+    return QC_OK;
+}
+
+extern "C" {
+
+qc_status qc_gpu_loader_create(qc_gpu *g, const qc_model *m, qc_gpu_loader **out) {
+    *out = NULL;
+    if (m->is_gptq || m->is_awq)
+        return qc_fail(QC_ERR_UNSUPPORTED,
+                       "%s: a %s checkpoint: the GPU layer loader reads plain F16/BF16/F32 checkpoints (dequantize "
+                       "layers with qc_layer_load and upload them with qc_gpu_layer_upload_cfg)",
+                       m->dir, m->is_gptq ? "GPTQ" : "AWQ");
+    qc_status st = check_cfg(&m->cfg);
+    if (st) return st;
+    qc_gpu_loader *ld = (qc_gpu_loader *)calloc(1, sizeof *ld);
+    if (!ld) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    ld->g = g;
+    ld->m = m;
+    ld->slot_layer[0] = ld->slot_layer[1] = -1;
+    layout_from_cfg(&m->cfg, &ld->lo);
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        load_item items[MAX_ITEMS];
+        int n;
+        size_t pin;
+        if ((st = layer_items(ld, i, items, &n, &pin))) break;
+        if (pin > ld->pinned_bytes) ld->pinned_bytes = pin;
+        for (int k = 0; k < n; k++)
+            if (needs_conversion(&items[k]) && items[k].t->nbytes > ld->raw_bytes) ld->raw_bytes = items[k].t->nbytes;
+    }
+    for (int s = 0; !st && s < 2; s++) {
+        st = qc_gpu_alloc(g, (void **)&ld->slot_mem[s], ld->lo.total, "layer weights slot (fp16)");
+        if (!st) layout_bind(&ld->lo, ld->slot_mem[s], -1, &ld->slot[s]);
+    }
+    if (!st && ld->raw_bytes) st = qc_gpu_alloc(g, &ld->raw, ld->raw_bytes, "layer upload staging");
+    if (!st) st = qc_gpu_host_alloc((void **)&ld->pinned, ld->pinned_bytes, "layer streaming");
+    for (int s = 0; !st && s < 2; s++) {
+        cudaError_t e = cudaEventCreateWithFlags(&ld->loaded[s], cudaEventDisableTiming);
+        if (e == cudaSuccess) e = cudaEventCreateWithFlags(&ld->released[s], cudaEventDisableTiming);
+        if (e == cudaSuccess) e = cudaEventRecord(ld->released[s], g->stream);
+        if (e != cudaSuccess) st = qc_fail(QC_ERR_DEVICE, "layer loader: cannot create events: %s", cudaGetErrorString(e));
+    }
+    if (st) {
+        qc_gpu_loader_free(ld);
+        return st;
+    }
+    *out = ld;
+    return QC_OK;
+}
+
+void qc_gpu_loader_free(qc_gpu_loader *ld) {
+    if (!ld) return;
+    if (ld->th_active) {
+        pthread_join(ld->th, NULL);
+        ld->th_active = false;
+    }
+    qc_gpu *g = ld->g;
+    cudaStreamSynchronize(g->copy_stream);
+    cudaStreamSynchronize(g->stream);
+    for (int s = 0; s < 2; s++) {
+        if (ld->loaded[s]) cudaEventDestroy(ld->loaded[s]);
+        if (ld->released[s]) cudaEventDestroy(ld->released[s]);
+        qc_gpu_free(g, ld->slot_mem[s]);
+    }
+    qc_gpu_free(g, ld->raw);
+    qc_gpu_host_free(ld->pinned);
+    free(ld);
+}
+
+qc_status qc_gpu_loader_prefetch(qc_gpu_loader *ld, int i) {
+    if (i < 0 || i >= ld->m->cfg.n_layers)
+        return qc_fail(QC_ERR_ARG, "layer %d out of range [0, %d)", i, ld->m->cfg.n_layers);
+    if (ld->th_active) {
+        if (ld->job_layer == i) return QC_OK;
+        qc_status st = loader_join(ld);
+        if (st) return st;
+    }
+    int s = i % 2;
+    ld->slot_layer[s] = -1;
+    ld->slot[s].index = i;
+    QC_CU(cudaEventRecord(ld->released[s], ld->g->stream));
+    ld->job_layer = i;
+    ld->job_st = QC_OK;
+    ld->job_msg[0] = 0;
+    ld->job_read_s = 0;
+    int e = pthread_create(&ld->th, NULL, loader_thread, ld);
+    if (e) return qc_fail(QC_ERR_NOMEM, "layer loader: cannot start a thread: %s", strerror(e));
+    ld->th_active = true;
+    return QC_OK;
+}
+
+qc_status qc_gpu_loader_get(qc_gpu_loader *ld, int i, qc_gpu_layer **out) {
+    *out = NULL;
+    if (i < 0 || i >= ld->m->cfg.n_layers)
+        return qc_fail(QC_ERR_ARG, "layer %d out of range [0, %d)", i, ld->m->cfg.n_layers);
+    qc_status st;
+    int s = i % 2;
+    if (ld->th_active && ld->job_layer == i) {
+        if ((st = loader_join(ld))) return st;
+    } else if (ld->slot_layer[s] != i) {
+        if ((st = qc_gpu_loader_prefetch(ld, i))) return st;
+        if ((st = loader_join(ld))) return st;
+    }
+    QC_CU(cudaStreamWaitEvent(ld->g->stream, ld->loaded[s], 0));
+    *out = &ld->slot[s];
+    return QC_OK;
+}
+
+void qc_gpu_loader_times(const qc_gpu_loader *ld, double *read_s, double *wait_s) {
+    if (read_s) *read_s = ld->read_s;
+    if (wait_s) *wait_s = ld->wait_s;
+}
+
+size_t qc_gpu_loader_host_bytes(const qc_gpu_loader *ld) { return ld->pinned_bytes; }
+
+} /* extern "C" */
