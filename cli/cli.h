@@ -62,5 +62,6 @@ bool qc_progress_bar_cb(void *user, int64_t done, int64_t total, const char *wha
 void qc_progress_bar_done(qc_progress_bar *b);
 
 extern const qc_cmd qc_cmd_quantize, qc_cmd_calib, qc_cmd_eval, qc_cmd_inspect, qc_cmd_tokenize, qc_cmd_recipe;
+extern const qc_cmd qc_cmd_synth; /* cmd_synth.c: synthetic models for timing */
 
 #endif
