@@ -1,0 +1,797 @@
+/* gptq_gpu.cu - GPTQ, RTN and AWQ quantization, packing and the quadratic form on a CUDA device
+ * (quant_gpu.h). Semantics are gptq.c's, awq.c's, gptq_format.c's and awq_format.c's; comments here only
+ * say where the GPU path differs in how, never in what. */
+#include "awq_format.h"
+#include "qc_gpu_internal.h"
+#include "quant_gpu.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <vector>
+
+#define ROWS 64      /* rows per thread block of the block kernel */
+#define MAXB 128     /* largest lazy-batch width: the block's Hinv tile must fit in shared memory */
+#define PARTS 256    /* partial sums of the reductions */
+
+enum { MODE_ROW = 0, MODE_STATIC = 1, MODE_GROUP = 2 };
+
+struct qc_gpu_solver {
+    qc_gpu  *g;
+    int      max_N, max_K;
+    float   *Hbak;       /* [K, K] permuted, undamped H: the source of every damping retry */
+    float   *Wp;         /* [N, K] W in processing order (act-order); staging for pack and quad_form */
+    float   *Err;        /* [MAXB, N] the block's scaled errors */
+    uint8_t *codes;      /* [N, K] codes of the last linear, original column order */
+    float   *scales, *zf;/* [G, N] group params (zf: zero points as floats, as the solver uses them) */
+    size_t   gcap;       /* elements of scales / zf */
+    int     *perm, *dead;/* [K] */
+    float   *ws;         /* cuSOLVER workspace */
+    int      ws_len;
+    int     *info;       /* [1] cuSOLVER devInfo; [1] pack check */
+    double  *acc;        /* [PARTS + 1]: partial sums, then the loss at [PARTS] */
+    int      last_N, last_K, last_bits;
+    bool     have_codes;
+};
+
+/* ---- sizes (create and qc_gpu_solver_bytes share them) ---- */
+
+static size_t group_cap(int max_N, int max_K) { return (size_t)std::max(1, max_K / 32) * (size_t)max_N; }
+/* cuSOLVER's potrf/potri workspace for max_K: reserved up front so qc_gpu_solver_bytes is exact; create
+ * takes more if cuSOLVER asks for more (it asks for far less). */
+static size_t ws_bound(int max_K) { return (size_t)max_K * 256 + 65536; }
+
+extern "C" size_t qc_gpu_solver_bytes(int max_N, int max_K) {
+    size_t N = (size_t)max_N, K = (size_t)max_K;
+    return 4 * K * K + 4 * N * K + 4 * (size_t)MAXB * N + N * K + 2 * 4 * group_cap(max_N, max_K) + 2 * 4 * K +
+           4 * ws_bound(max_K) + 2 * sizeof(int) + (PARTS + 1) * sizeof(double);
+}
+
+extern "C" void qc_gpu_solver_free(qc_gpu_solver *s) {
+    if (!s) return;
+    void *bufs[] = {s->Hbak, s->Wp, s->Err, s->codes, s->scales, s->zf, s->perm, s->dead, s->ws, s->info, s->acc};
+    for (void *p : bufs) qc_gpu_free(s->g, p);
+    free(s);
+}
+
+/* ---- kernels ---- */
+
+/* quant.h qc_quant_params from the slice's min(0, min x) and max(0, max x): the same fp32 operations in
+ * the same order, with the roundings spelled out so the compiler cannot contract them. */
+static __device__ __forceinline__ void gptq_params(float xmin, float xmax, int maxq, bool sym, float *s, float *z) {
+    if (sym) {
+        float a = fabsf(xmin);
+        xmax = a > xmax ? a : xmax;
+        if (xmin < 0.0f) xmin = -xmax;
+    }
+    if (xmin == 0.0f && xmax == 0.0f) {
+        xmin = -1.0f;
+        xmax = 1.0f;
+    }
+    float sc = __fdiv_rn(__fsub_rn(xmax, xmin), (float)maxq);
+    *s = sc;
+    *z = sym ? (float)((maxq + 1) / 2) : rintf(__fdiv_rn(-xmin, sc));
+}
+
+/* awq.h qc_awq_quant_params from the slice's min and max. */
+static __device__ __forceinline__ void awq_params(float mn, float mx, int maxq, float *s, float *z) {
+    float range = __fsub_rn(mx, mn);
+    float sc = __fdiv_rn(range > 1e-5f ? range : 1e-5f, (float)maxq);
+    float zz = -rintf(__fdiv_rn(mn, sc));
+    *s = sc;
+    *z = zz < 0.0f ? 0.0f : zz > (float)maxq ? (float)maxq : zz;
+}
+
+/* qc_quant_code (the AWQ code is the same formula). */
+static __device__ __forceinline__ int quant_code(float w, float s, float z, int maxq) {
+    float q = __fadd_rn(rintf(__fdiv_rn(w, s)), z);
+    return q < 0.0f ? 0 : q > (float)maxq ? maxq : (int)q;
+}
+
+/* One warp per (row n, group g) of W [N, K]: the group's scale and zero (GPTQ or AWQ quantizer) into
+ * scales/zf [G, N]; with `quant`, its codes (original order) and W <- W_hat as well. */
+static __global__ void k_groups(float *W, int N, int K, int gs, int maxq, bool sym, bool awq, bool quant,
+                                float *scales, float *zf, uint8_t *codes) {
+    const int lane = threadIdx.x & 31;
+    const size_t G = (size_t)(K / gs), total = (size_t)N * G;
+    const size_t nwarps = (size_t)gridDim.x * blockDim.x / 32;
+    for (size_t w = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / 32; w < total; w += nwarps) {
+        const size_t n = w / G, g = w % G;
+        float *x = W + n * (size_t)K + g * (size_t)gs;
+        float lo = awq ? x[0] : 0.0f, hi = lo;
+        for (int k = lane; k < gs; k += 32) {
+            float v = x[k];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            float a = __shfl_xor_sync(0xffffffffu, lo, o), b = __shfl_xor_sync(0xffffffffu, hi, o);
+            lo = a < lo ? a : lo;
+            hi = b > hi ? b : hi;
+        }
+        float s, z;
+        if (awq) awq_params(lo, hi, maxq, &s, &z);
+        else gptq_params(lo, hi, maxq, sym, &s, &z);
+        if (lane == 0) {
+            scales[g * N + n] = s;
+            zf[g * N + n] = z;
+        }
+        if (!quant) continue;
+        uint8_t *c = codes + n * (size_t)K + g * (size_t)gs;
+        for (int k = lane; k < gs; k += 32) {
+            int code = quant_code(x[k], s, z, maxq);
+            c[k] = (uint8_t)code;
+            x[k] = __fmul_rn(s, (float)code - z);
+        }
+    }
+}
+
+/* Dead columns (spec D.3 step 2): H[k][k] = 1, W[:, k] = 0. */
+static __global__ void k_dead(float *H, float *W, int N, int K, const int *dead, int nd) {
+    size_t total = (size_t)nd * N;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        int k = dead[i / N];
+        size_t n = i % N;
+        W[n * K + k] = 0.0f;
+        if (n == 0) H[(size_t)k * K + k] = 1.0f;
+    }
+}
+
+/* dst[i][j] = src[perm[i]][perm[j]] */
+static __global__ void k_perm_h(float *dst, const float *src, const int *perm, int K) {
+    size_t total = (size_t)K * K;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / K, c = i % K;
+        dst[i] = src[(size_t)perm[r] * K + perm[c]];
+    }
+}
+
+/* fwd: Wp[n][j] = W[n][perm[j]]; else W[n][perm[j]] = Wp[n][j] */
+static __global__ void k_perm_w(float *Wp, float *W, const int *perm, int N, int K, bool fwd) {
+    size_t total = (size_t)N * K;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t n = i / K, j = i % K, o = n * K + perm[j];
+        if (fwd) Wp[i] = W[o];
+        else W[o] = Wp[i];
+    }
+}
+
+/* H = Hbak with damp * mean added to the diagonal, in double as gptq.c does. */
+static __global__ void k_damp(float *H, const float *Hbak, int K, double add) {
+    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < K; k += gridDim.x * blockDim.x) {
+        size_t d = (size_t)k * K + k;
+        H[d] = (float)__dadd_rn((double)Hbak[d], add);
+    }
+}
+
+/* One lazy batch [i1, i1 + nb) of GPTQ for ROWS rows per thread block, one row per thread: the columns
+ * in order, each quantized (group params computed where a group starts, from W as of the block start
+ * when `quirk`, else from the current values), its error e = (w - q) / d spread over the block's later
+ * columns with the block's U tile (shared memory, read as broadcasts), the row tile in shared memory
+ * column-major with a padded stride (conflict-free). Writes Q into Ww, e into Err [nb, N], codes in
+ * original column order, and new group params into scales/zf. */
+static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ Ww, int N, int K, int i1, int nb,
+                                                            const float *__restrict__ U, float *__restrict__ Err,
+                                                            uint8_t *__restrict__ codes, const int *__restrict__ perm,
+                                                            float *scales, float *zf, int gs, int maxq, int mode,
+                                                            bool sym, bool quirk, bool fp16, double *loss) {
+    extern __shared__ float sm[];
+    float *Ut = sm;           /* [nb][nb]: U[i1 + a][i1 + b] */
+    float *Wt = sm + nb * nb; /* column j of the tile at Wt[j * ld + r] */
+    const int t = threadIdx.x, n0 = blockIdx.x * ROWS, n = n0 + t, ld = ROWS + 1, i2 = i1 + nb;
+    for (int idx = t; idx < nb * nb; idx += ROWS) {
+        int a = idx / nb, b = idx - a * nb;
+        Ut[idx] = U[(size_t)(i1 + a) * K + i1 + b];
+    }
+    for (int idx = t; idx < ROWS * nb; idx += ROWS) {
+        int r = idx / nb, j = idx - r * nb;
+        if (n0 + r < N) Wt[j * ld + r] = Ww[(size_t)(n0 + r) * K + i1 + j];
+    }
+    __syncthreads();
+    double lacc = 0.0;
+    if (n < N) {
+        const float *row = Ww + (size_t)n * K; /* not written before the end: the block-start values */
+        float cs = 0.0f, cz = 0.0f;
+        if (mode == MODE_ROW) {
+            cs = scales[n];
+            cz = zf[n];
+        } else if (mode == MODE_GROUP && i1 % gs != 0) { /* group opened in an earlier block */
+            size_t gi = (size_t)(i1 / gs) * N + n;
+            cs = scales[gi];
+            cz = zf[gi];
+        }
+        for (int i = 0; i < nb; i++) {
+            const int c = i1 + i;
+            if (mode == MODE_STATIC) {
+                size_t gi = (size_t)(perm[c] / gs) * N + n;
+                cs = scales[gi];
+                cz = zf[gi];
+            } else if (mode == MODE_GROUP && c % gs == 0) {
+                float lo = 0.0f, hi = 0.0f;
+                for (int k = 0; k < gs; k++) {
+                    int col = c + k;
+                    float v = (col < i2 && !quirk) ? Wt[(col - i1) * ld + t] : row[col];
+                    lo = v < lo ? v : lo;
+                    hi = v > hi ? v : hi;
+                }
+                gptq_params(lo, hi, maxq, sym, &cs, &cz);
+                if (fp16) cs = __half2float(__float2half_rn(cs));
+                size_t gi = (size_t)(c / gs) * N + n;
+                scales[gi] = cs;
+                zf[gi] = cz;
+            }
+            const float d = Ut[i * nb + i];
+            const float w = Wt[i * ld + t];
+            const int code = quant_code(w, cs, cz, maxq);
+            const float qv = __fmul_rn(cs, (float)code - cz);
+            const float diff = __fsub_rn(w, qv);
+            lacc += (double)diff * diff / ((double)d * d) / 2.0;
+            const float e = __fdiv_rn(diff, d);
+            Wt[i * ld + t] = qv;
+            Err[(size_t)i * N + n] = e;
+            codes[(size_t)n * K + perm[c]] = (uint8_t)code;
+            const float *urow = Ut + i * nb;
+#pragma unroll 4
+            for (int j = i + 1; j < nb; j++) Wt[j * ld + t] = fmaf(-urow[j], e, Wt[j * ld + t]);
+        }
+    }
+    __syncthreads();
+    for (int idx = t; idx < ROWS * nb; idx += ROWS) {
+        int r = idx / nb, j = idx - r * nb;
+        if (n0 + r < N) Ww[(size_t)(n0 + r) * K + i1 + j] = Wt[j * ld + r];
+    }
+    for (int o = 16; o > 0; o >>= 1) lacc += __shfl_xor_sync(0xffffffffu, lacc, o);
+    if ((t & 31) == 0 && lacc != 0.0) atomicAdd(loss, lacc);
+}
+
+/* GPTQ qweight [K*b/32, N]: word r of column n holds stream bits [32r, 32r + 32) of the codes of row n. */
+static __global__ void k_pack_gptq_w(const uint8_t *codes, int N, int K, int b, uint32_t *qw) {
+    size_t total = (size_t)K * b / 32 * N;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / N, n = i % N;
+        long bit0 = (long)r * 32;
+        long k0 = bit0 / b, k1 = (bit0 + 31) / b;
+        const uint8_t *c = codes + n * (size_t)K;
+        uint32_t word = 0;
+        for (long k = k0; k <= k1; k++) {
+            long sh = k * b - bit0;
+            uint32_t v = c[k];
+            word |= sh >= 0 ? v << sh : v >> -sh;
+        }
+        qw[i] = word;
+    }
+}
+
+/* GPTQ qzeros [G, N*b/32]: row g is the stream of its N stored zero points (v1: z - 1). */
+static __global__ void k_pack_gptq_z(const int32_t *zeros, int N, int G, int b, bool v2, uint32_t *qz) {
+    const size_t zw = (size_t)N * b / 32, total = (size_t)G * zw;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t g = i / zw, w = i % zw;
+        long bit0 = (long)w * 32;
+        long k0 = bit0 / b, k1 = (bit0 + 31) / b;
+        const int32_t *z = zeros + g * (size_t)N;
+        uint32_t word = 0;
+        for (long k = k0; k <= k1; k++) {
+            long sh = k * b - bit0;
+            uint32_t v = (uint32_t)(v2 ? z[k] : z[k] - 1);
+            word |= sh >= 0 ? v << sh : v >> -sh;
+        }
+        qz[i] = word;
+    }
+}
+
+/* AWQ: word [k][c] holds column 8c + j in nibble slot INVERSE[j] = {0, 4, 1, 5, 2, 6, 3, 7}. */
+static __global__ void k_pack_awq(const uint8_t *codes, const int32_t *zeros, int N, int K, int G, uint32_t *qw,
+                                  uint32_t *qz) {
+    const int inv[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+    const size_t N8 = (size_t)N / 8, tw = (size_t)K * N8, total = tw + (size_t)G * N8;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t word = 0;
+        if (i < tw) {
+            size_t k = i / N8, c = i % N8;
+            for (int j = 0; j < 8; j++) word |= (uint32_t)codes[(8 * c + j) * (size_t)K + k] << (4 * inv[j]);
+            qw[i] = word;
+        } else {
+            size_t w = i - tw;
+            for (int j = 0; j < 8; j++) word |= (uint32_t)zeros[8 * w + j] << (4 * inv[j]);
+            qz[w] = word;
+        }
+    }
+}
+
+static __global__ void k_max_code(const uint8_t *codes, size_t n, int *out) {
+    int m = 0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        m = codes[i] > m ? codes[i] : m;
+    for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if ((threadIdx.x & 31) == 0 && m) atomicMax(out, m);
+}
+
+/* part[b] = sum over this block's share of a[i] * b[i] (products in fp32, sums in double). */
+static __global__ void k_dot_parts(const float *a, const float *b, size_t n, double *part) {
+    __shared__ double red[256 / 32];
+    double acc = 0.0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        acc += (double)(a[i] * b[i]);
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x / 32] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (int w = 0; w < (int)(blockDim.x / 32); w++) s += red[w];
+        part[blockIdx.x] = s;
+    }
+}
+
+static __global__ void k_sum_parts(double *part, int n) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) {
+        double s = 0.0;
+        for (int i = 0; i < n; i++) s += part[i];
+        part[n] = s;
+    }
+}
+
+static __global__ void k_sub(const float *A, const float *B, float *D, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        D[i] = A[i] - B[i];
+}
+
+/* ---- host ---- */
+
+extern "C" {
+
+qc_status qc_gpu_solver_create(qc_gpu *g, int max_N, int max_K, qc_gpu_solver **out) {
+    *out = NULL;
+    if (max_N < 1 || max_K < 1) return qc_fail(QC_ERR_ARG, "gpu solver: shape %d x %d", max_N, max_K);
+    qc_gpu_solver *s = (qc_gpu_solver *)calloc(1, sizeof *s);
+    if (!s) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    s->g = g;
+    s->max_N = max_N;
+    s->max_K = max_K;
+    s->gcap = group_cap(max_N, max_K);
+    size_t N = (size_t)max_N, K = (size_t)max_K;
+    qc_status st;
+    int l1 = 0, l2 = 0;
+    if ((st = qc_gpu_alloc(g, (void **)&s->Hbak, 4 * K * K, "the GPTQ Hessian copy")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->Wp, 4 * N * K, "the GPTQ weight workspace")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->Err, 4 * (size_t)MAXB * N, "the GPTQ error block")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->codes, N * K, "the GPTQ codes")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->scales, 4 * s->gcap, "the GPTQ scales")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->zf, 4 * s->gcap, "the GPTQ zero points")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->perm, 4 * K, "the GPTQ permutation")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->dead, 4 * K, "the GPTQ dead columns")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->info, 2 * sizeof(int), "cuSOLVER info")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->acc, (PARTS + 1) * sizeof(double), "reduction partials")))
+        goto fail;
+    {
+        cusolverStatus_t a = cusolverDnSpotrf_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, max_K, s->Hbak, max_K, &l1);
+        cusolverStatus_t b = cusolverDnSpotri_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, max_K, s->Hbak, max_K, &l2);
+        if (a != CUSOLVER_STATUS_SUCCESS || b != CUSOLVER_STATUS_SUCCESS) {
+            st = qc_fail(QC_ERR_DEVICE, "cuSOLVER workspace query for K = %d: %s", max_K,
+                         qc_cusolver_status_str(a != CUSOLVER_STATUS_SUCCESS ? a : b));
+            goto fail;
+        }
+        size_t want = std::max(ws_bound(max_K), (size_t)std::max(l1, l2));
+        if (want > ws_bound(max_K)) QC_LOGW("gpu solver: cuSOLVER asks for %zu floats of workspace (reserved %zu)", want,
+                                            ws_bound(max_K));
+        if ((st = qc_gpu_alloc(g, (void **)&s->ws, 4 * want, "the cuSOLVER workspace"))) goto fail;
+        s->ws_len = (int)want;
+    }
+    {
+        cudaError_t e = cudaFuncSetAttribute(k_gptq_block, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (MAXB * MAXB + MAXB * (ROWS + 1)) * (int)sizeof(float));
+        if (e != cudaSuccess) {
+            st = qc_fail(QC_ERR_DEVICE, "gpu solver: cannot enable %d bytes of shared memory: %s",
+                         (MAXB * MAXB + MAXB * (ROWS + 1)) * (int)sizeof(float), cudaGetErrorString(e));
+            goto fail;
+        }
+    }
+    *out = s;
+    return QC_OK;
+fail:
+    qc_gpu_solver_free(s);
+    return st;
+}
+
+qc_status qc_gpu_sub(qc_gpu *g, const float *A, const float *B, float *D, size_t n) {
+    if (!n) return QC_OK;
+    k_sub<<<qc_grid(n, 256), 256, 0, g->stream>>>(A, B, D, n);
+    QC_CU_LAUNCH("sub");
+    return QC_OK;
+}
+
+} /* extern "C" */
+
+/* cublasSgemm in strict fp32 (CUBLAS_DEFAULT_MATH, no TF32), whatever mode the shared handle is in. */
+static qc_status sgemm(qc_gpu *g, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                       const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    cublasMath_t mode;
+    QC_CUBLAS(cublasGetMathMode(g->blas, &mode));
+    QC_CUBLAS(cublasSetMathMode(g->blas, CUBLAS_DEFAULT_MATH));
+    cublasStatus_t e = cublasSgemm(g->blas, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc);
+    cublasSetMathMode(g->blas, mode);
+    QC_CUBLAS(e);
+    return QC_OK;
+}
+
+/* gptq.c check_args, plus the solver's capacity. */
+static qc_status check_args(const qc_gpu_solver *s, int N, int K, const qc_gptq_opts *o, const qc_qlinear *q) {
+    if (o->bits != 2 && o->bits != 3 && o->bits != 4 && o->bits != 8)
+        return qc_fail(QC_ERR_ARG, "gptq: bits must be 2, 3, 4 or 8 (got %d)", o->bits);
+    if (o->group_size != -1 && (o->group_size <= 0 || K % o->group_size != 0))
+        return qc_fail(QC_ERR_ARG, "gptq: group size %d does not divide in_features %d", o->group_size, K);
+    if (!(o->damp > 0.0 && o->damp < 1.0)) return qc_fail(QC_ERR_ARG, "gptq: damp must be in (0, 1), got %g", o->damp);
+    if (o->blocksize < 1) return qc_fail(QC_ERR_ARG, "gptq: blocksize must be positive");
+    if (o->blocksize > MAXB)
+        return qc_fail(QC_ERR_ARG, "gptq (gpu): blocksize %d exceeds the GPU solver's %d", o->blocksize, MAXB);
+    int G = o->group_size == -1 ? 1 : K / o->group_size;
+    if (q->N != N || q->K != K || q->bits != o->bits || q->n_groups != G || q->sym != o->sym)
+        return qc_fail(QC_ERR_ARG, "gptq: output layer (%dx%d, %d bits, %d groups) does not match %dx%d, %d bits, "
+                       "%d groups", q->N, q->K, q->bits, q->n_groups, N, K, o->bits, G);
+    if (N > s->max_N || K > s->max_K)
+        return qc_fail(QC_ERR_ARG, "gpu solver: a %dx%d layer exceeds the workspace (%dx%d)", N, K, s->max_N, s->max_K);
+    return QC_OK;
+}
+
+/* scales / zf hold [G, N]; grown past the create-time capacity only for groups smaller than 32. */
+static qc_status ensure_groups(qc_gpu_solver *s, int G, int N) {
+    size_t need = (size_t)G * N;
+    if (need <= s->gcap) return QC_OK;
+    qc_gpu_free(s->g, s->scales);
+    qc_gpu_free(s->g, s->zf);
+    s->scales = s->zf = NULL;
+    s->gcap = 0;
+    qc_status st;
+    if ((st = qc_gpu_alloc(s->g, (void **)&s->scales, 4 * need, "the GPTQ scales")) ||
+        (st = qc_gpu_alloc(s->g, (void **)&s->zf, 4 * need, "the GPTQ zero points")))
+        return st;
+    s->gcap = need;
+    return QC_OK;
+}
+
+/* Group params into q: scales as they are, zero points from the solver's floats. */
+static qc_status download_params(qc_gpu_solver *s, qc_qlinear *q) {
+    size_t gn = (size_t)q->n_groups * q->N;
+    qc_status st;
+    if ((st = qc_gpu_download(s->g, q->scales, s->scales, 4 * gn))) return st;
+    if ((st = qc_gpu_download(s->g, q->zeros, s->zf, 4 * gn))) return st;
+    for (size_t i = 0; i < gn; i++) {
+        float f;
+        memcpy(&f, &q->zeros[i], 4);
+        q->zeros[i] = (int32_t)f;
+    }
+    return QC_OK;
+}
+
+static qc_status launch_groups(qc_gpu_solver *s, float *W, int N, int K, int gs, int bits, bool sym, bool awq,
+                               bool quant) {
+    size_t warps = (size_t)N * (K / gs);
+    k_groups<<<qc_grid(warps * 32, 256), 256, 0, s->g->stream>>>(W, N, K, gs, (1 << bits) - 1, sym, awq, quant,
+                                                                 s->scales, s->zf, s->codes);
+    QC_CU_LAUNCH("groups");
+    return QC_OK;
+}
+
+/* Steps 5-6 of D.3 on the device: H <- U (row-major upper, Hinv = U^T U) from Hbak, damping raised by
+ * damp_step after each failed factorisation, as gptq.c inverse_factor (same trick: a row-major lower
+ * triangle is cuSOLVER's column-major upper one, so LOWER twice gives the row-major upper factor). */
+static qc_status inverse_factor(qc_gpu_solver *s, float *H, int K, double mean, const qc_gptq_opts *o,
+                                qc_gptq_stats *st) {
+    qc_gpu *g = s->g;
+    int l1 = 0, l2 = 0;
+    QC_CUSOLVER(cusolverDnSpotrf_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, &l1));
+    QC_CUSOLVER(cusolverDnSpotri_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, &l2));
+    if (std::max(l1, l2) > s->ws_len) {
+        qc_gpu_free(g, s->ws);
+        s->ws = NULL;
+        s->ws_len = 0;
+        qc_status e = qc_gpu_alloc(g, (void **)&s->ws, 4 * (size_t)std::max(l1, l2), "the cuSOLVER workspace");
+        if (e) return e;
+        s->ws_len = std::max(l1, l2);
+    }
+    double damp = o->damp;
+    for (;;) {
+        QC_CU(cudaMemcpyAsync(H, s->Hbak, sizeof(float) * (size_t)K * K, cudaMemcpyDeviceToDevice, g->stream));
+        k_damp<<<qc_grid((size_t)K, 256), 256, 0, g->stream>>>(H, s->Hbak, K, damp * mean);
+        QC_CU_LAUNCH("damp");
+        int info = 0;
+        qc_status e;
+        const char *step = "potrf";
+        QC_CUSOLVER(cusolverDnSpotrf(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, s->ws, s->ws_len, s->info));
+        if ((e = qc_gpu_download(g, &info, s->info, sizeof info))) return e;
+        if (info == 0) {
+            step = "potri";
+            QC_CUSOLVER(cusolverDnSpotri(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, s->ws, s->ws_len, s->info));
+            if ((e = qc_gpu_download(g, &info, s->info, sizeof info))) return e;
+        }
+        if (info == 0) {
+            step = "potrf of the inverse";
+            QC_CUSOLVER(cusolverDnSpotrf(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, s->ws, s->ws_len, s->info));
+            if ((e = qc_gpu_download(g, &info, s->info, sizeof info))) return e;
+        }
+        if (info == 0) {
+            st->damp_used = damp;
+            return QC_OK;
+        }
+        if (info < 0) return qc_fail(QC_ERR_NUMERIC, "gptq: cuSOLVER %s rejected argument %d", step, -info);
+        st->retries++;
+        double next = damp + (o->damp_step > 0 ? o->damp_step : 0.01);
+        if (next >= 1.0)
+            return qc_fail(QC_ERR_NUMERIC, "gptq: Cholesky failed at every damping up to %.3f (Hessian not positive "
+                           "definite: too few or degenerate calibration inputs?)", damp);
+        QC_LOGW("gptq: Cholesky failed (leading minor %d) at damp %.4f; retrying with %.4f", info, damp, next);
+        damp = next;
+    }
+}
+
+static qc_status gptq_run(qc_gpu_solver *s, float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_qlinear *q,
+                          bool want_codes, qc_gptq_stats *st) {
+    qc_status e;
+    if ((e = check_args(s, N, K, o, q))) return e;
+    qc_gpu *g = s->g;
+    const int gs = o->group_size, B = o->blocksize, maxq = (1 << o->bits) - 1, G = q->n_groups;
+    if ((e = ensure_groups(s, G, N))) return e;
+    QC_CU(cudaMemsetAsync(s->acc + PARTS, 0, sizeof(double), g->stream));
+    /* 1: row params before the dead-column fix */
+    if (gs == -1 && (e = launch_groups(s, W, N, K, K, o->bits, o->sym, false, false))) return e;
+    /* 2: dead columns */
+    std::vector<float> diag((size_t)K);
+    QC_CU(cudaMemcpy2DAsync(diag.data(), sizeof(float), H, sizeof(float) * ((size_t)K + 1), sizeof(float), (size_t)K,
+                            cudaMemcpyDeviceToHost, g->stream));
+    QC_CU(cudaStreamSynchronize(g->stream));
+    std::vector<int> dead;
+    for (int k = 0; k < K; k++)
+        if (diag[k] == 0.0f) {
+            diag[k] = 1.0f;
+            dead.push_back(k);
+        }
+    st->dead_cols = (int)dead.size();
+    if (!dead.empty()) {
+        if ((e = qc_gpu_upload(g, s->dead, dead.data(), sizeof(int) * dead.size()))) return e;
+        k_dead<<<qc_grid(dead.size() * N, 256), 256, 0, g->stream>>>(H, W, N, K, s->dead, (int)dead.size());
+        QC_CU_LAUNCH("dead columns");
+    }
+    /* 3: static groups from the original contiguous groups */
+    if (o->static_groups && gs > 0 && (e = launch_groups(s, W, N, K, gs, o->bits, o->sym, false, false))) return e;
+    /* 4: act-order (stable descending, as gptq.c) */
+    std::vector<int> perm((size_t)K);
+    for (int k = 0; k < K; k++) perm[k] = k;
+    if (o->act_order) std::stable_sort(perm.begin(), perm.end(), [&](int a, int b) { return diag[a] > diag[b]; });
+    if ((e = qc_gpu_upload(g, s->perm, perm.data(), sizeof(int) * (size_t)K))) return e;
+    float *Ww = W;
+    if (o->act_order) {
+        k_perm_h<<<qc_grid((size_t)K * K, 256), 256, 0, g->stream>>>(s->Hbak, H, s->perm, K);
+        QC_CU_LAUNCH("permute H");
+        k_perm_w<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(s->Wp, W, s->perm, N, K, true);
+        QC_CU_LAUNCH("permute W");
+        Ww = s->Wp;
+    } else {
+        QC_CU(cudaMemcpyAsync(s->Hbak, H, sizeof(float) * (size_t)K * K, cudaMemcpyDeviceToDevice, g->stream));
+    }
+    /* 5-6 */
+    double mean = 0.0;
+    for (int k = 0; k < K; k++) mean += diag[perm[k]];
+    mean /= K;
+    if ((e = inverse_factor(s, H, K, mean, o, st))) return e;
+    /* 7: the blocked sweep */
+    const int mode = gs == -1 ? MODE_ROW : o->static_groups ? MODE_STATIC : MODE_GROUP;
+    const int gsk = gs == -1 ? K : gs;
+    for (int i1 = 0; i1 < K; i1 += B) {
+        const int nb = std::min(B, K - i1), i2 = i1 + nb;
+        const size_t smem = sizeof(float) * ((size_t)nb * nb + (size_t)nb * (ROWS + 1));
+        k_gptq_block<<<(N + ROWS - 1) / ROWS, ROWS, smem, g->stream>>>(Ww, N, K, i1, nb, H, s->Err, s->codes, s->perm,
+                                                                       s->scales, s->zf, gsk, maxq, mode, o->sym,
+                                                                       o->ref_group_quirk, o->fp16_scales,
+                                                                       s->acc + PARTS);
+        QC_CU_LAUNCH("gptq block");
+        if (i2 < K &&
+            (e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_T, K - i2, N, nb, -1.0f, H + (size_t)i1 * K + i2, K, s->Err, N, 1.0f,
+                       Ww + i2, K)))
+            return e;
+    }
+    /* 8-10 */
+    if (o->act_order) {
+        k_perm_w<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(s->Wp, W, s->perm, N, K, false);
+        QC_CU_LAUNCH("unpermute W");
+    }
+    if ((e = download_params(s, q))) return e;
+    for (int j = 0; j < K; j++) {
+        if (gs == -1) q->g_idx[j] = 0;
+        else if (o->act_order && !o->static_groups) q->g_idx[perm[j]] = j / gs;
+        else q->g_idx[j] = j / gs;
+    }
+    if (want_codes && (e = qc_gpu_download(g, q->codes, s->codes, (size_t)N * K))) return e;
+    if ((e = qc_gpu_download(g, &st->loss, s->acc + PARTS, sizeof(double)))) return e;
+    if ((e = qc_gpu_sync(g))) return e;
+    s->last_N = N;
+    s->last_K = K;
+    s->last_bits = o->bits;
+    s->have_codes = true;
+    return QC_OK;
+}
+
+extern "C" {
+
+qc_status qc_gptq_quantize_gpu(qc_gpu_solver *s, float *W, float *H, int N, int K, const qc_gptq_opts *o,
+                               qc_qlinear *q, bool want_codes, qc_gptq_stats *st) {
+    double t0 = qc_time_now();
+    memset(st, 0, sizeof *st);
+    s->have_codes = false;
+    qc_status e = gptq_run(s, W, H, N, K, o, q, want_codes, st);
+    st->seconds = qc_time_now() - t0;
+    return e;
+}
+
+qc_status qc_rtn_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits, int group_size, bool sym,
+                              qc_qlinear *q, bool want_codes) {
+    s->have_codes = false;
+    qc_gptq_opts o = qc_gptq_default_opts();
+    o.bits = bits;
+    o.group_size = group_size;
+    o.sym = sym;
+    qc_status e;
+    if ((e = check_args(s, N, K, &o, q))) return e;
+    int gs = group_size == -1 ? K : group_size;
+    if ((e = ensure_groups(s, K / gs, N)) || (e = launch_groups(s, W, N, K, gs, bits, sym, false, true)) ||
+        (e = download_params(s, q)))
+        return e;
+    if (want_codes && (e = qc_gpu_download(s->g, q->codes, s->codes, (size_t)N * K))) return e;
+    for (int k = 0; k < K; k++) q->g_idx[k] = k / gs;
+    s->last_N = N;
+    s->last_K = K;
+    s->last_bits = bits;
+    s->have_codes = true;
+    return QC_OK;
+}
+
+qc_status qc_awq_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits, int group_size, qc_qlinear *q,
+                              bool want_codes) {
+    s->have_codes = false;
+    int gs = group_size;
+    if (gs <= 0 || K % gs != 0) return qc_fail(QC_ERR_ARG, "awq: group size %d does not divide %d", gs, K);
+    if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
+        return qc_fail(QC_ERR_ARG, "awq: bits must be 2, 3, 4 or 8 (got %d)", bits);
+    if (q->N != N || q->K != K || q->bits != bits || q->n_groups != K / gs || q->sym)
+        return qc_fail(QC_ERR_ARG, "awq: output layer does not match %dx%d w%d g%d asym", N, K, bits, gs);
+    if (N > s->max_N || K > s->max_K)
+        return qc_fail(QC_ERR_ARG, "gpu solver: a %dx%d layer exceeds the workspace (%dx%d)", N, K, s->max_N, s->max_K);
+    qc_status e;
+    if ((e = ensure_groups(s, K / gs, N)) || (e = launch_groups(s, W, N, K, gs, bits, false, true, true)) ||
+        (e = download_params(s, q)))
+        return e;
+    if (want_codes && (e = qc_gpu_download(s->g, q->codes, s->codes, (size_t)N * K))) return e;
+    for (int k = 0; k < K; k++) q->g_idx[k] = k / gs;
+    s->last_N = N;
+    s->last_K = K;
+    s->last_bits = bits;
+    s->have_codes = true;
+    return QC_OK;
+}
+
+/* Host-side checks of gptq_format.c / awq_format.c check_pack_input (the codes are checked on the device)
+ * and the fp16 scales, converted on the host with qc_f32_to_fp16 so they are the CPU packer's bits. */
+static qc_status pack_checks(const qc_qlinear *q, qc_gpu_pack_format fmt, uint16_t *scales16) {
+    const int N = q->N, K = q->K, G = q->n_groups, maxq = (1 << q->bits) - 1;
+    const char *why, *tag = fmt == QC_GPU_PACK_AWQ ? "awq pack" : "gptq pack";
+    const bool v2 = fmt == QC_GPU_PACK_GPTQ_V2;
+    if (fmt == QC_GPU_PACK_AWQ) {
+        if (!qc_awq_shape_ok(N, K, q->bits, q->group_size, &why))
+            return qc_fail(QC_ERR_ARG, "awq pack: N = %d, K = %d, bits = %d, group_size = %d: %s", N, K, q->bits,
+                           q->group_size, why);
+        int gs = q->group_size;
+        if (G != K / gs)
+            return qc_fail(QC_ERR_ARG, "awq pack: n_groups = %d, but K = %d and group_size = %d make %d", G, K, gs,
+                           K / gs);
+        for (int k = 0; q->g_idx && k < K; k++)
+            if (q->g_idx[k] != k / gs)
+                return qc_fail(QC_ERR_ARG, "awq pack: g_idx[%d] = %d, not k / group_size = %d: AWQ stores no g_idx, "
+                               "so act-order layers cannot be written as AWQ", k, q->g_idx[k], k / gs);
+        for (size_t i = 0; i < (size_t)G * N; i++)
+            if (q->zeros[i] < 0 || q->zeros[i] > 15)
+                return qc_fail(QC_ERR_ARG, "awq pack: zero[%zu][%zu] = %d outside [0, 15]", i / (size_t)N,
+                               i % (size_t)N, q->zeros[i]);
+    } else {
+        if (!qc_gptq_shape_ok(N, K, q->bits, q->group_size, &why))
+            return qc_fail(QC_ERR_ARG, "gptq pack: N = %d, K = %d, bits = %d, group_size = %d: %s", N, K, q->bits,
+                           q->group_size, why);
+        int gse = q->group_size == -1 ? K : q->group_size;
+        if (G != K / gse)
+            return qc_fail(QC_ERR_ARG, "gptq pack: n_groups = %d, but K = %d and group_size = %d make %d", G, K,
+                           q->group_size, K / gse);
+        if (!v2 && !q->sym)
+            return qc_fail(QC_ERR_ARG, "gptq pack: asymmetric quantization cannot be stored in checkpoint_format "
+                           "\"gptq\" (v1 stores z-1; a zero point of 0 becomes -1, which loaders corrupt or read as "
+                           "2^bits): use gptq_v2 or awq for asym");
+        for (int k = 0; k < K; k++)
+            if (q->g_idx[k] < 0 || q->g_idx[k] >= G)
+                return qc_fail(QC_ERR_ARG, "gptq pack: g_idx[%d] = %d outside [0, %d)", k, q->g_idx[k], G);
+        const int32_t zsym = 1 << (q->bits - 1), lo = v2 ? 0 : 1, hi = v2 ? maxq : maxq + 1;
+        for (size_t i = 0; i < (size_t)G * N; i++) {
+            int32_t z = q->zeros[i];
+            if (q->sym && z != zsym)
+                return qc_fail(QC_ERR_ARG, "gptq pack: sym layer with zero[%zu][%zu] = %d, not 2^(bits-1) = %d "
+                               "(Marlin ignores qzeros for sym)", i / (size_t)N, i % (size_t)N, z, zsym);
+            if (z < lo || z > hi)
+                return qc_fail(QC_ERR_ARG, "gptq pack: zero[%zu][%zu] = %d cannot be stored in %s (range [%d, %d])",
+                               i / (size_t)N, i % (size_t)N, z, v2 ? "gptq_v2" : "gptq", lo, hi);
+        }
+    }
+    for (size_t i = 0; i < (size_t)G * N; i++) {
+        uint16_t h = qc_f32_to_fp16(q->scales[i]);
+        if ((h & 0x7c00u) == 0x7c00u)
+            return qc_fail(QC_ERR_NUMERIC, "%s: scale[%zu][%zu] = %g is not finite in fp16", tag, i / (size_t)N,
+                           i % (size_t)N, (double)q->scales[i]);
+        scales16[i] = h;
+    }
+    return QC_OK;
+}
+
+qc_status qc_gpu_pack(qc_gpu_solver *s, const qc_qlinear *q, qc_gpu_pack_format fmt, int32_t *qweight,
+                      int32_t *qzeros, uint16_t *scales_f16) {
+    if (fmt != QC_GPU_PACK_GPTQ && fmt != QC_GPU_PACK_GPTQ_V2 && fmt != QC_GPU_PACK_AWQ)
+        return qc_fail(QC_ERR_ARG, "gpu pack: unknown format %d", (int)fmt);
+    if (!s->have_codes || q->N != s->last_N || q->K != s->last_K || q->bits != s->last_bits)
+        return qc_fail(QC_ERR_ARG, "gpu pack: the solver holds no codes for a %dx%d w%d layer (last solved: %s%dx%d w%d)",
+                       q->N, q->K, q->bits, s->have_codes ? "" : "none, ", s->last_N, s->last_K, s->last_bits);
+    qc_status e;
+    if ((e = pack_checks(q, fmt, scales_f16))) return e;
+    qc_gpu *g = s->g;
+    const int N = q->N, K = q->K, G = q->n_groups, b = q->bits, maxq = (1 << b) - 1;
+    const bool awq = fmt == QC_GPU_PACK_AWQ;
+    /* codes <= maxq (gptq_format.c checks them; ours come from the solver, so this only guards misuse) */
+    QC_CU(cudaMemsetAsync(s->info + 1, 0, sizeof(int), g->stream));
+    k_max_code<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(s->codes, (size_t)N * K, s->info + 1);
+    QC_CU_LAUNCH("max code");
+    int mx = 0;
+    if ((e = qc_gpu_download(g, &mx, s->info + 1, sizeof mx))) return e;
+    if (mx > maxq)
+        return qc_fail(QC_ERR_ARG, "%s: a code = %d exceeds maxq %d", awq ? "awq pack" : "gptq pack", mx, maxq);
+    const size_t nw = awq ? (size_t)K * (N / 8) : (size_t)K * b / 32 * N;
+    const size_t nz = awq ? (size_t)G * (N / 8) : (size_t)G * ((size_t)N * b / 32);
+    const size_t gn = (size_t)G * N, need = 4 * (nw + nz + gn);
+    /* staging: the weight workspace, or a temporary buffer when it is too small (tiny groups) */
+    void *tmp = NULL;
+    char *base = (char *)s->Wp;
+    if (need > 4 * (size_t)s->max_N * s->max_K) {
+        if ((e = qc_gpu_alloc(g, &tmp, need, "gpu pack staging"))) return e;
+        base = (char *)tmp;
+    }
+    uint32_t *dw = (uint32_t *)base, *dz = dw + nw;
+    int32_t *dzeros = (int32_t *)(dz + nz);
+    e = qc_gpu_upload(g, dzeros, q->zeros, 4 * gn);
+    if (e == QC_OK) {
+        if (awq) {
+            k_pack_awq<<<qc_grid(nw + nz, 256), 256, 0, g->stream>>>(s->codes, dzeros, N, K, G, dw, dz);
+        } else {
+            k_pack_gptq_w<<<qc_grid(nw, 256), 256, 0, g->stream>>>(s->codes, N, K, b, dw);
+            k_pack_gptq_z<<<qc_grid(nz, 256), 256, 0, g->stream>>>(dzeros, N, G, b, fmt == QC_GPU_PACK_GPTQ_V2, dz);
+        }
+        cudaError_t ce = cudaGetLastError();
+        if (ce != cudaSuccess) e = qc_fail(QC_ERR_DEVICE, "CUDA kernel pack failed to launch: %s", cudaGetErrorString(ce));
+    }
+    if (e == QC_OK) e = qc_gpu_download(g, qweight, dw, 4 * nw);
+    if (e == QC_OK) e = qc_gpu_download(g, qzeros, dz, 4 * nz);
+    if (tmp) {
+        cudaStreamSynchronize(g->stream);
+        qc_gpu_free(g, tmp);
+    }
+    return e;
+}
+
+qc_status qc_gpu_quad_form(qc_gpu_solver *s, const float *D, const float *H, int N, int K, double *out) {
+    if (N < 1 || K < 1 || N > s->max_N || K > s->max_K)
+        return qc_fail(QC_ERR_ARG, "gpu quad form: %dx%d outside the workspace (%dx%d)", N, K, s->max_N, s->max_K);
+    qc_gpu *g = s->g;
+    qc_status e;
+    /* M = D H, [N, K] row-major: column-major it is H^T D^T (no symmetry assumed) */
+    if ((e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_N, K, N, K, 1.0f, H, K, D, K, 0.0f, s->Wp, K))) return e;
+    k_dot_parts<<<PARTS, 256, 0, g->stream>>>(s->Wp, D, (size_t)N * K, s->acc);
+    QC_CU_LAUNCH("dot");
+    k_sum_parts<<<1, 32, 0, g->stream>>>(s->acc, PARTS);
+    QC_CU_LAUNCH("sum");
+    return qc_gpu_download(g, out, s->acc + PARTS, sizeof(double));
+}
+
+} /* extern "C" */
