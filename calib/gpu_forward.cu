@@ -491,18 +491,24 @@ qc_status qc_gpu_mlp_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_
 
 qc_status qc_gpu_layer_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x, int nseq, int T,
                                qc_gpu_capture_fn capture, void *user) {
+    return qc_gpu_layer_forward_half(f, L, x, nseq, T, QC_GPU_BOTH_HALVES, capture, user);
+}
+
+qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x, int nseq, int T, int halves,
+                                    qc_gpu_capture_fn capture, void *user) {
     qc_status st = check_rows(f, nseq, T);
     if (st || nseq == 0) return st;
     const qc_model_config *c = &f->cfg;
     int n = nseq * T, d = c->hidden_size, qd = c->n_heads * c->head_dim, ff = c->intermediate_size;
-
-    if ((st = qc_gpu_rmsnorm(f, x, L->attn_norm, n, f->xn))) return st;
-    if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
-    if ((st = attn_core(f, L, f->xn, nseq, T))) return st;
-    uint16_t *att = att_ptr(f);
-    if (capture && !capture(user, QC_LIN_O, att, n, qd)) return QC_OK;
-    if ((st = qc_gpu_linear(f->g, att, L->w[QC_LIN_O], L->b[QC_LIN_O], x, n, d, qd, 1.0f))) return st;
-
+    if (halves & QC_GPU_ATTN_HALF) {
+        if ((st = qc_gpu_rmsnorm(f, x, L->attn_norm, n, f->xn))) return st;
+        if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
+        if ((st = attn_core(f, L, f->xn, nseq, T))) return st;
+        uint16_t *att = att_ptr(f);
+        if (capture && !capture(user, QC_LIN_O, att, n, qd)) return QC_OK;
+        if ((st = qc_gpu_linear(f->g, att, L->w[QC_LIN_O], L->b[QC_LIN_O], x, n, d, qd, 1.0f))) return st;
+    }
+    if (!(halves & QC_GPU_MLP_HALF)) return QC_OK;
     if ((st = qc_gpu_rmsnorm(f, x, L->mlp_norm, n, f->xn))) return st;
     if (capture && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
     if ((st = mlp_core(f, L, f->xn, n))) return st;
@@ -687,6 +693,10 @@ static qc_status layer_items(const qc_gpu_loader *ld, int i, load_item *items, i
 static bool needs_conversion(const load_item *it) {
     return it->dst_kind == DST_F16 ? it->t->dtype != QC_DTYPE_F16 : it->t->dtype != QC_DTYPE_F32;
 }
+/* bf16 -> fp16 keeps the size: converted in place in the slot, no staging. */
+static bool converts_in_place(const load_item *it) {
+    return it->dst_kind == DST_F16 && it->t->dtype == QC_DTYPE_BF16;
+}
 
 /* Drops the file pages lying wholly inside [p, p + n) from this process (read-only file mapping:
  * they are read again from the file if touched). */
@@ -734,10 +744,16 @@ static qc_status load_job(qc_gpu_loader *ld, int i) {
             QC_CU(cudaMemcpyAsync(slot + it->dst_off, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
             continue;
         }
-        QC_ASSERT(nb <= ld->raw_bytes);
-        QC_CU(cudaMemcpyAsync(ld->raw, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
         unsigned blocks = qc_grid(numel, 256);
         void *dst = slot + it->dst_off;
+        if (converts_in_place(it)) { /* each element is read, then written, by one thread */
+            QC_CU(cudaMemcpyAsync(dst, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
+            k_cvt_bf16_f16<<<blocks, 256, 0, g->copy_stream>>>((const __nv_bfloat16 *)dst, (__half *)dst, numel);
+            QC_CU_LAUNCH("loader conversion");
+            continue;
+        }
+        QC_ASSERT(nb <= ld->raw_bytes);
+        QC_CU(cudaMemcpyAsync(ld->raw, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
         if (it->dst_kind == DST_F16 && it->t->dtype == QC_DTYPE_F32)
             k_cvt_f32_f16<<<blocks, 256, 0, g->copy_stream>>>((const float *)ld->raw, (__half *)dst, numel);
         else if (it->dst_kind == DST_F16)
@@ -802,7 +818,8 @@ qc_status qc_gpu_loader_create(qc_gpu *g, const qc_model *m, qc_gpu_loader **out
         if ((st = layer_items(ld, i, items, &n, &pin))) break;
         if (pin > ld->pinned_bytes) ld->pinned_bytes = pin;
         for (int k = 0; k < n; k++)
-            if (needs_conversion(&items[k]) && items[k].t->nbytes > ld->raw_bytes) ld->raw_bytes = items[k].t->nbytes;
+            if (needs_conversion(&items[k]) && !converts_in_place(&items[k]) && items[k].t->nbytes > ld->raw_bytes)
+                ld->raw_bytes = items[k].t->nbytes;
     }
     for (int s = 0; !st && s < 2; s++) {
         st = qc_gpu_alloc(g, (void **)&ld->slot_mem[s], ld->lo.total, "layer weights slot (fp16)");
@@ -890,3 +907,42 @@ void qc_gpu_loader_times(const qc_gpu_loader *ld, double *read_s, double *wait_s
 size_t qc_gpu_loader_host_bytes(const qc_gpu_loader *ld) { return ld->pinned_bytes; }
 
 } /* extern "C" */
+
+/* ---- embedding lookup on the device ---- */
+static __global__ void k_embed_gather(const void *table, int dtype, const int32_t *ids, size_t n, int d, float *x) {
+    size_t total = n * (size_t)d;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / d, j = i % d, src = (size_t)ids[r] * d + j;
+        float v;
+        if (dtype == 0) v = ((const float *)table)[src];
+        else if (dtype == 1) v = __half2float(((const __half *)table)[src]);
+        else v = __bfloat162float(((const __nv_bfloat16 *)table)[src]);
+        x[i] = v;
+    }
+}
+
+extern "C" qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *ids, size_t n, float *x) {
+    const qc_tensor *t = m->embed;
+    int d = m->cfg.hidden_size;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
+            return qc_fail(QC_ERR_ARG, "token id %d at position %zu is outside the vocabulary [0, %d)", ids[i], i,
+                           m->cfg.vocab_size);
+    int dt = t->dtype == QC_DTYPE_F32 ? 0 : t->dtype == QC_DTYPE_F16 ? 1 : t->dtype == QC_DTYPE_BF16 ? 2 : -1;
+    if (dt < 0 || !t->data) return qc_fail(QC_ERR_UNSUPPORTED, "%s: embedding dtype not supported on the GPU", t->name);
+    void *tab = NULL, *idd = NULL;
+    qc_status st = qc_gpu_alloc(g, &tab, t->nbytes, "the embedding table");
+    if (st == QC_OK) st = qc_gpu_alloc(g, &idd, n * sizeof(int32_t), "the calibration token ids");
+    if (st == QC_OK) st = qc_gpu_upload(g, tab, t->data, t->nbytes);
+    if (st == QC_OK) st = qc_gpu_upload(g, idd, ids, n * sizeof(int32_t));
+    if (st == QC_OK) {
+        k_embed_gather<<<qc_grid(n * (size_t)d, 256), 256, 0, g->stream>>>(tab, dt, (const int32_t *)idd, n, d, x);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) st = qc_fail(QC_ERR_DEVICE, "embedding gather: %s", cudaGetErrorString(e));
+    }
+    if (st == QC_OK && m->round_f16) st = qc_gpu_round_f16(g, x, n * (size_t)d);
+    if (st == QC_OK) st = qc_gpu_sync(g);
+    qc_gpu_free(g, tab);
+    qc_gpu_free(g, idd);
+    return st;
+}

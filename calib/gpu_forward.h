@@ -78,6 +78,10 @@ qc_status qc_gpu_layer_upload(qc_gpu *g, const qc_layer *L, qc_gpu_layer *out);
 qc_status qc_gpu_layer_upload_cfg(qc_gpu *g, const qc_model_config *cfg, const qc_layer *L, qc_gpu_layer *out);
 void      qc_gpu_layer_free(qc_gpu *g, qc_gpu_layer *L);
 
+/* x[n, d] (device fp32) <- the embedding rows of ids (host, checked against the vocabulary): the
+ * table is uploaded once (as stored) and gathered on the device. */
+qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *ids, size_t n, float *x);
+
 /* ---- forward ---- */
 typedef struct qc_gpu_fwd qc_gpu_fwd;
 /* Scratch for up to max_seqs sequences of seqlen tokens (positions 0..seqlen-1). */
@@ -94,6 +98,13 @@ typedef bool (*qc_gpu_capture_fn)(void *user, qc_linear_id which, const uint16_t
 /* x_dev: fp32 [nseq * T, d], updated in place to the layer's output. */
 qc_status qc_gpu_layer_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_dev, int nseq, int T,
                                qc_gpu_capture_fn capture, void *user);
+/* One or both halves of the layer, with their residuals: the attention half x += o(attn(norm1(x)))
+ * (captures Q, O) and the MLP half x += down(silu(gate(norm2(x))) * up(norm2(x))) (captures GATE,
+ * DOWN). The pipeline runs them separately to avoid recomputing the attention half once q/k/v/o
+ * are final. */
+enum { QC_GPU_ATTN_HALF = 1, QC_GPU_MLP_HALF = 2, QC_GPU_BOTH_HALVES = 3 };
+qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_dev, int nseq, int T, int halves,
+                                    qc_gpu_capture_fn capture, void *user);
 /* The halves without residuals, on fp16 normed inputs xn [nseq*T, d]; out fp32 [nseq*T, d]. */
 qc_status qc_gpu_attn_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int nseq, int T);
 qc_status qc_gpu_mlp_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int n);

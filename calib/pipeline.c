@@ -490,6 +490,16 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
     return st;
 }
 
+/* Whether any linear of a scale group will be quantized (a group kept whole in F16 is not searched:
+ * AutoAWQ would not run on such shapes at all). */
+static bool awq_group_quantized(const run_ctx *c, const qc_layer *layer, const awq_group *g) {
+    for (int i = 0; i < g->n; i++) {
+        const char *why = NULL;
+        if (packable(c, layer->out_features[g->layers[i]], layer->in_features[g->layers[i]], &why)) return true;
+    }
+    return false;
+}
+
 static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
     const qc_pipeline_opts *o = c->o;
     qc_status st = QC_OK;
@@ -518,7 +528,12 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
         int K = layer->in_features[groups[gi].layers[0]];
         if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
-        else st = awq_search(c, layer, &groups[gi], scales[gi], &ratio[gi]);
+        else if (!awq_group_quantized(c, layer, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
+            for (int k = 0; k < K; k++) scales[gi][k] = 1.0f;
+            ratio[gi] = -1.0;
+        } else {
+            st = awq_search(c, layer, &groups[gi], scales[gi], &ratio[gi]);
+        }
         if (st) qc_error_prefix("model.layers.%d awq scale search", li);
     }
     /* 3. fold the scales: previous op /= s, scaled linears' columns *= s, their cached inputs /= s */

@@ -134,17 +134,23 @@ qc_status qc_gpu_alloc(qc_gpu *g, void **p, size_t bytes, const char *what) {
         g->recs = r;
         g->cap_recs = cap;
     }
-    cudaError_t e = cudaMalloc(p, bytes);
+    /* QCAL_GPU_MEM_LIMIT_MB caps qcal's own allocations, as if the device were that small (tests of
+     * the out-of-memory path, planning for a smaller card). */
+    const char *lim = getenv("QCAL_GPU_MEM_LIMIT_MB");
+    bool over = lim && *lim && g->in_use + bytes > (size_t)strtoull(lim, NULL, 10) << 20;
+    cudaError_t e = over ? cudaErrorMemoryAllocation : cudaMalloc(p, bytes);
     if (e != cudaSuccess) {
         cudaGetLastError();
         size_t fr = 0, tot = 0;
         cudaMemGetInfo(&fr, &tot);
         *p = NULL;
         return qc_fail(QC_ERR_NOMEM,
-                       "cuda:%d: out of GPU memory: %s needs %.1f MiB, %.1f MiB free of %.1f MiB "
-                       "(qcal holds %.1f MiB); use fewer calibration tokens per batch, a smaller seqlen, or --device cpu",
-                       g->device, what ? what : "a buffer", bytes / 1048576.0, fr / 1048576.0, tot / 1048576.0,
-                       g->in_use / 1048576.0);
+                       "cuda:%d: out of GPU memory: %s needs %.1f MiB, %.1f MiB free of %.1f MiB%s "
+                       "(qcal holds %.1f MiB); use fewer calibration samples or a smaller seqlen, or --device cpu",
+                       g->device, what ? what : "a buffer", bytes / 1048576.0,
+                       over ? (double)(((size_t)strtoull(lim, NULL, 10) << 20) - g->in_use) / 1048576.0 : fr / 1048576.0,
+                       over ? (double)strtoull(lim, NULL, 10) : tot / 1048576.0,
+                       over ? " under QCAL_GPU_MEM_LIMIT_MB" : "", g->in_use / 1048576.0);
     }
     g->recs[g->n_recs++] = (qc_gpu_alloc_rec){*p, bytes};
     g->in_use += bytes;

@@ -21,6 +21,7 @@ enum { MODE_ROW = 0, MODE_STATIC = 1, MODE_GROUP = 2 };
 struct qc_gpu_solver {
     qc_gpu  *g;
     int      max_N, max_K;
+    size_t   max_NK;     /* largest N * K (the weight-sized buffers) */
     float   *Hbak;       /* [K, K] permuted, undamped H: the source of every damping retry */
     float   *Wp;         /* [N, K] W in processing order (act-order); staging for pack and quad_form */
     float   *Err;        /* [MAXB, N] the block's scaled errors */
@@ -34,19 +35,25 @@ struct qc_gpu_solver {
     double  *acc;        /* [PARTS + 1]: partial sums, then the loss at [PARTS] */
     int      last_N, last_K, last_bits;
     bool     have_codes;
+    bool     have_hbak;  /* Hbak holds the last GPTQ linear's (permuted, undamped) H */
+    int      last_dead;  /* its dead columns (in s->dead) */
 };
 
 /* ---- sizes (create and qc_gpu_solver_bytes share them) ---- */
 
-static size_t group_cap(int max_N, int max_K) { return (size_t)std::max(1, max_K / 32) * (size_t)max_N; }
+static size_t group_cap(int max_N, size_t max_NK) { return std::max((size_t)max_N, max_NK / 32); }
 /* cuSOLVER's potrf/potri workspace for max_K: reserved up front so qc_gpu_solver_bytes is exact; create
  * takes more if cuSOLVER asks for more (it asks for far less). */
 static size_t ws_bound(int max_K) { return (size_t)max_K * 256 + 65536; }
 
-extern "C" size_t qc_gpu_solver_bytes(int max_N, int max_K) {
+extern "C" size_t qc_gpu_solver_bytes_nk(int max_N, int max_K, size_t max_NK) {
     size_t N = (size_t)max_N, K = (size_t)max_K;
-    return 4 * K * K + 4 * N * K + 4 * (size_t)MAXB * N + N * K + 2 * 4 * group_cap(max_N, max_K) + 2 * 4 * K +
+    return 4 * K * K + 4 * max_NK + 4 * (size_t)MAXB * N + max_NK + 2 * 4 * group_cap(max_N, max_NK) + 2 * 4 * K +
            4 * ws_bound(max_K) + 2 * sizeof(int) + (PARTS + 1) * sizeof(double);
+}
+
+extern "C" size_t qc_gpu_solver_bytes(int max_N, int max_K) {
+    return qc_gpu_solver_bytes_nk(max_N, max_K, (size_t)max_N * max_K);
 }
 
 extern "C" void qc_gpu_solver_free(qc_gpu_solver *s) {
@@ -343,21 +350,27 @@ static __global__ void k_sub(const float *A, const float *B, float *D, size_t n)
 extern "C" {
 
 qc_status qc_gpu_solver_create(qc_gpu *g, int max_N, int max_K, qc_gpu_solver **out) {
+    return qc_gpu_solver_create_nk(g, max_N, max_K, (size_t)max_N * max_K, out);
+}
+
+qc_status qc_gpu_solver_create_nk(qc_gpu *g, int max_N, int max_K, size_t max_NK, qc_gpu_solver **out) {
     *out = NULL;
-    if (max_N < 1 || max_K < 1) return qc_fail(QC_ERR_ARG, "gpu solver: shape %d x %d", max_N, max_K);
+    if (max_N < 1 || max_K < 1 || max_NK < 1 || max_NK > (size_t)max_N * max_K)
+        return qc_fail(QC_ERR_ARG, "gpu solver: shape %d x %d (%zu elements)", max_N, max_K, max_NK);
     qc_gpu_solver *s = (qc_gpu_solver *)calloc(1, sizeof *s);
     if (!s) return qc_fail(QC_ERR_NOMEM, "out of memory");
     s->g = g;
     s->max_N = max_N;
     s->max_K = max_K;
-    s->gcap = group_cap(max_N, max_K);
+    s->max_NK = max_NK;
+    s->gcap = group_cap(max_N, max_NK);
     size_t N = (size_t)max_N, K = (size_t)max_K;
     qc_status st;
     int l1 = 0, l2 = 0;
     if ((st = qc_gpu_alloc(g, (void **)&s->Hbak, 4 * K * K, "the GPTQ Hessian copy")) ||
-        (st = qc_gpu_alloc(g, (void **)&s->Wp, 4 * N * K, "the GPTQ weight workspace")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->Wp, 4 * max_NK, "the GPTQ weight workspace")) ||
         (st = qc_gpu_alloc(g, (void **)&s->Err, 4 * (size_t)MAXB * N, "the GPTQ error block")) ||
-        (st = qc_gpu_alloc(g, (void **)&s->codes, N * K, "the GPTQ codes")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->codes, max_NK, "the GPTQ codes")) ||
         (st = qc_gpu_alloc(g, (void **)&s->scales, 4 * s->gcap, "the GPTQ scales")) ||
         (st = qc_gpu_alloc(g, (void **)&s->zf, 4 * s->gcap, "the GPTQ zero points")) ||
         (st = qc_gpu_alloc(g, (void **)&s->perm, 4 * K, "the GPTQ permutation")) ||
@@ -430,8 +443,9 @@ static qc_status check_args(const qc_gpu_solver *s, int N, int K, const qc_gptq_
     if (q->N != N || q->K != K || q->bits != o->bits || q->n_groups != G || q->sym != o->sym)
         return qc_fail(QC_ERR_ARG, "gptq: output layer (%dx%d, %d bits, %d groups) does not match %dx%d, %d bits, "
                        "%d groups", q->N, q->K, q->bits, q->n_groups, N, K, o->bits, G);
-    if (N > s->max_N || K > s->max_K)
-        return qc_fail(QC_ERR_ARG, "gpu solver: a %dx%d layer exceeds the workspace (%dx%d)", N, K, s->max_N, s->max_K);
+    if (N > s->max_N || K > s->max_K || (size_t)N * K > s->max_NK)
+        return qc_fail(QC_ERR_ARG, "gpu solver: a %dx%d layer exceeds the workspace (%dx%d, %zu elements)", N, K,
+                       s->max_N, s->max_K, s->max_NK);
     return QC_OK;
 }
 
@@ -548,6 +562,8 @@ static qc_status gptq_run(qc_gpu_solver *s, float *W, float *H, int N, int K, co
             dead.push_back(k);
         }
     st->dead_cols = (int)dead.size();
+    s->have_hbak = false;
+    s->last_dead = (int)dead.size();
     if (!dead.empty()) {
         if ((e = qc_gpu_upload(g, s->dead, dead.data(), sizeof(int) * dead.size()))) return e;
         k_dead<<<qc_grid(dead.size() * N, 256), 256, 0, g->stream>>>(H, W, N, K, s->dead, (int)dead.size());
@@ -570,6 +586,7 @@ static qc_status gptq_run(qc_gpu_solver *s, float *W, float *H, int N, int K, co
     } else {
         QC_CU(cudaMemcpyAsync(s->Hbak, H, sizeof(float) * (size_t)K * K, cudaMemcpyDeviceToDevice, g->stream));
     }
+    s->have_hbak = true;
     /* 5-6 */
     double mean = 0.0;
     for (int k = 0; k < K; k++) mean += diag[perm[k]];
@@ -643,6 +660,7 @@ qc_status qc_rtn_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits
     s->last_K = K;
     s->last_bits = bits;
     s->have_codes = true;
+    s->have_hbak = false;
     return QC_OK;
 }
 
@@ -655,8 +673,9 @@ qc_status qc_awq_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits
         return qc_fail(QC_ERR_ARG, "awq: bits must be 2, 3, 4 or 8 (got %d)", bits);
     if (q->N != N || q->K != K || q->bits != bits || q->n_groups != K / gs || q->sym)
         return qc_fail(QC_ERR_ARG, "awq: output layer does not match %dx%d w%d g%d asym", N, K, bits, gs);
-    if (N > s->max_N || K > s->max_K)
-        return qc_fail(QC_ERR_ARG, "gpu solver: a %dx%d layer exceeds the workspace (%dx%d)", N, K, s->max_N, s->max_K);
+    if (N > s->max_N || K > s->max_K || (size_t)N * K > s->max_NK)
+        return qc_fail(QC_ERR_ARG, "gpu solver: a %dx%d layer exceeds the workspace (%dx%d, %zu elements)", N, K,
+                       s->max_N, s->max_K, s->max_NK);
     qc_status e;
     if ((e = ensure_groups(s, K / gs, N)) || (e = launch_groups(s, W, N, K, gs, bits, false, true, true)) ||
         (e = download_params(s, q)))
@@ -667,6 +686,7 @@ qc_status qc_awq_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits
     s->last_K = K;
     s->last_bits = bits;
     s->have_codes = true;
+    s->have_hbak = false;
     return QC_OK;
 }
 
@@ -754,7 +774,7 @@ qc_status qc_gpu_pack(qc_gpu_solver *s, const qc_qlinear *q, qc_gpu_pack_format 
     /* staging: the weight workspace, or a temporary buffer when it is too small (tiny groups) */
     void *tmp = NULL;
     char *base = (char *)s->Wp;
-    if (need > 4 * (size_t)s->max_N * s->max_K) {
+    if (need > 4 * s->max_NK) {
         if ((e = qc_gpu_alloc(g, &tmp, need, "gpu pack staging"))) return e;
         base = (char *)tmp;
     }
@@ -780,13 +800,43 @@ qc_status qc_gpu_pack(qc_gpu_solver *s, const qc_qlinear *q, qc_gpu_pack_format 
     return e;
 }
 
+qc_status qc_gpu_solver_quad_form_saved(qc_gpu_solver *s, float *D, int N, int K, double *out) {
+    if (!s->have_hbak || N != s->last_N || K != s->last_K)
+        return qc_fail(QC_ERR_ARG, "gpu quad form: no saved Hessian of a %dx%d GPTQ linear", N, K);
+    qc_gpu *g = s->g;
+    if (s->last_dead) { /* dead columns: H's rows there are 0 in the original, 1 on Hbak's diagonal */
+        k_dead<<<qc_grid((size_t)s->last_dead * N, 256), 256, 0, g->stream>>>(s->Hbak, D, N, K, s->dead, s->last_dead);
+        QC_CU_LAUNCH("dead columns");
+    }
+    k_perm_w<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(s->Wp, D, s->perm, N, K, true);
+    QC_CU_LAUNCH("permute D");
+    cublasMath_t mode;
+    QC_CUBLAS(cublasGetMathMode(g->blas, &mode));
+    QC_CUBLAS(cublasSetMathMode(g->blas, CUBLAS_TF32_TENSOR_OP_MATH));
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t bs = cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, K, N, K, &one, s->Hbak, K, s->Wp, K, &zero, D, K);
+    cublasSetMathMode(g->blas, mode);
+    QC_CUBLAS(bs);
+    k_dot_parts<<<PARTS, 256, 0, g->stream>>>(D, s->Wp, (size_t)N * K, s->acc);
+    QC_CU_LAUNCH("dot");
+    k_sum_parts<<<1, 32, 0, g->stream>>>(s->acc, PARTS);
+    QC_CU_LAUNCH("sum");
+    return qc_gpu_download(g, out, s->acc + PARTS, sizeof(double));
+}
+
 qc_status qc_gpu_quad_form(qc_gpu_solver *s, const float *D, const float *H, int N, int K, double *out) {
-    if (N < 1 || K < 1 || N > s->max_N || K > s->max_K)
+    if (N < 1 || K < 1 || N > s->max_N || K > s->max_K || (size_t)N * K > s->max_NK)
         return qc_fail(QC_ERR_ARG, "gpu quad form: %dx%d outside the workspace (%dx%d)", N, K, s->max_N, s->max_K);
     qc_gpu *g = s->g;
-    qc_status e;
-    /* M = D H, [N, K] row-major: column-major it is H^T D^T (no symmetry assumed) */
-    if ((e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_N, K, N, K, 1.0f, H, K, D, K, 0.0f, s->Wp, K))) return e;
+    /* M = D H, [N, K] row-major: column-major it is H^T D^T (no symmetry assumed). A diagnostic (the
+     * report's rel_err), so the matrix units' TF32 mode: ~1e-3 relative, 4-8x the rate of strict fp32. */
+    cublasMath_t mode;
+    QC_CUBLAS(cublasGetMathMode(g->blas, &mode));
+    QC_CUBLAS(cublasSetMathMode(g->blas, CUBLAS_TF32_TENSOR_OP_MATH));
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t bs = cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, K, N, K, &one, H, K, D, K, &zero, s->Wp, K);
+    cublasSetMathMode(g->blas, mode);
+    QC_CUBLAS(bs);
     k_dot_parts<<<PARTS, 256, 0, g->stream>>>(s->Wp, D, (size_t)N * K, s->acc);
     QC_CU_LAUNCH("dot");
     k_sum_parts<<<1, 32, 0, g->stream>>>(s->acc, PARTS);

@@ -34,6 +34,10 @@ qc_status qc_gpu_solver_create(qc_gpu *g, int max_N, int max_K, qc_gpu_solver **
 void      qc_gpu_solver_free(qc_gpu_solver *s);
 /* Device bytes qc_gpu_solver_create would take. */
 size_t    qc_gpu_solver_bytes(int max_N, int max_K);
+/* The same with the weight-sized buffers bounded by max_NK elements (<= max_N * max_K): a model's
+ * largest linear, rather than its largest N times its largest K. */
+qc_status qc_gpu_solver_create_nk(qc_gpu *g, int max_N, int max_K, size_t max_NK, qc_gpu_solver **out);
+size_t    qc_gpu_solver_bytes_nk(int max_N, int max_K, size_t max_NK);
 
 /* W: device fp32 [N, K] -> W_hat; H: device fp32 [K, K] (full symmetric), destroyed. q: host,
  * allocated by the caller with qc_qlinear_alloc(N, K, bits, group_size, sym, ...): scales, zeros and
@@ -57,6 +61,9 @@ qc_status qc_gpu_pack(qc_gpu_solver *s, const qc_qlinear *q, qc_gpu_pack_format 
 
 /* tr(D H D^T) for device D [N, K], H [K, K] (fp32, accumulated in double at the end). */
 qc_status qc_gpu_quad_form(qc_gpu_solver *s, const float *D, const float *H, int N, int K, double *out);
+/* tr(D H D^T) with the H of the last GPTQ linear solved, from the solver's own (permuted) copy: lets
+ * the caller hand its only copy of H to qc_gptq_quantize_gpu. D is destroyed. */
+qc_status qc_gpu_solver_quad_form_saved(qc_gpu_solver *s, float *D, int N, int K, double *out);
 /* D <- A - B elementwise, device fp32, n elements. */
 qc_status qc_gpu_sub(qc_gpu *g, const float *A, const float *B, float *D, size_t n);
 

@@ -250,7 +250,8 @@ static void run_gptq_case(qc_gpu_solver *s, const gcase *c) {
     for (size_t i = 0; i < nk; i++) D[i] = W0[i] - Wg[i];
     qc_num = quad_cpu(D, D, H0, N, K);
     printf("    quad form gpu %.10g cpu %.10g (rel %.2e)\n", qg_, qc_num, fabs(qg_ - qc_num) / fabs(qc_num));
-    if (!(fabs(qg_ - qc_num) <= 1e-4 * fabs(qc_num))) SOFT_FAIL("%s: quad form gpu %.10g cpu %.10g", c->what, qg_, qc_num);
+    /* TF32 GEMM inside (a diagnostic): 10-bit mantissa products, fp32 sums -> ~1e-3 */
+    if (!(fabs(qg_ - qc_num) <= 5e-3 * fabs(qc_num))) SOFT_FAIL("%s: quad form gpu %.10g cpu %.10g", c->what, qg_, qc_num);
     free(D);
     qc_gpu_free(g_gpu, dW0);
     qc_gpu_free(g_gpu, dH0);

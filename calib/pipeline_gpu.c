@@ -1,0 +1,817 @@
+/*
+ * pipeline_gpu.c - qc_pipeline_run on a CUDA device (--device cuda[:N]).
+ *
+ * The same schedule as the CPU pipeline (pipeline.c), with the data on the device:
+ *   - X, the calibration activations [rows, d], is fp32 on the device; each layer's weights arrive
+ *     through the loader (calib/gpu_forward.h), which reads layer i+1 from the mmapped files and
+ *     uploads it while layer i is being solved, so only two layers are resident;
+ *   - GPTQ/RTN: per true-sequential group the layer runs batch by batch with the already-quantized
+ *     groups in place; H += x^T x (fp16 operands, fp32 accumulation) at the capture points; each
+ *     linear is solved on the device (solver/quant_gpu.h: cuSOLVER + fused block kernel), its W_hat is
+ *     written back into the layer's fp16 weights, its codes are packed on the device; then the
+ *     quantized layer's output becomes X;
+ *   - AWQ: the original layer runs once capturing every linear's input (fp16, device) and producing
+ *     X for the next layer; the scale search, folding, clipping and quantization run on the device
+ *     (solver/awq_gpu.h).
+ * The layer parts written to work_dir are the same files the CPU pipeline writes.
+ * Host memory: the loader's pinned staging (one layer in its stored dtype), one part file's tensors,
+ * and an embedding chunk; with keep_fake, the FP32 fake-quantized layers as on the CPU.
+ */
+#include "awq.h"
+#include "awq_gpu.h"
+#include "gpu_forward.h"
+#include "pipeline_internal.h"
+#include "quant_gpu.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct {
+    qc_gpu                 *g;
+    const qc_model         *m;
+    const qc_pipeline_opts *o;
+    qc_pipeline_result     *res;
+    int                     d, T, nsamples, batch, qd, ff, Kmax, NKmax;
+    size_t                  rows;
+    float                  *X;               /* [rows, d] the current layer's input */
+    float                  *xs;              /* [batch * T, d] scratch copy */
+    float                  *Hs[QC_LIN_COUNT];/* Hessians per capture point [K, K] */
+    float                  *Hw;              /* [d, d] a Hessian copy for the linears sharing one (q/k, gate) */
+    size_t                  Hw_elems;
+    float                  *W32, *Wo;        /* [NKmax] */
+    uint16_t               *A[QC_LIN_COUNT]; /* AWQ: inputs per capture point [rows, K], fp16 */
+    float                  *ref, *out;       /* AWQ: module outputs [rows, d] */
+    uint16_t               *trial[3];        /* AWQ: trial weights [NKmax] fp16 */
+    float                  *sdev;            /* AWQ: scales [Kmax] */
+    qc_gpu_fwd             *f;
+    qc_gpu_loader          *ld;
+    qc_gpu_solver          *sv;
+    qc_qlinear              ql;
+    qc_pl_parts             part;
+    int                     done, total;
+    /* the previous layer's part file is written (and fsynced) by a host thread while the GPU works */
+    pthread_t               wr_thread;
+    bool                    wr_running;
+    qc_pl_parts             wr_parts;
+    char                    wr_path[4096];
+    qc_status               wr_st;
+    char                    wr_err[512];
+    double                  wr_seconds;
+} gctx;
+
+static void *part_writer(void *arg) {
+    gctx *c = arg;
+    double t0 = qc_time_now();
+    c->wr_st = qc_pl_part_write(&c->wr_parts, c->wr_path);
+    if (c->wr_st) snprintf(c->wr_err, sizeof c->wr_err, "%s", qc_last_error());
+    qc_pl_part_free(&c->wr_parts);
+    c->wr_seconds += qc_time_now() - t0;
+    return NULL;
+}
+
+static qc_status part_writer_join(gctx *c) {
+    if (!c->wr_running) return QC_OK;
+    pthread_join(c->wr_thread, NULL);
+    c->wr_running = false;
+    return c->wr_st ? qc_fail(c->wr_st, "%s", c->wr_err) : QC_OK;
+}
+
+/* Hands c->part to the writer thread (after the previous write finished). */
+static qc_status part_writer_start(gctx *c, const char *path) {
+    qc_status st = part_writer_join(c);
+    if (st) return st;
+    c->wr_parts = c->part;
+    memset(&c->part, 0, sizeof c->part);
+    snprintf(c->wr_path, sizeof c->wr_path, "%s", path);
+    if (pthread_create(&c->wr_thread, NULL, part_writer, c) != 0) {
+        qc_pl_part_free(&c->wr_parts);
+        return qc_fail(QC_ERR_IO, "cannot start the part writer thread");
+    }
+    c->wr_running = true;
+    return QC_OK;
+}
+
+static bool packable(const gctx *c, int N, int K, const char **why) {
+    if (c->o->format == QC_PACK_AWQ) return qc_awq_shape_ok(N, K, c->o->q.bits, c->o->q.group_size, why);
+    return qc_gptq_shape_ok(N, K, c->o->q.bits, c->o->q.group_size, why);
+}
+
+static qc_linear_report *rep_of(gctx *c, int li, qc_linear_id l) { return &c->res->lin[li * QC_LIN_COUNT + l]; }
+
+static void name_report(gctx *c, int li, qc_linear_id l, const qc_gpu_layer *layer) {
+    qc_linear_report *r = rep_of(c, li, l);
+    r->layer = li;
+    r->lin = l;
+    r->N = layer->out_features[l];
+    r->K = layer->in_features[l];
+    r->awq_ratio = -1.0;
+    snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_linear_name(l));
+}
+
+static qc_status report(gctx *c, int li, qc_linear_id l) {
+    c->done++;
+    if (c->o->on_linear && !c->o->on_linear(c->o->user, rep_of(c, li, l), c->done, c->total))
+        return qc_fail(QC_ERR_CANCELLED, "quantize: cancelled");
+    return QC_OK;
+}
+
+/* A device fp32 vector -> host floats (malloc'd). */
+static qc_status download_f32(gctx *c, const float *dev, size_t n, float **out) {
+    *out = NULL;
+    float *h = malloc(sizeof(float) * n + 1);
+    if (!h) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    qc_status st = qc_gpu_download(c->g, h, dev, sizeof(float) * n);
+    if (st) {
+        free(h);
+        return st;
+    }
+    *out = h;
+    return QC_OK;
+}
+
+/* A device fp32 vector into the part as F16 (biases, norms). */
+static qc_status part_add_dev_f32(gctx *c, const char *name, const float *dev, int n) {
+    float *h = NULL;
+    qc_status st = download_f32(c, dev, (size_t)n, &h);
+    if (st) return st;
+    st = qc_pl_part_add_f16(&c->part, name, h, n, 0);
+    free(h);
+    return st;
+}
+
+/* Host copy of a device fp32 vector rounded to fp16 (the fake layer's norms and biases). */
+static qc_status fake_vec(gctx *c, const float *dev, int n, float **out) {
+    *out = NULL;
+    if (!dev) return QC_OK;
+    qc_status st = download_f32(c, dev, (size_t)n, out);
+    if (st == QC_OK)
+        for (int i = 0; i < n; i++) (*out)[i] = qc_fp16_to_f32(qc_f32_to_fp16((*out)[i]));
+    return st;
+}
+
+/* A linear the format cannot hold: its fp16 weight goes out as is, declared unquantized. */
+static qc_status keep_unquantized(gctx *c, int li, qc_linear_id l, const qc_gpu_layer *layer, const char *why) {
+    qc_linear_report *r = rep_of(c, li, l);
+    snprintf(r->reason, sizeof r->reason, "kept in F16: %s", why ? why : "shape not supported");
+    size_t n = (size_t)r->N * r->K;
+    uint16_t *h = malloc(n * 2 + 1);
+    if (!h) return qc_fail(QC_ERR_NOMEM, "out of memory for %s", r->name);
+    qc_status st = qc_gpu_download(c->g, h, layer->w[l], n * 2);
+    char nm[192];
+    snprintf(nm, sizeof nm, "%s.weight", r->name);
+    if (st == QC_OK && c->o->keep_fake) {
+        float *w = qc_aligned_alloc(n * sizeof(float));
+        if (!w) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        else for (size_t i = 0; i < n; i++) w[i] = qc_fp16_to_f32(h[i]);
+        c->res->fake[li].w[l] = w;
+    }
+    if (st == QC_OK) st = qc_pl_part_add(&c->part, nm, QC_DTYPE_F16, 2, r->N, r->K, h, n * 2);
+    else free(h);
+    if (st == QC_OK && layer->b[l]) {
+        snprintf(nm, sizeof nm, "%s.bias", r->name);
+        st = part_add_dev_f32(c, nm, layer->b[l], r->N);
+    }
+    if (st == QC_OK) st = qc_pl_push_str(&c->res->unquantized, &c->res->n_unq, r->name);
+    return st;
+}
+
+/* After a solver left W_hat in c->W32 (the original in c->Wo) and the codes in the solver/c->ql: the
+ * output error under H, W_hat into the layer's fp16 weight, device packing, bias, fake weight. */
+static qc_status finish_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *layer, const float *H, double ref) {
+    qc_linear_report *r = rep_of(c, li, l);
+    int N = r->N, K = r->K, b = c->ql.bits, G = c->ql.n_groups;
+    size_t nk = (size_t)N * K;
+    qc_status st = qc_gpu_sub(c->g, c->Wo, c->W32, c->Wo, nk);
+    double err = 0;
+    if (st == QC_OK) /* H == NULL: the solver consumed the caller's H and keeps its own copy */
+        st = H ? qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &err) : qc_gpu_solver_quad_form_saved(c->sv, c->Wo, N, K, &err);
+    if (st == QC_OK) st = qc_gpu_f32_to_f16(c->g, c->W32, layer->w[l], nk);
+    if (st) return st;
+    r->rel_err = ref > 0 ? err / ref : 0.0;
+    r->quantized = true;
+    /* pack on the device */
+    double tp = qc_time_now();
+    bool awq = c->o->format == QC_PACK_AWQ;
+    size_t qw = awq ? (size_t)K * (N / 8) : (size_t)K * b / 32 * N;
+    size_t qz = awq ? (size_t)G * (N / 8) : (size_t)G * ((size_t)N * b / 32);
+    int32_t *qweight = malloc(qw * 4), *qzeros = malloc(qz * 4), *gidx = awq ? NULL : malloc((size_t)K * 4);
+    uint16_t *sc = malloc((size_t)G * N * 2);
+    if (!qweight || !qzeros || (!awq && !gidx) || !sc) st = qc_fail(QC_ERR_NOMEM, "out of memory packing %s", r->name);
+    if (st == QC_OK)
+        st = qc_gpu_pack(c->sv, &c->ql,
+                         awq ? QC_GPU_PACK_AWQ : c->o->format == QC_PACK_GPTQ_V2 ? QC_GPU_PACK_GPTQ_V2 : QC_GPU_PACK_GPTQ,
+                         qweight, qzeros, sc);
+    c->res->t_pack += qc_time_now() - tp;
+    if (st) {
+        free(qweight); free(qzeros); free(gidx); free(sc);
+        return st;
+    }
+    double tw = qc_time_now();
+    char name[192];
+    snprintf(name, sizeof name, "%s.qweight", r->name);
+    st = qc_pl_part_add(&c->part, name, QC_DTYPE_I32, 2, awq ? K : (int64_t)K * b / 32, awq ? N / 8 : N, qweight, qw * 4);
+    snprintf(name, sizeof name, "%s.qzeros", r->name);
+    if (st == QC_OK) st = qc_pl_part_add(&c->part, name, QC_DTYPE_I32, 2, G, awq ? N / 8 : (int64_t)N * b / 32, qzeros, qz * 4);
+    else free(qzeros);
+    snprintf(name, sizeof name, "%s.scales", r->name);
+    if (st == QC_OK) st = qc_pl_part_add(&c->part, name, QC_DTYPE_F16, 2, G, N, sc, (size_t)G * N * 2);
+    else free(sc);
+    if (!awq) {
+        snprintf(name, sizeof name, "%s.g_idx", r->name);
+        if (st == QC_OK) {
+            memcpy(gidx, c->ql.g_idx, (size_t)K * 4);
+            st = qc_pl_part_add(&c->part, name, QC_DTYPE_I32, 1, K, 0, gidx, (size_t)K * 4);
+        } else {
+            free(gidx);
+        }
+    }
+    if (st == QC_OK && layer->b[l]) {
+        snprintf(name, sizeof name, "%s.bias", r->name);
+        st = part_add_dev_f32(c, name, layer->b[l], N);
+    }
+    if (st == QC_OK && c->o->keep_fake) { /* what a loader reconstructs: fp16 scales */
+        for (size_t i = 0; i < (size_t)G * N; i++) c->ql.scales[i] = qc_fp16_to_f32(qc_f32_to_fp16(c->ql.scales[i]));
+        float *w = qc_aligned_alloc(sizeof(float) * nk);
+        if (!w) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        else qc_qlinear_dequant(&c->ql, w);
+        c->res->fake[li].w[l] = w;
+    }
+    c->res->t_write += qc_time_now() - tw;
+    qc_qlinear_free(&c->ql);
+    return st;
+}
+
+/* ---- GPTQ / RTN ---- */
+typedef struct {
+    gctx        *c;
+    bool         want[QC_LIN_COUNT];
+    int64_t      rows[QC_LIN_COUNT];
+    qc_linear_id last;
+    qc_status    st;
+    double       t_hess;
+} hcap;
+
+static bool hessian_capture(void *user, qc_linear_id which, const uint16_t *x, int n, int in) {
+    hcap *h = user;
+    if (h->want[which] && h->st == QC_OK) {
+        gctx *c = h->c;
+        double t0 = qc_time_now();
+        h->st = qc_gpu_sync(c->g); /* the forward so far is the forward's time */
+        double t1 = qc_time_now();
+        if (h->st == QC_OK) h->st = qc_gpu_hessian_add(c->g, x, n, in, c->Hs[which]);
+        if (h->st == QC_OK) h->st = qc_gpu_sync(c->g);
+        h->t_hess += qc_time_now() - t1;
+        (void)t0;
+        h->rows[which] += n;
+    }
+    return which != h->last && h->st == QC_OK;
+}
+
+static qc_status hessian_buf(gctx *c, qc_linear_id cap, int K) {
+    if (!c->Hs[cap]) {
+        char what[64];
+        snprintf(what, sizeof what, "the Hessian of %s inputs (%d x %d)", qc_linear_name(cap), K, K);
+        qc_status st = qc_gpu_alloc(c->g, (void **)&c->Hs[cap], sizeof(float) * (size_t)K * K, what);
+        if (st) return st;
+    }
+    return qc_gpu_memset(c->g, c->Hs[cap], 0, sizeof(float) * (size_t)K * K);
+}
+
+/* last_user: no later linear of this group needs this H, so GPTQ may consume it (no copy). */
+static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *layer, bool last_user) {
+    const qc_pipeline_opts *o = c->o;
+    qc_linear_report *r = rep_of(c, li, l);
+    int N = r->N, K = r->K;
+    size_t nk = (size_t)N * K;
+    const float *H = c->Hs[qc_pl_input_of(l)];
+    double ts = qc_time_now(), ref = 0;
+    qc_status st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
+    if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float));
+    if (st == QC_OK) st = qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &ref);
+    bool gptq = o->method == QC_METHOD_GPTQ, copy = gptq && !last_user;
+    if (copy && (size_t)K * K > c->Hw_elems) st = qc_fail(QC_ERR_ARG, "%s: no room for a Hessian copy", r->name);
+    if (st == QC_OK && copy) st = qc_gpu_copy(c->g, c->Hw, H, (size_t)K * K * sizeof(float));
+    if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, o->q.sym, false);
+    if (st == QC_OK) {
+        if (gptq) {
+            qc_gptq_stats gs;
+            memset(&gs, 0, sizeof gs);
+            st = qc_gptq_quantize_gpu(c->sv, c->W32, copy ? c->Hw : (float *)H, N, K, &o->q, &c->ql, o->keep_fake, &gs);
+            r->damp = gs.damp_used;
+            r->retries = gs.retries;
+            r->dead_cols = gs.dead_cols;
+        } else {
+            st = qc_rtn_quantize_gpu(c->sv, c->W32, N, K, o->q.bits, o->q.group_size, o->q.sym, &c->ql, o->keep_fake);
+        }
+    }
+    if (st == QC_OK) st = qc_gpu_sync(c->g);
+    if (st) {
+        qc_error_prefix("%s", r->name);
+        return st;
+    }
+    r->seconds = qc_time_now() - ts;
+    c->res->t_solve += r->seconds;
+    if ((st = finish_linear(c, li, l, layer, gptq ? NULL : H, ref)) == QC_OK) st = report(c, li, l);
+    return st;
+}
+
+/* X <- the given halves of the layer applied to X (all samples, in place). */
+static qc_status run_in_place(gctx *c, const qc_gpu_layer *layer, int halves) {
+    double tf = qc_time_now();
+    qc_status st = QC_OK;
+    for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
+        int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+        st = qc_gpu_layer_forward_half(c->f, layer, c->X + (size_t)s0 * c->T * c->d, nb, c->T, halves, NULL, NULL);
+    }
+    if (st == QC_OK) st = qc_gpu_sync(c->g);
+    c->res->t_forward += qc_time_now() - tf;
+    return st;
+}
+
+static qc_status gptq_layer(gctx *c, int li, qc_gpu_layer *layer) {
+    const qc_pipeline_opts *o = c->o;
+    static const int ts_groups[4][3] = {{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, {QC_LIN_O, -1, -1},
+                                        {QC_LIN_GATE, QC_LIN_UP, -1}, {QC_LIN_DOWN, -1, -1}};
+    qc_status st = QC_OK;
+    int n_groups = o->true_sequential ? 4 : 1;
+    for (int gi = 0; gi < n_groups && st == QC_OK; gi++) {
+        qc_linear_id members[QC_LIN_COUNT];
+        int nm = 0;
+        if (o->true_sequential) {
+            for (int k = 0; k < 3; k++)
+                if (ts_groups[gi][k] >= 0) members[nm++] = (qc_linear_id)ts_groups[gi][k];
+        } else {
+            for (int k = 0; k < QC_LIN_COUNT; k++) members[nm++] = (qc_linear_id)k;
+        }
+        /* True-sequential: once q/k/v/o are final, the attention half is applied to X for good (X becomes
+         * the post-attention residual), and the MLP groups only run the MLP half: no recomputation. */
+        int halves = !o->true_sequential ? QC_GPU_BOTH_HALVES : gi < 2 ? QC_GPU_ATTN_HALF : QC_GPU_MLP_HALF;
+        if (o->true_sequential && gi == 2 && (st = run_in_place(c, layer, QC_GPU_ATTN_HALF))) break;
+        bool quant[QC_LIN_COUNT] = {0};
+        const char *why[QC_LIN_COUNT] = {0};
+        hcap hc;
+        memset(&hc, 0, sizeof hc);
+        hc.c = c;
+        hc.last = QC_LIN_Q;
+        bool any = false;
+        for (int k = 0; k < nm && st == QC_OK; k++) {
+            qc_linear_id l = members[k];
+            name_report(c, li, l, layer);
+            quant[l] = packable(c, layer->out_features[l], layer->in_features[l], &why[l]);
+            if (!quant[l]) continue;
+            qc_linear_id cap = qc_pl_input_of(l);
+            if (!hc.want[cap]) {
+                hc.want[cap] = any = true;
+                st = hessian_buf(c, cap, layer->in_features[l]);
+                if (cap > hc.last) hc.last = cap;
+            }
+        }
+        if (st == QC_OK && any) {
+            double tf = qc_time_now();
+            for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
+                int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+                st = qc_gpu_copy(c->g, c->xs, c->X + (size_t)s0 * c->T * c->d, sizeof(float) * (size_t)nb * c->T * c->d);
+                if (st == QC_OK) st = qc_gpu_layer_forward_half(c->f, layer, c->xs, nb, c->T, halves, hessian_capture, &hc);
+                if (st == QC_OK) st = hc.st;
+            }
+            for (int k = 0; k < QC_LIN_COUNT && st == QC_OK; k++)
+                if (hc.want[k]) {
+                    size_t K = (size_t)(k == QC_LIN_O ? c->qd : k == QC_LIN_DOWN ? c->ff : c->d);
+                    st = qc_gpu_scale_f32(c->g, c->Hs[k], K * K, 2.0f / (float)hc.rows[k]);
+                }
+            if (st == QC_OK) st = qc_gpu_sync(c->g);
+            c->res->t_forward += qc_time_now() - tf - hc.t_hess;
+            c->res->t_hessian += hc.t_hess;
+        }
+        for (int k = 0; k < nm && st == QC_OK; k++) {
+            qc_linear_id l = members[k];
+            if (!quant[l]) {
+                if ((st = keep_unquantized(c, li, l, layer, why[l])) == QC_OK) st = report(c, li, l);
+                continue;
+            }
+            bool last = true;
+            for (int k2 = k + 1; k2 < nm; k2++)
+                if (quant[members[k2]] && qc_pl_input_of(members[k2]) == qc_pl_input_of(l)) last = false;
+            st = solve_linear(c, li, l, layer, last);
+        }
+        /* the group's Hessians are consumed: give the memory back for the next group's */
+        if (o->true_sequential)
+            for (int k = 0; k < QC_LIN_COUNT; k++)
+                if (hc.want[k]) {
+                    qc_gpu_free(c->g, c->Hs[k]);
+                    c->Hs[k] = NULL;
+                }
+    }
+    if (st == QC_OK) st = run_in_place(c, layer, o->true_sequential ? QC_GPU_MLP_HALF : QC_GPU_BOTH_HALVES);
+    return st;
+}
+
+/* ---- AWQ ---- */
+typedef struct {
+    gctx     *c;
+    size_t    row0;
+    qc_status st;
+} acap;
+
+static bool awq_capture(void *user, qc_linear_id which, const uint16_t *x, int n, int in) {
+    acap *a = user;
+    if (a->st == QC_OK)
+        a->st = qc_gpu_copy(a->c->g, a->c->A[which] + a->row0 * in, x, sizeof(uint16_t) * (size_t)n * in);
+    return a->st == QC_OK;
+}
+
+static int cap_width(const gctx *c, qc_linear_id cap) {
+    return cap == QC_LIN_O ? c->qd : cap == QC_LIN_DOWN ? c->ff : c->d;
+}
+
+/* The module whose output the scale search compares: self_attn (Q), o_proj (O), mlp (GATE), down_proj (DOWN). */
+static qc_status awq_module(gctx *c, const qc_gpu_layer *L, qc_linear_id which, float *out) {
+    int K = cap_width(c, which);
+    const uint16_t *A = c->A[which];
+    qc_status st = QC_OK;
+    for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
+        int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+        size_t r0 = (size_t)s0 * c->T;
+        const uint16_t *a = A + r0 * K;
+        float *y = out + r0 * c->d;
+        switch (which) {
+        case QC_LIN_Q: st = qc_gpu_attn_forward(c->f, L, a, y, nb, c->T); break;
+        case QC_LIN_GATE: st = qc_gpu_mlp_forward(c->f, L, a, y, nb * c->T); break;
+        default: st = qc_gpu_linear(c->g, a, L->w[which], L->b[which], y, nb * c->T, c->d, K, 0.0f); break;
+        }
+    }
+    return st;
+}
+
+typedef struct {
+    qc_linear_id input;
+    qc_linear_id layers[3];
+    int n;
+    int prev; /* -1: the RMSNorm before it; else the linear whose rows absorb 1/s */
+} awq_group;
+
+static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group *gr, float *s, double *best_ratio) {
+    int K = layer->in_features[gr->layers[0]], gs = c->o->q.group_size, bits = c->o->q.bits;
+    size_t out_n = c->rows * (size_t)c->d;
+    float *xm = malloc(sizeof(float) * K), *wm = malloc(sizeof(float) * K), *cand = malloc(sizeof(float) * K);
+    qc_status st = (!xm || !wm || !cand) ? qc_fail(QC_ERR_NOMEM, "awq: out of memory") : QC_OK;
+    if (st == QC_OK) st = qc_gpu_awq_x_mean(c->g, c->A[gr->input], (int64_t)c->rows, K, xm);
+    if (st == QC_OK) {
+        const uint16_t *ws[3];
+        int ns[3];
+        for (int i = 0; i < gr->n; i++) {
+            ws[i] = layer->w[gr->layers[i]];
+            ns[i] = layer->out_features[gr->layers[i]];
+        }
+        st = qc_gpu_awq_w_mean(c->g, ws, ns, gr->n, K, gs, wm);
+    }
+    if (st == QC_OK) st = awq_module(c, layer, gr->input, c->ref);
+    qc_gpu_layer trial = *layer;
+    double best = INFINITY;
+    const int n_grid = 20;
+    for (int j = 0; j < n_grid && st == QC_OK; j++) {
+        double r = (double)j / n_grid;
+        qc_awq_scales(xm, wm, K, r, c->o->awq_duo, cand);
+        st = qc_gpu_upload(c->g, c->sdev, cand, sizeof(float) * K);
+        for (int i = 0; i < gr->n && st == QC_OK; i++) {
+            qc_linear_id l = gr->layers[i];
+            st = qc_gpu_awq_scaled_qdq(c->g, layer->w[l], c->sdev, layer->out_features[l], K, bits, gs, c->trial[i]);
+            trial.w[l] = c->trial[i];
+        }
+        if (st == QC_OK) st = awq_module(c, &trial, gr->input, c->out);
+        double loss = 0;
+        if (st == QC_OK) st = qc_gpu_sqdiff_sum(c->g, c->ref, c->out, out_n, &loss);
+        if (st) break;
+        loss /= (double)out_n;
+        if (loss < best) { /* strictly smaller, as the reference */
+            best = loss;
+            *best_ratio = r;
+            memcpy(s, cand, sizeof(float) * K);
+        }
+    }
+    if (st == QC_OK && !isfinite(best))
+        st = qc_fail(QC_ERR_NUMERIC, "awq: the scale search found no finite loss (non-finite activations?)");
+    free(xm);
+    free(wm);
+    free(cand);
+    return st;
+}
+
+/* Whether any linear of a scale group will be quantized (a group kept whole in F16 is not searched:
+ * AutoAWQ would not run on such shapes at all). */
+static bool awq_group_quantized(const gctx *c, const qc_gpu_layer *layer, const awq_group *g) {
+    for (int i = 0; i < g->n; i++) {
+        const char *why = NULL;
+        if (packable(c, layer->out_features[g->layers[i]], layer->in_features[g->layers[i]], &why)) return true;
+    }
+    return false;
+}
+
+static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
+    const qc_pipeline_opts *o = c->o;
+    qc_status st = QC_OK;
+    for (int l = 0; l < QC_LIN_COUNT; l++) name_report(c, li, (qc_linear_id)l, layer);
+    /* 1. the original layer on all samples: every linear's input, and the next layer's input */
+    acap ac = {.c = c};
+    double tf = qc_time_now();
+    for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
+        int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+        ac.row0 = (size_t)s0 * c->T;
+        st = qc_gpu_layer_forward(c->f, layer, c->X + ac.row0 * c->d, nb, c->T, awq_capture, &ac);
+        if (st == QC_OK) st = ac.st;
+    }
+    if (st == QC_OK) st = qc_gpu_sync(c->g);
+    c->res->t_forward += qc_time_now() - tf;
+    /* 2. scale searches on the original weights (spec E.2 groups) */
+    awq_group groups[4];
+    int ng = 0;
+    groups[ng++] = (awq_group){QC_LIN_Q, {QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, -1};
+    if (layer->out_features[QC_LIN_V] == layer->out_features[QC_LIN_O] &&
+        layer->in_features[QC_LIN_V] == layer->in_features[QC_LIN_O]) /* no GQA: v_proj -> o_proj */
+        groups[ng++] = (awq_group){QC_LIN_O, {QC_LIN_O}, 1, QC_LIN_V};
+    groups[ng++] = (awq_group){QC_LIN_GATE, {QC_LIN_GATE, QC_LIN_UP}, 2, -1};
+    groups[ng++] = (awq_group){QC_LIN_DOWN, {QC_LIN_DOWN}, 1, QC_LIN_UP};
+    float *scales[4] = {0};
+    double ratio[4] = {0}, t_search = qc_time_now();
+    for (int gi = 0; gi < ng && st == QC_OK; gi++) {
+        int K = layer->in_features[groups[gi].layers[0]];
+        if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        else if (!awq_group_quantized(c, layer, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
+            for (int k = 0; k < K; k++) scales[gi][k] = 1.0f;
+            ratio[gi] = -1.0;
+        } else {
+            st = awq_search(c, layer, &groups[gi], scales[gi], &ratio[gi]);
+        }
+        if (st) qc_error_prefix("model.layers.%d awq scale search", li);
+    }
+    /* 3. fold: previous op /= s, the scaled linears' columns *= s, their cached inputs /= s */
+    for (int gi = 0; gi < ng && st == QC_OK; gi++) {
+        const awq_group *gr = &groups[gi];
+        int K = layer->in_features[gr->layers[0]];
+        st = qc_gpu_upload(c->g, c->sdev, scales[gi], sizeof(float) * K);
+        if (st) break;
+        if (gr->prev < 0) {
+            st = qc_gpu_div_vec_f32(c->g, gr->input == QC_LIN_Q ? layer->attn_norm : layer->mlp_norm, K, c->sdev);
+        } else {
+            qc_linear_id p = (qc_linear_id)gr->prev;
+            int Np = layer->out_features[p], Kp = layer->in_features[p];
+            st = qc_gpu_div_rows_f16(c->g, layer->w[p], Np, Kp, Np - K, K, c->sdev);
+            if (st == QC_OK && layer->b[p]) st = qc_gpu_div_vec_f32(c->g, layer->b[p] + (Np - K), K, c->sdev);
+        }
+        for (int i = 0; i < gr->n && st == QC_OK; i++) {
+            qc_linear_id l = gr->layers[i];
+            st = qc_gpu_scale_cols_f16(c->g, layer->w[l], layer->out_features[l], K, c->sdev);
+            rep_of(c, li, l)->awq_ratio = ratio[gi];
+        }
+        if (st == QC_OK) st = qc_gpu_div_cols_act_f16(c->g, c->A[gr->input], (int64_t)c->rows, K, c->sdev);
+    }
+    for (int gi = 0; gi < 4; gi++) free(scales[gi]);
+    if (st == QC_OK) st = qc_gpu_sync(c->g);
+    c->res->t_solve += qc_time_now() - t_search;
+    /* Hessians of the scaled inputs, for the error report */
+    static const qc_linear_id caps[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
+    double th = qc_time_now();
+    for (int k = 0; k < 4 && st == QC_OK; k++) {
+        int K = cap_width(c, caps[k]);
+        st = hessian_buf(c, caps[k], K);
+        for (size_t r0 = 0; r0 < c->rows && st == QC_OK; r0 += (size_t)c->batch * c->T) {
+            size_t n = c->rows - r0 < (size_t)c->batch * c->T ? c->rows - r0 : (size_t)c->batch * c->T;
+            st = qc_gpu_hessian_add(c->g, c->A[caps[k]] + r0 * K, (int)n, K, c->Hs[caps[k]]);
+        }
+        if (st == QC_OK) st = qc_gpu_scale_f32(c->g, c->Hs[caps[k]], (size_t)K * K, 2.0f / (float)c->rows);
+    }
+    if (st == QC_OK) st = qc_gpu_sync(c->g);
+    c->res->t_hessian += qc_time_now() - th;
+    /* 4. clipping (not q/k), 5. quantization */
+    for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
+        qc_linear_report *r = rep_of(c, li, (qc_linear_id)l);
+        int N = r->N, K = r->K;
+        size_t nk = (size_t)N * K;
+        const char *why = NULL;
+        if (!packable(c, N, K, &why)) {
+            if ((st = keep_unquantized(c, li, (qc_linear_id)l, layer, why)) == QC_OK) st = report(c, li, (qc_linear_id)l);
+            continue;
+        }
+        double t0 = qc_time_now(), ref = 0;
+        const float *H = c->Hs[qc_pl_input_of((qc_linear_id)l)];
+        st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
+        if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float)); /* the scaled weight */
+        if (st == QC_OK) st = qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &ref);
+        if (st == QC_OK && o->awq_clip && l != QC_LIN_Q && l != QC_LIN_K)
+            st = qc_gpu_awq_clip(c->g, c->W32, N, K, c->A[qc_pl_input_of((qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
+                                 o->q.group_size, 512, 20, 0.5);
+        if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
+        if (st == QC_OK) st = qc_awq_quantize_gpu(c->sv, c->W32, N, K, o->q.bits, o->q.group_size, &c->ql, o->keep_fake);
+        if (st == QC_OK) st = qc_gpu_sync(c->g);
+        if (st) {
+            qc_error_prefix("%s", r->name);
+            break;
+        }
+        r->seconds = qc_time_now() - t0;
+        c->res->t_solve += r->seconds;
+        if ((st = finish_linear(c, li, (qc_linear_id)l, layer, H, ref)) == QC_OK) st = report(c, li, (qc_linear_id)l);
+    }
+    return st;
+}
+
+/* Norms into the part, the part to disk, the fake layer's norms and biases. */
+static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
+    const qc_model_config *cfg = &c->m->cfg;
+    int d = c->d;
+    double tw = qc_time_now();
+    char nm[192], path[4096];
+    snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", li);
+    qc_status st = part_add_dev_f32(c, nm, layer->attn_norm, d);
+    snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", li);
+    if (st == QC_OK) st = part_add_dev_f32(c, nm, layer->mlp_norm, d);
+    if (st == QC_OK && layer->q_norm) {
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.q_norm.weight", li);
+        st = part_add_dev_f32(c, nm, layer->q_norm, cfg->head_dim);
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_norm.weight", li);
+        if (st == QC_OK) st = part_add_dev_f32(c, nm, layer->k_norm, cfg->head_dim);
+    }
+    snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
+    if (st == QC_OK) st = part_writer_start(c, path);
+    if (st == QC_OK) st = qc_pl_push_str(&c->res->parts, &c->res->n_parts, path);
+    qc_pl_part_free(&c->part);
+    if (st == QC_OK && c->o->keep_fake) {
+        qc_layer *fk = &c->res->fake[li];
+        fk->index = li;
+        for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
+            fk->out_features[l] = layer->out_features[l];
+            fk->in_features[l] = layer->in_features[l];
+            st = fake_vec(c, layer->b[l], layer->out_features[l], &fk->b[l]);
+        }
+        if (st == QC_OK) st = fake_vec(c, layer->attn_norm, d, &fk->attn_norm);
+        if (st == QC_OK) st = fake_vec(c, layer->mlp_norm, d, &fk->mlp_norm);
+        if (st == QC_OK) st = fake_vec(c, layer->q_norm, cfg->head_dim, &fk->q_norm);
+        if (st == QC_OK) st = fake_vec(c, layer->k_norm, cfg->head_dim, &fk->k_norm);
+    }
+    c->res->t_write += qc_time_now() - tw;
+    return st;
+}
+
+/* The base part (embedding, final norm, head) is written by a host thread while the GPU works. */
+typedef struct {
+    const qc_model *m;
+    char            path[4096];
+    qc_status       st;
+    char            err[512];
+    double          seconds;
+} base_job;
+
+static void *base_thread(void *arg) {
+    base_job *b = arg;
+    double t0 = qc_time_now();
+    b->st = qc_pl_write_base_part(b->m, b->path);
+    if (b->st) snprintf(b->err, sizeof b->err, "%s", qc_last_error());
+    b->seconds = qc_time_now() - t0;
+    return NULL;
+}
+
+qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsamples, int seqlen,
+                              const qc_pipeline_opts *o, qc_pipeline_result *res) {
+    memset(res, 0, sizeof *res);
+    const qc_model_config *cfg = &m->cfg;
+    int d = cfg->hidden_size, T = seqlen, L = cfg->n_layers;
+    if (nsamples < 1 || T < 1) return qc_fail(QC_ERR_ARG, "quantize: no calibration samples");
+    if (o->method == QC_METHOD_AWQ && (o->q.group_size <= 0 || o->format == QC_PACK_GPTQ))
+        return qc_fail(QC_ERR_ARG, "quantize: awq needs a positive group size and asymmetric storage (awq or gptq_v2)");
+    if (mkdir(o->work_dir, 0755) != 0 && errno != EEXIST)
+        return qc_fail(QC_ERR_IO, "%s: cannot create work directory: %s", o->work_dir, strerror(errno));
+    gctx c;
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    c.o = o;
+    c.res = res;
+    c.d = d;
+    c.T = T;
+    c.nsamples = nsamples;
+    c.rows = (size_t)nsamples * T;
+    c.total = L * QC_LIN_COUNT;
+    c.qd = cfg->n_heads * cfg->head_dim;
+    c.ff = cfg->intermediate_size;
+    c.Kmax = c.ff > d ? c.ff : d;
+    if (c.qd > c.Kmax) c.Kmax = c.qd;
+    int kvd = cfg->n_kv_heads * cfg->head_dim;
+    size_t nk[4] = {(size_t)c.qd * d, (size_t)kvd * d, (size_t)d * c.qd, (size_t)c.ff * d};
+    size_t nkmax = 0;
+    for (int i = 0; i < 4; i++) nkmax = nk[i] > nkmax ? nk[i] : nkmax;
+    int Nmax = c.ff > c.qd ? c.ff : c.qd;
+    if (d > Nmax) Nmax = d;
+
+    base_job bj = {.m = m};
+    pthread_t bt;
+    bool bt_started = false;
+    qc_status st = qc_gpu_open(o->device, &c.g);
+    if (st) return st;
+    snprintf(res->device_desc, sizeof res->device_desc, "%s", qc_gpu_describe(c.g));
+    QC_LOGI("quantize: on %s", qc_gpu_describe(c.g));
+    res->lin = calloc((size_t)L * QC_LIN_COUNT, sizeof *res->lin);
+    if (o->keep_fake) {
+        res->fake = calloc((size_t)L, sizeof *res->fake);
+        res->n_layers = L;
+    }
+    if (!res->lin || (o->keep_fake && !res->fake)) {
+        st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* fixed allocations first; the forward scratch takes what fits of the rest */
+    if ((st = qc_gpu_loader_create(c.g, m, &c.ld))) goto out;
+    if ((st = qc_gpu_loader_prefetch(c.ld, 0))) goto out;
+    if ((st = qc_gpu_alloc(c.g, (void **)&c.X, c.rows * d * sizeof(float), "the calibration activations"))) goto out;
+    if ((st = qc_gpu_solver_create_nk(c.g, Nmax, c.Kmax, nkmax, &c.sv))) goto out;
+    c.Hw_elems = (size_t)d * d; /* only q/k/v and gate/up share a Hessian, and their inputs are d wide */
+    if (o->method == QC_METHOD_GPTQ &&
+        (st = qc_gpu_alloc(c.g, (void **)&c.Hw, sizeof(float) * c.Hw_elems, "a Hessian copy for q/k and gate")))
+        goto out;
+    if ((st = qc_gpu_alloc(c.g, (void **)&c.W32, sizeof(float) * nkmax, "an fp32 weight"))) goto out;
+    if ((st = qc_gpu_alloc(c.g, (void **)&c.Wo, sizeof(float) * nkmax, "an fp32 weight copy"))) goto out;
+    if (o->method == QC_METHOD_AWQ) {
+        static const qc_linear_id caps[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
+        for (int k = 0; k < 4 && st == QC_OK; k++)
+            st = qc_gpu_alloc(c.g, (void **)&c.A[caps[k]], c.rows * cap_width(&c, caps[k]) * sizeof(uint16_t),
+                              "AWQ's captured linear inputs");
+        if (st == QC_OK) st = qc_gpu_alloc(c.g, (void **)&c.ref, c.rows * d * sizeof(float), "AWQ's reference outputs");
+        if (st == QC_OK) st = qc_gpu_alloc(c.g, (void **)&c.out, c.rows * d * sizeof(float), "AWQ's trial outputs");
+        for (int i = 0; i < 3 && st == QC_OK; i++)
+            st = qc_gpu_alloc(c.g, (void **)&c.trial[i], nkmax * sizeof(uint16_t), "AWQ's trial weights");
+        if (st == QC_OK) st = qc_gpu_alloc(c.g, (void **)&c.sdev, sizeof(float) * c.Kmax, "AWQ scales");
+        if (st) goto out;
+    }
+    {
+        /* 16384 tokens per batch for a 4096-wide model, 4096 for an 8192-wide one (the scratch grows
+         * with d * ff): GEMMs that still fill the device, scratch of 1-2 GiB */
+        long long bt_def = 16384LL * 4096 * 4096 / ((long long)d * d);
+        bt_def = bt_def > 16384 ? 16384 : bt_def < 1 ? 1 : bt_def;
+        int bt_tokens = o->batch_tokens > 0 ? o->batch_tokens : (int)bt_def;
+        c.batch = bt_tokens / T < 1 ? 1 : bt_tokens / T;
+        if (c.batch > nsamples) c.batch = nsamples;
+        size_t fr = 0, tot = 0;
+        if ((st = qc_gpu_mem_info(c.g, &fr, &tot))) goto out;
+        /* leave room for the Hessians still to come and the libraries' workspaces */
+        size_t reserve = sizeof(float) * ((size_t)c.Kmax * c.Kmax + 3 * (size_t)d * d) + ((size_t)1 << 30);
+        size_t budget = fr > reserve ? fr - reserve : 0;
+        while (c.batch > 1 && qc_gpu_fwd_bytes(cfg, c.batch, T) + (size_t)c.batch * T * d * sizeof(float) > budget)
+            c.batch /= 2;
+        if ((st = qc_gpu_alloc(c.g, (void **)&c.xs, (size_t)c.batch * T * d * sizeof(float), "a batch of activations")))
+            goto out;
+        if ((st = qc_gpu_fwd_create(c.g, cfg, c.batch, T, &c.f))) goto out;
+        QC_LOGI("quantize: %d sequences per batch of the forward pass", c.batch);
+    }
+
+    double t0 = qc_time_now();
+    if ((st = qc_gpu_embed(c.g, m, ids, c.rows, c.X))) goto out;
+    res->t_embed = qc_time_now() - t0;
+    snprintf(bj.path, sizeof bj.path, "%s/base.safetensors", o->work_dir);
+    if (pthread_create(&bt, NULL, base_thread, &bj) != 0) {
+        st = qc_fail(QC_ERR_IO, "cannot start a thread");
+        goto out;
+    }
+    bt_started = true;
+
+    for (int li = 0; li < L && st == QC_OK; li++) {
+        qc_gpu_layer *layer;
+        if ((st = qc_gpu_loader_get(c.ld, li, &layer))) break;
+        if (li + 1 < L && (st = qc_gpu_loader_prefetch(c.ld, li + 1))) break;
+        st = o->method == QC_METHOD_AWQ ? awq_layer(&c, li, layer) : gptq_layer(&c, li, layer);
+        if (st == QC_OK) st = layer_epilogue(&c, li, layer);
+        qc_pl_part_free(&c.part);
+    }
+out:
+    {
+        qc_status ws = part_writer_join(&c);
+        if (st == QC_OK) st = ws;
+        if (c.wr_seconds > 0) QC_LOGI("quantize: layer parts written in %.1f s, overlapped with the GPU", c.wr_seconds);
+    }
+    if (bt_started) {
+        pthread_join(bt, NULL);
+        if (st == QC_OK && bj.st != QC_OK) st = qc_fail(bj.st, "%s", bj.err);
+        if (st == QC_OK) st = qc_pl_push_str(&res->parts, &res->n_parts, bj.path);
+        QC_LOGI("quantize: base part (embedding, norm, head) written in %.1f s, overlapped with the layers", bj.seconds);
+    }
+    if (c.ld) qc_gpu_loader_times(c.ld, &res->t_read, &res->t_read_wait);
+    if (c.g) {
+        res->gpu_peak_bytes = qc_gpu_bytes_peak(c.g);
+        res->gpu_peak_device = qc_gpu_bytes_peak_device(c.g);
+    }
+    qc_qlinear_free(&c.ql);
+    qc_pl_part_free(&c.part);
+    qc_gpu_fwd_free(c.f);
+    qc_gpu_loader_free(c.ld);
+    qc_gpu_solver_free(c.sv);
+    qc_gpu_close(c.g); /* frees every device buffer */
+    res->n_lin = L * QC_LIN_COUNT;
+    if (st != QC_OK) {
+        qc_linear_report *keep = res->lin;
+        res->lin = NULL;
+        qc_pipeline_result_free(res);
+        free(keep);
+    }
+    return st;
+}

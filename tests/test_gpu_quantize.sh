@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# GPU vs CPU, end to end (label gpu; needs a CUDA build and a GPU): the same quantization run on
+# --device cpu and --device cuda must give perplexities within 0.5% of each other, and packed codes
+# that agree except for a small fraction (the GPU's forward keeps fp16 activations like an fp16
+# model, the CPU's is FP32, so Hessians differ in the last bits and GPTQ's error feedback can flip
+# a rounding now and then; RTN depends on the weights alone and must agree exactly).
+# Also: the GPU's failure modes (no such device, out of memory) leave no output.
+set -u
+Q=${QCAL_BIN:?QCAL_BIN not set}
+D=${QCAL_DATA:-../shared/data}
+CMP=${QCAL_CMP_CODES:-$(dirname "$Q")/tests/qc_cmp_codes}
+if ! nvidia-smi -L >/dev/null 2>&1; then echo "SKIP: no GPU on this machine"; exit 77; fi
+if [[ ! -d "$D/stories260K-fp16" ]]; then echo "SKIP: $D/stories260K-fp16 not found"; exit 77; fi
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass+1)); }
+bad() { fail=$((fail+1)); echo "FAIL: $*"; }
+
+# parity MODEL GS NSAMPLES SEQLEN EVALWIN CODE_BOUND NAME [quantize args...]
+parity() {
+    local model=$1 gs=$2 ns=$3 sl=$4 win=$5 bound=$6 name=$7; shift 7
+    local args=(--model "$D/$model" --calib "$D/text/c4.utf8" --nsamples "$ns" --seqlen "$sl" --group-size "$gs"
+                --eval "$D/text/wiki.test.raw" --eval-seqlen 512 --eval-max-windows "$win" --quiet "$@")
+    local t0=$SECONDS
+    "$Q" quantize "${args[@]}" --out "$T/$name-cpu" --device cpu >"$T/$name-cpu.out" 2>"$T/$name-cpu.err" \
+        || { bad "$name cpu: $(tail -3 "$T/$name-cpu.err")"; return; }
+    local t1=$SECONDS
+    "$Q" quantize "${args[@]}" --out "$T/$name-gpu" --device cuda >"$T/$name-gpu.out" 2>"$T/$name-gpu.err" \
+        || { bad "$name gpu: $(tail -3 "$T/$name-gpu.err")"; return; }
+    local t2=$SECONDS
+    local pc pg
+    pc=$(sed -n 's/^perplexity: //p' "$T/$name-cpu.out"); pg=$(sed -n 's/^perplexity: //p' "$T/$name-gpu.out")
+    local codes; codes=$("$CMP" 4 "$T/$name-cpu" "$T/$name-gpu") || { bad "$name: codes compare failed"; return; }
+    local frac; frac=$(sed -n 's/^codes: [0-9]* of [0-9]* differ (\([0-9.]*\)).*/\1/p' <<<"$codes")
+    printf "%-28s ppl cpu %10.4f  gpu %10.4f  rel %.2e   %s   (cpu %ds, gpu %ds)\n" "$name" "$pc" "$pg" \
+        "$(python3 -c "print(abs($pc-$pg)/$pc)")" "$codes" $((t1-t0)) $((t2-t1))
+    local pb=${PPL_BOUND:-0.005}
+    python3 -c "import sys; sys.exit(0 if abs($pc-$pg)/$pc <= $pb else 1)" && ok || bad "$name: ppl differ by more than $pb"
+    python3 -c "import sys; sys.exit(0 if $frac <= $bound else 1)" && ok || bad "$name: code fraction $frac > $bound"
+    grep -Eq '"device":[[:space:]]*"NVIDIA' "$T/$name-gpu/qcal_report.json" && ok || bad "$name: report lacks the device"
+}
+
+if [[ "${QCAL_GPU_PARITY_ONLY_25M:-0}" != 1 ]]; then
+parity stories260K-fp16 32 32 128 40 0     rtn-w4g32          --method rtn --format gptq
+parity stories260K-fp16 32 32 128 40 0.05  gptq-w4g32         --method gptq
+parity stories260K-fp16 32 32 128 40 0.05  gptq-w4g32-act-asym --method gptq --act-order --asym --format gptq_v2
+parity stories260K-fp16 32 32 128 40 0.05  awq-w4g32          --method awq --nsamples 16
+fi
+# qcal-llama-25m (8 layers): a flipped code changes the next layer's inputs, so differences compound
+# layer after layer. Measured on an H100 (GPTQ act-order w4g128, 128 x 512, 100 windows): CPU 113.225,
+# GPU 114.019 (0.70%, 12.4% of codes), while the GPU alone with calibration seed 1 instead of 0 gives
+# 113.128 (0.79% from seed 0): the CPU/GPU difference is within the calibration's own spread. The
+# bounds here are that spread (1%) and the code fraction measured (with margin).
+if [[ -d "$D/qcal-llama-25m" && "${QCAL_GPU_PARITY_25M:-1}" == 1 ]]; then
+    [[ "${QCAL_GPU_PARITY_AWQ_ONLY:-0}" == 1 ]] ||
+        PPL_BOUND=0.01 parity qcal-llama-25m 128 128 512 100 0.2 25m-gptq-w4g128-act --method gptq --act-order
+    PPL_BOUND=0.01 parity qcal-llama-25m 128 64 512 100 0.2  25m-awq-w4g128      --method awq
+fi
+
+# failure modes: a device that does not exist, a device too small; nothing written
+common=(--model "$D/stories260K-fp16" --calib "$D/text/c4.utf8" --nsamples 8 --seqlen 64 --group-size 32 --quiet)
+"$Q" quantize "${common[@]}" --out "$T/e1" --device cuda:63 >/dev/null 2>"$T/err"; rc=$?
+[[ $rc -eq 1 && ! -e "$T/e1" ]] && grep -q "cuda:63" "$T/err" && ok || bad "cuda:63: rc $rc $(cat "$T/err")"
+QCAL_GPU_MEM_LIMIT_MB=1 "$Q" quantize "${common[@]}" --out "$T/e2" --device cuda >/dev/null 2>"$T/err"; rc=$?
+[[ $rc -eq 1 && ! -e "$T/e2" ]] && grep -q "out of GPU memory: .* needs .* MiB" "$T/err" && ok \
+    || bad "memory limit: rc $rc $(cat "$T/err")"
+ls "$T" | grep -q "tmp-" && bad "temporary directory left: $(ls "$T")" || ok
+
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
