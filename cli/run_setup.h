@@ -30,7 +30,7 @@
     {.name = "seqlen", .kind = QC_OPT_STR, .metavar = "N", .help = "tokens per window (default 2048)"},         \
     {.name = "seed", .kind = QC_OPT_STR, .metavar = "N", .help = "sampling seed (default 0)"},                  \
     {.name = "format", .kind = QC_OPT_STR, .metavar = "F", .help = "gptq (default), gptq_v2 or awq"},          \
-    {.name = "device", .kind = QC_OPT_STR, .metavar = "D", .help = "cpu (default) or cuda[:N]"}
+    {.name = "device", .kind = QC_OPT_STR, .metavar = "D", .help = "cpu (default) or cuda[:N]: the whole pipeline on GPU N (a -DQCAL_CUDA=ON build)"}
 
 /* Parses argv against opts (one optional positional: the recipe file) and builds the recipe: defaults,
  * then the file, then every flag that is set, then validation. Returns -1 with *r filled, or the exit
