@@ -219,10 +219,12 @@ typedef struct {
     int done, total;
 } run_ctx;
 
-static bool packable(const run_ctx *c, int N, int K, const char **why) {
-    if (c->o->format == QC_PACK_AWQ) return qc_awq_shape_ok(N, K, c->o->q.bits, c->o->q.group_size, why);
-    return qc_gptq_shape_ok(N, K, c->o->q.bits, c->o->q.group_size, why);
+bool qc_pl_packable(const qc_pipeline_opts *o, int N, int K, const char **why) {
+    if (o->format == QC_PACK_AWQ) return qc_awq_shape_ok(N, K, o->q.bits, o->q.group_size, why);
+    return qc_gptq_shape_ok(N, K, o->q.bits, o->q.group_size, why);
 }
+
+static bool packable(const run_ctx *c, int N, int K, const char **why) { return qc_pl_packable(c->o, N, K, why); }
 
 static void name_report(run_ctx *c, int li, qc_linear_id l, const qc_layer *layer) {
     qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
@@ -423,12 +425,25 @@ static qc_status awq_module(run_ctx *c, const qc_layer *L, qc_linear_id which, c
     return st;
 }
 
-typedef struct {
-    qc_linear_id input;          /* capture point: the scaled linears' shared input */
-    qc_linear_id layers[3];
-    int n;
-    int prev;                    /* -1: the RMSNorm before it; else the linear whose rows absorb 1/s */
-} awq_group;
+typedef qc_pl_awq_group awq_group;
+
+int qc_pl_awq_groups(const int *out_f, const int *in_f, qc_pl_awq_group g[4]) {
+    int ng = 0;
+    g[ng++] = (qc_pl_awq_group){QC_LIN_Q, {QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, -1};
+    if (out_f[QC_LIN_V] == out_f[QC_LIN_O] && in_f[QC_LIN_V] == in_f[QC_LIN_O]) /* no GQA: v_proj -> o_proj */
+        g[ng++] = (qc_pl_awq_group){QC_LIN_O, {QC_LIN_O}, 1, QC_LIN_V};
+    g[ng++] = (qc_pl_awq_group){QC_LIN_GATE, {QC_LIN_GATE, QC_LIN_UP}, 2, -1};
+    g[ng++] = (qc_pl_awq_group){QC_LIN_DOWN, {QC_LIN_DOWN}, 1, QC_LIN_UP};
+    return ng;
+}
+
+bool qc_pl_awq_group_quantized(const qc_pipeline_opts *o, const int *out_f, const int *in_f, const qc_pl_awq_group *g) {
+    for (int i = 0; i < g->n; i++) {
+        const char *why = NULL;
+        if (qc_pl_packable(o, out_f[g->layers[i]], in_f[g->layers[i]], &why)) return true;
+    }
+    return false;
+}
 
 /* Grid search of E.3 for one group on the original weights; writes the best scales to s. */
 static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *g, float *s, double *best_ratio) {
@@ -490,16 +505,6 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
     return st;
 }
 
-/* Whether any linear of a scale group will be quantized (a group kept whole in F16 is not searched:
- * AutoAWQ would not run on such shapes at all). */
-static bool awq_group_quantized(const run_ctx *c, const qc_layer *layer, const awq_group *g) {
-    for (int i = 0; i < g->n; i++) {
-        const char *why = NULL;
-        if (packable(c, layer->out_features[g->layers[i]], layer->in_features[g->layers[i]], &why)) return true;
-    }
-    return false;
-}
-
 static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
     const qc_pipeline_opts *o = c->o;
     qc_status st = QC_OK;
@@ -516,19 +521,13 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
     c->res->t_forward += qc_time_now() - tf;
     /* 2. scale searches, all on the original weights (spec E.2 groups) */
     awq_group groups[4];
-    int ng = 0;
-    groups[ng++] = (awq_group){QC_LIN_Q, {QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, -1};
-    if (layer->out_features[QC_LIN_V] == layer->out_features[QC_LIN_O] &&
-        layer->in_features[QC_LIN_V] == layer->in_features[QC_LIN_O]) /* no GQA: v_proj -> o_proj */
-        groups[ng++] = (awq_group){QC_LIN_O, {QC_LIN_O}, 1, QC_LIN_V};
-    groups[ng++] = (awq_group){QC_LIN_GATE, {QC_LIN_GATE, QC_LIN_UP}, 2, -1};
-    groups[ng++] = (awq_group){QC_LIN_DOWN, {QC_LIN_DOWN}, 1, QC_LIN_UP};
+    int ng = qc_pl_awq_groups(layer->out_features, layer->in_features, groups);
     float *scales[4] = {0};
     double ratio[4] = {0}, t_search = qc_time_now();
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
         int K = layer->in_features[groups[gi].layers[0]];
         if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
-        else if (!awq_group_quantized(c, layer, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
+        else if (!qc_pl_awq_group_quantized(o, layer->out_features, layer->in_features, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
             for (int k = 0; k < K; k++) scales[gi][k] = 1.0f;
             ratio[gi] = -1.0;
         } else {

@@ -96,10 +96,7 @@ static qc_status part_writer_start(gctx *c, const char *path) {
     return QC_OK;
 }
 
-static bool packable(const gctx *c, int N, int K, const char **why) {
-    if (c->o->format == QC_PACK_AWQ) return qc_awq_shape_ok(N, K, c->o->q.bits, c->o->q.group_size, why);
-    return qc_gptq_shape_ok(N, K, c->o->q.bits, c->o->q.group_size, why);
-}
+static bool packable(const gctx *c, int N, int K, const char **why) { return qc_pl_packable(c->o, N, K, why); }
 
 static qc_linear_report *rep_of(gctx *c, int li, qc_linear_id l) { return &c->res->lin[li * QC_LIN_COUNT + l]; }
 
@@ -448,12 +445,7 @@ static qc_status awq_module(gctx *c, const qc_gpu_layer *L, qc_linear_id which, 
     return st;
 }
 
-typedef struct {
-    qc_linear_id input;
-    qc_linear_id layers[3];
-    int n;
-    int prev; /* -1: the RMSNorm before it; else the linear whose rows absorb 1/s */
-} awq_group;
+typedef qc_pl_awq_group awq_group;
 
 static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group *gr, float *s, double *best_ratio) {
     int K = layer->in_features[gr->layers[0]], gs = c->o->q.group_size, bits = c->o->q.bits;
@@ -502,16 +494,6 @@ static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group 
     return st;
 }
 
-/* Whether any linear of a scale group will be quantized (a group kept whole in F16 is not searched:
- * AutoAWQ would not run on such shapes at all). */
-static bool awq_group_quantized(const gctx *c, const qc_gpu_layer *layer, const awq_group *g) {
-    for (int i = 0; i < g->n; i++) {
-        const char *why = NULL;
-        if (packable(c, layer->out_features[g->layers[i]], layer->in_features[g->layers[i]], &why)) return true;
-    }
-    return false;
-}
-
 static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     const qc_pipeline_opts *o = c->o;
     qc_status st = QC_OK;
@@ -529,19 +511,13 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     c->res->t_forward += qc_time_now() - tf;
     /* 2. scale searches on the original weights (spec E.2 groups) */
     awq_group groups[4];
-    int ng = 0;
-    groups[ng++] = (awq_group){QC_LIN_Q, {QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, -1};
-    if (layer->out_features[QC_LIN_V] == layer->out_features[QC_LIN_O] &&
-        layer->in_features[QC_LIN_V] == layer->in_features[QC_LIN_O]) /* no GQA: v_proj -> o_proj */
-        groups[ng++] = (awq_group){QC_LIN_O, {QC_LIN_O}, 1, QC_LIN_V};
-    groups[ng++] = (awq_group){QC_LIN_GATE, {QC_LIN_GATE, QC_LIN_UP}, 2, -1};
-    groups[ng++] = (awq_group){QC_LIN_DOWN, {QC_LIN_DOWN}, 1, QC_LIN_UP};
+    int ng = qc_pl_awq_groups(layer->out_features, layer->in_features, groups);
     float *scales[4] = {0};
     double ratio[4] = {0}, t_search = qc_time_now();
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
         int K = layer->in_features[groups[gi].layers[0]];
         if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
-        else if (!awq_group_quantized(c, layer, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
+        else if (!qc_pl_awq_group_quantized(o, layer->out_features, layer->in_features, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
             for (int k = 0; k < K; k++) scales[gi][k] = 1.0f;
             ratio[gi] = -1.0;
         } else {

@@ -41,6 +41,23 @@ qc_status qc_pl_push_str(char ***arr, int *n, const char *s);
 /* The capture point whose input a linear consumes (q/k/v -> Q, gate/up -> GATE). */
 qc_linear_id qc_pl_input_of(qc_linear_id l);
 
+/* Whether the run's format can hold an N x K linear (else it stays F16; *why says why). */
+bool qc_pl_packable(const qc_pipeline_opts *o, int N, int K, const char **why);
+
+/* AWQ's scale groups (spec E.2): the linears sharing one input and the operation that absorbs 1/s. */
+typedef struct {
+    qc_linear_id input;     /* capture point: the scaled linears' shared input */
+    qc_linear_id layers[3];
+    int n;
+    int prev;               /* -1: the RMSNorm before it; else the linear whose rows absorb 1/s */
+} qc_pl_awq_group;
+/* The groups of a layer with these linear shapes (indexed by qc_linear_id): 3, or 4 without GQA. */
+int  qc_pl_awq_groups(const int *out_features, const int *in_features, qc_pl_awq_group g[4]);
+/* Whether any linear of g will be quantized (a group kept whole in F16 is not searched: nothing to
+ * protect, and AutoAWQ would not run on such shapes at all). */
+bool qc_pl_awq_group_quantized(const qc_pipeline_opts *o, const int *out_features, const int *in_features,
+                               const qc_pl_awq_group *g);
+
 /* The CUDA pipeline (pipeline_gpu.c; pipeline_nogpu.c in a CPU-only build says there is no backend). */
 qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsamples, int seqlen,
                               const qc_pipeline_opts *o, qc_pipeline_result *res);
