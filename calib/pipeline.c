@@ -132,19 +132,26 @@ qc_status qc_pl_push_str(char ***arr, int *n, const char *s) {
     return QC_OK;
 }
 
-/* Reads a whole model tensor as F32 into a new buffer. */
-static qc_status read_tensor(const qc_model *m, const char *name, float **out, const qc_tensor **info) {
+/* A model tensor as a new F16 buffer, converted in chunks (an 8B model's embedding is 2 GiB in F32). */
+static qc_status read_tensor_f16(const qc_model *m, const char *name, uint16_t **out, const qc_tensor **info) {
     const qc_tensor *t = qc_weights_find(m->weights, name);
     if (!t) return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' is missing", m->dir, name);
-    float *x = malloc(sizeof(float) * (size_t)t->numel + 1);
-    if (!x) return qc_fail(QC_ERR_NOMEM, "out of memory for %s", name);
-    qc_status st = qc_tensor_read_f32(t, 0, t->numel, x);
+    enum { CHUNK = 1 << 16 };
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)t->numel + 1);
+    float *f = malloc(sizeof(float) * CHUNK);
+    qc_status st = (!h || !f) ? qc_fail(QC_ERR_NOMEM, "out of memory for %s", name) : QC_OK;
+    for (int64_t i0 = 0; st == QC_OK && i0 < t->numel; i0 += CHUNK) {
+        int64_t n = t->numel - i0 < CHUNK ? t->numel - i0 : CHUNK;
+        st = qc_tensor_read_f32(t, i0, n, f);
+        for (int64_t i = 0; st == QC_OK && i < n; i++) h[i0 + i] = qc_f32_to_fp16(f[i]);
+    }
+    free(f);
     if (st) {
-        free(x);
+        free(h);
         return st;
     }
-    *out = x;
-    if (info) *info = t;
+    *out = h;
+    *info = t;
     return QC_OK;
 }
 
@@ -155,11 +162,11 @@ qc_status qc_pl_write_base_part(const qc_model *m, const char *path) {
     qc_status st = QC_OK;
     for (int i = 0; st == QC_OK && i < 3; i++) {
         if (!names[i]) continue;
-        float *x = NULL;
+        uint16_t *h = NULL;
         const qc_tensor *t = NULL;
-        if ((st = read_tensor(m, names[i], &x, &t))) break;
-        st = qc_pl_part_add_f16(&p, names[i], x, t->shape[0], t->ndim == 2 ? t->shape[1] : 0);
-        free(x);
+        if ((st = read_tensor_f16(m, names[i], &h, &t))) break;
+        int64_t d0 = t->shape[0], d1 = t->ndim == 2 ? t->shape[1] : 0;
+        st = qc_pl_part_add(&p, names[i], QC_DTYPE_F16, d1 > 0 ? 2 : 1, d0, d1, h, sizeof(uint16_t) * (size_t)t->numel);
     }
     if (st == QC_OK) st = qc_pl_part_write(&p, path);
     qc_pl_part_free(&p);
