@@ -700,18 +700,8 @@ static bool converts_in_place(const load_item *it) {
 
 /* Drops the file pages lying wholly inside [p, p + n) from this process (read-only file mapping:
  * they are read again from the file if touched). */
-static size_t page_size(void) {
-    static size_t page = 0;
-    if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
-    return page;
-}
-
-static void drop_pages(const void *p, size_t n) {
-    size_t page = page_size();
-    uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
-    uintptr_t b = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
-}
+static void drop_pages(const void *p, size_t n) { qc_mmap_drop_pages(p, n); }
+static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 
 static qc_status load_job(qc_gpu_loader *ld, int i) {
     qc_gpu *g = ld->g;
@@ -934,6 +924,7 @@ extern "C" qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *i
     qc_status st = qc_gpu_alloc(g, &tab, t->nbytes, "the embedding table");
     if (st == QC_OK) st = qc_gpu_alloc(g, &idd, n * sizeof(int32_t), "the calibration token ids");
     if (st == QC_OK) st = qc_gpu_upload(g, tab, t->data, t->nbytes);
+    qc_tensor_drop_pages(t);
     if (st == QC_OK) st = qc_gpu_upload(g, idd, ids, n * sizeof(int32_t));
     if (st == QC_OK) {
         k_embed_gather<<<qc_grid(n * (size_t)d, 256), 256, 0, g->stream>>>(tab, dt, (const int32_t *)idd, n, d, x);

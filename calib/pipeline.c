@@ -146,6 +146,7 @@ static qc_status read_tensor_f16(const qc_model *m, const char *name, uint16_t *
         for (int64_t i = 0; st == QC_OK && i < n; i++) h[i0 + i] = qc_f32_to_fp16(f[i]);
     }
     free(f);
+    qc_tensor_drop_pages(t);
     if (st) {
         free(h);
         return st;

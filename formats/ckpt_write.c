@@ -559,7 +559,11 @@ static void shard_name(char *buf, size_t cap, int i, int n) {
 /* Streams one tensor, converting floats to F16 in chunks. */
 static qc_status stream_tensor(qc_st_writer *w, const entry *e) {
     const qc_tensor *t = e->t;
-    if (e->out_dt == t->dtype) return qc_st_writer_write(w, t->data, (size_t)t->nbytes);
+    if (e->out_dt == t->dtype) {
+        qc_status st = qc_st_writer_write(w, t->data, (size_t)t->nbytes);
+        qc_tensor_drop_pages(t); /* the parts are read once: keep them out of the resident set */
+        return st;
+    }
     enum { CHUNK = 4096 };
     float f[CHUNK];
     uint16_t h[CHUNK];

@@ -1214,3 +1214,15 @@ void qc_st_writer_abort(qc_st_writer *w) {
     if (w->created) unlink(w->tmp);
     w_free(w);
 }
+
+void qc_mmap_drop_pages(const void *p, size_t n) {
+    static size_t page = 0;
+    if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
+    if (p && b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+void qc_tensor_drop_pages(const qc_tensor *t) {
+    if (t && t->data) qc_mmap_drop_pages(t->data, (size_t)t->nbytes);
+}

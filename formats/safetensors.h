@@ -108,6 +108,13 @@ const qc_tensor *qc_weights_find(const qc_weights *w, const char *name); /* NULL
 /* Total bytes of tensor data. */
 uint64_t         qc_weights_total_bytes(const qc_weights *w);
 
+/* Tells the kernel this process is done with the tensor's mmapped file pages (those wholly inside it):
+ * they leave the process's resident set and are read again from the file if touched. For streaming
+ * passes over models larger than RAM. No-op for parse-only headers. */
+void qc_tensor_drop_pages(const qc_tensor *t);
+/* The same for any range of a read-only file mapping. */
+void qc_mmap_drop_pages(const void *p, size_t n);
+
 /* Converts elements [first, first+count) of a floating tensor (F32/F16/BF16/F64) to float.
  * QC_ERR_UNSUPPORTED for integer dtypes, QC_ERR_ARG if the range is outside the tensor or the tensor has
  * no data (parse-only header). Element indices are flat, row-major. dst needs only float alignment. */

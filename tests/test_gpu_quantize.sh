@@ -19,8 +19,9 @@ bad() { fail=$((fail+1)); echo "FAIL: $*"; }
 # parity MODEL GS NSAMPLES SEQLEN EVALWIN CODE_BOUND NAME [quantize args...]
 parity() {
     local model=$1 gs=$2 ns=$3 sl=$4 win=$5 bound=$6 name=$7; shift 7
-    local args=(--model "$D/$model" --calib "$D/text/c4.utf8" --nsamples "$ns" --seqlen "$sl" --group-size "$gs"
-                --eval "$D/text/wiki.test.raw" --eval-seqlen 512 --eval-max-windows "$win" --quiet "$@")
+    local mdir=$model; [[ $mdir == /* ]] || mdir="$D/$model"
+    local args=(--model "$mdir" --calib "$D/text/c4.utf8" --nsamples "$ns" --seqlen "$sl" --group-size "$gs"
+                --eval "$D/text/wiki.test.raw" --eval-seqlen "${EVAL_SEQLEN:-512}" --eval-max-windows "$win" --quiet "$@")
     local t0=$SECONDS
     "$Q" quantize "${args[@]}" --out "$T/$name-cpu" --device cpu >"$T/$name-cpu.out" 2>"$T/$name-cpu.err" \
         || { bad "$name cpu: $(tail -3 "$T/$name-cpu.err")"; return; }
@@ -46,6 +47,49 @@ parity stories260K-fp16 32 32 128 40 0.05  gptq-w4g32         --method gptq
 parity stories260K-fp16 32 32 128 40 0.05  gptq-w4g32-act-asym --method gptq --act-order --asym --format gptq_v2
 parity stories260K-fp16 32 32 128 40 0.05  awq-w4g32          --method awq --nsamples 16
 fi
+# Every architecture end to end on the GPU (the random-weight fixtures of tests/data/arch: biases and an
+# untied head, llama3 and linear RoPE, Mistral's sliding window, Qwen2, Qwen3's q/k norms), each with a
+# byte-level tokenizer (ids 0-255 fit their 256-token vocabularies) and its F32 weights stored as F16
+# (what the GPU computes with), so both devices quantize the same weights.
+S=${QCAL_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
+if [[ "${QCAL_GPU_PARITY_ONLY_25M:-0}" != 1 && -d "$S/tests/data/arch" ]]; then
+    for a in "$S"/tests/data/arch/*/; do
+        a=${a%/}; n=$(basename "$a"); cp -r "$a" "$T/arch-$n"
+        python3 - "$T/arch-$n/tokenizer.json" <<'PY'
+import json, sys
+bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+cs, k = bs[:], 0
+for b in range(256):
+    if b not in bs: bs.append(b); cs.append(256 + k); k += 1
+vocab = {chr(c): b for b, c in zip(bs, cs)}
+bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+json.dump({"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+           "pre_tokenizer": bl, "post_processor": None, "decoder": bl,
+           "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                     "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                     "ignore_merges": False, "vocab": vocab, "merges": []}}, open(sys.argv[1], "w"))
+PY
+        python3 - "$T/arch-$n/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+raw = open(p, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+hdr, data = json.loads(raw[8:8 + n]), raw[8 + n:]
+out, off, meta = bytearray(), 0, hdr.pop("__metadata__", None)
+for name in sorted(hdr, key=lambda k: hdr[k]["data_offsets"][0]):
+    t = hdr[name]; a, b = t["data_offsets"]; buf = data[a:b]
+    if t["dtype"] == "F32":
+        vals = struct.unpack("<%df" % ((b - a) // 4), buf)
+        buf = struct.pack("<%de" % len(vals), *vals); t["dtype"] = "F16"
+    t["data_offsets"] = [off, off + len(buf)]; off += len(buf); out += buf
+if meta is not None: hdr["__metadata__"] = meta
+h = json.dumps(hdr).encode(); h += b" " * (-len(h) % 8)
+open(p, "wb").write(struct.pack("<Q", len(h)) + h + bytes(out))
+PY
+        EVAL_SEQLEN=128 PPL_BOUND=0.01 parity "$T/arch-$n" 32 16 128 20 0.3 "arch-$n" --method gptq --act-order
+    done
+fi
+
 # qcal-llama-25m (8 layers): a flipped code changes the next layer's inputs, so differences compound
 # layer after layer. Measured on an H100 (GPTQ act-order w4g128, 128 x 512, 100 windows): CPU 113.225,
 # GPU 114.019 (0.70%, 12.4% of codes), while the GPU alone with calibration seed 1 instead of 0 gives
