@@ -34,7 +34,7 @@ void qc_quant_params(const float *x, int n, int stride, int bits, bool sym, floa
 
 static float fp16_round(float x) { return qc_fp16_to_f32(qc_f32_to_fp16(x)); }
 
-static qc_status check_args(int N, int K, const qc_gptq_opts *o, const qc_qlinear *q) {
+qc_status qc_gptq_check_args(int N, int K, const qc_gptq_opts *o, const qc_qlinear *q) {
     if (o->bits != 2 && o->bits != 3 && o->bits != 4 && o->bits != 8)
         return qc_fail(QC_ERR_ARG, "gptq: bits must be 2, 3, 4 or 8 (got %d)", o->bits);
     if (o->group_size != -1 && (o->group_size <= 0 || K % o->group_size != 0))
@@ -144,7 +144,7 @@ static qc_status inverse_factor(float *H, const float *Hbak, int K, const qc_gpt
 qc_status qc_gptq_quantize(float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_qlinear *q, qc_gptq_stats *st) {
     double t0 = qc_time_now();
     memset(st, 0, sizeof *st);
-    qc_status s = check_args(N, K, o, q);
+    qc_status s = qc_gptq_check_args(N, K, o, q);
     if (s) return s;
     int maxq = (1 << o->bits) - 1, gs = o->group_size, B = o->blocksize;
     float *zf = malloc(sizeof(float) * (size_t)q->n_groups * N);
@@ -267,7 +267,7 @@ qc_status qc_gptq_quantize_ref(float *W, float *H, int N, int K, const qc_gptq_o
                                qc_gptq_stats *st) {
     double t0 = qc_time_now();
     memset(st, 0, sizeof *st);
-    qc_status s = check_args(N, K, o, q);
+    qc_status s = qc_gptq_check_args(N, K, o, q);
     if (s) return s;
     int maxq = (1 << o->bits) - 1, gs = o->group_size;
     float *zf = malloc(sizeof(float) * (size_t)q->n_groups * N);
@@ -377,7 +377,7 @@ qc_status qc_rtn_quantize(float *W, int N, int K, int bits, int group_size, bool
     o.bits = bits;
     o.group_size = group_size;
     o.sym = sym;
-    qc_status s = check_args(N, K, &o, q);
+    qc_status s = qc_gptq_check_args(N, K, &o, q);
     if (s) return s;
     int gs = group_size == -1 ? K : group_size, maxq = (1 << bits) - 1;
     for (int n = 0; n < N; n++) {

@@ -429,20 +429,8 @@ static qc_status sgemm(qc_gpu *g, cublasOperation_t ta, cublasOperation_t tb, in
     return QC_OK;
 }
 
-/* gptq.c check_args, plus the solver's capacity. */
-static qc_status check_args(const qc_gpu_solver *s, int N, int K, const qc_gptq_opts *o, const qc_qlinear *q) {
-    if (o->bits != 2 && o->bits != 3 && o->bits != 4 && o->bits != 8)
-        return qc_fail(QC_ERR_ARG, "gptq: bits must be 2, 3, 4 or 8 (got %d)", o->bits);
-    if (o->group_size != -1 && (o->group_size <= 0 || K % o->group_size != 0))
-        return qc_fail(QC_ERR_ARG, "gptq: group size %d does not divide in_features %d", o->group_size, K);
-    if (!(o->damp > 0.0 && o->damp < 1.0)) return qc_fail(QC_ERR_ARG, "gptq: damp must be in (0, 1), got %g", o->damp);
-    if (o->blocksize < 1) return qc_fail(QC_ERR_ARG, "gptq: blocksize must be positive");
-    if (o->blocksize > MAXB)
-        return qc_fail(QC_ERR_ARG, "gptq (gpu): blocksize %d exceeds the GPU solver's %d", o->blocksize, MAXB);
-    int G = o->group_size == -1 ? 1 : K / o->group_size;
-    if (q->N != N || q->K != K || q->bits != o->bits || q->n_groups != G || q->sym != o->sym)
-        return qc_fail(QC_ERR_ARG, "gptq: output layer (%dx%d, %d bits, %d groups) does not match %dx%d, %d bits, "
-                       "%d groups", q->N, q->K, q->bits, q->n_groups, N, K, o->bits, G);
+/* The solver's workspace holds an N x K linear. */
+static qc_status check_capacity(const qc_gpu_solver *s, int N, int K) {
     if (N > s->max_N || K > s->max_K || (size_t)N * K > s->max_NK)
         return qc_fail(QC_ERR_ARG, "gpu solver: a %dx%d layer exceeds the workspace (%dx%d, %zu elements)", N, K,
                        s->max_N, s->max_K, s->max_NK);
@@ -543,7 +531,9 @@ static qc_status inverse_factor(qc_gpu_solver *s, float *H, int K, double mean, 
 static qc_status gptq_run(qc_gpu_solver *s, float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_qlinear *q,
                           bool want_codes, qc_gptq_stats *st) {
     qc_status e;
-    if ((e = check_args(s, N, K, o, q))) return e;
+    if ((e = qc_gptq_check_args(N, K, o, q)) || (e = check_capacity(s, N, K))) return e;
+    if (o->blocksize > MAXB)
+        return qc_fail(QC_ERR_ARG, "gptq (gpu): blocksize %d exceeds the GPU solver's %d", o->blocksize, MAXB);
     qc_gpu *g = s->g;
     const int gs = o->group_size, B = o->blocksize, maxq = (1 << o->bits) - 1, G = q->n_groups;
     if ((e = ensure_groups(s, G, N))) return e;
@@ -641,17 +631,11 @@ qc_status qc_gptq_quantize_gpu(qc_gpu_solver *s, float *W, float *H, int N, int 
     return e;
 }
 
-qc_status qc_rtn_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits, int group_size, bool sym,
-                              qc_qlinear *q, bool want_codes) {
-    s->have_codes = false;
-    qc_gptq_opts o = qc_gptq_default_opts();
-    o.bits = bits;
-    o.group_size = group_size;
-    o.sym = sym;
+/* RTN and AWQ's quantizer: per-(row, group) params and codes in one pass, W <- W_hat; g_idx = k / gs. */
+static qc_status quantize_rowwise(qc_gpu_solver *s, float *W, int N, int K, int gs, int bits, bool sym, bool awq,
+                                  qc_qlinear *q, bool want_codes) {
     qc_status e;
-    if ((e = check_args(s, N, K, &o, q))) return e;
-    int gs = group_size == -1 ? K : group_size;
-    if ((e = ensure_groups(s, K / gs, N)) || (e = launch_groups(s, W, N, K, gs, bits, sym, false, true)) ||
+    if ((e = ensure_groups(s, K / gs, N)) || (e = launch_groups(s, W, N, K, gs, bits, sym, awq, true)) ||
         (e = download_params(s, q)))
         return e;
     if (want_codes && (e = qc_gpu_download(s->g, q->codes, s->codes, (size_t)N * K))) return e;
@@ -664,6 +648,18 @@ qc_status qc_rtn_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits
     return QC_OK;
 }
 
+qc_status qc_rtn_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits, int group_size, bool sym,
+                              qc_qlinear *q, bool want_codes) {
+    s->have_codes = false;
+    qc_gptq_opts o = qc_gptq_default_opts();
+    o.bits = bits;
+    o.group_size = group_size;
+    o.sym = sym;
+    qc_status e;
+    if ((e = qc_gptq_check_args(N, K, &o, q)) || (e = check_capacity(s, N, K))) return e;
+    return quantize_rowwise(s, W, N, K, group_size == -1 ? K : group_size, bits, sym, false, q, want_codes);
+}
+
 qc_status qc_awq_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits, int group_size, qc_qlinear *q,
                               bool want_codes) {
     s->have_codes = false;
@@ -673,21 +669,8 @@ qc_status qc_awq_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits
         return qc_fail(QC_ERR_ARG, "awq: bits must be 2, 3, 4 or 8 (got %d)", bits);
     if (q->N != N || q->K != K || q->bits != bits || q->n_groups != K / gs || q->sym)
         return qc_fail(QC_ERR_ARG, "awq: output layer does not match %dx%d w%d g%d asym", N, K, bits, gs);
-    if (N > s->max_N || K > s->max_K || (size_t)N * K > s->max_NK)
-        return qc_fail(QC_ERR_ARG, "gpu solver: a %dx%d layer exceeds the workspace (%dx%d, %zu elements)", N, K,
-                       s->max_N, s->max_K, s->max_NK);
-    qc_status e;
-    if ((e = ensure_groups(s, K / gs, N)) || (e = launch_groups(s, W, N, K, gs, bits, false, true, true)) ||
-        (e = download_params(s, q)))
-        return e;
-    if (want_codes && (e = qc_gpu_download(s->g, q->codes, s->codes, (size_t)N * K))) return e;
-    for (int k = 0; k < K; k++) q->g_idx[k] = k / gs;
-    s->last_N = N;
-    s->last_K = K;
-    s->last_bits = bits;
-    s->have_codes = true;
-    s->have_hbak = false;
-    return QC_OK;
+    qc_status e = check_capacity(s, N, K);
+    return e ? e : quantize_rowwise(s, W, N, K, gs, bits, false, true, q, want_codes);
 }
 
 /* Host-side checks of gptq_format.c / awq_format.c check_pack_input (the codes are checked on the device)

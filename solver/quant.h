@@ -59,6 +59,10 @@ typedef struct qc_gptq_stats {
 
 qc_gptq_opts qc_gptq_default_opts(void);
 
+/* QC_ERR_ARG unless o and q describe a valid N x K GPTQ problem (bits, group size dividing K, damping,
+ * blocksize, q allocated for that shape); shared by the CPU and GPU solvers. */
+qc_status qc_gptq_check_args(int N, int K, const qc_gptq_opts *o, const qc_qlinear *q);
+
 /* The blocked solver (LAPACKE Cholesky, OpenBLAS GEMM for the lazy batch updates). */
 qc_status qc_gptq_quantize(float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_qlinear *q,
                            qc_gptq_stats *st);
