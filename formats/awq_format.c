@@ -127,7 +127,7 @@ typedef struct {
     void (*zeros)(const uint32_t *, int, int, int32_t *);
 } unpacker;
 
-static qc_status check_pack_input(const qc_qlinear *q) {
+static qc_status check_pack_params(const qc_qlinear *q) {
     const char *why;
     if (!qc_awq_shape_ok(q->N, q->K, q->bits, q->group_size, &why))
         return qc_fail(QC_ERR_ARG, "awq pack: N = %d, K = %d, bits = %d, group_size = %d: %s", q->N, q->K, q->bits,
@@ -140,10 +140,6 @@ static qc_status check_pack_input(const qc_qlinear *q) {
         if (q->g_idx[k] != k / gs)
             return qc_fail(QC_ERR_ARG, "awq pack: g_idx[%d] = %d, not k / group_size = %d: AWQ stores no g_idx, so "
                            "act-order layers cannot be written as AWQ", k, q->g_idx[k], k / gs);
-    for (size_t i = 0; i < (size_t)N * (size_t)K; i++)
-        if (q->codes[i] > 15)
-            return qc_fail(QC_ERR_ARG, "awq pack: code[%zu][%zu] = %u exceeds 15", i / (size_t)K, i % (size_t)K,
-                           q->codes[i]);
     for (size_t i = 0; i < (size_t)G * (size_t)N; i++)
         if (q->zeros[i] < 0 || q->zeros[i] > 15)
             return qc_fail(QC_ERR_ARG, "awq pack: zero[%zu][%zu] = %d outside [0, 15]", i / (size_t)N, i % (size_t)N,
@@ -151,9 +147,8 @@ static qc_status check_pack_input(const qc_qlinear *q) {
     return QC_OK;
 }
 
-static qc_status pack_with(const qc_qlinear *q, int32_t *qweight, int32_t *qzeros, uint16_t *scales16, packer p) {
-    QC_ASSERT(q && qweight && qzeros && scales16);
-    qc_status st = check_pack_input(q);
+qc_status qc_awq_pack_prepare(const qc_qlinear *q, uint16_t *scales16) {
+    qc_status st = check_pack_params(q);
     if (st != QC_OK) return st;
     const size_t gn = (size_t)q->n_groups * (size_t)q->N;
     for (size_t i = 0; i < gn; i++) {
@@ -162,6 +157,17 @@ static qc_status pack_with(const qc_qlinear *q, int32_t *qweight, int32_t *qzero
             return qc_fail(QC_ERR_NUMERIC, "awq pack: scale[%zu][%zu] = %g is not finite in fp16", i / (size_t)q->N,
                            i % (size_t)q->N, (double)q->scales[i]);
     }
+    return QC_OK;
+}
+
+static qc_status pack_with(const qc_qlinear *q, int32_t *qweight, int32_t *qzeros, uint16_t *scales16, packer p) {
+    QC_ASSERT(q && qweight && qzeros && scales16);
+    qc_status st = qc_awq_pack_prepare(q, scales16);
+    if (st != QC_OK) return st;
+    for (size_t i = 0; i < (size_t)q->N * (size_t)q->K; i++)
+        if (q->codes[i] > 15)
+            return qc_fail(QC_ERR_ARG, "awq pack: code[%zu][%zu] = %u exceeds 15", i / (size_t)q->K, i % (size_t)q->K,
+                           q->codes[i]);
     p.words(q->codes, q->N, q->K, (uint32_t *)qweight);
     p.zeros(q->zeros, q->N, q->n_groups, (uint32_t *)qzeros);
     return QC_OK;

@@ -52,6 +52,9 @@ qc_status qc_awq_pack(const qc_qlinear *q, int32_t *qweight, int32_t *qzeros, ui
 /* The reverse, for readers and tests: codes [N, K], zeros [G, N], scales [G, N] (from fp16). Each
  * input/output pair may be NULL together (qweight/codes, qzeros/zeros, scales16/scales) to skip it.
  * QC_ERR_ARG when N, K, group_size fail qc_awq_shape_ok. */
+/* Every check qc_awq_pack makes except the per-code range, and the fp16 scales it stores: for a packer
+ * that holds the codes elsewhere (the GPU's) and checks them itself. */
+qc_status qc_awq_pack_prepare(const qc_qlinear *q, uint16_t *scales16);
 qc_status qc_awq_unpack(int N, int K, int group_size, const int32_t *qweight, const int32_t *qzeros,
                         const uint16_t *scales16, uint8_t *codes, int32_t *zeros, float *scales);
 /* Plain twins of the two above: same contracts, one nibble at a time through the ORDER/INVERSE tables

@@ -158,7 +158,7 @@ typedef void (*unpack_fn)(const uint32_t *, size_t, size_t, int, uint32_t *, siz
 
 /* ---- pack / unpack ---- */
 
-static qc_status check_pack_input(const qc_qlinear *q, bool v2) {
+static qc_status check_pack_params(const qc_qlinear *q, bool v2) {
     const char *why;
     if (!qc_gptq_shape_ok(q->N, q->K, q->bits, q->group_size, &why))
         return qc_fail(QC_ERR_ARG, "gptq pack: N = %d, K = %d, bits = %d, group_size = %d: %s", q->N, q->K, q->bits,
@@ -171,11 +171,6 @@ static qc_status check_pack_input(const qc_qlinear *q, bool v2) {
                        "\"gptq\" (v1 stores z-1; a zero point of 0 becomes -1, which loaders corrupt or read as "
                        "2^bits): use gptq_v2 or awq for asym");
     const int N = q->N, K = q->K, G = q->n_groups, maxq = (1 << q->bits) - 1;
-    size_t nk = (size_t)N * (size_t)K;
-    for (size_t i = 0; i < nk; i++)
-        if (q->codes[i] > maxq)
-            return qc_fail(QC_ERR_ARG, "gptq pack: code[%zu][%zu] = %u exceeds maxq %d", i / (size_t)K, i % (size_t)K,
-                           q->codes[i], maxq);
     for (int k = 0; k < K; k++)
         if (q->g_idx[k] < 0 || q->g_idx[k] >= G)
             return qc_fail(QC_ERR_ARG, "gptq pack: g_idx[%d] = %d outside [0, %d)", k, q->g_idx[k], G);
@@ -204,12 +199,21 @@ static qc_status scales_to_fp16(const qc_qlinear *q, uint16_t *scales16) {
     return QC_OK;
 }
 
+qc_status qc_gptq_pack_prepare(const qc_qlinear *q, bool v2, uint16_t *scales16) {
+    qc_status st = check_pack_params(q, v2);
+    return st != QC_OK ? st : scales_to_fp16(q, scales16);
+}
+
 static qc_status pack_with(const qc_qlinear *q, bool v2, int32_t *qweight, int32_t *qzeros, uint16_t *scales16,
                            pack_fn pack) {
     QC_ASSERT(q && qweight && qzeros && scales16);
-    qc_status st = check_pack_input(q, v2);
+    qc_status st = qc_gptq_pack_prepare(q, v2, scales16);
     if (st != QC_OK) return st;
-    if ((st = scales_to_fp16(q, scales16)) != QC_OK) return st;
+    const int maxq = (1 << q->bits) - 1;
+    for (size_t i = 0; i < (size_t)q->N * (size_t)q->K; i++)
+        if (q->codes[i] > maxq)
+            return qc_fail(QC_ERR_ARG, "gptq pack: code[%zu][%zu] = %u exceeds maxq %d", i / (size_t)q->K,
+                           i % (size_t)q->K, q->codes[i], maxq);
     const int N = q->N, K = q->K, G = q->n_groups, b = q->bits;
     size_t wide = (size_t)(K > N ? K : N);
     uint32_t *tmp = qc_malloc(wide * sizeof *tmp);

@@ -85,6 +85,10 @@ qc_status qc_gptq_pack(const qc_qlinear *q, bool v2, int32_t *qweight, int32_t *
  * with no mask, as the exllama/vLLM kernels compute, so a v1 field holding maxq gives 2^b), scales [G, N]
  * (from fp16). Each input/output pair may be NULL together (qweight/codes, qzeros/zeros,
  * scales16/scales) to skip it. QC_ERR_ARG when the shape fails qc_gptq_shape_ok's K/N conditions. */
+/* Every check qc_gptq_pack makes except the per-code range (shape, groups, v1 with asym, g_idx, stored
+ * zero points), and the fp16 scales it stores (QC_ERR_NUMERIC when one is not finite in fp16): for a
+ * packer that holds the codes elsewhere (the GPU's) and checks them itself. */
+qc_status qc_gptq_pack_prepare(const qc_qlinear *q, bool v2, uint16_t *scales16);
 qc_status qc_gptq_unpack(int N, int K, int bits, int n_groups, bool v2, const int32_t *qweight,
                          const int32_t *qzeros, const uint16_t *scales16, uint8_t *codes, int32_t *zeros,
                          float *scales);

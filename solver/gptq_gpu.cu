@@ -675,60 +675,10 @@ qc_status qc_awq_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits
 
 /* Host-side checks of gptq_format.c / awq_format.c check_pack_input (the codes are checked on the device)
  * and the fp16 scales, converted on the host with qc_f32_to_fp16 so they are the CPU packer's bits. */
+/* The CPU packers' checks and fp16 scales (formats/), all but the code range, which is checked here. */
 static qc_status pack_checks(const qc_qlinear *q, qc_gpu_pack_format fmt, uint16_t *scales16) {
-    const int N = q->N, K = q->K, G = q->n_groups, maxq = (1 << q->bits) - 1;
-    const char *why, *tag = fmt == QC_GPU_PACK_AWQ ? "awq pack" : "gptq pack";
-    const bool v2 = fmt == QC_GPU_PACK_GPTQ_V2;
-    if (fmt == QC_GPU_PACK_AWQ) {
-        if (!qc_awq_shape_ok(N, K, q->bits, q->group_size, &why))
-            return qc_fail(QC_ERR_ARG, "awq pack: N = %d, K = %d, bits = %d, group_size = %d: %s", N, K, q->bits,
-                           q->group_size, why);
-        int gs = q->group_size;
-        if (G != K / gs)
-            return qc_fail(QC_ERR_ARG, "awq pack: n_groups = %d, but K = %d and group_size = %d make %d", G, K, gs,
-                           K / gs);
-        for (int k = 0; q->g_idx && k < K; k++)
-            if (q->g_idx[k] != k / gs)
-                return qc_fail(QC_ERR_ARG, "awq pack: g_idx[%d] = %d, not k / group_size = %d: AWQ stores no g_idx, "
-                               "so act-order layers cannot be written as AWQ", k, q->g_idx[k], k / gs);
-        for (size_t i = 0; i < (size_t)G * N; i++)
-            if (q->zeros[i] < 0 || q->zeros[i] > 15)
-                return qc_fail(QC_ERR_ARG, "awq pack: zero[%zu][%zu] = %d outside [0, 15]", i / (size_t)N,
-                               i % (size_t)N, q->zeros[i]);
-    } else {
-        if (!qc_gptq_shape_ok(N, K, q->bits, q->group_size, &why))
-            return qc_fail(QC_ERR_ARG, "gptq pack: N = %d, K = %d, bits = %d, group_size = %d: %s", N, K, q->bits,
-                           q->group_size, why);
-        int gse = q->group_size == -1 ? K : q->group_size;
-        if (G != K / gse)
-            return qc_fail(QC_ERR_ARG, "gptq pack: n_groups = %d, but K = %d and group_size = %d make %d", G, K,
-                           q->group_size, K / gse);
-        if (!v2 && !q->sym)
-            return qc_fail(QC_ERR_ARG, "gptq pack: asymmetric quantization cannot be stored in checkpoint_format "
-                           "\"gptq\" (v1 stores z-1; a zero point of 0 becomes -1, which loaders corrupt or read as "
-                           "2^bits): use gptq_v2 or awq for asym");
-        for (int k = 0; k < K; k++)
-            if (q->g_idx[k] < 0 || q->g_idx[k] >= G)
-                return qc_fail(QC_ERR_ARG, "gptq pack: g_idx[%d] = %d outside [0, %d)", k, q->g_idx[k], G);
-        const int32_t zsym = 1 << (q->bits - 1), lo = v2 ? 0 : 1, hi = v2 ? maxq : maxq + 1;
-        for (size_t i = 0; i < (size_t)G * N; i++) {
-            int32_t z = q->zeros[i];
-            if (q->sym && z != zsym)
-                return qc_fail(QC_ERR_ARG, "gptq pack: sym layer with zero[%zu][%zu] = %d, not 2^(bits-1) = %d "
-                               "(Marlin ignores qzeros for sym)", i / (size_t)N, i % (size_t)N, z, zsym);
-            if (z < lo || z > hi)
-                return qc_fail(QC_ERR_ARG, "gptq pack: zero[%zu][%zu] = %d cannot be stored in %s (range [%d, %d])",
-                               i / (size_t)N, i % (size_t)N, z, v2 ? "gptq_v2" : "gptq", lo, hi);
-        }
-    }
-    for (size_t i = 0; i < (size_t)G * N; i++) {
-        uint16_t h = qc_f32_to_fp16(q->scales[i]);
-        if ((h & 0x7c00u) == 0x7c00u)
-            return qc_fail(QC_ERR_NUMERIC, "%s: scale[%zu][%zu] = %g is not finite in fp16", tag, i / (size_t)N,
-                           i % (size_t)N, (double)q->scales[i]);
-        scales16[i] = h;
-    }
-    return QC_OK;
+    return fmt == QC_GPU_PACK_AWQ ? qc_awq_pack_prepare(q, scales16)
+                                  : qc_gptq_pack_prepare(q, fmt == QC_GPU_PACK_GPTQ_V2, scales16);
 }
 
 qc_status qc_gpu_pack(qc_gpu_solver *s, const qc_qlinear *q, qc_gpu_pack_format fmt, int32_t *qweight,
