@@ -150,23 +150,6 @@ static __global__ void k_bias_add(float *y, const float *b, size_t n, int N) {
         y[i] += b[i % N];
 }
 
-static __global__ void k_cvt_f32_f16(const float *x, __half *y, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = __float2half_rn(x[i]);
-}
-static __global__ void k_cvt_bf16_f16(const __nv_bfloat16 *x, __half *y, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = __float2half_rn(__bfloat162float(x[i]));
-}
-static __global__ void k_cvt_f16_f32(const __half *x, float *y, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = __half2float(x[i]);
-}
-static __global__ void k_cvt_bf16_f32(const __nv_bfloat16 *x, float *y, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = __bfloat162float(x[i]);
-}
-
 /* ---- layer layout: one device block, w[Q] first (so it is the block's base) ---- */
 
 typedef struct layer_layout {
@@ -553,9 +536,7 @@ static qc_status upload_with_layout(qc_gpu *g, const layer_layout *lo, const qc_
             size_t cnt = e - o < chunk ? e - o : chunk;
             st = qc_gpu_upload(g, tmp, L->w[l] + o, cnt * sizeof(float)); /* synchronous: tmp is free again */
             if (st) break;
-            k_cvt_f32_f16<<<qc_grid(cnt, 256), 256, 0, g->stream>>>(tmp, (__half *)D.w[l] + o, cnt);
-            cudaError_t e_ = cudaGetLastError();
-            if (e_ != cudaSuccess) st = qc_fail(QC_ERR_DEVICE, "weight conversion kernel: %s", cudaGetErrorString(e_));
+            st = qc_gpu_convert(g, g->stream, QC_DTYPE_F32, QC_DTYPE_F16, tmp, (__half *)D.w[l] + o, cnt);
         }
         if (!st && L->b[l]) st = qc_gpu_upload(g, D.b[l], L->b[l], (size_t)lo->out[l] * sizeof(float));
     }
@@ -734,25 +715,17 @@ static qc_status load_job(qc_gpu_loader *ld, int i) {
             QC_CU(cudaMemcpyAsync(slot + it->dst_off, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
             continue;
         }
-        unsigned blocks = qc_grid(numel, 256);
         void *dst = slot + it->dst_off;
-        if (converts_in_place(it)) { /* each element is read, then written, by one thread */
+        qc_dtype to = it->dst_kind == DST_F16 ? QC_DTYPE_F16 : QC_DTYPE_F32;
+        const void *from = dst; /* bf16 -> fp16 converts in place in the slot */
+        if (converts_in_place(it)) {
             QC_CU(cudaMemcpyAsync(dst, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
-            k_cvt_bf16_f16<<<blocks, 256, 0, g->copy_stream>>>((const __nv_bfloat16 *)dst, (__half *)dst, numel);
-            QC_CU_LAUNCH("loader conversion");
-            continue;
+        } else {
+            QC_ASSERT(nb <= ld->raw_bytes);
+            QC_CU(cudaMemcpyAsync(ld->raw, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
+            from = ld->raw;
         }
-        QC_ASSERT(nb <= ld->raw_bytes);
-        QC_CU(cudaMemcpyAsync(ld->raw, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
-        if (it->dst_kind == DST_F16 && it->t->dtype == QC_DTYPE_F32)
-            k_cvt_f32_f16<<<blocks, 256, 0, g->copy_stream>>>((const float *)ld->raw, (__half *)dst, numel);
-        else if (it->dst_kind == DST_F16)
-            k_cvt_bf16_f16<<<blocks, 256, 0, g->copy_stream>>>((const __nv_bfloat16 *)ld->raw, (__half *)dst, numel);
-        else if (it->t->dtype == QC_DTYPE_F16)
-            k_cvt_f16_f32<<<blocks, 256, 0, g->copy_stream>>>((const __half *)ld->raw, (float *)dst, numel);
-        else
-            k_cvt_bf16_f32<<<blocks, 256, 0, g->copy_stream>>>((const __nv_bfloat16 *)ld->raw, (float *)dst, numel);
-        QC_CU_LAUNCH("loader conversion");
+        if ((st = qc_gpu_convert(g, g->copy_stream, it->t->dtype, to, from, dst, numel))) return st;
     }
     QC_CU(cudaEventRecord(ld->loaded[s], g->copy_stream));
     return QC_OK;

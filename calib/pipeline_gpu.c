@@ -31,6 +31,44 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* Host work on its own thread while the GPU computes: fn(arg)'s status and message are kept for the join;
+ * seconds add up over the job's runs. */
+typedef struct {
+    pthread_t  th;
+    bool       running;
+    qc_status (*fn)(void *arg);
+    void      *arg;
+    qc_status  st;
+    char       err[512];
+    double     seconds;
+} host_job;
+
+static void *host_job_main(void *p) {
+    host_job *j = p;
+    double t0 = qc_time_now();
+    j->st = j->fn(j->arg);
+    if (j->st) snprintf(j->err, sizeof j->err, "%s", qc_last_error());
+    j->seconds += qc_time_now() - t0;
+    return NULL;
+}
+
+static qc_status host_job_start(host_job *j, qc_status (*fn)(void *), void *arg) {
+    QC_ASSERT(!j->running);
+    j->fn = fn;
+    j->arg = arg;
+    if (pthread_create(&j->th, NULL, host_job_main, j) != 0) return qc_fail(QC_ERR_IO, "cannot start a host thread");
+    j->running = true;
+    return QC_OK;
+}
+
+/* Waits for the job (if one runs); its failure becomes this thread's status. */
+static qc_status host_job_join(host_job *j) {
+    if (!j->running) return QC_OK;
+    pthread_join(j->th, NULL);
+    j->running = false;
+    return j->st ? qc_fail(j->st, "%s", j->err) : QC_OK;
+}
+
 typedef struct {
     qc_gpu                 *g;
     const qc_model         *m;
@@ -55,45 +93,27 @@ typedef struct {
     qc_pl_parts             part;
     int                     done, total;
     /* the previous layer's part file is written (and fsynced) by a host thread while the GPU works */
-    pthread_t               wr_thread;
-    bool                    wr_running;
+    host_job                wr;
     qc_pl_parts             wr_parts;
     char                    wr_path[4096];
-    qc_status               wr_st;
-    char                    wr_err[512];
-    double                  wr_seconds;
 } gctx;
 
-static void *part_writer(void *arg) {
+static qc_status write_part_job(void *arg) {
     gctx *c = arg;
-    double t0 = qc_time_now();
-    c->wr_st = qc_pl_part_write(&c->wr_parts, c->wr_path);
-    if (c->wr_st) snprintf(c->wr_err, sizeof c->wr_err, "%s", qc_last_error());
+    qc_status st = qc_pl_part_write(&c->wr_parts, c->wr_path);
     qc_pl_part_free(&c->wr_parts);
-    c->wr_seconds += qc_time_now() - t0;
-    return NULL;
-}
-
-static qc_status part_writer_join(gctx *c) {
-    if (!c->wr_running) return QC_OK;
-    pthread_join(c->wr_thread, NULL);
-    c->wr_running = false;
-    return c->wr_st ? qc_fail(c->wr_st, "%s", c->wr_err) : QC_OK;
+    return st;
 }
 
 /* Hands c->part to the writer thread (after the previous write finished). */
 static qc_status part_writer_start(gctx *c, const char *path) {
-    qc_status st = part_writer_join(c);
+    qc_status st = host_job_join(&c->wr);
     if (st) return st;
     c->wr_parts = c->part;
     memset(&c->part, 0, sizeof c->part);
     snprintf(c->wr_path, sizeof c->wr_path, "%s", path);
-    if (pthread_create(&c->wr_thread, NULL, part_writer, c) != 0) {
-        qc_pl_part_free(&c->wr_parts);
-        return qc_fail(QC_ERR_IO, "cannot start the part writer thread");
-    }
-    c->wr_running = true;
-    return QC_OK;
+    if ((st = host_job_start(&c->wr, write_part_job, c))) qc_pl_part_free(&c->wr_parts);
+    return st;
 }
 
 static bool packable(const gctx *c, int N, int K, const char **why) { return qc_pl_packable(c->o, N, K, why); }
@@ -636,18 +656,11 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
 typedef struct {
     const qc_model *m;
     char            path[4096];
-    qc_status       st;
-    char            err[512];
-    double          seconds;
-} base_job;
+} base_args;
 
-static void *base_thread(void *arg) {
-    base_job *b = arg;
-    double t0 = qc_time_now();
-    b->st = qc_pl_write_base_part(b->m, b->path);
-    if (b->st) snprintf(b->err, sizeof b->err, "%s", qc_last_error());
-    b->seconds = qc_time_now() - t0;
-    return NULL;
+static qc_status write_base_job(void *arg) {
+    base_args *b = arg;
+    return qc_pl_write_base_part(b->m, b->path);
 }
 
 qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsamples, int seqlen,
@@ -681,9 +694,8 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     int Nmax = c.ff > c.qd ? c.ff : c.qd;
     if (d > Nmax) Nmax = d;
 
-    base_job bj = {.m = m};
-    pthread_t bt;
-    bool bt_started = false;
+    base_args ba = {.m = m};
+    host_job base = {0};
     qc_status st = qc_gpu_open(o->device, &c.g);
     if (st) return st;
     snprintf(res->device_desc, sizeof res->device_desc, "%s", qc_gpu_describe(c.g));
@@ -744,12 +756,8 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     double t0 = qc_time_now();
     if ((st = qc_gpu_embed(c.g, m, ids, c.rows, c.X))) goto out;
     res->t_embed = qc_time_now() - t0;
-    snprintf(bj.path, sizeof bj.path, "%s/base.safetensors", o->work_dir);
-    if (pthread_create(&bt, NULL, base_thread, &bj) != 0) {
-        st = qc_fail(QC_ERR_IO, "cannot start a thread");
-        goto out;
-    }
-    bt_started = true;
+    snprintf(ba.path, sizeof ba.path, "%s/base.safetensors", o->work_dir);
+    if ((st = host_job_start(&base, write_base_job, &ba))) goto out;
 
     for (int li = 0; li < L && st == QC_OK; li++) {
         qc_gpu_layer *layer;
@@ -761,15 +769,14 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     }
 out:
     {
-        qc_status ws = part_writer_join(&c);
-        if (st == QC_OK) st = ws;
-        if (c.wr_seconds > 0) QC_LOGI("quantize: layer parts written in %.1f s, overlapped with the GPU", c.wr_seconds);
-    }
-    if (bt_started) {
-        pthread_join(bt, NULL);
-        if (st == QC_OK && bj.st != QC_OK) st = qc_fail(bj.st, "%s", bj.err);
-        if (st == QC_OK) st = qc_pl_push_str(&res->parts, &res->n_parts, bj.path);
-        QC_LOGI("quantize: base part (embedding, norm, head) written in %.1f s, overlapped with the layers", bj.seconds);
+        bool base_ran = base.running;
+        qc_status js = host_job_join(&c.wr);
+        if (st == QC_OK) st = js;
+        js = host_job_join(&base);
+        if (st == QC_OK) st = js;
+        if (base_ran && st == QC_OK) st = qc_pl_push_str(&res->parts, &res->n_parts, ba.path);
+        QC_LOGI("quantize: layer parts written in %.1f s, the base part in %.1f s, overlapped with the GPU",
+                c.wr.seconds, base.seconds);
     }
     if (c.ld) qc_gpu_loader_times(c.ld, &res->t_read, &res->t_read_wait);
     if (c.g) {

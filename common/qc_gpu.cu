@@ -229,17 +229,17 @@ qc_status qc_gpu_sync(qc_gpu *g) {
 } /* extern "C" */
 
 /* ---- conversions ---- */
-static __global__ void k_f32_to_f16(const float *x, __half *y, size_t n) {
+static __device__ __forceinline__ float cvt_in(float x) { return x; }
+static __device__ __forceinline__ float cvt_in(__half x) { return __half2float(x); }
+static __device__ __forceinline__ float cvt_in(__nv_bfloat16 x) { return __bfloat162float(x); }
+static __device__ __forceinline__ void cvt_out(float v, float *y) { *y = v; }
+static __device__ __forceinline__ void cvt_out(float v, __half *y) { *y = __float2half_rn(v); }
+
+/* y[i] = x[i] converted through float (x == y allowed when the sizes match: each thread reads, then writes,
+ * its own element). */
+template <typename S, typename D> static __global__ void k_cvt(const S *x, D *y, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = __float2half_rn(x[i]);
-}
-static __global__ void k_f16_to_f32(const __half *x, float *y, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = __half2float(x[i]);
-}
-static __global__ void k_bf16_to_f16(const __nv_bfloat16 *x, __half *y, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = __float2half_rn(__bfloat162float(x[i]));
+        cvt_out(cvt_in(x[i]), &y[i]);
 }
 static __global__ void k_round_f16(float *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -259,23 +259,33 @@ static __global__ void k_fill_random_f16(__half *x, size_t n, uint32_t seed) {
 
 extern "C" {
 
-qc_status qc_gpu_f32_to_f16(qc_gpu *g, const float *x, uint16_t *y, size_t n) {
+qc_status qc_gpu_convert(qc_gpu *g, cudaStream_t stream, qc_dtype from, qc_dtype to, const void *x, void *y,
+                         size_t n) {
+    (void)g;
     if (!n) return QC_OK;
-    k_f32_to_f16<<<qc_grid(n, 256), 256, 0, g->stream>>>(x, (__half *)y, n);
-    QC_CU_LAUNCH("f32_to_f16");
+    unsigned grid = qc_grid(n, 256);
+    if (to == QC_DTYPE_F16 && from == QC_DTYPE_F32)
+        k_cvt<<<grid, 256, 0, stream>>>((const float *)x, (__half *)y, n);
+    else if (to == QC_DTYPE_F16 && from == QC_DTYPE_BF16)
+        k_cvt<<<grid, 256, 0, stream>>>((const __nv_bfloat16 *)x, (__half *)y, n);
+    else if (to == QC_DTYPE_F32 && from == QC_DTYPE_F16)
+        k_cvt<<<grid, 256, 0, stream>>>((const __half *)x, (float *)y, n);
+    else if (to == QC_DTYPE_F32 && from == QC_DTYPE_BF16)
+        k_cvt<<<grid, 256, 0, stream>>>((const __nv_bfloat16 *)x, (float *)y, n);
+    else
+        return qc_fail(QC_ERR_UNSUPPORTED, "gpu conversion from %s to %s", qc_dtype_name(from), qc_dtype_name(to));
+    QC_CU_LAUNCH("conversion");
     return QC_OK;
+}
+
+qc_status qc_gpu_f32_to_f16(qc_gpu *g, const float *x, uint16_t *y, size_t n) {
+    return qc_gpu_convert(g, g->stream, QC_DTYPE_F32, QC_DTYPE_F16, x, y, n);
 }
 qc_status qc_gpu_f16_to_f32(qc_gpu *g, const uint16_t *x, float *y, size_t n) {
-    if (!n) return QC_OK;
-    k_f16_to_f32<<<qc_grid(n, 256), 256, 0, g->stream>>>((const __half *)x, y, n);
-    QC_CU_LAUNCH("f16_to_f32");
-    return QC_OK;
+    return qc_gpu_convert(g, g->stream, QC_DTYPE_F16, QC_DTYPE_F32, x, y, n);
 }
 qc_status qc_gpu_bf16_to_f16(qc_gpu *g, const uint16_t *x, uint16_t *y, size_t n) {
-    if (!n) return QC_OK;
-    k_bf16_to_f16<<<qc_grid(n, 256), 256, 0, g->stream>>>((const __nv_bfloat16 *)x, (__half *)y, n);
-    QC_CU_LAUNCH("bf16_to_f16");
-    return QC_OK;
+    return qc_gpu_convert(g, g->stream, QC_DTYPE_BF16, QC_DTYPE_F16, x, y, n);
 }
 qc_status qc_gpu_scale_f32(qc_gpu *g, float *x, size_t n, float a) {
     if (!n) return QC_OK;

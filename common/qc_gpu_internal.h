@@ -11,6 +11,7 @@
 #define QC_GPU_INTERNAL_H
 
 #include "qc_gpu.h"
+#include "safetensors.h"
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -41,6 +42,9 @@ extern "C" {
 #endif
 const char *qc_cublas_status_str(cublasStatus_t s);
 const char *qc_cusolver_status_str(cusolverStatus_t s);
+/* y[i] = x[i] from dtype `from` to `to` on `stream` (async): F32/BF16 -> F16, F16/BF16 -> F32; x == y
+ * allowed for BF16 -> F16 (in place). The public qc_gpu_*_to_* are this on the main stream. */
+qc_status qc_gpu_convert(qc_gpu *g, cudaStream_t stream, qc_dtype from, qc_dtype to, const void *x, void *y, size_t n);
 /* Samples total - free into g->peak_device. */
 void qc_gpu_sample_mem(qc_gpu *g);
 #ifdef __cplusplus

@@ -733,6 +733,25 @@ qc_status qc_gpu_pack(qc_gpu_solver *s, const qc_qlinear *q, qc_gpu_pack_format 
     return e;
 }
 
+/* tr(D H D^T) = sum((D H) .* D) with M = D H written to M ([N, K], not D). A diagnostic (the report's
+ * rel_err), so the matrix units' TF32 mode: ~1e-3 relative, 4-8x the rate of strict fp32. */
+static qc_status quad_form_into(qc_gpu_solver *s, const float *D, const float *H, float *M, int N, int K, double *out) {
+    qc_gpu *g = s->g;
+    cublasMath_t mode;
+    QC_CUBLAS(cublasGetMathMode(g->blas, &mode));
+    QC_CUBLAS(cublasSetMathMode(g->blas, CUBLAS_TF32_TENSOR_OP_MATH));
+    const float one = 1.0f, zero = 0.0f;
+    /* row-major M = D H is column-major H^T D^T (no symmetry assumed) */
+    cublasStatus_t bs = cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, K, N, K, &one, H, K, D, K, &zero, M, K);
+    cublasSetMathMode(g->blas, mode);
+    QC_CUBLAS(bs);
+    k_dot_parts<<<PARTS, 256, 0, g->stream>>>(M, D, (size_t)N * K, s->acc);
+    QC_CU_LAUNCH("dot");
+    k_sum_parts<<<1, 32, 0, g->stream>>>(s->acc, PARTS);
+    QC_CU_LAUNCH("sum");
+    return qc_gpu_download(g, out, s->acc + PARTS, sizeof(double));
+}
+
 qc_status qc_gpu_solver_quad_form_saved(qc_gpu_solver *s, float *D, int N, int K, double *out) {
     if (!s->have_hbak || N != s->last_N || K != s->last_K)
         return qc_fail(QC_ERR_ARG, "gpu quad form: no saved Hessian of a %dx%d GPTQ linear", N, K);
@@ -743,38 +762,13 @@ qc_status qc_gpu_solver_quad_form_saved(qc_gpu_solver *s, float *D, int N, int K
     }
     k_perm_w<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(s->Wp, D, s->perm, N, K, true);
     QC_CU_LAUNCH("permute D");
-    cublasMath_t mode;
-    QC_CUBLAS(cublasGetMathMode(g->blas, &mode));
-    QC_CUBLAS(cublasSetMathMode(g->blas, CUBLAS_TF32_TENSOR_OP_MATH));
-    const float one = 1.0f, zero = 0.0f;
-    cublasStatus_t bs = cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, K, N, K, &one, s->Hbak, K, s->Wp, K, &zero, D, K);
-    cublasSetMathMode(g->blas, mode);
-    QC_CUBLAS(bs);
-    k_dot_parts<<<PARTS, 256, 0, g->stream>>>(D, s->Wp, (size_t)N * K, s->acc);
-    QC_CU_LAUNCH("dot");
-    k_sum_parts<<<1, 32, 0, g->stream>>>(s->acc, PARTS);
-    QC_CU_LAUNCH("sum");
-    return qc_gpu_download(g, out, s->acc + PARTS, sizeof(double));
+    return quad_form_into(s, s->Wp, s->Hbak, D, N, K, out);
 }
 
 qc_status qc_gpu_quad_form(qc_gpu_solver *s, const float *D, const float *H, int N, int K, double *out) {
     if (N < 1 || K < 1 || N > s->max_N || K > s->max_K || (size_t)N * K > s->max_NK)
         return qc_fail(QC_ERR_ARG, "gpu quad form: %dx%d outside the workspace (%dx%d)", N, K, s->max_N, s->max_K);
-    qc_gpu *g = s->g;
-    /* M = D H, [N, K] row-major: column-major it is H^T D^T (no symmetry assumed). A diagnostic (the
-     * report's rel_err), so the matrix units' TF32 mode: ~1e-3 relative, 4-8x the rate of strict fp32. */
-    cublasMath_t mode;
-    QC_CUBLAS(cublasGetMathMode(g->blas, &mode));
-    QC_CUBLAS(cublasSetMathMode(g->blas, CUBLAS_TF32_TENSOR_OP_MATH));
-    const float one = 1.0f, zero = 0.0f;
-    cublasStatus_t bs = cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, K, N, K, &one, H, K, D, K, &zero, s->Wp, K);
-    cublasSetMathMode(g->blas, mode);
-    QC_CUBLAS(bs);
-    k_dot_parts<<<PARTS, 256, 0, g->stream>>>(s->Wp, D, (size_t)N * K, s->acc);
-    QC_CU_LAUNCH("dot");
-    k_sum_parts<<<1, 32, 0, g->stream>>>(s->acc, PARTS);
-    QC_CU_LAUNCH("sum");
-    return qc_gpu_download(g, out, s->acc + PARTS, sizeof(double));
+    return quad_form_into(s, D, H, s->Wp, N, K, out);
 }
 
 } /* extern "C" */
