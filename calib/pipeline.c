@@ -3,6 +3,8 @@
 
 #include "awq.h"
 #include "awq_format.h"
+#include "qc_signal.h"
+#include "resume.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -44,16 +46,80 @@ qc_status qc_pl_part_add(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim
     return QC_OK;
 }
 
+/* Set by qc_pipeline_run for the run in progress (one run per process at a time). */
+static bool g_clamp_f16;
+
+void qc_pl_set_clamp_f16(bool clamp) { g_clamp_f16 = clamp; }
+
+static qc_status to_f16_at(const char *name, const float *x, size_t n, uint16_t *h, size_t base) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        if (v != v || v - v != 0.0f) /* NaN or +-inf */
+            return qc_fail(QC_ERR_NUMERIC, "%s: element %zu is %g (not finite); the input model or the arithmetic "
+                           "produced it", name, base + i, (double)v);
+        h[i] = qc_f32_to_fp16(v);
+        if ((h[i] & 0x7c00u) == 0x7c00u) { /* rounds beyond the F16 range */
+            if (!g_clamp_f16)
+                return qc_fail(QC_ERR_NUMERIC, "%s: element %zu = %g is beyond the F16 range (+-65504) the checkpoint "
+                               "stores; pass --clamp-f16 to clamp such values", name, base + i, (double)v);
+            h[i] = v > 0 ? 0x7bffu : 0xfbffu;
+        }
+    }
+    return QC_OK;
+}
+
+qc_status qc_pl_to_f16(const char *name, const float *x, size_t n, uint16_t *h) { return to_f16_at(name, x, n, h, 0); }
+
+static qc_status check_finite_named(const float *x, size_t n, int cols, const char *fmt, int li, const char *what) {
+    for (size_t i = 0; x && i < n; i++)
+        if (x[i] != x[i] || x[i] - x[i] != 0.0f) {
+            char nm[192];
+            snprintf(nm, sizeof nm, fmt, li, what);
+            if (cols > 0)
+                return qc_fail(QC_ERR_NUMERIC, "input model: tensor %s: element [%zu, %zu] is %g (not finite); qcal "
+                               "quantizes only finite weights", nm, i / (size_t)cols, i % (size_t)cols, (double)x[i]);
+            return qc_fail(QC_ERR_NUMERIC, "input model: tensor %s: element %zu is %g (not finite); qcal quantizes "
+                           "only finite weights", nm, i, (double)x[i]);
+        }
+    return QC_OK;
+}
+
+qc_status qc_pl_check_layer(const qc_model_config *cfg, const qc_layer *layer, int li) {
+    qc_status st = QC_OK;
+    for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) {
+        int N = layer->out_features[l], K = layer->in_features[l];
+        st = check_finite_named(layer->w[l], (size_t)N * K, K, "model.layers.%d.%s.weight", li, qc_linear_name(l));
+        if (st == QC_OK) st = check_finite_named(layer->b[l], (size_t)N, 0, "model.layers.%d.%s.bias", li, qc_linear_name(l));
+    }
+    if (st == QC_OK) st = check_finite_named(layer->attn_norm, (size_t)cfg->hidden_size, 0, "model.layers.%d.%s", li, "input_layernorm.weight");
+    if (st == QC_OK) st = check_finite_named(layer->mlp_norm, (size_t)cfg->hidden_size, 0, "model.layers.%d.%s", li, "post_attention_layernorm.weight");
+    if (st == QC_OK) st = check_finite_named(layer->q_norm, (size_t)cfg->head_dim, 0, "model.layers.%d.%s", li, "self_attn.q_norm.weight");
+    if (st == QC_OK) st = check_finite_named(layer->k_norm, (size_t)cfg->head_dim, 0, "model.layers.%d.%s", li, "self_attn.k_norm.weight");
+    return st;
+}
+
 /* F32 values -> a new F16 buffer added under `name`. */
 qc_status qc_pl_part_add_f16(qc_pl_parts *p, const char *name, const float *x, int64_t d0, int64_t d1) {
     size_t n = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
     uint16_t *h = malloc(n * sizeof(uint16_t) + 1);
     if (!h) return qc_fail(QC_ERR_NOMEM, "out of memory for %s", name);
-    for (size_t i = 0; i < n; i++) h[i] = qc_f32_to_fp16(x[i]);
+    qc_status st = qc_pl_to_f16(name, x, n, h);
+    if (st) {
+        free(h);
+        return st;
+    }
     return qc_pl_part_add(p, name, QC_DTYPE_F16, d1 > 0 ? 2 : 1, d0, d1, h, n * sizeof(uint16_t));
 }
 
 qc_status qc_pl_part_write(qc_pl_parts *p, const char *path) {
+    for (int i = 0; i < p->n; i++) { /* the last guard: no inf/NaN reaches a checkpoint */
+        if (p->t[i].dtype != QC_DTYPE_F16) continue;
+        const uint16_t *h = p->t[i].data;
+        for (size_t k = 0; k < p->t[i].nbytes / 2; k++)
+            if ((h[k] & 0x7c00u) == 0x7c00u)
+                return qc_fail(QC_ERR_NUMERIC, "%s: element %zu is not finite in F16 (%s)", p->t[i].name, k,
+                               (h[k] & 0x3ffu) ? "NaN" : "beyond the F16 range");
+    }
     qc_st_writer *w;
     qc_status st = qc_st_writer_create(path, &w);
     for (int i = 0; st == QC_OK && i < p->n; i++)
@@ -143,7 +209,8 @@ static qc_status read_tensor_f16(const qc_model *m, const char *name, uint16_t *
     for (int64_t i0 = 0; st == QC_OK && i0 < t->numel; i0 += CHUNK) {
         int64_t n = t->numel - i0 < CHUNK ? t->numel - i0 : CHUNK;
         st = qc_tensor_read_f32(t, i0, n, f);
-        for (int64_t i = 0; st == QC_OK && i < n; i++) h[i0 + i] = qc_f32_to_fp16(f[i]);
+        if (st == QC_OK && (st = to_f16_at(name, f, (size_t)n, h + i0, (size_t)i0)) != QC_OK)
+            qc_error_prefix("input model %s", m->dir);
     }
     free(f);
     qc_tensor_drop_pages(t);
@@ -306,6 +373,15 @@ static void finish_hessian(float *H, int K, int64_t rows) {
         }
 }
 
+qc_status qc_pl_check_hessian(const float *H, int K, int li, qc_linear_id cap) {
+    for (int i = 0; i < K; i++) /* a non-finite input row makes its whole row and column of H non-finite */
+        if (!isfinite(H[(size_t)i * K + i]))
+            return qc_fail(QC_ERR_NUMERIC, "model.layers.%d: the calibration activations entering %s are not finite "
+                           "(Hessian diagonal %d is %g): the model overflows on this calibration text in FP32 or "
+                           "its weights are broken", li, qc_linear_name(cap), i, (double)H[(size_t)i * K + i]);
+    return QC_OK;
+}
+
 /* Each capture point has one input width (q/gate: d, o: heads * head_dim, down: intermediate). */
 static float *hessian_buf(run_ctx *c, qc_linear_id cap, int K) {
     if (!c->Hs[cap]) c->Hs[cap] = malloc(sizeof(float) * (size_t)K * K);
@@ -359,7 +435,10 @@ static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
             c->res->t_forward += qc_time_now() - tf - cc.t_hess;
             c->res->t_hessian += cc.t_hess;
             for (int k = 0; k < QC_LIN_COUNT; k++)
-                if (cc.want[k]) finish_hessian(cc.H[k], cc.K[k], cc.rows[k]);
+                if (cc.want[k] && st == QC_OK) {
+                    finish_hessian(cc.H[k], cc.K[k], cc.rows[k]);
+                    st = qc_pl_check_hessian(cc.H[k], cc.K[k], li, (qc_linear_id)k);
+                }
         }
         for (int k = 0; k < nm && st == QC_OK; k++) {
             qc_linear_id l = members[k];
@@ -680,6 +759,7 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
         return qc_fail(QC_ERR_ARG, "quantize: awq needs a positive group size and asymmetric storage (awq or gptq_v2)");
     if (mkdir(o->work_dir, 0755) != 0 && errno != EEXIST)
         return qc_fail(QC_ERR_IO, "%s: cannot create work directory: %s", o->work_dir, strerror(errno));
+    qc_pl_set_clamp_f16(o->clamp_f16);
     run_ctx c;
     memset(&c, 0, sizeof c);
     c.m = m;
@@ -723,18 +803,45 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
 
     double t0 = qc_time_now();
     char path[4096];
-    if ((st = qc_model_embed(m, ids, (int)c.rows, c.X))) goto out;
-    snprintf(path, sizeof path, "%s/base.safetensors", o->work_dir);
-    if ((st = qc_pl_write_base_part(m, path)) || (st = qc_pl_push_str(&res->parts, &res->n_parts, path))) goto out;
-    res->t_embed = qc_time_now() - t0;
+    int start = 0;
+    if ((st = qc_resume_load(o->work_dir, L, c.rows, d, c.X, res, &start))) goto out;
+    res->resumed_at = start;
+    if (start > 0) {
+        QC_LOGI("resuming at layer %d of %d: layers 0-%d and their activations come from %s", start, L, start - 1,
+                o->work_dir);
+        c.done = start * QC_LIN_COUNT;
+    } else {
+        if (o->on_phase) o->on_phase(o->user, -1, L, "embed");
+        if ((st = qc_model_embed(m, ids, (int)c.rows, c.X))) goto out;
+        snprintf(path, sizeof path, "%s/base.safetensors", o->work_dir);
+        if ((st = qc_pl_write_base_part(m, path)) || (st = qc_pl_push_str(&res->parts, &res->n_parts, path))) goto out;
+        res->t_embed = qc_time_now() - t0;
+    }
 
-    for (int li = 0; li < L && st == QC_OK; li++) {
+    double last_save = qc_time_now();
+    for (int li = start; li < L && st == QC_OK; li++) {
         qc_layer layer;
+        if (qc_cancel_requested()) {
+            st = qc_fail(QC_ERR_CANCELLED, "quantize: interrupted before layer %d", li);
+            break;
+        }
+        if (o->on_phase) o->on_phase(o->user, li, L, o->method == QC_METHOD_AWQ ? "awq search" : "forward + solve");
         if ((st = qc_layer_load(m, li, &layer))) break;
-        st = o->method == QC_METHOD_AWQ ? awq_layer(&c, li, &layer) : gptq_layer(&c, li, &layer);
+        st = qc_pl_check_layer(cfg, &layer, li);
+        if (st == QC_OK) st = o->method == QC_METHOD_AWQ ? awq_layer(&c, li, &layer) : gptq_layer(&c, li, &layer);
         if (st == QC_OK) st = layer_epilogue(&c, li, &layer);
         qc_pl_part_free(&c.part);
         qc_layer_release(&layer);
+        /* the layer's state: its report rows, then (the commit point) the next layer's input */
+        if (st == QC_OK) st = qc_resume_save_layer(o->work_dir, li, res);
+        if (st == QC_OK && o->save_every >= 0 &&
+            (li + 1 == L || o->save_every == 0 || qc_time_now() - last_save >= o->save_every)) {
+            double ts = qc_time_now();
+            if (o->on_phase) o->on_phase(o->user, li, L, "save");
+            st = qc_resume_save_x(o->work_dir, li + 1, c.X, c.rows, d);
+            res->t_write += qc_time_now() - ts;
+            last_save = qc_time_now();
+        }
     }
 out:
     qc_qlinear_free(&c.ql);

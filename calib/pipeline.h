@@ -65,6 +65,14 @@ typedef struct qc_pipeline_opts {
     const char  *work_dir;       /* created if missing */
     bool         keep_fake;      /* keep the fake-quantized layers (loader-exact: fp16 scales) for evaluation */
     int          device;         /* -1: the CPU; N >= 0: CUDA device N (pipeline_gpu.c) */
+    /* Resume (resume.h): the activations are saved to work_dir at a layer boundary once save_every
+     * seconds have passed since the last save (0: at every boundary; < 0: never), and always after the
+     * last layer. A work_dir holding a snapshot is resumed from it (the caller has checked that the
+     * directory belongs to this run). */
+    double       save_every;
+    bool         clamp_f16;      /* F32 values beyond the F16 range are clamped to +-65504 (else an error) */
+    /* Called when a phase starts ("embed", "forward", "solve", "save", ...) for layer (-1: none); may be NULL. */
+    void       (*on_phase)(void *user, int layer, int n_layers, const char *phase);
     /* Called after each linear is solved (for the progress line); may be NULL. Return false to cancel. */
     bool       (*on_linear)(void *user, const qc_linear_report *r, int done, int total);
     void        *user;
@@ -84,9 +92,13 @@ typedef struct qc_pipeline_result {
     int     n_parts;
     char  **unquantized;         /* module paths kept in F16, [n_unq] */
     int     n_unq;
-    qc_layer *fake;              /* [n_layers] when keep_fake, else NULL */
+    int     resumed_at;          /* the layer this run started at (> 0: layers before it came from work_dir) */
+    qc_layer *fake;              /* [n_layers] when keep_fake, else NULL (and NULL entries for resumed layers) */
     int     n_layers;
 } qc_pipeline_result;
+
+/* Whether the run's format can hold an N x K linear (else it stays F16; *why says why). */
+bool qc_pl_packable(const qc_pipeline_opts *o, int N, int K, const char **why);
 
 qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, int seqlen, const qc_pipeline_opts *o,
                           qc_pipeline_result *res);

@@ -30,7 +30,13 @@ typedef struct {
 /* Takes ownership of data (freed on failure too). ndim 1 ignores d1. */
 qc_status qc_pl_part_add(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1, void *data,
                          size_t nbytes);
-/* F32 values -> a new F16 tensor (d1 == 0: 1-D). */
+/* F32 -> F16 with the run's guard: a non-finite value, or one beyond the F16 range (unless the run clamps),
+ * is QC_ERR_NUMERIC naming `name` and the element. */
+qc_status qc_pl_to_f16(const char *name, const float *x, size_t n, uint16_t *h);
+/* Whether every value of the layer's weights, biases and norms is finite; QC_ERR_NUMERIC naming the tensor
+ * and the element otherwise. */
+qc_status qc_pl_check_layer(const qc_model_config *cfg, const qc_layer *layer, int li);
+/* F32 values -> a new F16 tensor (d1 == 0: 1-D), guarded as qc_pl_to_f16. */
 qc_status qc_pl_part_add_f16(qc_pl_parts *p, const char *name, const float *x, int64_t d0, int64_t d1);
 /* Writes the buffered tensors as one safetensors file (atomically). */
 qc_status qc_pl_part_write(qc_pl_parts *p, const char *path);
@@ -41,8 +47,6 @@ qc_status qc_pl_push_str(char ***arr, int *n, const char *s);
 /* The capture point whose input a linear consumes (q/k/v -> Q, gate/up -> GATE). */
 qc_linear_id qc_pl_input_of(qc_linear_id l);
 
-/* Whether the run's format can hold an N x K linear (else it stays F16; *why says why). */
-bool qc_pl_packable(const qc_pipeline_opts *o, int N, int K, const char **why);
 
 /* AWQ's scale groups (spec E.2): the linears sharing one input and the operation that absorbs 1/s. */
 typedef struct {
@@ -57,6 +61,11 @@ int  qc_pl_awq_groups(const int *out_features, const int *in_features, qc_pl_awq
  * protect, and AutoAWQ would not run on such shapes at all). */
 bool qc_pl_awq_group_quantized(const qc_pipeline_opts *o, const int *out_features, const int *in_features,
                                const qc_pl_awq_group *g);
+
+/* QC_ERR_NUMERIC naming the layer and capture point when the Hessian H [K, K] is not finite. */
+qc_status qc_pl_check_hessian(const float *H, int K, int li, qc_linear_id cap);
+/* Sets the F16 guard of qc_pl_to_f16 for the run in progress. */
+void qc_pl_set_clamp_f16(bool clamp);
 
 /* The CUDA pipeline (pipeline_gpu.c; pipeline_nogpu.c in a CPU-only build says there is no backend). */
 qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsamples, int seqlen,

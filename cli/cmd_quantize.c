@@ -2,17 +2,23 @@
 #define _XOPEN_SOURCE 700
 #include <cblas.h>
 #include <cjson/cJSON.h>
-#include <ftw.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "awq_format.h"
+#include "hf_hub.h"
 #include "qc_gpu.h"
 #include "eval.h"
 #include "pipeline.h"
+#include "qc_signal.h"
+#include "resume.h"
+#include "run_guard.h"
 #include "run_setup.h"
+#include "sha256.h"
 #include "tokenizer.h"
 
 static int run(int argc, char **argv);
@@ -30,7 +36,13 @@ const qc_cmd qc_cmd_quantize = {
         "a per-layer report (qcal_report.json). Recipe keys are the long flag names with '_' for '-'; flags override\n"
         "the recipe. Linears whose shapes the format cannot hold stay in F16 and are declared so.\n"
         "With --eval (or eval texts in the recipe) the fake-quantized model and the reloaded\n"
-        "checkpoint are both measured; their perplexities must agree.",
+        "checkpoint are both measured; their perplexities must agree.\n\n"
+        "Unattended runs: one run per output (OUT.qcal-lock); the state lives in a stamped work directory\n"
+        "(OUT.qcal-work) and a run that was killed or interrupted continues at its last saved layer when\n"
+        "started again with the same command ('resuming at layer N of M'), giving the same bytes as an\n"
+        "uninterrupted run; --restart starts over. SIGINT/SIGTERM/SIGHUP stop at a safe point and exit\n"
+        "130/143/129. OUT and the work directory may not overlap the model or any input; --overwrite\n"
+        "replaces only a checkpoint qcal wrote.",
     .run = run,
 };
 
@@ -39,9 +51,12 @@ static qc_opt k_opts[] = {
     {.name = "eval", .kind = QC_OPT_STR, .metavar = "FILE", .help = "measure perplexity on FILE after quantizing (keeps the fake-quantized model in RAM: 4 bytes/parameter)"},
     {.name = "eval-seqlen", .kind = QC_OPT_INT, .metavar = "N", .help = "window for --eval (default: --seqlen)"},
     {.name = "eval-max-windows", .kind = QC_OPT_INT, .metavar = "N", .help = "evaluate at most N windows"},
-    {.name = "work-dir", .kind = QC_OPT_STR, .metavar = "DIR", .help = "per-layer state (default OUT.qcal-work)"},
+    {.name = "work-dir", .kind = QC_OPT_STR, .metavar = "DIR", .help = "per-layer state for resuming (default OUT.qcal-work); created fresh and stamped: an existing directory qcal did not create is refused"},
     {.name = "keep-work", .kind = QC_OPT_FLAG, .help = "keep the work directory after success"},
-    {.name = "overwrite", .kind = QC_OPT_FLAG, .help = "replace an existing output directory"},
+    {.name = "restart", .kind = QC_OPT_FLAG, .help = "discard the saved state of an earlier run of this output instead of resuming it"},
+    {.name = "save-every", .kind = QC_OPT_STR, .metavar = "SECONDS", .help = "save the activations for resuming at a layer boundary at most this often (default 0: every layer; -1: never)"},
+    {.name = "overwrite", .kind = QC_OPT_FLAG, .help = "replace an existing output directory (only one a qcal run wrote)"},
+    {.name = "clamp-f16", .kind = QC_OPT_FLAG, .help = "clamp values beyond the F16 range (+-65504) instead of failing"},
     {.name = "max-shard-size", .kind = QC_OPT_INT, .metavar = "MB", .help = "largest safetensors shard (default 4096)"},
     {.name = "batch-tokens", .kind = QC_OPT_INT, .metavar = "N", .help = "calibration rows per forward batch (default 8192)"},
     {.name = "threads", .kind = QC_OPT_INT, .metavar = "N", .help = "BLAS threads (default: all cores)"},
@@ -70,11 +85,6 @@ static bool on_linear(void *user, const qc_linear_report *r, int done, int total
     else
         fprintf(stderr, "[%3d/%3d] %-40s %s\n", done, total, r->name, r->reason);
     return true;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
 }
 
 static char *build_meta(const qc_recipe *r, const qc_calib_set *set, const char *recipe_hash) {
@@ -114,6 +124,133 @@ static qc_status eval_text(const qc_model *m, const qc_tokenizer *tok, const cha
     return st;
 }
 
+typedef struct {
+    const char *work;
+    double t0;
+} phase_ctx;
+
+/* status.json in the work directory, for people watching a long run from another terminal */
+static void on_phase(void *user, int layer, int n_layers, const char *phase) {
+    phase_ctx *p = user;
+    char buf[512];
+    double el = qc_time_now() - p->t0;
+    snprintf(buf, sizeof buf, "{\"pid\": %ld, \"layer\": %d, \"n_layers\": %d, \"phase\": \"%s\", \"elapsed_s\": %.1f, "
+             "\"updated\": %lld}\n", (long)getpid(), layer, n_layers, phase, el, (long long)time(NULL));
+    char *path = qc_path_join(p->work, "status.json");
+    if (path && qc_write_file_atomic(path, buf, strlen(buf)) != QC_OK) qc_error_clear();
+    free(path);
+}
+
+typedef struct {
+    line_ctx lc;
+    phase_ctx pc;
+} run_user;
+
+static bool on_linear_u(void *user, const qc_linear_report *r, int done, int total) {
+    run_user *u = user;
+    on_linear(&u->lc, r, done, total);
+    return !qc_cancel_requested();
+}
+
+static void on_phase_u(void *user, int layer, int n_layers, const char *phase) {
+    on_phase(&((run_user *)user)->pc, layer, n_layers, phase);
+}
+
+/* What can change the checkpoint's bytes besides the recipe and the tokens: the CPU arithmetic. */
+static void cpu_platform(char *buf, size_t n) {
+    char model[160] = "unknown CPU";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "model name", 10) == 0) {
+            char *c = strchr(line, ':');
+            if (c) {
+                c += 1 + (c[1] == ' ');
+                c[strcspn(c, "\n")] = '\0';
+                snprintf(model, sizeof model, "%s", c);
+            }
+            break;
+        }
+    if (f) fclose(f);
+    snprintf(buf, n, "%s; %s", openblas_get_config(), model);
+}
+
+static cJSON *report_json(const qc_recipe *r, const char *hash, const qc_calib_set *set, const qc_pipeline_result *pr,
+                          double t_write, double t_start, int device, const char *platform, int threads) {
+    cJSON *rep = cJSON_CreateObject();
+    cJSON_AddStringToObject(rep, "qcal", QC_VERSION);
+    cJSON_AddStringToObject(rep, "recipe_sha256", hash);
+    cJSON_AddStringToObject(rep, "tokens_sha256", set->sha256);
+    cJSON *ph = cJSON_AddObjectToObject(rep, "seconds");
+    cJSON_AddNumberToObject(ph, "embed", pr->t_embed);
+    cJSON_AddNumberToObject(ph, "forward", pr->t_forward);
+    cJSON_AddNumberToObject(ph, "hessian", pr->t_hessian);
+    cJSON_AddNumberToObject(ph, "solve", pr->t_solve);
+    cJSON_AddNumberToObject(ph, "pack_write", t_write);
+    cJSON_AddNumberToObject(ph, "total", qc_time_now() - t_start);
+    cJSON_AddStringToObject(rep, "device", pr->device_desc);
+    cJSON_AddStringToObject(rep, "platform", platform);
+    cJSON_AddNumberToObject(rep, "threads", threads);
+    cJSON_AddNumberToObject(rep, "resumed_at_layer", pr->resumed_at);
+    if (device >= 0) {
+        cJSON_AddNumberToObject(ph, "read", pr->t_read);
+        cJSON_AddNumberToObject(ph, "read_wait", pr->t_read_wait);
+        cJSON_AddNumberToObject(ph, "pack", pr->t_pack);
+        cJSON_AddNumberToObject(rep, "gpu_peak_bytes", (double)pr->gpu_peak_bytes);
+        cJSON_AddNumberToObject(rep, "gpu_peak_device_bytes", (double)pr->gpu_peak_device);
+    }
+    cJSON_AddNumberToObject(rep, "peak_rss_bytes", (double)qc_peak_rss());
+    cJSON *lins = cJSON_AddArrayToObject(rep, "linears");
+    for (int i = 0; i < pr->n_lin; i++) {
+        const qc_linear_report *l = &pr->lin[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", l->name);
+        cJSON_AddNumberToObject(o, "out_features", l->N);
+        cJSON_AddNumberToObject(o, "in_features", l->K);
+        cJSON_AddBoolToObject(o, "quantized", l->quantized);
+        if (l->quantized) {
+            cJSON_AddNumberToObject(o, "rel_err", l->rel_err);
+            cJSON_AddNumberToObject(o, "damp", l->damp);
+            cJSON_AddNumberToObject(o, "damp_retries", l->retries);
+            cJSON_AddNumberToObject(o, "dead_columns", l->dead_cols);
+            cJSON_AddNumberToObject(o, "seconds", l->seconds);
+            if (l->awq_ratio >= 0) cJSON_AddNumberToObject(o, "awq_ratio", l->awq_ratio);
+        } else {
+            cJSON_AddStringToObject(o, "reason", l->reason);
+        }
+        cJSON_AddItemToArray(lins, o);
+    }
+    cJSON_AddItemToObject(rep, "eval", cJSON_CreateArray());
+    return rep;
+}
+
+/* Checks that need no model data: every one of them before anything is read or written. */
+static qc_status early_checks(const qc_recipe *r, const char *const *eval_files, int n_eval, long long shard_mb) {
+    if (shard_mb < 1) return qc_fail(QC_ERR_ARG, "--max-shard-size must be at least 1 MB");
+    for (int i = 0; i < n_eval; i++)
+        if (access(eval_files[i], R_OK) != 0)
+            return qc_fail(QC_ERR_ARG, "evaluation text %s: %s", eval_files[i], strerror(errno));
+    for (int i = 0; i < r->n_calib; i++)
+        if (!qc_hf_is_ref(r->calib[i].path) && access(r->calib[i].path, R_OK) != 0)
+            return qc_fail(QC_ERR_ARG, "calibration source %s: %s", r->calib[i].path, strerror(errno));
+    return QC_OK;
+}
+
+/* Whether the run's format can hold at least one linear of the model (else nothing would be quantized). */
+static qc_status check_some_packable(const qc_model *m, const qc_pipeline_opts *po) {
+    const qc_model_config *c = &m->cfg;
+    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, ff = c->intermediate_size;
+    int N[QC_LIN_COUNT] = {qd, kvd, kvd, d, ff, ff, d}, K[QC_LIN_COUNT] = {d, d, d, qd, d, d, ff};
+    const char *why = NULL, *first = NULL;
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        if (qc_pl_packable(po, N[l], K[l], &why)) return QC_OK;
+        if (!first) first = why;
+    }
+    return qc_fail(QC_ERR_ARG, "with bits %d and group size %d the %s format can hold none of this model's linears "
+                   "(%s); choose another --group-size", po->q.bits, po->q.group_size,
+                   po->format == QC_PACK_AWQ ? "awq" : "gptq", first ? first : "shape");
+}
+
 static int run(int argc, char **argv) {
     const qc_cmd *cmd = &qc_cmd_quantize;
     qc_recipe r;
@@ -121,16 +258,29 @@ static int run(int argc, char **argv) {
     if (rc >= 0) return rc;
     bool quiet = qc_cli_opt(k_opts, "quiet")->set;
     qc_opt *o_thr = qc_cli_opt(k_opts, "threads");
+    int threads = 0;
     if (o_thr->set) {
         if (o_thr->i < 1 || o_thr->i > 1024) {
             qc_recipe_free(&r);
             return qc_cli_usage_error(cmd, "--threads must be in [1, 1024]");
         }
         openblas_set_num_threads((int)o_thr->i);
+        threads = (int)o_thr->i;
     }
+    if (!threads) threads = openblas_get_num_threads();
     if (!r.model || !r.out) {
         qc_recipe_free(&r);
         return qc_cli_usage_error(cmd, "--model and --out are required (or model/out in the recipe)");
+    }
+    double save_every = 0;
+    qc_opt *o_save = qc_cli_opt(k_opts, "save-every");
+    if (o_save->set) {
+        char *end;
+        save_every = strtod(o_save->str, &end);
+        if (*end || end == o_save->str || (save_every < 0 && save_every != -1)) {
+            qc_recipe_free(&r);
+            return qc_cli_usage_error(cmd, "--save-every takes seconds >= 0, or -1");
+        }
     }
     int device = -1; /* cpu */
     if (strcmp(r.device, "cpu") != 0) {
@@ -144,12 +294,7 @@ static int run(int argc, char **argv) {
     }
     qc_method method = strcmp(r.method, "rtn") == 0 ? QC_METHOD_RTN
                        : strcmp(r.method, "awq") == 0 ? QC_METHOD_AWQ : QC_METHOD_GPTQ;
-    bool overwrite = qc_cli_opt(k_opts, "overwrite")->set;
-    if (!overwrite && (qc_dir_exists(r.out) || qc_file_exists(r.out))) {
-        fprintf(stderr, "qcal quantize: %s already exists (use --overwrite to replace it)\n", r.out);
-        qc_recipe_free(&r);
-        return QC_EXIT_ERROR;
-    }
+    bool overwrite = qc_cli_opt(k_opts, "overwrite")->set, restart = qc_cli_opt(k_opts, "restart")->set;
     qc_opt *o_eval = qc_cli_opt(k_opts, "eval");
     const char *eval_files[QC_RECIPE_MAX_EVALS + 1];
     int eval_seq[QC_RECIPE_MAX_EVALS + 1], n_eval = 0;
@@ -163,45 +308,68 @@ static int run(int argc, char **argv) {
                                                                        : r.seqlen;
     }
     int eval_maxw = qc_cli_opt(k_opts, "eval-max-windows")->set ? (int)qc_cli_opt(k_opts, "eval-max-windows")->i : 0;
+    long long shard_mb = qc_cli_opt(k_opts, "max-shard-size")->set ? qc_cli_opt(k_opts, "max-shard-size")->i : 4096;
 
-    char hash[65];
+    char hash[65], platform[512];
     qc_recipe_hash(&r, hash);
-    char *model_dir = NULL, *meta = NULL, *work = NULL;
+    cpu_platform(platform, sizeof platform);
+    char *model_dir = NULL, *meta = NULL, *work = NULL, *rep_text = NULL;
     qc_model *m = NULL, *qm = NULL;
     qc_tokenizer *tok = NULL;
     qc_calib_set set;
     memset(&set, 0, sizeof set);
     qc_pipeline_result pr;
     memset(&pr, 0, sizeof pr);
+    qc_guard_lock lock = {.fd = -1};
+    qc_workdir wd = {.dirfd = -1};
+    cJSON *fp = NULL, *rep = NULL;
+    bool work_open = false;
     double t_start = qc_time_now();
-    qc_status st = qc_run_resolve_model(r.model, &model_dir);
-    if (st == QC_OK) st = qc_model_open(model_dir, &m);
-    if (st == QC_OK) st = qc_tokenizer_load(model_dir, &tok);
+    qc_status st = early_checks(&r, eval_files, n_eval, shard_mb);
+    if (st == QC_OK) st = qc_run_resolve_model(r.model, &model_dir);
     if (st != QC_OK) goto out;
-    if (!quiet)
-        QC_LOGI("qcal %s: %s %s, %d layers, hidden %d -> %s (%s w%d g%d %s%s, format %s), recipe-sha256 %s", QC_VERSION,
-                model_dir, m->cfg.arch_name, m->cfg.n_layers, m->cfg.hidden_size, r.out, r.method, r.bits, r.group_size,
-                r.sym ? "sym" : "asym", r.act_order ? " act-order" : "", r.format, hash);
-    if ((st = qc_run_calib(&r, tok, quiet, &set))) goto out;
-    printf("token-sha256: %s\n", set.sha256);
 
+    /* ---- the paths: checked, locked and cleaned before the model is read ---- */
     qc_opt *o_work = qc_cli_opt(k_opts, "work-dir");
     if (o_work->set) {
         work = qc_strdup(o_work->str);
     } else {
-        work = malloc(strlen(r.out) + 16);
-        if (work) sprintf(work, "%s.qcal-work", r.out);
+        size_t n = strlen(r.out);
+        while (n > 1 && r.out[n - 1] == '/') n--;
+        if ((work = malloc(n + 16))) snprintf(work, n + 16, "%.*s.qcal-work", (int)n, r.out);
     }
     if (!work) {
         st = qc_fail(QC_ERR_NOMEM, "out of memory");
         goto out;
     }
+    {
+        const char *inputs[QC_RECIPE_MAX_SOURCES + QC_RECIPE_MAX_EVALS + 3];
+        int n_in = 0;
+        for (int i = 0; i < r.n_calib; i++)
+            if (!qc_hf_is_ref(r.calib[i].path)) inputs[n_in++] = r.calib[i].path;
+        for (int i = 0; i < n_eval; i++) inputs[n_in++] = eval_files[i];
+        if (r.source) inputs[n_in++] = r.source;
+        if ((st = qc_guard_paths(r.out, work, model_dir, inputs, n_in))) goto out;
+    }
+    if ((st = qc_guard_lock_take(r.out, &lock))) goto out;
+    if (qc_dir_exists(r.out) || qc_file_exists(r.out)) {
+        if (!overwrite) {
+            st = qc_fail(QC_ERR_ARG, "%s already exists (use --overwrite to replace a checkpoint qcal wrote)", r.out);
+            goto out;
+        }
+        if ((st = qc_guard_replaceable(r.out))) goto out;
+    }
+    qc_guard_clean_leftovers(r.out);
+    if ((st = qc_model_open(model_dir, &m))) goto out;
+
     line_ctx lc = {.quiet = quiet, .method = r.method, .bits = r.bits, .gs = r.group_size};
+    run_user ru = {.lc = lc, .pc = {.work = work, .t0 = t_start}};
     qc_pipeline_opts po = {.method = method, .q = qc_gptq_default_opts(), .true_sequential = r.true_sequential,
                            .format = strcmp(r.format, "awq") == 0       ? QC_PACK_AWQ
                                      : strcmp(r.format, "gptq_v2") == 0 ? QC_PACK_GPTQ_V2 : QC_PACK_GPTQ,
                            .awq_duo = strcmp(r.awq_scale, "llm-awq") != 0, .awq_clip = r.awq_clip, .work_dir = work, .keep_fake = n_eval > 0,
-                           .device = device, .on_linear = on_linear, .user = &lc};
+                           .device = device, .on_linear = on_linear_u, .user = &ru, .save_every = save_every,
+                           .clamp_f16 = qc_cli_opt(k_opts, "clamp-f16")->set, .on_phase = on_phase_u};
     po.q.bits = r.bits;
     po.q.group_size = r.group_size;
     po.q.sym = r.sym;
@@ -209,24 +377,76 @@ static int run(int argc, char **argv) {
     po.q.static_groups = r.static_groups;
     po.q.damp = r.damp;
     if (qc_cli_opt(k_opts, "batch-tokens")->set) po.batch_tokens = (int)qc_cli_opt(k_opts, "batch-tokens")->i;
+    if ((st = check_some_packable(m, &po))) goto out;
+
+    /* ---- the work directory: fresh and stamped, or this run's own state to resume ---- */
+    if (!(fp = cJSON_CreateObject())) {
+        st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    {
+        char *out_abs = qc_guard_abspath(r.out);
+        cJSON *ident = qc_guard_model_identity(model_dir);
+        if (!out_abs || !ident) {
+            free(out_abs);
+            cJSON_Delete(ident);
+            st = QC_ERR_IO;
+            goto out;
+        }
+        cJSON_AddStringToObject(fp, "qcal", QC_VERSION);
+        cJSON_AddStringToObject(fp, "recipe_sha256", hash);
+        cJSON_AddStringToObject(fp, "out", out_abs);
+        cJSON_AddItemToObject(fp, "model_files", ident);
+        cJSON_AddStringToObject(fp, "device", device < 0 ? platform : r.device);
+        /* the arithmetic's partition of the work: fixed chunks, whatever --threads and --batch-tokens are */
+        cJSON_AddStringToObject(fp, "partition", "fixed-chunks-v1");
+        free(out_abs);
+    }
+    if ((st = qc_workdir_open(work, fp, restart, &wd))) goto out;
+    work_open = true;
+
+    if (!quiet)
+        QC_LOGI("qcal %s: %s %s, %d layers, hidden %d -> %s (%s w%d g%d %s%s, format %s), recipe-sha256 %s", QC_VERSION,
+                model_dir, m->cfg.arch_name, m->cfg.n_layers, m->cfg.hidden_size, r.out, r.method, r.bits, r.group_size,
+                r.sym ? "sym" : "asym", r.act_order ? " act-order" : "", r.format, hash);
+    if ((st = qc_tokenizer_load(model_dir, &tok))) goto out;
+    on_phase(&ru.pc, -1, m->cfg.n_layers, "calibration sampling");
+    if ((st = qc_run_calib(&r, tok, quiet, &set))) goto out;
+    printf("token-sha256: %s\n", set.sha256);
+    if ((st = qc_workdir_confirm(&wd, "tokens_sha256", set.sha256, restart))) goto out;
+    if (qc_cancel_requested()) {
+        st = qc_fail(QC_ERR_CANCELLED, "quantize: interrupted after sampling");
+        goto out;
+    }
+
     if ((st = qc_pipeline_run(m, set.ids, set.nsamples, set.seqlen, &po, &pr))) goto out;
 
+    on_phase(&ru.pc, -1, m->cfg.n_layers, "checkpoint assembly");
     double tw = qc_time_now();
     meta = build_meta(&r, &set, hash);
+    {   /* what can make another machine's bytes differ (README: reproducibility) */
+        cJSON *mj = cJSON_Parse(meta);
+        cJSON_AddStringToObject(mj, "platform", device < 0 ? platform : pr.device_desc);
+        free(meta);
+        meta = cJSON_PrintUnformatted(mj);
+        cJSON_Delete(mj);
+    }
     char quantizer[32];
     snprintf(quantizer, sizeof quantizer, "qcal:%s", QC_VERSION);
+    rep = report_json(&r, hash, &set, &pr, pr.t_write, t_start, device, platform, threads);
+    rep_text = rep ? cJSON_Print(rep) : NULL;
+    if (!meta || !rep_text) {
+        st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     /* static groups make the layout identical to a non-act-order one (spec A.4 DECISION) */
     qc_gptq_config gc = {.bits = r.bits, .group_size = r.group_size, .sym = r.sym,
                          .desc_act = r.act_order && !r.static_groups, .static_groups = r.static_groups,
                          .true_sequential = r.true_sequential, .v2 = po.format == QC_PACK_GPTQ_V2, .damp_percent = r.damp,
-                         .quantizer = quantizer, .meta_json = meta};
-    long long shard_mb = qc_cli_opt(k_opts, "max-shard-size")->set ? qc_cli_opt(k_opts, "max-shard-size")->i : 4096;
-    if (shard_mb < 1) {
-        st = qc_fail(QC_ERR_ARG, "--max-shard-size must be at least 1 MB");
-        goto out;
-    }
+                         .quantizer = quantizer, .meta_json = meta, .report_json = rep_text};
     if (po.format == QC_PACK_AWQ) {
-        qc_awq_config ac = {.bits = r.bits, .group_size = r.group_size, .quantizer = quantizer, .meta_json = meta};
+        qc_awq_config ac = {.bits = r.bits, .group_size = r.group_size, .quantizer = quantizer, .meta_json = meta,
+                            .report_json = rep_text};
         st = qc_awq_write_checkpoint(r.out, model_dir, (const char *const *)pr.parts, pr.n_parts, &ac,
                                      (const char *const *)pr.unquantized, pr.n_unq, (uint64_t)shard_mb << 20, overwrite);
     } else {
@@ -236,10 +456,18 @@ static int run(int argc, char **argv) {
     }
     if (st) goto out;
     double t_write = pr.t_write + (qc_time_now() - tw);
+    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(rep, "seconds"), "pack_write"), t_write);
 
     /* evaluation: the fake-quantized model in memory, then the checkpoint as a loader reads it */
-    cJSON *rep = cJSON_CreateObject(), *evals = cJSON_CreateArray();
+    cJSON *evals = cJSON_GetObjectItemCaseSensitive(rep, "eval");
+    if (n_eval > 0 && pr.resumed_at > 0) { /* the layers done before the restart: loader-exact, from the checkpoint */
+        st = qc_model_open(r.out, &qm);
+        for (int li = 0; st == QC_OK && li < pr.resumed_at; li++) st = qc_layer_load(qm, li, &pr.fake[li]);
+        if (st == QC_OK && !quiet)
+            QC_LOGI("eval: the fake-quantized layers 0-%d (done before the restart) are read back from %s", pr.resumed_at - 1, r.out);
+    }
     for (int i = 0; i < n_eval && st == QC_OK; i++) {
+        on_phase(&ru.pc, -1, m->cfg.n_layers, "evaluation");
         qc_eval_result a, b;
         m->round_f16 = true;
         st = eval_text(m, tok, eval_files[i], eval_seq[i], eval_maxw, pr.fake, &a);
@@ -264,82 +492,69 @@ static int run(int argc, char **argv) {
             printf("perplexity: %.6f\n", b.ppl);
         }
     }
-    /* the report, next to the weights */
-    cJSON_AddStringToObject(rep, "qcal", QC_VERSION);
-    cJSON_AddStringToObject(rep, "recipe_sha256", hash);
-    cJSON_AddStringToObject(rep, "tokens_sha256", set.sha256);
-    cJSON *ph = cJSON_AddObjectToObject(rep, "seconds");
-    cJSON_AddNumberToObject(ph, "embed", pr.t_embed);
-    cJSON_AddNumberToObject(ph, "forward", pr.t_forward);
-    cJSON_AddNumberToObject(ph, "hessian", pr.t_hessian);
-    cJSON_AddNumberToObject(ph, "solve", pr.t_solve);
-    cJSON_AddNumberToObject(ph, "pack_write", t_write);
-    cJSON_AddNumberToObject(ph, "total", qc_time_now() - t_start);
-    cJSON_AddStringToObject(rep, "device", pr.device_desc);
-    if (device >= 0) {
-        cJSON_AddNumberToObject(ph, "read", pr.t_read);
-        cJSON_AddNumberToObject(ph, "read_wait", pr.t_read_wait);
-        cJSON_AddNumberToObject(ph, "pack", pr.t_pack);
-        cJSON_AddNumberToObject(rep, "gpu_peak_bytes", (double)pr.gpu_peak_bytes);
-        cJSON_AddNumberToObject(rep, "gpu_peak_device_bytes", (double)pr.gpu_peak_device);
+    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(rep, "seconds"), "total"),
+                         qc_time_now() - t_start);
+    cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(rep, "peak_rss_bytes"), (double)qc_peak_rss());
+    {   /* the report again, with the evaluations and the final times */
+        char *js = cJSON_Print(rep), *rp = qc_path_join(r.out, "qcal_report.json");
+        qc_status st2 = (js && rp) ? qc_write_file_atomic(rp, js, strlen(js)) : qc_fail(QC_ERR_NOMEM, "out of memory");
+        free(js);
+        free(rp);
+        if (st == QC_OK) st = st2;
     }
-    cJSON_AddNumberToObject(rep, "peak_rss_bytes", (double)qc_peak_rss());
-    cJSON *lins = cJSON_AddArrayToObject(rep, "linears");
     int n_q = 0, n_raised = 0;
     double worst = 0;
     const char *worst_name = "";
     for (int i = 0; i < pr.n_lin; i++) {
         const qc_linear_report *l = &pr.lin[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", l->name);
-        cJSON_AddNumberToObject(o, "out_features", l->N);
-        cJSON_AddNumberToObject(o, "in_features", l->K);
-        cJSON_AddBoolToObject(o, "quantized", l->quantized);
-        if (l->quantized) {
-            cJSON_AddNumberToObject(o, "rel_err", l->rel_err);
-            cJSON_AddNumberToObject(o, "damp", l->damp);
-            cJSON_AddNumberToObject(o, "damp_retries", l->retries);
-            cJSON_AddNumberToObject(o, "dead_columns", l->dead_cols);
-            cJSON_AddNumberToObject(o, "seconds", l->seconds);
-            if (l->awq_ratio >= 0) cJSON_AddNumberToObject(o, "awq_ratio", l->awq_ratio);
-            n_q++;
-            n_raised += l->retries > 0;
-            if (l->rel_err > worst) { worst = l->rel_err; worst_name = l->name; }
-        } else {
-            cJSON_AddStringToObject(o, "reason", l->reason);
-        }
-        cJSON_AddItemToArray(lins, o);
+        if (!l->quantized) continue;
+        n_q++;
+        n_raised += l->retries > 0;
+        if (l->rel_err > worst) { worst = l->rel_err; worst_name = l->name; }
     }
-    cJSON_AddItemToObject(rep, "eval", evals);
-    char *js = cJSON_Print(rep);
-    cJSON_Delete(rep);
-    char *rp = qc_path_join(r.out, "qcal_report.json");
-    qc_status st2 = (js && rp) ? qc_write_file_atomic(rp, js, strlen(js)) : qc_fail(QC_ERR_NOMEM, "out of memory");
-    free(js);
-    free(rp);
-    if (st == QC_OK) st = st2;
     fprintf(stderr, "summary: %d linears quantized, %d kept in F16, %d with raised damping; worst rel err %.2e (%s)\n",
             n_q, pr.n_lin - n_q, n_raised, worst, worst_name);
     fprintf(stderr, "time: calibration forward %.1f s, Hessians %.1f s, solve %.1f s, pack/write %.1f s, total %.1f s; "
-                    "peak RSS %.0f MiB\n", pr.t_forward, pr.t_hessian, pr.t_solve, t_write, qc_time_now() - t_start,
-            (double)qc_peak_rss() / 1048576.0);
+                    "peak RSS %.0f MiB%s\n", pr.t_forward, pr.t_hessian, pr.t_solve, t_write, qc_time_now() - t_start,
+            (double)qc_peak_rss() / 1048576.0, pr.resumed_at > 0 ? " (this run only: it resumed)" : "");
     if (device >= 0)
         fprintf(stderr, "gpu: %s; layer reads %.1f s (overlapped; waited %.1f s), device packing %.1f s; peak GPU memory "
                         "%.0f MiB (qcal's buffers %.0f MiB)\n", pr.device_desc, pr.t_read, pr.t_read_wait, pr.t_pack,
                 (double)pr.gpu_peak_device / 1048576.0, (double)pr.gpu_peak_bytes / 1048576.0);
     if (st == QC_OK) {
         fprintf(stderr, "wrote %s\n", r.out);
-        if (!qc_cli_opt(k_opts, "keep-work")->set) nftw(work, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        if (!qc_cli_opt(k_opts, "keep-work")->set) qc_workdir_remove(&wd);
     }
-out:
+out:;
+    int sig = qc_cancel_requested();
+    if (work_open && st != QC_OK) {
+        int b = 0;
+        if (qc_resume_peek(work, &b) != QC_OK) b = 0;
+        if (b == 0 && wd.created) {
+            qc_workdir_remove(&wd); /* nothing saved yet: nothing to resume, nothing to leave behind */
+        } else if (b > 0) {
+            fprintf(stderr, "qcal quantize: the state up to layer %d is saved in %s; run the same command again to "
+                            "resume (or add --restart to start over)\n", b, work);
+        }
+    }
+    if (work_open) qc_workdir_close(&wd);
+    qc_guard_lock_release(&lock);
     qc_pipeline_result_free(&pr);
     qc_calib_set_free(&set);
     qc_tokenizer_free(tok);
     qc_model_free(qm);
     qc_model_free(m);
+    cJSON_Delete(fp);
+    cJSON_Delete(rep);
+    free(rep_text);
     free(model_dir);
     free(meta);
     free(work);
     qc_recipe_free(&r);
-    return st == QC_OK ? QC_EXIT_OK : qc_cli_fail(cmd, st);
+    if (st == QC_OK) return QC_EXIT_OK;
+    if (sig && st == QC_ERR_CANCELLED) {
+        fprintf(stderr, "qcal quantize: interrupted by signal %d (%s)\n", sig, strsignal(sig));
+        return 128 + sig;
+    }
+    return qc_cli_fail(cmd, st);
 }

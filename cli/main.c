@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "qc_signal.h"
 
 static const qc_cmd *const k_cmds[] = {&qc_cmd_quantize, &qc_cmd_calib, &qc_cmd_eval, &qc_cmd_inspect, &qc_cmd_tokenize, &qc_cmd_recipe, &qc_cmd_synth};
 #define N_CMDS (sizeof k_cmds / sizeof k_cmds[0])
@@ -20,6 +21,7 @@ static void usage(FILE *out) {
 
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN); /* a closed pipe is a write error, not a signal */
+    qc_signals_install();     /* stop requests unwind at safe points; SIGBUS names the file */
     if (argc < 2) {
         usage(stderr);
         return QC_EXIT_USAGE;

@@ -976,6 +976,7 @@ void qc_recipe_free(qc_recipe *r) {
     str_free(&r->sampling);
     str_free(&r->format);
     str_free(&r->device);
+    str_free(&r->source);
     for (int i = 0; i < r->n_calib && i < QC_RECIPE_MAX_SOURCES; i++) source_free(&r->calib[i]);
     for (int i = 0; i < r->n_eval && i < QC_RECIPE_MAX_EVALS; i++) str_free(&r->eval[i].text);
     for (int k = 0; k < QC_RK_COUNT; k++) free(r->where[k]);
@@ -1000,6 +1001,11 @@ qc_status qc_recipe_load(qc_recipe *r, const char *path) {
     size_t len;
     qc_status st = qc_read_file(path, QC_RECIPE_MAX_BYTES, &buf, &len);
     if (st != QC_OK) return st;
+    free(r->source);
+    if (!(r->source = qc_strdup(path))) {
+        free(buf);
+        return qc_fail(QC_ERR_NOMEM, "out of memory");
+    }
     const char *slash = strrchr(path, '/');
     dir = slash ? qc_strndup(path, slash == path ? 1 : (size_t)(slash - path)) : qc_strdup(".");
     if (!dir) st = qc_fail(QC_ERR_NOMEM, "out of memory");

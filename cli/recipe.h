@@ -112,6 +112,7 @@ typedef struct qc_recipe {
     char  *device;           /* "cpu" (default), "cuda", "cuda:N" */
     qc_eval_text eval[QC_RECIPE_MAX_EVALS];
     int    n_eval;
+    char  *source;           /* the recipe file it was loaded from (NULL: none); not part of the hash */
     uint64_t set_mask;       /* bit per key (QC_RK_*) given explicitly, by file or flag */
     char  *where[QC_RK_COUNT]; /* where each explicit value came from, for messages:
                                   "<file>:<line>:<col>" or the flag ("--bits"); NULL for defaults */

@@ -380,8 +380,11 @@ qc_status qc_awq_write_checkpoint(const char *out_dir, const char *model_dir, co
         st = qc_fail(QC_ERR_NOMEM, "quantization_config: out of memory");
     if (st == QC_OK) {
         const char *const meta[][2] = {{"quantizer", cfg->quantizer ? cfg->quantizer : "qcal:" QC_VERSION}};
-        const qc_ckpt_file side[] = {{"quant_config.json", legacy}};
-        st = qc_ckpt_commit(c, qcfg, side, 1, meta, 1);
+        cJSON *rep = cfg->report_json ? cJSON_Parse(cfg->report_json) : NULL;
+        const qc_ckpt_file side[] = {{"quant_config.json", legacy}, {"qcal_report.json", rep}};
+        if (cfg->report_json && !cJSON_IsObject(rep)) st = qc_fail(QC_ERR_ARG, "awq checkpoint: the report is not a JSON object");
+        else st = qc_ckpt_commit(c, qcfg, side, rep ? 2 : 1, meta, 1);
+        cJSON_Delete(rep);
     }
     cJSON_Delete(qcfg);
     cJSON_Delete(legacy);

@@ -74,6 +74,8 @@ typedef struct qc_awq_config {
     const char *quantizer;     /* "qcal:<version>" (NULL: "qcal:" QC_VERSION) */
     const char *meta_json;     /* provenance object merged into quantization_config.meta, its keys replacing
                                   ours on a clash (may be NULL; not an object: QC_ERR_ARG) */
+    const char *report_json;   /* written into the checkpoint as qcal_report.json before it is renamed into
+                                  place (NULL: none; not a JSON object: QC_ERR_ARG) */
 } qc_awq_config;
 
 #define QC_AWQ_DEFAULT_SHARD_BYTES 5000000000ull /* AutoAWQ's and transformers' "5GB" */

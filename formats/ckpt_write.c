@@ -2,6 +2,7 @@
  * spec A.5-A.7, B.5). The directory is assembled in <out>.tmp-XXXXXX next to <out> and renamed into place
  * only when every file is written, fsynced and re-read. */
 #include "ckpt_write.h"
+#include "qc_signal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -600,8 +601,10 @@ static qc_status write_shards(const qc_ckpt *c, const char *const (*meta)[2], in
             if (!c->e[end].drop) st = qc_st_writer_add(w, c->e[end].t->name, c->e[end].out_dt, c->e[end].t->ndim,
                                                        c->e[end].t->shape);
         if (st == QC_OK) st = qc_st_writer_begin(w);
-        for (size_t i = first; i < end && st == QC_OK; i++)
-            if (!c->e[i].drop) st = stream_tensor(w, &c->e[i]);
+        for (size_t i = first; i < end && st == QC_OK; i++) {
+            if (qc_cancel_requested()) st = qc_fail(QC_ERR_CANCELLED, "%s: interrupted while writing the checkpoint", c->out);
+            else if (!c->e[i].drop) st = stream_tensor(w, &c->e[i]);
+        }
         if (st != QC_OK) {
             qc_st_writer_abort(w);
             return st;
@@ -729,11 +732,22 @@ qc_status qc_ckpt_commit(qc_ckpt *c, const cJSON *qcfg, const qc_ckpt_file *side
     mode_t um = umask(0);
     umask(um);
     if (chmod(c->tmp, 0777 & ~um) != 0) QC_LOGW("%s: chmod failed: %s", c->tmp, strerror(errno));
-    qc_status st;
+    /* the stamp that lets a later run remove this directory if we are killed before the rename */
+    char *stamp = qc_path_join(c->tmp, ".qcal-tmp");
+    qc_status st = stamp ? qc_write_file_atomic(stamp, "qcal\n", 5) : qc_fail(QC_ERR_NOMEM, "out of memory");
+    if (st != QC_OK) {
+        free(stamp);
+        return st;
+    }
     if ((st = write_shards(c, shard_meta, n_meta)) != QC_OK || (st = verify_shards(c)) != QC_OK ||
         (st = write_index(c)) != QC_OK || (st = write_configs(c, qcfg, side, n_side)) != QC_OK ||
-        (st = copy_side_files(c)) != QC_OK || (st = install(c)) != QC_OK)
+        (st = copy_side_files(c)) != QC_OK) {
+        free(stamp);
         return st;
+    }
+    if (unlink(stamp) != 0) st = qc_fail(QC_ERR_IO, "%s: cannot remove: %s", stamp, strerror(errno));
+    free(stamp);
+    if (st != QC_OK || (st = install(c)) != QC_OK) return st;
     QC_LOGI("%s: %s checkpoint written (%zu quantized Linears, %d shard%s)", c->out, c->spec->format,
             c->mods.quantized.n, c->n_shards, c->n_shards == 1 ? "" : "s");
     return QC_OK;

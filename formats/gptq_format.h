@@ -114,6 +114,8 @@ typedef struct qc_gptq_config {
     const char *quantizer;     /* "qcal:<version>" (NULL: "qcal:" QC_VERSION) */
     const char *meta_json;     /* extra provenance object merged into quantization_config.meta, its keys
                                   replacing ours on a clash (may be NULL; not an object: QC_ERR_ARG) */
+    const char *report_json;   /* written into the checkpoint as qcal_report.json before it is renamed into
+                                  place (NULL: none; not a JSON object: QC_ERR_ARG) */
 } qc_gptq_config;
 
 #define QC_GPTQ_DEFAULT_SHARD_BYTES 4000000000ull /* GPTQModel's "4GB" */

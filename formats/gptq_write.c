@@ -236,8 +236,11 @@ qc_status qc_gptq_write_checkpoint(const char *out_dir, const char *model_dir, c
             {"gptq_checkpoint_format", cfg->v2 ? "gptq_v2" : "gptq"},
             {"quantizer", cfg->quantizer ? cfg->quantizer : "qcal:" QC_VERSION},
         };
-        const qc_ckpt_file side[] = {{"quantize_config.json", qcfg}};
-        st = qc_ckpt_commit(c, qcfg, side, 1, meta, (int)(sizeof meta / sizeof *meta));
+        cJSON *rep = cfg->report_json ? cJSON_Parse(cfg->report_json) : NULL;
+        const qc_ckpt_file side[] = {{"quantize_config.json", qcfg}, {"qcal_report.json", rep}};
+        if (cfg->report_json && !cJSON_IsObject(rep)) st = qc_fail(QC_ERR_ARG, "gptq checkpoint: the report is not a JSON object");
+        else st = qc_ckpt_commit(c, qcfg, side, rep ? 2 : 1, meta, (int)(sizeof meta / sizeof *meta));
+        cJSON_Delete(rep);
     }
     qc_strset_free(&qrel);
     cJSON_Delete(qcfg);

@@ -1,6 +1,7 @@
 /* safetensors.c - reader (one validating parser behind mmap and the fuzzer) and streamed writer.
  * The byte layout and the rules a file must follow are in safetensors.h. */
 #include "safetensors.h"
+#include "qc_signal.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -431,6 +432,7 @@ qc_status qc_safetensors_open(const char *path, qc_safetensors **out) {
     }
     f->map = map;
     f->map_len = (size_t)size;
+    qc_mmap_register(map, (size_t)size, path); /* a SIGBUS in it is reported naming the file */
     const char *data = (const char *)map + 8 + hlen;
     for (size_t i = 0; i < f->n; i++) f->tensors[i].data = data + f->tensors[i].offset;
     *out = f;
@@ -439,7 +441,10 @@ qc_status qc_safetensors_open(const char *path, qc_safetensors **out) {
 
 void qc_safetensors_free(qc_safetensors *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->map_len);
+    if (f->map) {
+        qc_mmap_unregister(f->map);
+        munmap(f->map, f->map_len);
+    }
     free(f->path);
     free(f->tensors);
     free(f->by_name);
