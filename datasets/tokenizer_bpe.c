@@ -438,8 +438,9 @@ static qc_status tk_bpe_chunk(const tk_bpe *m, tk_ctx *c, const char *w, size_t 
                 for (size_t k = 0; k < sl; k++) all = all && m->byte_ids[(unsigned char)s[k]] >= 0;
                 if (all) {
                     /* HF adds these without flushing a pending unk first; keep that order. A prefix/suffix
-                     * can make this more symbols than bytes of w: grow the arrays then. */
-                    if (nsym + sl > c->syms_cap) {
+                     * can make this more symbols than bytes of w: grow the arrays then, keeping room for the
+                     * pending unk and one symbol per byte still to come (what the other paths rely on). */
+                    if (nsym + sl + 1 + (n - i) > c->syms_cap) {
                         size_t cap = c->syms_cap + sl + n;
                         tk_sym *ns = realloc(c->syms, cap * sizeof *ns);
                         tk_merge_ent *nh = realloc(c->heap, 3 * cap * sizeof *nh);
