@@ -3,6 +3,7 @@
 
 #include "awq.h"
 #include "awq_format.h"
+#include "hessian.h"
 #include "qc_signal.h"
 #include "resume.h"
 
@@ -145,6 +146,7 @@ typedef struct {
     int64_t rows[QC_LIN_COUNT];
     qc_linear_id last;           /* stop after this capture */
     double t_hess;
+    int    T;                    /* rows per sample (the Hessian sums samples in order) */
 } capture_ctx;
 
 static bool capture(void *user, qc_linear_id which, const float *x, int n, int in) {
@@ -152,7 +154,7 @@ static bool capture(void *user, qc_linear_id which, const float *x, int n, int i
     if (c->want[which]) {
         double t0 = qc_time_now();
         QC_ASSERT(in == c->K[which]);
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, in, n, 1.0f, x, in, 1.0f, c->H[which], in);
+        qc_hessian_accumulate(c->H[which], in, x, n, c->T);
         c->rows[which] += n;
         c->t_hess += qc_time_now() - t0;
     }
@@ -410,6 +412,7 @@ static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
         capture_ctx cc;
         memset(&cc, 0, sizeof cc);
         cc.last = QC_LIN_Q;
+        cc.T = c->T;
         bool any = false;
         for (int k = 0; k < nm && st == QC_OK; k++) {
             qc_linear_id l = members[k];
@@ -426,6 +429,7 @@ static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
         }
         if (st == QC_OK && any) {
             /* run the layer (already-quantized groups in place) and accumulate the Hessians */
+            if (o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "forward");
             double tf = qc_time_now();
             for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
                 int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
@@ -440,6 +444,7 @@ static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
                     st = qc_pl_check_hessian(cc.H[k], cc.K[k], li, (qc_linear_id)k);
                 }
         }
+        if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "solve");
         for (int k = 0; k < nm && st == QC_OK; k++) {
             qc_linear_id l = members[k];
             if (!quant[l]) {
@@ -607,6 +612,7 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
     }
     c->res->t_forward += qc_time_now() - tf;
     /* 2. scale searches, all on the original weights (spec E.2 groups) */
+    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-search");
     awq_group groups[4];
     int ng = qc_pl_awq_groups(layer->out_features, layer->in_features, groups);
     float *scales[4] = {0};
@@ -662,11 +668,12 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
             break;
         }
         double th = qc_time_now();
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, K, (int)c->rows, 1.0f, c->A[caps[k]], K, 0.0f, H, K);
+        qc_hessian_accumulate(H, K, c->A[caps[k]], (int64_t)c->rows, c->T); /* H is zeroed */
         finish_hessian(H, K, (int64_t)c->rows);
         c->res->t_hessian += qc_time_now() - th;
     }
     /* 4. clipping (not for q/k), 5. quantization */
+    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-quantize");
     for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
         qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
         int N = layer->out_features[l], K = layer->in_features[l];
@@ -825,10 +832,11 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
             st = qc_fail(QC_ERR_CANCELLED, "quantize: interrupted before layer %d", li);
             break;
         }
-        if (o->on_phase) o->on_phase(o->user, li, L, o->method == QC_METHOD_AWQ ? "awq search" : "forward + solve");
+        if (o->on_phase) o->on_phase(o->user, li, L, "load");
         if ((st = qc_layer_load(m, li, &layer))) break;
         st = qc_pl_check_layer(cfg, &layer, li);
         if (st == QC_OK) st = o->method == QC_METHOD_AWQ ? awq_layer(&c, li, &layer) : gptq_layer(&c, li, &layer);
+        if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, L, "part");
         if (st == QC_OK) st = layer_epilogue(&c, li, &layer);
         qc_pl_part_free(&c.part);
         qc_layer_release(&layer);

@@ -14,6 +14,7 @@
 #include "qc_gpu.h"
 #include "eval.h"
 #include "pipeline.h"
+#include "qc_par.h"
 #include "qc_signal.h"
 #include "resume.h"
 #include "run_guard.h"
@@ -132,6 +133,9 @@ typedef struct {
 /* status.json in the work directory, for people watching a long run from another terminal */
 static void on_phase(void *user, int layer, int n_layers, const char *phase) {
     phase_ctx *p = user;
+    char point[80];
+    snprintf(point, sizeof point, "phase:%s", phase);
+    qc_test_point(point);
     char buf[512];
     double el = qc_time_now() - p->t0;
     snprintf(buf, sizeof buf, "{\"pid\": %ld, \"layer\": %d, \"n_layers\": %d, \"phase\": \"%s\", \"elapsed_s\": %.1f, "
@@ -264,7 +268,7 @@ static int run(int argc, char **argv) {
             qc_recipe_free(&r);
             return qc_cli_usage_error(cmd, "--threads must be in [1, 1024]");
         }
-        openblas_set_num_threads((int)o_thr->i);
+        qc_par_set_threads((int)o_thr->i);
         threads = (int)o_thr->i;
     }
     if (!threads) threads = openblas_get_num_threads();
@@ -410,7 +414,7 @@ static int run(int argc, char **argv) {
                 model_dir, m->cfg.arch_name, m->cfg.n_layers, m->cfg.hidden_size, r.out, r.method, r.bits, r.group_size,
                 r.sym ? "sym" : "asym", r.act_order ? " act-order" : "", r.format, hash);
     if ((st = qc_tokenizer_load(model_dir, &tok))) goto out;
-    on_phase(&ru.pc, -1, m->cfg.n_layers, "calibration sampling");
+    on_phase(&ru.pc, -1, m->cfg.n_layers, "sampling");
     if ((st = qc_run_calib(&r, tok, quiet, &set))) goto out;
     printf("token-sha256: %s\n", set.sha256);
     if ((st = qc_workdir_confirm(&wd, "tokens_sha256", set.sha256, restart))) goto out;
@@ -421,7 +425,7 @@ static int run(int argc, char **argv) {
 
     if ((st = qc_pipeline_run(m, set.ids, set.nsamples, set.seqlen, &po, &pr))) goto out;
 
-    on_phase(&ru.pc, -1, m->cfg.n_layers, "checkpoint assembly");
+    on_phase(&ru.pc, -1, m->cfg.n_layers, "assembly");
     double tw = qc_time_now();
     meta = build_meta(&r, &set, hash);
     {   /* what can make another machine's bytes differ (README: reproducibility) */
@@ -467,7 +471,7 @@ static int run(int argc, char **argv) {
             QC_LOGI("eval: the fake-quantized layers 0-%d (done before the restart) are read back from %s", pr.resumed_at - 1, r.out);
     }
     for (int i = 0; i < n_eval && st == QC_OK; i++) {
-        on_phase(&ru.pc, -1, m->cfg.n_layers, "evaluation");
+        on_phase(&ru.pc, -1, m->cfg.n_layers, "eval");
         qc_eval_result a, b;
         m->round_f16 = true;
         st = eval_text(m, tok, eval_files[i], eval_seq[i], eval_maxw, pr.fake, &a);

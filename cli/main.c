@@ -21,7 +21,8 @@ static void usage(FILE *out) {
 
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN); /* a closed pipe is a write error, not a signal */
-    qc_signals_install();     /* stop requests unwind at safe points; SIGBUS names the file */
+    qc_signals_install();
+    qc_json_hooks_install();  /* a JSON parse that ran out of memory says so */     /* stop requests unwind at safe points; SIGBUS names the file */
     if (argc < 2) {
         usage(stderr);
         return QC_EXIT_USAGE;

@@ -1,5 +1,7 @@
 #include "qc_common.h"
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -272,6 +274,25 @@ qc_status qc_write_file_atomic(const char *path, const void *buf, size_t len) {
     free(tmp);
     return QC_OK;
 }
+
+static _Atomic size_t g_json_oom, g_json_allocs;
+static long g_json_fail_after = -1;
+
+static void *json_malloc(size_t n) {
+    size_t k = ++g_json_allocs;
+    void *p = (g_json_fail_after >= 0 && k > (size_t)g_json_fail_after) ? NULL : malloc(n);
+    if (!p) g_json_oom++;
+    return p;
+}
+
+void qc_json_hooks_install(void) {
+    const char *e = getenv("QCAL_TEST_JSON_ALLOC_FAIL");
+    if (e) g_json_fail_after = strtol(e, NULL, 10);
+    cJSON_Hooks h = {json_malloc, free};
+    cJSON_InitHooks(&h);
+}
+
+size_t qc_json_oom_count(void) { return g_json_oom; }
 
 double qc_time_now(void) {
     struct timespec ts;

@@ -108,6 +108,15 @@ bool qc_dir_exists(const char *path);
 /* Writes buf to path atomically: path.tmp, fsync, rename. */
 qc_status qc_write_file_atomic(const char *path, const void *buf, size_t len);
 
+/* ---- JSON (cJSON) allocation accounting ----
+ * qc_json_hooks_install() routes cJSON's allocations through qcal's counter, so that a parse that failed
+ * for want of memory is reported as out of memory, not as invalid JSON:
+ *   size_t mark = qc_json_oom_count();  root = cJSON_Parse(...);
+ *   if (!root && qc_json_oom_count() != mark) return qc_fail(QC_ERR_NOMEM, "%s: out of memory parsing", path);
+ * QCAL_TEST_JSON_ALLOC_FAIL=N in the environment makes every cJSON allocation after the N-th fail (tests). */
+void   qc_json_hooks_install(void);
+size_t qc_json_oom_count(void);
+
 /* ---- time ---- */
 double qc_time_now(void); /* monotonic seconds */
 /* Peak resident set size of this process in bytes (0 if unknown). */

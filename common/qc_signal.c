@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -136,4 +137,20 @@ void qc_tmp_unregister(const char *path) {
             break;
         }
     pthread_mutex_unlock(&g_lock);
+}
+
+void qc_test_point(const char *name) {
+    static const char *spec;
+    static int init, count;
+    if (!init) {
+        spec = getenv("QCAL_TEST_KILL");
+        init = 1;
+    }
+    if (!spec) return;
+    const char *colon = strrchr(spec, ':');
+    size_t n = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (strlen(name) != n || strncmp(name, spec, n) != 0) return;
+    if (++count != (colon ? atoi(colon + 1) : 1)) return;
+    const char *sig = getenv("QCAL_TEST_SIGNAL");
+    kill(getpid(), sig ? atoi(sig) : SIGKILL);
 }

@@ -37,6 +37,11 @@ void qc_mmap_unregister(const void *addr);
 int  qc_tmp_register(const char *path);
 void qc_tmp_unregister(const char *path);
 
+/* Test hook for the crash tests: when the environment has QCAL_TEST_KILL=NAME:N, the N-th call of
+ * qc_test_point(NAME) sends this process the signal QCAL_TEST_SIGNAL (default 9, SIGKILL). Points:
+ * "phase:<phase>" (each phase start of quantize), "tensor" (each tensor written into a checkpoint). */
+void qc_test_point(const char *name);
+
 #ifdef __cplusplus
 }
 #endif

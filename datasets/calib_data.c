@@ -367,7 +367,8 @@ qc_status qc_calib_sample(const qc_calib_src *src, int n_src, const qc_tokenizer
         out->nsamples = (int)(all.n / (size_t)T);
         if (st == QC_OK && out->nsamples == 0)
             st = qc_fail(QC_ERR_ARG, "calibration (awq sampling): the accepted documents hold fewer than %d tokens "
-                         "in all; use more samples or a shorter seqlen", T);
+                         "in all (awq sampling accepts only documents of at most seqlen = %d tokens, as AutoAWQ does); use a "
+                         "longer --seqlen, more --nsamples or a source with more short documents", T, T);
     }
     free(alloc);
     if (st != QC_OK) {

@@ -398,7 +398,9 @@ static const char *json_type_name(const cJSON *v) {
 static qc_status parse_record(qc_docs *r, const char *s, size_t n, const char *where, const char **doc, size_t *len) {
     cJSON_Delete(r->json);
     const char *endp = NULL;
+    size_t oom = qc_json_oom_count();
     r->json = cJSON_ParseWithLengthOpts(s, n, &endp, false);
+    if (!r->json && qc_json_oom_count() != oom) return qc_fail(QC_ERR_NOMEM, "%s: out of memory parsing the record", where);
     if (!r->json) {
         size_t at = endp && endp >= s && endp <= s + n ? (size_t)(endp - s) : 0;
         return qc_fail(QC_ERR_FORMAT, "%s: invalid JSON near byte %zu of the record", where, at);

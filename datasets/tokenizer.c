@@ -67,7 +67,12 @@ static qc_status tk_read_json(const char *path, cJSON **out) {
     size_t len;
     qc_status st = qc_read_file(path, (size_t)1 << 30, &buf, &len);
     if (st != QC_OK) return st;
+    size_t oom = qc_json_oom_count();
     *out = cJSON_ParseWithLength(buf, len);
+    if (!*out && qc_json_oom_count() != oom) {
+        free(buf);
+        return qc_fail(QC_ERR_NOMEM, "%s: out of memory parsing it (%zu bytes of JSON)", path, len);
+    }
     if (!*out) {
         const char *e = cJSON_GetErrorPtr();
         size_t off = (e && e >= buf && e <= buf + len) ? (size_t)(e - buf) : 0;

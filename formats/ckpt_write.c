@@ -180,7 +180,12 @@ qc_status qc_json_read_object(const char *path, cJSON **out) {
     qc_status st = qc_read_file(path, 64u << 20, &text, &len);
     if (st != QC_OK) return st;
     const char *end = NULL;
+    size_t oom = qc_json_oom_count();
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    if (!root && qc_json_oom_count() != oom) {
+        free(text);
+        return qc_fail(QC_ERR_NOMEM, "%s: out of memory parsing it", path);
+    }
     if (!root) {
         size_t at = end && end >= text ? (size_t)(end - text) : 0;
         free(text);
@@ -603,7 +608,10 @@ static qc_status write_shards(const qc_ckpt *c, const char *const (*meta)[2], in
         if (st == QC_OK) st = qc_st_writer_begin(w);
         for (size_t i = first; i < end && st == QC_OK; i++) {
             if (qc_cancel_requested()) st = qc_fail(QC_ERR_CANCELLED, "%s: interrupted while writing the checkpoint", c->out);
-            else if (!c->e[i].drop) st = stream_tensor(w, &c->e[i]);
+            else if (!c->e[i].drop) {
+                qc_test_point("tensor");
+                st = stream_tensor(w, &c->e[i]);
+            }
         }
         if (st != QC_OK) {
             qc_st_writer_abort(w);

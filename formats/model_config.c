@@ -112,7 +112,9 @@ static qc_status parse_rope(const cJSON *root, const char *what, qc_model_config
 
 qc_status qc_model_config_parse(const char *json, size_t len, const char *what, qc_model_config *c) {
     memset(c, 0, sizeof *c);
+    size_t oom = qc_json_oom_count();
     cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root && qc_json_oom_count() != oom) return qc_fail(QC_ERR_NOMEM, "%s: out of memory parsing it", what);
     if (!root) return qc_fail(QC_ERR_FORMAT, "%s: not valid JSON", what);
     qc_status st = QC_OK;
     if (!cJSON_IsObject(root)) {

@@ -108,10 +108,12 @@ static qc_status json_parse(const char *text, size_t len, const char *what, cons
     if (len) memcpy(buf, text, len);
     buf[len] = '\0';
     const char *end = NULL;
+    size_t oom = qc_json_oom_count();
     cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
     size_t pos = (end && end >= buf && end <= buf + len) ? (size_t)(end - buf) : len;
     if (!root) {
         free(buf);
+        if (qc_json_oom_count() != oom) return qc_fail(QC_ERR_NOMEM, "%s: out of memory parsing the %s", what, part);
         return qc_fail(QC_ERR_FORMAT, "%s: %s is not valid JSON (error at byte %zu of %zu)", what, part, pos, len);
     }
     while (pos < len && (buf[pos] == ' ' || buf[pos] == '\t' || buf[pos] == '\n' || buf[pos] == '\r')) pos++;
