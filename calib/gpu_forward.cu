@@ -453,6 +453,15 @@ qc_status qc_gpu_hessian_add(qc_gpu *g, const uint16_t *x, int n, int K, float *
     return QC_OK;
 }
 
+qc_status qc_gpu_hessian_diag(qc_gpu *g, const float *H, int K, float *diag_host) {
+    if (K <= 0) return QC_OK;
+    /* one float every K + 1 */
+    QC_CU(cudaMemcpy2DAsync(diag_host, sizeof(float), H, sizeof(float) * ((size_t)K + 1), sizeof(float), (size_t)K,
+                            cudaMemcpyDeviceToHost, g->stream));
+    QC_CU(cudaStreamSynchronize(g->stream));
+    return QC_OK;
+}
+
 qc_status qc_gpu_attn_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int nseq, int T) {
     qc_status st = check_rows(f, nseq, T);
     if (st || nseq == 0) return st;
@@ -597,6 +606,32 @@ typedef struct load_item {
 } load_item;
 
 #define MAX_ITEMS (2 * QC_LIN_COUNT + 4)
+/* The tensors qc_gpu_loader_check_finite looks at, in qc_pl_check_layer's order: weight and bias of each
+ * linear, then input_layernorm, post_attention_layernorm, q_norm, k_norm. */
+#define CHECK_T (2 * QC_LIN_COUNT + 4)
+
+typedef struct {
+    const void        *p[CHECK_T];   /* NULL: absent */
+    unsigned long long n[CHECK_T];
+    unsigned           f16;          /* bit t: tensor t is fp16, else fp32 */
+} finite_spans;
+
+/* first[t] = the least index of a non-finite element of tensor t (blockIdx.y); min is order-free, so
+ * the result does not depend on the threads' timing. */
+static __global__ void k_first_nonfinite(finite_spans s, unsigned long long *first) {
+    const int t = blockIdx.y;
+    const unsigned long long n = s.n[t];
+    const bool h = (s.f16 >> t) & 1u;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        bool bad = h ? (((const uint16_t *)s.p[t])[i] & 0x7c00u) == 0x7c00u
+                     : (((const uint32_t *)s.p[t])[i] & 0x7f800000u) == 0x7f800000u;
+        if (bad) {
+            atomicMin(&first[t], i);
+            return; /* this thread's later elements come after it */
+        }
+    }
+}
 
 struct qc_gpu_loader {
     qc_gpu         *g;
@@ -611,6 +646,7 @@ struct qc_gpu_loader {
     size_t          pinned_bytes;
     void           *raw;             /* device staging for tensors that need a conversion */
     size_t          raw_bytes;
+    unsigned long long *nonfinite;   /* [CHECK_T] device: first non-finite element per tensor (check_finite) */
     bool            copy_pending;    /* the pinned buffer may still be read by the copy stream */
     int             prev_slot;       /* slot of the last job (its loaded event guards the pinned buffer) */
     /* the loading thread */
@@ -789,6 +825,7 @@ qc_status qc_gpu_loader_create(qc_gpu *g, const qc_model *m, qc_gpu_loader **out
         if (!st) layout_bind(&ld->lo, ld->slot_mem[s], -1, &ld->slot[s]);
     }
     if (!st && ld->raw_bytes) st = qc_gpu_alloc(g, &ld->raw, ld->raw_bytes, "layer upload staging");
+    if (!st) st = qc_gpu_alloc(g, (void **)&ld->nonfinite, sizeof(unsigned long long) * CHECK_T, "the layer check");
     if (!st) st = qc_gpu_host_alloc((void **)&ld->pinned, ld->pinned_bytes, "layer streaming");
     for (int s = 0; !st && s < 2; s++) {
         cudaError_t e = cudaEventCreateWithFlags(&ld->loaded[s], cudaEventDisableTiming);
@@ -819,6 +856,7 @@ void qc_gpu_loader_free(qc_gpu_loader *ld) {
         qc_gpu_free(g, ld->slot_mem[s]);
     }
     qc_gpu_free(g, ld->raw);
+    qc_gpu_free(g, ld->nonfinite);
     qc_gpu_host_free(ld->pinned);
     free(ld);
 }
@@ -868,6 +906,77 @@ void qc_gpu_loader_times(const qc_gpu_loader *ld, double *read_s, double *wait_s
 }
 
 size_t qc_gpu_loader_host_bytes(const qc_gpu_loader *ld) { return ld->pinned_bytes; }
+
+qc_status qc_gpu_loader_check_finite(qc_gpu_loader *ld, const qc_gpu_layer *L) {
+    qc_gpu *g = ld->g;
+    const layer_layout *lo = &ld->lo;
+    finite_spans s;
+    memset(&s, 0, sizeof s);
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        s.p[2 * l] = L->w[l];
+        s.n[2 * l] = (unsigned long long)L->out_features[l] * (unsigned long long)L->in_features[l];
+        s.f16 |= 1u << (2 * l);
+        s.p[2 * l + 1] = L->b[l];
+        s.n[2 * l + 1] = L->b[l] ? (unsigned long long)L->out_features[l] : 0;
+    }
+    const float *norms[4] = {L->attn_norm, L->mlp_norm, L->q_norm, L->k_norm};
+    const int norm_len[4] = {lo->d, lo->d, lo->norm_dim, lo->norm_dim};
+    static const char *const norm_name[4] = {"input_layernorm.weight", "post_attention_layernorm.weight",
+                                             "self_attn.q_norm.weight", "self_attn.k_norm.weight"};
+    for (int k = 0; k < 4; k++) {
+        s.p[2 * QC_LIN_COUNT + k] = norms[k];
+        s.n[2 * QC_LIN_COUNT + k] = norms[k] ? (unsigned long long)norm_len[k] : 0;
+    }
+    unsigned long long most = 0;
+    for (int t = 0; t < CHECK_T; t++) most = s.n[t] > most ? s.n[t] : most;
+    unsigned gx = qc_grid((size_t)most, 256);
+    if (gx > 1024) gx = 1024; /* grid-stride: enough to stream the layer, few idle blocks for the norms */
+    QC_CU(cudaMemsetAsync(ld->nonfinite, 0xff, sizeof(unsigned long long) * CHECK_T, g->stream));
+    k_first_nonfinite<<<dim3(gx, CHECK_T), 256, 0, g->stream>>>(s, ld->nonfinite);
+    QC_CU_LAUNCH("first_nonfinite");
+    unsigned long long first[CHECK_T];
+    qc_status st = qc_gpu_download(g, first, ld->nonfinite, sizeof first);
+    if (st) return st;
+    for (int t = 0; t < CHECK_T; t++) {
+        if (first[t] == ~0ULL) continue;
+        const unsigned long long i = first[t];
+        char name[256];
+        int cols = 0;
+        if (t < 2 * QC_LIN_COUNT) {
+            qc_linear_id l = (qc_linear_id)(t / 2);
+            snprintf(name, sizeof name, "model.layers.%d.%s.%s", L->index, qc_linear_name(l), t % 2 ? "bias" : "weight");
+            if (t % 2 == 0) cols = L->in_features[l];
+        } else {
+            snprintf(name, sizeof name, "model.layers.%d.%s", L->index, norm_name[t - 2 * QC_LIN_COUNT]);
+        }
+        /* the device's value, then the file's (the message names what the file holds, as on the CPU) */
+        float dev = 0.0f;
+        if ((s.f16 >> t) & 1u) {
+            uint16_t h = 0;
+            st = qc_gpu_download(g, &h, (const uint16_t *)s.p[t] + i, sizeof h);
+            dev = qc_fp16_to_f32(h);
+        } else {
+            st = qc_gpu_download(g, &dev, (const float *)s.p[t] + i, sizeof dev);
+        }
+        if (st) return st;
+        const qc_tensor *ft = qc_weights_find(ld->m->weights, name);
+        float v = dev;
+        if (ft && qc_tensor_read_f32(ft, (int64_t)i, 1, &v) != QC_OK) {
+            qc_error_clear();
+            v = dev;
+        }
+        char at[64];
+        if (cols > 0) snprintf(at, sizeof at, "[%llu, %llu]", i / (unsigned)cols, i % (unsigned)cols);
+        else snprintf(at, sizeof at, "%llu", i);
+        if (v == v && v - v == 0.0f) /* finite in the file: beyond what fp16 holds */
+            return qc_fail(QC_ERR_NUMERIC, "input model: tensor %s: element %s = %g (stored as %s) is beyond the F16 "
+                           "range (+-65504) the GPU computes in; quantize this model with --device cpu", name, at,
+                           (double)v, ft ? qc_dtype_name(ft->dtype) : "?");
+        return qc_fail(QC_ERR_NUMERIC, "input model: tensor %s: element %s is %g (not finite); qcal quantizes only "
+                       "finite weights", name, at, (double)v);
+    }
+    return QC_OK;
+}
 
 } /* extern "C" */
 

@@ -69,6 +69,13 @@ qc_status qc_gpu_loader_get(qc_gpu_loader *ld, int i, qc_gpu_layer **out);
 void      qc_gpu_loader_times(const qc_gpu_loader *ld, double *read_s, double *wait_s);
 /* Pinned staging bytes (host) the loader holds. */
 size_t    qc_gpu_loader_host_bytes(const qc_gpu_loader *ld);
+/* Whether every weight, bias and norm of the loaded layer L (from qc_gpu_loader_get, not yet modified) is
+ * finite as the device holds it: qc_pl_check_layer's twin for a layer that never exists as FP32 on the
+ * host (the loader converts on the device). QC_ERR_NUMERIC naming
+ * model.layers.N.<tensor> and the element otherwise, as the CPU does; a BF16/F32 value that is finite in
+ * the file but beyond the F16 range the device computes in is named as such. One pass over the layer on
+ * the main stream and one small download (waits for the main stream). */
+qc_status qc_gpu_loader_check_finite(qc_gpu_loader *ld, const qc_gpu_layer *L);
 
 /* Uploads an FP32 host layer (qc_layer_load's result) into a new device layer: for tests, and for
  * models the loader refuses. Free with qc_gpu_layer_free. */
@@ -115,6 +122,9 @@ qc_status qc_gpu_linear(qc_gpu *g, const uint16_t *x, const uint16_t *W, const f
                         int K, float beta);
 /* H[K, K] (fp32, full square) += x^T x for fp16 x [n, K], fp32 accumulation. */
 qc_status qc_gpu_hessian_add(qc_gpu *g, const uint16_t *x, int n, int K, float *H);
+/* diag_host[i] = H[i, i] for device H [K, K] (K floats downloaded; waits for the main stream): a
+ * non-finite input row makes its whole row and column of H non-finite, so the diagonal tells. */
+qc_status qc_gpu_hessian_diag(qc_gpu *g, const float *H, int K, float *diag_host);
 
 #ifdef __cplusplus
 }

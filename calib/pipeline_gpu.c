@@ -13,15 +13,21 @@
  *   - AWQ: the original layer runs once capturing every linear's input (fp16, device) and producing
  *     X for the next layer; the scale search, folding, clipping and quantization run on the device
  *     (solver/awq_gpu.h).
- * The layer parts written to work_dir are the same files the CPU pipeline writes.
+ * The layer parts written to work_dir are the same files the CPU pipeline writes, and so is the resume
+ * state (resume.h): a host thread writes layer i's part, then its report rows, then, at a save boundary,
+ * x.bin with X downloaded after layer i, while the GPU works on layer i + 1; the next layer's epilogue
+ * waits for it. A resumed run uploads X from x.bin and starts the loader at its boundary.
  * Host memory: the loader's pinned staging (one layer in its stored dtype), one part file's tensors,
- * and an embedding chunk; with keep_fake, the FP32 fake-quantized layers as on the CPU.
+ * an embedding chunk, and (resume state on) a host copy of X; with keep_fake, the FP32 fake-quantized
+ * layers as on the CPU.
  */
 #include "awq.h"
 #include "awq_gpu.h"
 #include "gpu_forward.h"
 #include "pipeline_internal.h"
+#include "qc_signal.h"
 #include "quant_gpu.h"
+#include "resume.h"
 
 #include <errno.h>
 #include <math.h>
@@ -92,27 +98,59 @@ typedef struct {
     qc_qlinear              ql;
     qc_pl_parts             part;
     int                     done, total;
-    /* the previous layer's part file is written (and fsynced) by a host thread while the GPU works */
+    float                  *xh;              /* host copy of X for x.bin [rows, d]; NULL: no resume state */
+    bool                    xh_pinned;
+    double                  last_save;
+    /* The previous layer's state is written (and fsynced) by a host thread while the GPU works: its part
+     * file, then its report rows, then at a save boundary x.bin from xh, in that order, since x.bin is
+     * the commit point for the layers before it. The job reads only what it owns: wr_parts, xh (not
+     * written again before the job is joined), and wr_res, a snapshot of the layer's report rows and of
+     * the F16 module names (the strings belong to res and live as long as it). */
     host_job                wr;
     qc_pl_parts             wr_parts;
     char                    wr_path[4096];
+    int                     wr_layer;
+    bool                    wr_save_x;
+    qc_pipeline_result      wr_res;          /* lin [L * QC_LIN_COUNT], unquantized (pointers only) */
+    int                     wr_unq_cap;
+    host_job               *base;            /* the base part's writer: finished before the first x.bin */
 } gctx;
 
 static qc_status write_part_job(void *arg) {
     gctx *c = arg;
     qc_status st = qc_pl_part_write(&c->wr_parts, c->wr_path);
     qc_pl_part_free(&c->wr_parts);
+    if (st == QC_OK) st = qc_resume_save_layer(c->o->work_dir, c->wr_layer, &c->wr_res);
+    if (st == QC_OK && c->wr_save_x) {
+        /* a resumed run takes base.safetensors as written: it must be, before x.bin says so. Only this
+         * thread joins the base job while a writer job runs; the main thread joins it after this one. */
+        st = host_job_join(c->base);
+        if (st == QC_OK) st = qc_resume_save_x(c->o->work_dir, c->wr_layer + 1, c->xh, c->rows, c->d);
+    }
     return st;
 }
 
-/* Hands c->part to the writer thread (after the previous write finished). */
-static qc_status part_writer_start(gctx *c, const char *path) {
-    qc_status st = host_job_join(&c->wr);
-    if (st) return st;
+/* Hands c->part, layer li's report rows and (save_x: X is in xh) the boundary li + 1 to the writer thread.
+ * The caller has joined the previous job. */
+static qc_status part_writer_start(gctx *c, const char *path, int li, bool save_x) {
+    QC_ASSERT(!c->wr.running);
+    qc_pipeline_result *r = c->res, *w = &c->wr_res;
+    memcpy(w->lin + (size_t)li * QC_LIN_COUNT, r->lin + (size_t)li * QC_LIN_COUNT, sizeof *r->lin * QC_LIN_COUNT);
+    if (r->n_unq > c->wr_unq_cap) {
+        char **u = realloc(w->unquantized, sizeof *u * (size_t)r->n_unq);
+        if (!u) return qc_fail(QC_ERR_NOMEM, "out of memory");
+        w->unquantized = u;
+        c->wr_unq_cap = r->n_unq;
+    }
+    if (r->n_unq > 0) memcpy(w->unquantized, r->unquantized, sizeof *r->unquantized * (size_t)r->n_unq);
+    w->n_unq = r->n_unq;
     c->wr_parts = c->part;
     memset(&c->part, 0, sizeof c->part);
     snprintf(c->wr_path, sizeof c->wr_path, "%s", path);
-    if ((st = host_job_start(&c->wr, write_part_job, c))) qc_pl_part_free(&c->wr_parts);
+    c->wr_layer = li;
+    c->wr_save_x = save_x;
+    qc_status st = host_job_start(&c->wr, write_part_job, c);
+    if (st) qc_pl_part_free(&c->wr_parts);
     return st;
 }
 
@@ -264,6 +302,28 @@ static qc_status finish_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *la
 }
 
 /* ---- GPTQ / RTN ---- */
+
+/* The input width of a capture point: q/gate d, o heads * head_dim, down intermediate. */
+static int cap_width(const gctx *c, qc_linear_id cap) {
+    return cap == QC_LIN_O ? c->qd : cap == QC_LIN_DOWN ? c->ff : c->d;
+}
+
+/* qc_pl_check_hessian for a device Hessian: its diagonal (K floats) is enough, since a non-finite input
+ * row makes its whole row and column of H non-finite. */
+static qc_status check_hessian(gctx *c, qc_linear_id cap, int li) {
+    int K = cap_width(c, cap);
+    float *dg = malloc(sizeof(float) * (size_t)K + 1);
+    if (!dg) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    qc_status st = qc_gpu_hessian_diag(c->g, c->Hs[cap], K, dg);
+    for (int i = 0; st == QC_OK && i < K; i++)
+        if (!isfinite(dg[i]))
+            st = qc_fail(QC_ERR_NUMERIC, "model.layers.%d: the calibration activations entering %s are not finite "
+                         "(Hessian diagonal %d is %g): the model overflows on this calibration text (the GPU feeds "
+                         "the linears F16 inputs, as an F16 model does; --device cpu computes in FP32) or its "
+                         "weights are broken", li, qc_linear_name(cap), i, (double)dg[i]);
+    free(dg);
+    return st;
+}
 typedef struct {
     gctx        *c;
     bool         want[QC_LIN_COUNT];
@@ -387,6 +447,7 @@ static qc_status gptq_layer(gctx *c, int li, qc_gpu_layer *layer) {
             }
         }
         if (st == QC_OK && any) {
+            if (o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "forward");
             double tf = qc_time_now();
             for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
                 int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
@@ -396,13 +457,16 @@ static qc_status gptq_layer(gctx *c, int li, qc_gpu_layer *layer) {
             }
             for (int k = 0; k < QC_LIN_COUNT && st == QC_OK; k++)
                 if (hc.want[k]) {
-                    size_t K = (size_t)(k == QC_LIN_O ? c->qd : k == QC_LIN_DOWN ? c->ff : c->d);
+                    size_t K = (size_t)cap_width(c, (qc_linear_id)k);
                     st = qc_gpu_scale_f32(c->g, c->Hs[k], K * K, 2.0f / (float)hc.rows[k]);
                 }
             if (st == QC_OK) st = qc_gpu_sync(c->g);
             c->res->t_forward += qc_time_now() - tf - hc.t_hess;
             c->res->t_hessian += hc.t_hess;
+            for (int k = 0; k < QC_LIN_COUNT && st == QC_OK; k++)
+                if (hc.want[k]) st = check_hessian(c, (qc_linear_id)k, li);
         }
+        if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "solve");
         for (int k = 0; k < nm && st == QC_OK; k++) {
             qc_linear_id l = members[k];
             if (!quant[l]) {
@@ -438,10 +502,6 @@ static bool awq_capture(void *user, qc_linear_id which, const uint16_t *x, int n
     if (a->st == QC_OK)
         a->st = qc_gpu_copy(a->c->g, a->c->A[which] + a->row0 * in, x, sizeof(uint16_t) * (size_t)n * in);
     return a->st == QC_OK;
-}
-
-static int cap_width(const gctx *c, qc_linear_id cap) {
-    return cap == QC_LIN_O ? c->qd : cap == QC_LIN_DOWN ? c->ff : c->d;
 }
 
 /* The module whose output the scale search compares: self_attn (Q), o_proj (O), mlp (GATE), down_proj (DOWN). */
@@ -528,6 +588,7 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     if (st == QC_OK) st = qc_gpu_sync(c->g);
     c->res->t_forward += qc_time_now() - tf;
     /* 2. scale searches on the original weights (spec E.2 groups) */
+    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq search");
     awq_group groups[4];
     int ng = qc_pl_awq_groups(layer->out_features, layer->in_features, groups);
     float *scales[4] = {0};
@@ -582,6 +643,7 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     if (st == QC_OK) st = qc_gpu_sync(c->g);
     c->res->t_hessian += qc_time_now() - th;
     /* 4. clipping (not q/k), 5. quantization */
+    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq clip + quantize");
     for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
         qc_linear_report *r = rep_of(c, li, (qc_linear_id)l);
         int N = r->N, K = r->K;
@@ -613,7 +675,8 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     return st;
 }
 
-/* Norms into the part, the part to disk, the fake layer's norms and biases. */
+/* Norms into the part; the part, the report rows and (at a save boundary) X to the writer thread; the fake
+ * layer's norms and biases. */
 static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
     const qc_model_config *cfg = &c->m->cfg;
     int d = c->d;
@@ -630,7 +693,19 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
         if (st == QC_OK) st = part_add_dev_f32(c, nm, layer->k_norm, cfg->head_dim);
     }
     snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
-    if (st == QC_OK) st = part_writer_start(c, path);
+    /* the previous layer's part and state are on disk (and xh is free) once its job is joined */
+    qc_status js = host_job_join(&c->wr);
+    if (st == QC_OK) st = js;
+    const qc_pipeline_opts *o = c->o;
+    int L = c->m->cfg.n_layers;
+    bool save = st == QC_OK && c->xh && o->save_every >= 0 &&
+                (li + 1 == L || o->save_every == 0 || qc_time_now() - c->last_save >= o->save_every);
+    if (save) { /* X is the next layer's input now: the layer's work ended with a sync */
+        if (o->on_phase) o->on_phase(o->user, li, L, "save");
+        st = qc_gpu_download(c->g, c->xh, c->X, c->rows * (size_t)c->d * sizeof(float));
+        c->last_save = qc_time_now();
+    }
+    if (st == QC_OK) st = part_writer_start(c, path, li, save);
     if (st == QC_OK) st = qc_pl_push_str(&c->res->parts, &c->res->n_parts, path);
     qc_pl_part_free(&c->part);
     if (st == QC_OK && c->o->keep_fake) {
@@ -671,6 +746,7 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         return qc_fail(QC_ERR_ARG, "quantize: awq needs a positive group size and asymmetric storage (awq or gptq_v2)");
     if (mkdir(o->work_dir, 0755) != 0 && errno != EEXIST)
         return qc_fail(QC_ERR_IO, "%s: cannot create work directory: %s", o->work_dir, strerror(errno));
+    qc_pl_set_clamp_f16(o->clamp_f16);
     gctx c;
     memset(&c, 0, sizeof c);
     c.m = m;
@@ -694,22 +770,27 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
 
     base_args ba = {.m = m};
     host_job base = {0};
+    c.base = &base;
     qc_status st = qc_gpu_open(o->device, &c.g);
     if (st) return st;
     snprintf(res->device_desc, sizeof res->device_desc, "%s", qc_gpu_describe(c.g));
     QC_LOGI("quantize: on %s", qc_gpu_describe(c.g));
     res->lin = calloc((size_t)L * QC_LIN_COUNT, sizeof *res->lin);
+    c.wr_res.lin = calloc((size_t)L * QC_LIN_COUNT, sizeof *c.wr_res.lin);
     if (o->keep_fake) {
         res->fake = calloc((size_t)L, sizeof *res->fake);
         res->n_layers = L;
     }
-    if (!res->lin || (o->keep_fake && !res->fake)) {
+    if (!res->lin || !c.wr_res.lin || (o->keep_fake && !res->fake)) {
         st = qc_fail(QC_ERR_NOMEM, "out of memory");
         goto out;
     }
+    /* the boundary a saved state resumes at (qc_resume_load checks the state below): the first layer read */
+    int boundary = 0, start = 0;
+    if ((st = qc_resume_peek(o->work_dir, &boundary))) goto out;
     /* fixed allocations first; the forward scratch takes what fits of the rest */
     if ((st = qc_gpu_loader_create(c.g, m, &c.ld))) goto out;
-    if ((st = qc_gpu_loader_prefetch(c.ld, 0))) goto out;
+    if (boundary >= 0 && boundary < L && (st = qc_gpu_loader_prefetch(c.ld, boundary))) goto out;
     if ((st = qc_gpu_alloc(c.g, (void **)&c.X, c.rows * d * sizeof(float), "the calibration activations"))) goto out;
     if ((st = qc_gpu_solver_create_nk(c.g, Nmax, c.Kmax, nkmax, &c.sv))) goto out;
     c.Hw_elems = (size_t)d * d; /* only q/k/v and gate/up share a Hessian, and their inputs are d wide */
@@ -751,30 +832,63 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         QC_LOGI("quantize: %d sequences per batch of the forward pass", c.batch);
     }
 
-    double t0 = qc_time_now();
-    if ((st = qc_gpu_embed(c.g, m, ids, c.rows, c.X))) goto out;
-    res->t_embed = qc_time_now() - t0;
-    snprintf(ba.path, sizeof ba.path, "%s/base.safetensors", o->work_dir);
-    if ((st = host_job_start(&base, write_base_job, &ba))) goto out;
+    /* X on the host for x.bin: read back from it when resuming, downloaded at each save boundary */
+    size_t xbytes = c.rows * (size_t)d * sizeof(float);
+    if (o->save_every >= 0 || boundary > 0) {
+        if (qc_gpu_host_alloc((void **)&c.xh, xbytes, "the activations' resume snapshot") == QC_OK) {
+            c.xh_pinned = true;
+        } else { /* pinned memory is a nicety here (faster downloads), not a need */
+            qc_error_clear();
+            if (!(c.xh = qc_aligned_alloc(xbytes))) {
+                st = qc_fail(QC_ERR_NOMEM, "out of memory for the activations' resume snapshot (%.1f MiB)",
+                             xbytes / 1048576.0);
+                goto out;
+            }
+        }
+        if ((st = qc_resume_load(o->work_dir, L, c.rows, d, c.xh, res, &start))) goto out;
+    }
+    res->resumed_at = start;
 
-    for (int li = 0; li < L && st == QC_OK; li++) {
+    double t0 = qc_time_now();
+    if (start > 0) {
+        QC_LOGI("resuming at layer %d of %d: layers 0-%d and their activations come from %s", start, L, start - 1,
+                o->work_dir);
+        c.done = start * QC_LIN_COUNT;
+        if (start < L && (st = qc_gpu_upload(c.g, c.X, c.xh, xbytes))) goto out;
+    } else {
+        if (o->on_phase) o->on_phase(o->user, -1, L, "embed");
+        if ((st = qc_gpu_embed(c.g, m, ids, c.rows, c.X))) goto out;
+        res->t_embed = qc_time_now() - t0;
+        snprintf(ba.path, sizeof ba.path, "%s/base.safetensors", o->work_dir);
+        /* listed first, as qc_resume_load lists it; a failed write fails the run at the join */
+        if ((st = qc_pl_push_str(&res->parts, &res->n_parts, ba.path))) goto out;
+        if ((st = host_job_start(&base, write_base_job, &ba))) goto out;
+    }
+
+    c.last_save = qc_time_now();
+    for (int li = start; li < L && st == QC_OK; li++) {
         qc_gpu_layer *layer;
+        if (qc_cancel_requested()) {
+            st = qc_fail(QC_ERR_CANCELLED, "quantize: interrupted before layer %d", li);
+            break;
+        }
+        if (o->on_phase) o->on_phase(o->user, li, L, "load");
         if ((st = qc_gpu_loader_get(c.ld, li, &layer))) break;
         if (li + 1 < L && (st = qc_gpu_loader_prefetch(c.ld, li + 1))) break;
+        if ((st = qc_gpu_loader_check_finite(c.ld, layer))) break;
         st = o->method == QC_METHOD_AWQ ? awq_layer(&c, li, layer) : gptq_layer(&c, li, layer);
+        if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, L, "part");
         if (st == QC_OK) st = layer_epilogue(&c, li, layer);
         qc_pl_part_free(&c.part);
     }
 out:
-    {
-        bool base_ran = base.running;
+    {   /* the writer first: it may be waiting on the base part (and joins it then) */
         qc_status js = host_job_join(&c.wr);
         if (st == QC_OK) st = js;
         js = host_job_join(&base);
         if (st == QC_OK) st = js;
-        if (base_ran && st == QC_OK) st = qc_pl_push_str(&res->parts, &res->n_parts, ba.path);
-        QC_LOGI("quantize: layer parts written in %.1f s, the base part in %.1f s, overlapped with the GPU",
-                c.wr.seconds, base.seconds);
+        QC_LOGI("quantize: layer parts%s written in %.1f s, the base part in %.1f s, overlapped with the GPU",
+                c.xh ? " and resume state" : "", c.wr.seconds, base.seconds);
     }
     if (c.ld) qc_gpu_loader_times(c.ld, &res->t_read, &res->t_read_wait);
     if (c.g) {
@@ -786,6 +900,10 @@ out:
     qc_gpu_fwd_free(c.f);
     qc_gpu_loader_free(c.ld);
     qc_gpu_solver_free(c.sv);
+    if (c.xh_pinned) qc_gpu_host_free(c.xh);
+    else qc_aligned_free(c.xh);
+    free(c.wr_res.lin);
+    free(c.wr_res.unquantized);
     qc_gpu_close(c.g); /* frees every device buffer */
     res->n_lin = L * QC_LIN_COUNT;
     if (st != QC_OK) {

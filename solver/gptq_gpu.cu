@@ -33,6 +33,7 @@ struct qc_gpu_solver {
     int      ws_len;
     int     *info;       /* [1] cuSOLVER devInfo; [1] pack check */
     double  *acc;        /* [PARTS + 1]: partial sums, then the loss at [PARTS] */
+    double  *rowloss;    /* [N] each row's share of the GPTQ loss (a fixed-order sum: no atomics) */
     int      last_N, last_K, last_bits;
     bool     have_codes;
     bool     have_hbak;  /* Hbak holds the last GPTQ linear's (permuted, undamped) H */
@@ -49,7 +50,7 @@ static size_t ws_bound(int max_K) { return (size_t)max_K * 256 + 65536; }
 extern "C" size_t qc_gpu_solver_bytes_nk(int max_N, int max_K, size_t max_NK) {
     size_t N = (size_t)max_N, K = (size_t)max_K;
     return 4 * K * K + 4 * max_NK + 4 * (size_t)MAXB * N + max_NK + 2 * 4 * group_cap(max_N, max_NK) + 2 * 4 * K +
-           4 * ws_bound(max_K) + 2 * sizeof(int) + (PARTS + 1) * sizeof(double);
+           4 * ws_bound(max_K) + 2 * sizeof(int) + (PARTS + 1) * sizeof(double) + N * sizeof(double);
 }
 
 extern "C" size_t qc_gpu_solver_bytes(int max_N, int max_K) {
@@ -58,7 +59,8 @@ extern "C" size_t qc_gpu_solver_bytes(int max_N, int max_K) {
 
 extern "C" void qc_gpu_solver_free(qc_gpu_solver *s) {
     if (!s) return;
-    void *bufs[] = {s->Hbak, s->Wp, s->Err, s->codes, s->scales, s->zf, s->perm, s->dead, s->ws, s->info, s->acc};
+    void *bufs[] = {s->Hbak, s->Wp, s->Err, s->codes, s->scales, s->zf, s->perm, s->dead, s->ws, s->info, s->acc,
+                    s->rowloss};
     for (void *p : bufs) qc_gpu_free(s->g, p);
     free(s);
 }
@@ -183,7 +185,7 @@ static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ 
                                                             const float *__restrict__ U, float *__restrict__ Err,
                                                             uint8_t *__restrict__ codes, const int *__restrict__ perm,
                                                             float *scales, float *zf, int gs, int maxq, int mode,
-                                                            bool sym, bool quirk, bool fp16, double *loss) {
+                                                            bool sym, bool quirk, bool fp16, double *rowloss) {
     extern __shared__ float sm[];
     float *Ut = sm;           /* [nb][nb]: U[i1 + a][i1 + b] */
     float *Wt = sm + nb * nb; /* column j of the tile at Wt[j * ld + r] */
@@ -249,8 +251,7 @@ static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ 
         int r = idx / nb, j = idx - r * nb;
         if (n0 + r < N) Ww[(size_t)(n0 + r) * K + i1 + j] = Wt[j * ld + r];
     }
-    for (int o = 16; o > 0; o >>= 1) lacc += __shfl_xor_sync(0xffffffffu, lacc, o);
-    if ((t & 31) == 0 && lacc != 0.0) atomicAdd(loss, lacc);
+    if (n < N) rowloss[n] += lacc; /* the row's own slot: launches run in order, so no race and no atomics */
 }
 
 /* GPTQ qweight [K*b/32, N]: word r of column n holds stream bits [32r, 32r + 32) of the codes of row n. */
@@ -332,6 +333,21 @@ static __global__ void k_dot_parts(const float *a, const float *b, size_t n, dou
     }
 }
 
+/* *out = sum of x[0, n) in an order fixed by n alone (strided partial sums, then a fixed tree); one block
+ * of 256 threads. */
+static __global__ void k_sum_fixed(const double *x, int n, double *out) {
+    __shared__ double red[256];
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < n; i += 256) acc += x[i];
+    red[threadIdx.x] = acc;
+    __syncthreads();
+    for (int h = 128; h > 0; h >>= 1) {
+        if ((int)threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = red[0];
+}
+
 static __global__ void k_sum_parts(double *part, int n) {
     if (threadIdx.x == 0 && blockIdx.x == 0) {
         double s = 0.0;
@@ -376,7 +392,8 @@ qc_status qc_gpu_solver_create_nk(qc_gpu *g, int max_N, int max_K, size_t max_NK
         (st = qc_gpu_alloc(g, (void **)&s->perm, 4 * K, "the GPTQ permutation")) ||
         (st = qc_gpu_alloc(g, (void **)&s->dead, 4 * K, "the GPTQ dead columns")) ||
         (st = qc_gpu_alloc(g, (void **)&s->info, 2 * sizeof(int), "cuSOLVER info")) ||
-        (st = qc_gpu_alloc(g, (void **)&s->acc, (PARTS + 1) * sizeof(double), "reduction partials")))
+        (st = qc_gpu_alloc(g, (void **)&s->acc, (PARTS + 1) * sizeof(double), "reduction partials")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->rowloss, N * sizeof(double), "the GPTQ loss per row")))
         goto fail;
     {
         cusolverStatus_t a = cusolverDnSpotrf_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, max_K, s->Hbak, max_K, &l1);
@@ -537,7 +554,7 @@ static qc_status gptq_run(qc_gpu_solver *s, float *W, float *H, int N, int K, co
     qc_gpu *g = s->g;
     const int gs = o->group_size, B = o->blocksize, maxq = (1 << o->bits) - 1, G = q->n_groups;
     if ((e = ensure_groups(s, G, N))) return e;
-    QC_CU(cudaMemsetAsync(s->acc + PARTS, 0, sizeof(double), g->stream));
+    QC_CU(cudaMemsetAsync(s->rowloss, 0, sizeof(double) * (size_t)N, g->stream));
     /* 1: row params before the dead-column fix */
     if (gs == -1 && (e = launch_groups(s, W, N, K, K, o->bits, o->sym, false, false))) return e;
     /* 2: dead columns */
@@ -591,7 +608,7 @@ static qc_status gptq_run(qc_gpu_solver *s, float *W, float *H, int N, int K, co
         k_gptq_block<<<(N + ROWS - 1) / ROWS, ROWS, smem, g->stream>>>(Ww, N, K, i1, nb, H, s->Err, s->codes, s->perm,
                                                                        s->scales, s->zf, gsk, maxq, mode, o->sym,
                                                                        o->ref_group_quirk, o->fp16_scales,
-                                                                       s->acc + PARTS);
+                                                                       s->rowloss);
         QC_CU_LAUNCH("gptq block");
         if (i2 < K &&
             (e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_T, K - i2, N, nb, -1.0f, H + (size_t)i1 * K + i2, K, s->Err, N, 1.0f,
@@ -610,6 +627,8 @@ static qc_status gptq_run(qc_gpu_solver *s, float *W, float *H, int N, int K, co
         else q->g_idx[j] = j / gs;
     }
     if (want_codes && (e = qc_gpu_download(g, q->codes, s->codes, (size_t)N * K))) return e;
+    k_sum_fixed<<<1, 256, 0, g->stream>>>(s->rowloss, N, s->acc + PARTS);
+    QC_CU_LAUNCH("loss sum");
     if ((e = qc_gpu_download(g, &st->loss, s->acc + PARTS, sizeof(double)))) return e;
     if ((e = qc_gpu_sync(g))) return e;
     s->last_N = N;
