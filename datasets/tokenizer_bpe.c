@@ -93,9 +93,11 @@ static bool tk_bigram_add(tk_bpe *m, uint64_t key) {
 
 static uint64_t tk_bigram_key(uint32_t a, uint32_t b) { return (uint64_t)a << 21 | b; }
 
-/* Id of the single character s[0..cl) (code point cp) when the model has no prefix/suffix. */
+/* Id of the single character s[0..cl) (code point cp) when the model has no prefix/suffix. A non-ASCII
+ * byte with cl 1 is tk_bpe_chunk's fallback for invalid UTF-8 (a normalizer or pattern from the file can
+ * make some): it is looked up as it is, as with a prefix/suffix. */
 static inline int32_t tk_char_id(const tk_bpe *m, const char *s, int cl, uint32_t cp) {
-    if (cl == 1) return m->ascii_ids[(unsigned char)s[0]];
+    if (cl == 1) return (unsigned char)s[0] < 0x80 ? m->ascii_ids[(unsigned char)s[0]] : tk_bpe_token_id(m, s, 1);
     if (cp < 0x10000) return m->bmp_ids[cp];
     return tk_bpe_token_id(m, s, (size_t)cl);
 }
