@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include "qc_par.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +13,19 @@
 #define ATTN_BLOCK 256
 /* Rows of logits alive at once in qc_head_nll. */
 #define HEAD_CHUNK 64
+/* The work split of a linear, fixed by shapes so that no bit depends on the batch or the thread
+ * count: rows in sequences of `period` rows (the last may be shorter), each cut into blocks of
+ * LIN_ROWS rows from its first row; output features in blocks of LIN_COLS. One block is one task and
+ * one single-threaded sgemm whose shape depends only on (period, out, in) (OpenBLAS's bits depend on
+ * the call's shape and on a row's position in it). */
+#define LIN_ROWS 256
+#define LIN_COLS 256
+/* qc_linear_apply is not told the sequence length: its rows are cut into blocks of APPLY_ROWS from
+ * the call's first row, so callers that pass whole sequences of a multiple of this length get the
+ * same bits however they batch them. */
+#define APPLY_ROWS 64
+/* Rows per task of the row-wise operations (norms, rotary, gating, residual adds). */
+#define EW_ROWS 64
 
 static const char *const k_linear_names[QC_LIN_COUNT] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -241,7 +256,8 @@ struct qc_fwd {
     float *att;     /* [rows, n_heads * hd] attention output (input of o_proj) */
     float *h1, *h2; /* [rows, ff] gate and up */
     float *tmp;     /* [rows, d] */
-    float *scores;  /* [ATTN_BLOCK, seqlen] */
+    float **scores; /* [n_scores][ATTN_BLOCK, seqlen]: one score block per pool thread */
+    int    n_scores;
     float *cos, *sin; /* [seqlen, hd/2] */
 };
 
@@ -296,7 +312,6 @@ qc_status qc_fwd_create(const qc_model_config *c, int max_seqs, int seqlen, qc_f
     size_t d = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim;
     size_t kvd = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->intermediate_size;
     size_t half = (size_t)c->head_dim / 2;
-    size_t blk = (size_t)(seqlen < ATTN_BLOCK ? seqlen : ATTN_BLOCK);
     f->xn = qc_aligned_alloc(rows * d * sizeof(float));
     f->q = qc_aligned_alloc(rows * qd * sizeof(float));
     f->k = qc_aligned_alloc(rows * kvd * sizeof(float));
@@ -305,12 +320,10 @@ qc_status qc_fwd_create(const qc_model_config *c, int max_seqs, int seqlen, qc_f
     f->h1 = qc_aligned_alloc(rows * ff * sizeof(float));
     f->h2 = qc_aligned_alloc(rows * ff * sizeof(float));
     f->tmp = qc_aligned_alloc(rows * d * sizeof(float));
-    f->scores = qc_aligned_alloc(blk * (size_t)seqlen * sizeof(float));
     f->cos = qc_aligned_alloc((size_t)seqlen * half * sizeof(float));
     f->sin = qc_aligned_alloc((size_t)seqlen * half * sizeof(float));
     float *inv = malloc(half * sizeof(float));
-    if (!f->xn || !f->q || !f->k || !f->v || !f->att || !f->h1 || !f->h2 || !f->tmp || !f->scores || !f->cos ||
-        !f->sin || !inv) {
+    if (!f->xn || !f->q || !f->k || !f->v || !f->att || !f->h1 || !f->h2 || !f->tmp || !f->cos || !f->sin || !inv) {
         free(inv);
         qc_fwd_free(f);
         return qc_fail(QC_ERR_NOMEM, "forward: cannot allocate buffers for %d x %d tokens", max_seqs, seqlen);
@@ -331,15 +344,26 @@ void qc_fwd_free(qc_fwd *f) {
     qc_aligned_free(f->h1);
     qc_aligned_free(f->h2);
     qc_aligned_free(f->tmp);
-    qc_aligned_free(f->scores);
+    for (int i = 0; i < f->n_scores; i++) qc_aligned_free(f->scores[i]);
+    free(f->scores);
     qc_aligned_free(f->cos);
     qc_aligned_free(f->sin);
     free(f);
 }
 
-/* y[n, dim] = x[n, dim] * rsqrt(mean(x^2) + eps) * w, as transformers' LlamaRMSNorm (fp32). */
-static void rmsnorm(float *y, const float *x, const float *w, int n, int dim, float eps) {
-    for (int r = 0; r < n; r++) {
+/* ---- row-wise operations, on the pool in blocks of EW_ROWS rows (each row's bits are its own) ---- */
+typedef enum { EW_RMSNORM, EW_ROPE, EW_SILU_MUL, EW_ADD } ew_op;
+typedef struct {
+    ew_op        op;
+    const qc_fwd *f;
+    float       *y;
+    const float *x, *w;
+    int          n, dim, T, nh;
+    float        eps;
+} ew_ctx;
+
+static void rmsnorm_rows(float *y, const float *x, const float *w, int r0, int r1, int dim, float eps) {
+    for (int r = r0; r < r1; r++) {
         const float *xr = x + (size_t)r * dim;
         float *yr = y + (size_t)r * dim;
         float ss = 0.0f;
@@ -349,21 +373,11 @@ static void rmsnorm(float *y, const float *x, const float *w, int n, int dim, fl
     }
 }
 
-/* y[n, out] = x[n, in] . W^T + b, W (rows = out, cols = in) row-major. */
-static void linear(float *y, const float *x, const float *w, const float *b, int n, int out, int in) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-    if (b) {
-        for (int r = 0; r < n; r++) {
-            float *yr = y + (size_t)r * out;
-            for (int i = 0; i < out; i++) yr[i] += b[i];
-        }
-    }
-}
-
-/* Rotates every head of x[rows, nh * hd] in place; row r has position r % T. rotate_half convention. */
-static void rope_apply(const qc_fwd *f, float *x, int rows, int T, int nh) {
+/* Rotates every head of rows r0..r1-1 of x[rows, nh * hd] in place; row r has position r % T.
+ * rotate_half convention. */
+static void rope_rows(const qc_fwd *f, float *x, int r0, int r1, int T, int nh) {
     int hd = f->cfg.head_dim, half = hd / 2;
-    for (int r = 0; r < rows; r++) {
+    for (int r = r0; r < r1; r++) {
         const float *cs = f->cos + (size_t)(r % T) * half, *sn = f->sin + (size_t)(r % T) * half;
         for (int h = 0; h < nh; h++) {
             float *v = x + (size_t)r * nh * hd + (size_t)h * hd;
@@ -374,6 +388,73 @@ static void rope_apply(const qc_fwd *f, float *x, int rows, int T, int nh) {
             }
         }
     }
+}
+
+static void ew_task(void *user, int task) {
+    const ew_ctx *c = user;
+    int r0 = task * EW_ROWS, r1 = c->n - r0 < EW_ROWS ? c->n : r0 + EW_ROWS;
+    size_t i0 = (size_t)r0 * c->dim, i1 = (size_t)r1 * c->dim;
+    switch (c->op) {
+    case EW_RMSNORM: rmsnorm_rows(c->y, c->x, c->w, r0, r1, c->dim, c->eps); break;
+    case EW_ROPE:    rope_rows(c->f, c->y, r0, r1, c->T, c->nh); break;
+    case EW_SILU_MUL: /* y <- silu(y) * x */
+        for (size_t i = i0; i < i1; i++) {
+            float g = c->y[i];
+            c->y[i] = g / (1.0f + expf(-g)) * c->x[i];
+        }
+        break;
+    case EW_ADD:
+        for (size_t i = i0; i < i1; i++) c->y[i] += c->x[i];
+        break;
+    }
+}
+
+static void ew_run(ew_ctx *c) {
+    qc_par_for_work((c->n + EW_ROWS - 1) / EW_ROWS, ew_task, c, 4.0 * c->n * (double)c->dim);
+}
+
+/* y[n, dim] = x[n, dim] * rsqrt(mean(x^2) + eps) * w, as transformers' LlamaRMSNorm (fp32). */
+static void rmsnorm(float *y, const float *x, const float *w, int n, int dim, float eps) {
+    ew_run(&(ew_ctx){.op = EW_RMSNORM, .y = y, .x = x, .w = w, .n = n, .dim = dim, .eps = eps});
+}
+
+static void rope_apply(const qc_fwd *f, float *x, int rows, int T, int nh) {
+    ew_run(&(ew_ctx){.op = EW_ROPE, .f = f, .y = x, .n = rows, .dim = nh * f->cfg.head_dim, .T = T, .nh = nh});
+}
+
+/* ---- linears ---- */
+typedef struct {
+    float       *y;
+    const float *x, *w, *b;
+    int          n, period, out, in;
+    int          rb_seq, cb;   /* row blocks per full sequence, column blocks */
+} lin_ctx;
+
+static void lin_task(void *user, int task) {
+    const lin_ctx *c = user;
+    int rb = task / c->cb, cbi = task % c->cb;
+    int seq = rb / c->rb_seq;
+    int r0 = seq * c->period + (rb % c->rb_seq) * LIN_ROWS;
+    int64_t end = (int64_t)(seq + 1) * c->period < c->n ? (int64_t)(seq + 1) * c->period : c->n;
+    int nr = end - r0 < LIN_ROWS ? (int)(end - r0) : LIN_ROWS;
+    int c0 = cbi * LIN_COLS, nc = c->out - c0 < LIN_COLS ? c->out - c0 : LIN_COLS;
+    float *y = c->y + (size_t)r0 * c->out + c0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, c->in, 1.0f, c->x + (size_t)r0 * c->in, c->in,
+                c->w + (size_t)c0 * c->in, c->in, 0.0f, y, c->out);
+    if (c->b)
+        for (int r = 0; r < nr; r++)
+            for (int i = 0; i < nc; i++) y[(size_t)r * c->out + i] += c->b[c0 + i];
+}
+
+/* y[n, out] = x[n, in] . W^T + b, W (rows = out, cols = in) row-major; rows in sequences of `period`. */
+static void linear(float *y, const float *x, const float *w, const float *b, int n, int period, int out, int in) {
+    if (n <= 0) return;
+    if (period < 1 || period > n) period = n;
+    lin_ctx c = {.y = y, .x = x, .w = w, .b = b, .n = n, .period = period, .out = out, .in = in,
+                 .rb_seq = (period + LIN_ROWS - 1) / LIN_ROWS, .cb = (out + LIN_COLS - 1) / LIN_COLS};
+    int tail = n % period;
+    int row_blocks = n / period * c.rb_seq + (tail + LIN_ROWS - 1) / LIN_ROWS;
+    qc_par_for_work(row_blocks * c.cb, lin_task, &c, 2.0 * n * (double)out * in);
 }
 
 /* exp(x) for x <= 0 written so the compiler vectorizes loops over it: x = n ln2 + r with the
@@ -414,35 +495,65 @@ static float softmax_unnormalized(float *s, int n) {
     return sum;
 }
 
-/* Causal attention of one sequence: q [T, nh*hd], k/v [T, nkv*hd] -> out [T, nh*hd]. */
-static void attention(qc_fwd *f, const float *q, const float *k, const float *v, float *out, int T) {
+/* Causal attention of head h of one sequence: q [T, nh*hd], k/v [T, nkv*hd] -> out [T, nh*hd] (head h's
+ * columns). S: [ATTN_BLOCK, T] scratch. */
+static void attention_head(const qc_fwd *f, const float *q, const float *k, const float *v, float *out, int T, int h,
+                           float *S) {
     const qc_model_config *c = &f->cfg;
     int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, grp = nh / nkv;
     int qs = nh * hd, kvs = nkv * hd, win = c->sliding_window;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < nh; h++) {
-        const float *qh = q + (size_t)h * hd;
-        const float *kh = k + (size_t)(h / grp) * hd;
-        const float *vh = v + (size_t)(h / grp) * hd;
-        for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
-            int nr = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK;
-            int nk = r0 + nr; /* keys 0..nk-1 can be seen by this block */
-            float *S = f->scores;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hd, scale, qh + (size_t)r0 * qs, qs, kh,
-                        kvs, 0.0f, S, nk);
-            for (int i = 0; i < nr; i++) {
-                int row = r0 + i;
-                int lo = win > 0 && row - win + 1 > 0 ? row - win + 1 : 0;
-                float *s = S + (size_t)i * nk;
-                float inv = 1.0f / softmax_unnormalized(s + lo, row - lo + 1);
-                for (int j = 0; j < lo; j++) s[j] = 0.0f;
-                for (int j = lo; j <= row; j++) s[j] *= inv;
-                for (int j = row + 1; j < nk; j++) s[j] = 0.0f;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hd, nk, 1.0f, S, nk, vh, kvs, 0.0f,
-                        out + (size_t)r0 * qs + (size_t)h * hd, qs);
+    const float *qh = q + (size_t)h * hd;
+    const float *kh = k + (size_t)(h / grp) * hd;
+    const float *vh = v + (size_t)(h / grp) * hd;
+    for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
+        int nr = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK;
+        int nk = r0 + nr; /* keys 0..nk-1 can be seen by this block */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hd, scale, qh + (size_t)r0 * qs, qs, kh,
+                    kvs, 0.0f, S, nk);
+        for (int i = 0; i < nr; i++) {
+            int row = r0 + i;
+            int lo = win > 0 && row - win + 1 > 0 ? row - win + 1 : 0;
+            float *s = S + (size_t)i * nk;
+            float inv = 1.0f / softmax_unnormalized(s + lo, row - lo + 1);
+            for (int j = 0; j < lo; j++) s[j] = 0.0f;
+            for (int j = lo; j <= row; j++) s[j] *= inv;
+            for (int j = row + 1; j < nk; j++) s[j] = 0.0f;
         }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hd, nk, 1.0f, S, nk, vh, kvs, 0.0f,
+                    out + (size_t)r0 * qs + (size_t)h * hd, qs);
     }
+}
+
+/* One task per (sequence, head); each pool thread has its own score block. */
+typedef struct {
+    const qc_fwd *f;
+    const float  *q, *k, *v;
+    float        *out;
+    int           T;
+} attn_ctx;
+
+static void attn_task(void *user, int task) {
+    const attn_ctx *a = user;
+    const qc_model_config *c = &a->f->cfg;
+    int s = task / c->n_heads, h = task % c->n_heads, w = qc_par_worker();
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim, r = (size_t)s * a->T;
+    QC_ASSERT(w < a->f->n_scores);
+    attention_head(a->f, a->q + r * qd, a->k + r * kvd, a->v + r * kvd, a->out + r * qd, a->T, h, a->f->scores[w]);
+}
+
+/* A score block for each of the pool's threads. */
+static qc_status ensure_scores(qc_fwd *f) {
+    int want = qc_par_threads();
+    if (want <= f->n_scores) return QC_OK;
+    float **p = realloc(f->scores, sizeof(float *) * (size_t)want);
+    if (!p) return qc_fail(QC_ERR_NOMEM, "forward: out of memory for attention scores");
+    f->scores = p;
+    size_t blk = (size_t)(f->seqlen < ATTN_BLOCK ? f->seqlen : ATTN_BLOCK);
+    for (; f->n_scores < want; f->n_scores++)
+        if (!(f->scores[f->n_scores] = qc_aligned_alloc(blk * (size_t)f->seqlen * sizeof(float))))
+            return qc_fail(QC_ERR_NOMEM, "forward: out of memory for attention scores (%d threads)", want);
+    return QC_OK;
 }
 
 static qc_status check_finite(const float *x, size_t n, int layer, const char *where) {
@@ -459,7 +570,7 @@ static qc_status check_rows(const qc_fwd *f, int nseq, int T) {
 }
 
 void qc_linear_apply(float *y, const float *x, const float *w, const float *b, int n, int out, int in) {
-    linear(y, x, w, b, n, out, in);
+    linear(y, x, w, b, n, APPLY_ROWS, out, in);
 }
 
 /* Attention without the residual: out = o_proj(attn(q, k, v)) of normed xn. Returns false from a
@@ -469,41 +580,38 @@ static qc_status attn_block(qc_fwd *f, const qc_layer *L, const float *xn, float
     const qc_model_config *c = &f->cfg;
     int n = nseq * T, d = c->hidden_size, hd = c->head_dim;
     int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    linear(f->q, xn, L->w[QC_LIN_Q], L->b[QC_LIN_Q], n, qd, d);
-    linear(f->k, xn, L->w[QC_LIN_K], L->b[QC_LIN_K], n, kvd, d);
-    linear(f->v, xn, L->w[QC_LIN_V], L->b[QC_LIN_V], n, kvd, d);
+    qc_status st = ensure_scores(f);
+    if (st) return st;
+    linear(f->q, xn, L->w[QC_LIN_Q], L->b[QC_LIN_Q], n, T, qd, d);
+    linear(f->k, xn, L->w[QC_LIN_K], L->b[QC_LIN_K], n, T, kvd, d);
+    linear(f->v, xn, L->w[QC_LIN_V], L->b[QC_LIN_V], n, T, kvd, d);
     if (L->q_norm) rmsnorm(f->q, f->q, L->q_norm, n * c->n_heads, hd, c->rms_norm_eps);
     if (L->k_norm) rmsnorm(f->k, f->k, L->k_norm, n * c->n_kv_heads, hd, c->rms_norm_eps);
     rope_apply(f, f->q, n, T, c->n_heads);
     rope_apply(f, f->k, n, T, c->n_kv_heads);
-    for (int s = 0; s < nseq; s++) {
-        size_t r = (size_t)s * T;
-        attention(f, f->q + r * qd, f->k + r * kvd, f->v + r * kvd, f->att + r * qd, T);
-    }
+    attn_ctx a = {.f = f, .q = f->q, .k = f->k, .v = f->v, .out = f->att, .T = T};
+    qc_par_for_work(nseq * c->n_heads, attn_task, &a, 2.0 * n * (double)T * qd);
     if (capture && !capture(user, QC_LIN_O, f->att, n, qd)) {
         *stopped = true;
         return QC_OK;
     }
-    linear(out, f->att, L->w[QC_LIN_O], L->b[QC_LIN_O], n, d, qd);
+    linear(out, f->att, L->w[QC_LIN_O], L->b[QC_LIN_O], n, T, d, qd);
     return QC_OK;
 }
 
-/* MLP without the residual: out = down(silu(gate(xn)) * up(xn)). */
-static qc_status mlp_block(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n, qc_capture_fn capture,
-                           void *user, bool *stopped) {
+/* MLP without the residual: out = down(silu(gate(xn)) * up(xn)); rows in sequences of T. */
+static qc_status mlp_block(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n, int T,
+                           qc_capture_fn capture, void *user, bool *stopped) {
     const qc_model_config *c = &f->cfg;
     int d = c->hidden_size, ff = c->intermediate_size;
-    linear(f->h1, xn, L->w[QC_LIN_GATE], L->b[QC_LIN_GATE], n, ff, d);
-    linear(f->h2, xn, L->w[QC_LIN_UP], L->b[QC_LIN_UP], n, ff, d);
-    for (size_t i = 0; i < (size_t)n * ff; i++) {
-        float g = f->h1[i];
-        f->h1[i] = g / (1.0f + expf(-g)) * f->h2[i];
-    }
+    linear(f->h1, xn, L->w[QC_LIN_GATE], L->b[QC_LIN_GATE], n, T, ff, d);
+    linear(f->h2, xn, L->w[QC_LIN_UP], L->b[QC_LIN_UP], n, T, ff, d);
+    ew_run(&(ew_ctx){.op = EW_SILU_MUL, .y = f->h1, .x = f->h2, .n = n, .dim = ff});
     if (capture && !capture(user, QC_LIN_DOWN, f->h1, n, ff)) {
         *stopped = true;
         return QC_OK;
     }
-    linear(out, f->h1, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], n, d, ff);
+    linear(out, f->h1, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], n, T, d, ff);
     return QC_OK;
 }
 
@@ -515,8 +623,8 @@ qc_status qc_attn_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *
 
 qc_status qc_mlp_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n) {
     if (n < 0 || n > f->max_rows) return qc_fail(QC_ERR_ARG, "forward: %d rows exceed the %d-row buffers", n, f->max_rows);
-    bool stopped = false;
-    return mlp_block(f, L, xn, out, n, NULL, NULL, &stopped);
+    bool stopped = false; /* rows in sequences of the qc_fwd's seqlen, as the pipeline passes them */
+    return mlp_block(f, L, xn, out, n, f->seqlen, NULL, NULL, &stopped);
 }
 
 qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int T, qc_capture_fn capture,
@@ -530,12 +638,12 @@ qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int
     rmsnorm(f->xn, x, L->attn_norm, n, d, c->rms_norm_eps);
     if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
     if ((st = attn_block(f, L, f->xn, f->tmp, nseq, T, capture, user, &stopped)) || stopped) return st;
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += f->tmp[i];
+    ew_run(&(ew_ctx){.op = EW_ADD, .y = x, .x = f->tmp, .n = n, .dim = d});
 
     rmsnorm(f->xn, x, L->mlp_norm, n, d, c->rms_norm_eps);
     if (capture && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
-    if ((st = mlp_block(f, L, f->xn, f->tmp, n, capture, user, &stopped)) || stopped) return st;
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += f->tmp[i];
+    if ((st = mlp_block(f, L, f->xn, f->tmp, n, T, capture, user, &stopped)) || stopped) return st;
+    ew_run(&(ew_ctx){.op = EW_ADD, .y = x, .x = f->tmp, .n = n, .dim = d});
     return check_finite(x, (size_t)n * d, L->index, "the layer output");
 }
 
@@ -600,38 +708,56 @@ void qc_head_free(qc_head *h) {
 int qc_head_vocab(const qc_head *h) { return h->vocab; }
 
 void qc_head_logits(const qc_head *h, const float *x, int n, float *logits) {
-    linear(logits, x, h->w, NULL, n, h->vocab, h->d);
+    linear(logits, x, h->w, NULL, n, n, h->vocab, h->d);
+}
+
+/* The loss of one row of logits (the logits of a chunk are computed first, then these run per row on
+ * the pool; the sum over rows is taken in row order after). */
+typedef struct {
+    const qc_head *h;
+    const int32_t *targets; /* the chunk's */
+    double         nll[HEAD_CHUNK];
+    int            argmax[HEAD_CHUNK];
+} nll_ctx;
+
+static void nll_task(void *user, int i) {
+    nll_ctx *c = user;
+    const qc_head *h = c->h;
+    const float *l = h->chunk + (size_t)i * h->vocab;
+    float mx = l[0];
+    int am = 0;
+    for (int j = 1; j < h->vocab; j++)
+        if (l[j] > mx) { mx = l[j]; am = j; }
+    /* exp of non-positive floats summed in float lanes of 8, then in double: well inside 1e-6
+     * relative of an all-double sum for vocabularies up to millions */
+    float lane[8] = {0};
+    int j = 0;
+    for (; j + 8 <= h->vocab; j += 8)
+        for (int k = 0; k < 8; k++) lane[k] += expf(l[j + k] - mx);
+    double sum = 0.0;
+    for (int k = 0; k < 8; k++) sum += lane[k];
+    for (; j < h->vocab; j++) sum += expf(l[j] - mx);
+    c->nll[i] = log(sum) - (double)(l[c->targets[i]] - mx);
+    c->argmax[i] = am;
 }
 
 qc_status qc_head_nll(const qc_head *h, const float *x, const int32_t *targets, int n, double *nll_sum,
                       int *n_correct) {
     double total = 0.0;
     int correct = 0;
+    nll_ctx c = {.h = h};
     for (int r0 = 0; r0 < n; r0 += HEAD_CHUNK) {
         int nr = n - r0 < HEAD_CHUNK ? n - r0 : HEAD_CHUNK;
+        for (int i = 0; i < nr; i++)
+            if (targets[r0 + i] < 0 || targets[r0 + i] >= h->vocab)
+                return qc_fail(QC_ERR_ARG, "target token %d outside the vocabulary [0, %d)", targets[r0 + i], h->vocab);
         qc_head_logits(h, x + (size_t)r0 * h->d, nr, h->chunk);
+        c.targets = targets + r0;
+        qc_par_for_work(nr, nll_task, &c, 8.0 * nr * (double)h->vocab);
         for (int i = 0; i < nr; i++) {
-            const float *l = h->chunk + (size_t)i * h->vocab;
-            int tgt = targets[r0 + i];
-            if (tgt < 0 || tgt >= h->vocab)
-                return qc_fail(QC_ERR_ARG, "target token %d outside the vocabulary [0, %d)", tgt, h->vocab);
-            float mx = l[0];
-            int am = 0;
-            for (int j = 1; j < h->vocab; j++)
-                if (l[j] > mx) { mx = l[j]; am = j; }
-            /* exp of non-positive floats summed in float lanes of 8, then in double: well inside 1e-6
-             * relative of an all-double sum for vocabularies up to millions */
-            float lane[8] = {0};
-            int j = 0;
-            for (; j + 8 <= h->vocab; j += 8)
-                for (int k = 0; k < 8; k++) lane[k] += expf(l[j + k] - mx);
-            double sum = 0.0;
-            for (int k = 0; k < 8; k++) sum += lane[k];
-            for (; j < h->vocab; j++) sum += expf(l[j] - mx);
-            double nll = log(sum) - (double)(l[tgt] - mx);
-            if (!isfinite(nll)) return qc_fail(QC_ERR_NUMERIC, "non-finite loss at row %d", r0 + i);
-            total += nll;
-            correct += am == tgt;
+            if (!isfinite(c.nll[i])) return qc_fail(QC_ERR_NUMERIC, "non-finite loss at row %d", r0 + i);
+            total += c.nll[i];
+            correct += c.argmax[i] == targets[r0 + i];
         }
     }
     *nll_sum = total;

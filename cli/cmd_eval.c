@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "run_setup.h"
 #include "eval.h"
+#include "qc_par.h"
 #include "tokenizer.h"
 
 #define MAX_TEXT_BYTES ((size_t)4 << 30)
@@ -54,7 +55,7 @@ static int run(int argc, char **argv) {
     if (o_maxw->set && o_maxw->i < 1) return qc_cli_usage_error(cmd, "--max-windows must be at least 1");
     if (o_thr->set) {
         if (o_thr->i < 1 || o_thr->i > 1024) return qc_cli_usage_error(cmd, "--threads must be in [1, 1024]");
-        openblas_set_num_threads((int)o_thr->i);
+        qc_par_set_threads((int)o_thr->i);
     }
     if (quiet) qc_log_set_level(QC_LOG_WARN);
 

@@ -1,5 +1,7 @@
 #include "awq.h"
 
+#include "qc_par.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -24,33 +26,50 @@ static inline int awq_code(float w, float s, float z, int maxq) {
     return q < 0.0f ? 0 : q > (float)maxq ? maxq : (int)q;
 }
 
-void qc_awq_pseudo_quant(float *W, int N, int K, int bits, int gs) {
-    int maxq = (1 << bits) - 1;
-    for (int n = 0; n < N; n++)
+/* Rows per task of the row-wise quantizers (each row's bits are its own). */
+#define QUANT_ROWS 32
+
+typedef struct {
+    float      *W;
+    qc_qlinear *q;   /* NULL: pseudo-quantize only */
+    int         N, K, bits, gs;
+} quant_ctx;
+
+static void quant_task(void *user, int task) {
+    const quant_ctx *c = user;
+    int maxq = (1 << c->bits) - 1, K = c->K, gs = c->gs, N = c->N;
+    int n1 = N - task * QUANT_ROWS < QUANT_ROWS ? N : (task + 1) * QUANT_ROWS;
+    for (int n = task * QUANT_ROWS; n < n1; n++)
         for (int g = 0; g < K / gs; g++) {
-            float *w = W + (size_t)n * K + (size_t)g * gs, s, z;
-            qc_awq_quant_params(w, gs, bits, &s, &z);
-            for (int k = 0; k < gs; k++) w[k] = ((float)awq_code(w[k], s, z, maxq) - z) * s;
+            float *w = c->W + (size_t)n * K + (size_t)g * gs, s, z;
+            qc_awq_quant_params(w, gs, c->bits, &s, &z);
+            if (!c->q) {
+                for (int k = 0; k < gs; k++) w[k] = ((float)awq_code(w[k], s, z, maxq) - z) * s;
+                continue;
+            }
+            c->q->scales[(size_t)g * N + n] = s;
+            c->q->zeros[(size_t)g * N + n] = (int32_t)z;
+            for (int k = 0; k < gs; k++) {
+                int code = awq_code(w[k], s, z, maxq);
+                c->q->codes[(size_t)n * K + (size_t)g * gs + k] = (uint8_t)code;
+                w[k] = ((float)code - z) * s;
+            }
         }
+}
+
+static void quant_rows(quant_ctx *c) {
+    qc_par_for_work((c->N + QUANT_ROWS - 1) / QUANT_ROWS, quant_task, c, 8.0 * c->N * (double)c->K);
+}
+
+void qc_awq_pseudo_quant(float *W, int N, int K, int bits, int gs) {
+    quant_rows(&(quant_ctx){.W = W, .N = N, .K = K, .bits = bits, .gs = gs});
 }
 
 qc_status qc_awq_quantize(float *W, int N, int K, int bits, int gs, qc_qlinear *q) {
     if (gs <= 0 || K % gs != 0) return qc_fail(QC_ERR_ARG, "awq: group size %d does not divide %d", gs, K);
     if (q->N != N || q->K != K || q->bits != bits || q->n_groups != K / gs || q->sym)
         return qc_fail(QC_ERR_ARG, "awq: output layer does not match %dx%d w%d g%d asym", N, K, bits, gs);
-    int maxq = (1 << bits) - 1;
-    for (int n = 0; n < N; n++)
-        for (int g = 0; g < K / gs; g++) {
-            float *w = W + (size_t)n * K + (size_t)g * gs, s, z;
-            qc_awq_quant_params(w, gs, bits, &s, &z);
-            q->scales[(size_t)g * N + n] = s;
-            q->zeros[(size_t)g * N + n] = (int32_t)z;
-            for (int k = 0; k < gs; k++) {
-                int c = awq_code(w[k], s, z, maxq);
-                q->codes[(size_t)n * K + (size_t)g * gs + k] = (uint8_t)c;
-                w[k] = ((float)c - z) * s;
-            }
-        }
+    quant_rows(&(quant_ctx){.W = W, .q = q, .N = N, .K = K, .bits = bits, .gs = gs});
     for (int k = 0; k < K; k++) q->g_idx[k] = k / gs;
     return QC_OK;
 }
@@ -103,60 +122,89 @@ void qc_awq_scales(const float *x_mean, const float *w_mean, int K, double r, bo
     }
 }
 
-qc_status qc_awq_clip(float *W, int N, int K, const float *X, int64_t T, int bits, int gs, int n_tokens, int n_grid,
-                      double max_shrink) {
-    if (gs <= 0 || K % gs != 0) return qc_fail(QC_ERR_ARG, "awq clip: group size %d does not divide %d", gs, K);
-    int64_t step = T / n_tokens > 1 ? T / n_tokens : 1;
-    int Ts = (int)((T + step - 1) / step);
-    int steps = (int)(max_shrink * n_grid);
+/* One task per group of gs input columns: the search only reads and clamps that group's columns of W,
+ * with its own scratch and sgemm shapes set by (Ts, N, gs), so the bits do not depend on the thread
+ * count. */
+typedef struct {
+    float       *W;
+    const float *X;
+    int          N, K, bits, gs, Ts, n_grid, steps;
+    int64_t      step;
+    int         *failed;  /* [K / gs]: scratch allocation failed */
+} clip_ctx;
+
+static void clip_task(void *user, int g) {
+    const clip_ctx *c = user;
+    int N = c->N, K = c->K, gs = c->gs, Ts = c->Ts;
     float *Xg = malloc(sizeof(float) * (size_t)Ts * gs);
     float *ref = malloc(sizeof(float) * (size_t)Ts * N), *out = malloc(sizeof(float) * (size_t)Ts * N);
     float *Wg = malloc(sizeof(float) * (size_t)N * gs), *Qg = malloc(sizeof(float) * (size_t)N * gs);
     float *best = malloc(sizeof(float) * (size_t)N), *m0 = malloc(sizeof(float) * (size_t)N);
-    double *best_err = malloc(sizeof(double) * (size_t)N);
-    if (!Xg || !ref || !out || !Wg || !Qg || !best || !m0 || !best_err) {
-        free(Xg); free(ref); free(out); free(Wg); free(Qg); free(best); free(m0); free(best_err);
-        return qc_fail(QC_ERR_NOMEM, "awq clip: out of memory");
+    double *best_err = malloc(sizeof(double) * (size_t)N), *err = malloc(sizeof(double) * (size_t)N);
+    if (!Xg || !ref || !out || !Wg || !Qg || !best || !m0 || !best_err || !err) {
+        c->failed[g] = 1;
+        goto out;
     }
-    for (int g = 0; g < K / gs; g++) {
-        for (int t = 0; t < Ts; t++) memcpy(Xg + (size_t)t * gs, X + (size_t)(t * step) * K + (size_t)g * gs, sizeof(float) * gs);
+    if (N < 1 || Ts < 1) goto out;
+    for (int t = 0; t < Ts; t++)
+        memcpy(Xg + (size_t)t * gs, c->X + (size_t)(t * c->step) * K + (size_t)g * gs, sizeof(float) * gs);
+    for (int n = 0; n < N; n++) {
+        memcpy(Wg + (size_t)n * gs, c->W + (size_t)n * K + (size_t)g * gs, sizeof(float) * gs);
+        float mx = 0.0f;
+        for (int k = 0; k < gs; k++) mx = fabsf(Wg[(size_t)n * gs + k]) > mx ? fabsf(Wg[(size_t)n * gs + k]) : mx;
+        m0[n] = mx;
+        best[n] = mx;
+        best_err[n] = 1e9;
+    }
+    /* ref[t][n] = sum_k x[t][k] w[n][k] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Ts, N, gs, 1.0f, Xg, gs, Wg, gs, 0.0f, ref, N);
+    for (int i = 0; i < c->steps; i++) {
         for (int n = 0; n < N; n++) {
-            memcpy(Wg + (size_t)n * gs, W + (size_t)n * K + (size_t)g * gs, sizeof(float) * gs);
-            float mx = 0.0f;
-            for (int k = 0; k < gs; k++) mx = fabsf(Wg[(size_t)n * gs + k]) > mx ? fabsf(Wg[(size_t)n * gs + k]) : mx;
-            m0[n] = mx;
-            best[n] = mx;
-            best_err[n] = 1e9;
+            float m = m0[n] * (1.0f - (float)i / (float)c->n_grid);
+            float *q = Qg + (size_t)n * gs;
+            const float *w = Wg + (size_t)n * gs;
+            for (int k = 0; k < gs; k++) q[k] = w[k] < -m ? -m : w[k] > m ? m : w[k];
         }
-        /* ref[t][n] = sum_k x[t][k] w[n][k] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Ts, N, gs, 1.0f, Xg, gs, Wg, gs, 0.0f, ref, N);
-        for (int i = 0; i < steps; i++) {
+        qc_awq_pseudo_quant(Qg, N, gs, c->bits, gs);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Ts, N, gs, 1.0f, Xg, gs, Qg, gs, 0.0f, out, N);
+        /* per row n, the squared errors summed over t in order (row-wise pass: out is [Ts, N]) */
+        for (int n = 0; n < N; n++) err[n] = 0.0;
+        for (int t = 0; t < Ts; t++) {
+            const float *o = out + (size_t)t * N, *r = ref + (size_t)t * N;
             for (int n = 0; n < N; n++) {
-                float m = m0[n] * (1.0f - (float)i / (float)n_grid);
-                float *q = Qg + (size_t)n * gs;
-                const float *w = Wg + (size_t)n * gs;
-                for (int k = 0; k < gs; k++) q[k] = w[k] < -m ? -m : w[k] > m ? m : w[k];
-            }
-            qc_awq_pseudo_quant(Qg, N, gs, bits, gs);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Ts, N, gs, 1.0f, Xg, gs, Qg, gs, 0.0f, out, N);
-            for (int n = 0; n < N; n++) {
-                double e = 0.0;
-                for (int t = 0; t < Ts; t++) {
-                    double d = (double)out[(size_t)t * N + n] - ref[(size_t)t * N + n];
-                    e += d * d;
-                }
-                e /= Ts;
-                if (e < best_err[n]) {
-                    best_err[n] = e;
-                    best[n] = m0[n] * (1.0f - (float)i / (float)n_grid);
-                }
+                double d = (double)o[n] - r[n];
+                err[n] += d * d;
             }
         }
         for (int n = 0; n < N; n++) {
-            float *w = W + (size_t)n * K + (size_t)g * gs, m = best[n];
-            for (int k = 0; k < gs; k++) w[k] = w[k] < -m ? -m : w[k] > m ? m : w[k];
+            double e = err[n] / Ts;
+            if (e < best_err[n]) {
+                best_err[n] = e;
+                best[n] = m0[n] * (1.0f - (float)i / (float)c->n_grid);
+            }
         }
     }
-    free(Xg); free(ref); free(out); free(Wg); free(Qg); free(best); free(m0); free(best_err);
+    for (int n = 0; n < N; n++) {
+        float *w = c->W + (size_t)n * K + (size_t)g * gs, m = best[n];
+        for (int k = 0; k < gs; k++) w[k] = w[k] < -m ? -m : w[k] > m ? m : w[k];
+    }
+out:
+    free(Xg); free(ref); free(out); free(Wg); free(Qg); free(best); free(m0); free(best_err); free(err);
+}
+
+qc_status qc_awq_clip(float *W, int N, int K, const float *X, int64_t T, int bits, int gs, int n_tokens, int n_grid,
+                      double max_shrink) {
+    if (gs <= 0 || K % gs != 0) return qc_fail(QC_ERR_ARG, "awq clip: group size %d does not divide %d", gs, K);
+    int64_t step = T / n_tokens > 1 ? T / n_tokens : 1;
+    int G = K / gs;
+    int *failed = calloc((size_t)G, sizeof(int));
+    if (!failed) return qc_fail(QC_ERR_NOMEM, "awq clip: out of memory");
+    clip_ctx c = {.W = W, .X = X, .N = N, .K = K, .bits = bits, .gs = gs, .Ts = (int)((T + step - 1) / step),
+                  .n_grid = n_grid, .steps = (int)(max_shrink * n_grid), .step = step, .failed = failed};
+    qc_par_for_work(G, clip_task, &c, 2.0 * c.steps * c.Ts * (double)N * K);
+    int bad = 0;
+    for (int g = 0; g < G; g++) bad |= failed[g];
+    free(failed);
+    if (bad) return qc_fail(QC_ERR_NOMEM, "awq clip: out of memory for a %dx%d search over %d tokens", N, gs, c.Ts);
     return QC_OK;
 }

@@ -1,5 +1,7 @@
 #include "quant.h"
 
+#include "qc_par.h"
+
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
@@ -108,9 +110,35 @@ static void set_g_idx(qc_qlinear *q, const int *perm, const qc_gptq_opts *o) {
     }
 }
 
+/* Output features per task of the blocked solver. Rows of W are independent in GPTQ (each has its own
+ * quantization params and error feedback through the shared U), so a task runs the whole column sweep
+ * for its rows; its lazy-update sgemm has a shape set by (K, N) alone, so the bits do not depend on
+ * the thread count. */
+#define GPTQ_ROWS 128
+
+/* A NaN or Inf in H (from non-finite activations) or W would reach LAPACK as "argument 4"; say what it is. */
+static qc_status check_finite(const float *W, const float *H, int N, int K) {
+    for (size_t i = 0; i < (size_t)K * K; i++)
+        if (!isfinite(H[i]))
+            return qc_fail(QC_ERR_NUMERIC, "gptq: non-finite Hessian (non-finite calibration activations?): "
+                           "H[%zu][%zu] = %g", i / (size_t)K, i % (size_t)K, (double)H[i]);
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        if (!isfinite(W[i]))
+            return qc_fail(QC_ERR_NUMERIC, "gptq: non-finite weight W[%zu][%zu] = %g", i / (size_t)K, i % (size_t)K,
+                           (double)W[i]);
+    return QC_OK;
+}
+
+/* The arguments of LAPACKE_spotrf / LAPACKE_spotri, by position. */
+static const char *lapack_arg_name(int arg) {
+    static const char *const names[] = {"", "matrix_layout", "uplo", "n", "a", "lda"};
+    return arg >= 1 && arg <= 5 ? names[arg] : "?";
+}
+
 /* H (K x K, symmetric, row-major) -> U (upper, row-major) with (H + damp I)^-1 = U^T U, damping raised
  * by damp_step after each failure. Hbak holds the undamped H. Uses the symmetric storage trick: a
- * row-major lower triangle is LAPACK's column-major upper one. */
+ * row-major lower triangle is LAPACK's column-major upper one. OpenBLAS runs these single-threaded
+ * (qc_par), where their bits depend only on K. */
 static qc_status inverse_factor(float *H, const float *Hbak, int K, const qc_gptq_opts *o, qc_gptq_stats *st) {
     double mean = 0.0;
     for (int k = 0; k < K; k++) mean += Hbak[(size_t)k * K + k];
@@ -119,18 +147,26 @@ static qc_status inverse_factor(float *H, const float *Hbak, int K, const qc_gpt
     for (;;) {
         memcpy(H, Hbak, sizeof(float) * (size_t)K * K);
         for (int k = 0; k < K; k++) H[(size_t)k * K + k] = (float)(Hbak[(size_t)k * K + k] + damp * mean);
+        const char *fn = "spotrf";
         lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K); /* row-major lower L: H = L L^T */
-        if (info == 0) info = LAPACKE_spotri(LAPACK_COL_MAJOR, 'U', K, H, K); /* inverse in row-major lower */
+        if (info == 0) {
+            fn = "spotri";
+            info = LAPACKE_spotri(LAPACK_COL_MAJOR, 'U', K, H, K); /* inverse in row-major lower */
+        }
         if (info == 0) {
             for (int i = 0; i < K; i++)
                 for (int j = 0; j < i; j++) H[(size_t)j * K + i] = H[(size_t)i * K + j];
+            fn = "spotrf of the inverse";
             info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', K, H, K); /* row-major upper U: Hinv = U^T U */
         }
         if (info == 0) {
             st->damp_used = damp;
             return QC_OK;
         }
-        if (info < 0) return qc_fail(QC_ERR_NUMERIC, "gptq: LAPACK rejected argument %d", (int)-info);
+        if (info < 0)
+            return qc_fail(QC_ERR_NUMERIC, "gptq: LAPACK %s rejected argument %d (%s) of the %dx%d Hessian at damp %.4f "
+                           "(non-finite values after damping?)", fn, (int)-info, lapack_arg_name((int)-info), K, K,
+                           damp);
         st->retries++;
         double next = damp + (o->damp_step > 0 ? o->damp_step : 0.01);
         if (next >= 1.0)
@@ -141,12 +177,100 @@ static qc_status inverse_factor(float *H, const float *Hbak, int K, const qc_gpt
     }
 }
 
+/* The column sweep of D.3 for the rows [n0, n1) of W, i.e. columns [n0, n1) of Wt. Shared arrays
+ * are indexed by n (Wt, Err, Orig, cs, cz, zf, q->scales [G, N]) or by row (q->codes), so tasks
+ * touch disjoint parts of them; U is read only. */
+typedef struct {
+    const float *U;       /* [K, K] upper: Hinv = U^T U (processing order) */
+    float       *Wt;      /* [K, N] */
+    float       *Err;     /* [B, N] */
+    float       *Orig;    /* [B, N] */
+    float       *cs, *cz; /* [N] current group params */
+    float       *zf;      /* [G, N] */
+    float       *rowbuf;  /* [n_tasks, gs] */
+    double      *loss;    /* [n_tasks] */
+    const int   *perm;
+    const qc_gptq_opts *o;
+    qc_qlinear  *q;
+    int          N, K;
+} gptq_ctx;
+
+static void gptq_task(void *user, int task) {
+    const gptq_ctx *g = user;
+    const qc_gptq_opts *o = g->o;
+    qc_qlinear *q = g->q;
+    const float *U = g->U;
+    int N = g->N, K = g->K, maxq = (1 << o->bits) - 1, gs = o->group_size, B = o->blocksize;
+    int n0 = task * GPTQ_ROWS, n1 = N - n0 < GPTQ_ROWS ? N : n0 + GPTQ_ROWS, nn = n1 - n0;
+    float *Wt = g->Wt, *Err = g->Err, *Orig = g->Orig, *cs = g->cs, *cz = g->cz, *zf = g->zf;
+    float *rowbuf = gs > 0 ? g->rowbuf + (size_t)task * gs : NULL;
+    double loss = 0.0;
+    for (int i1 = 0; i1 < K; i1 += B) {
+        int i2 = i1 + B < K ? i1 + B : K, nb = i2 - i1;
+        if (gs > 0 && !o->static_groups && o->ref_group_quirk)
+            for (int r = 0; r < nb; r++)
+                memcpy(Orig + (size_t)r * N + n0, Wt + (size_t)(i1 + r) * N + n0, sizeof(float) * (size_t)nn);
+        for (int i = 0; i < nb; i++) {
+            int c = i1 + i;
+            float d = U[(size_t)c * K + c];
+            const float *ps, *pz;
+            if (gs == -1) {
+                ps = q->scales;
+                pz = zf;
+            } else if (o->static_groups) {
+                int gi = g->perm[c] / gs;
+                ps = q->scales + (size_t)gi * N;
+                pz = zf + (size_t)gi * N;
+            } else {
+                if (c % gs == 0) {
+                    int gi = c / gs;
+                    for (int n = n0; n < n1; n++) {
+                        for (int k = 0; k < gs; k++) {
+                            int col = c + k;
+                            rowbuf[k] = (o->ref_group_quirk && col < i2) ? Orig[(size_t)(col - i1) * N + n]
+                                                                         : Wt[(size_t)col * N + n];
+                        }
+                        qc_quant_params(rowbuf, gs, 1, o->bits, o->sym, &cs[n], &cz[n]);
+                        if (o->fp16_scales) cs[n] = fp16_round(cs[n]);
+                        q->scales[(size_t)gi * N + n] = cs[n];
+                        zf[(size_t)gi * N + n] = cz[n];
+                    }
+                }
+                ps = cs;
+                pz = cz;
+            }
+            float *w = Wt + (size_t)c * N, *e = Err + (size_t)i * N;
+            int orig_col = g->perm[c];
+            for (int n = n0; n < n1; n++) {
+                int code = qc_quant_code(w[n], ps[n], pz[n], maxq);
+                float qv = ps[n] * ((float)code - pz[n]);
+                float diff = w[n] - qv;
+                loss += (double)diff * diff / ((double)d * d) / 2.0;
+                e[n] = diff / d;
+                w[n] = qv;
+                q->codes[(size_t)n * K + orig_col] = (uint8_t)code;
+            }
+            /* the in-block update, element by element (no BLAS: its bits could depend on alignment) */
+            for (int j = c + 1; j < i2; j++) {
+                float u = U[(size_t)c * K + j], *wj = Wt + (size_t)j * N;
+                for (int n = n0; n < n1; n++) wj[n] -= u * e[n];
+            }
+        }
+        if (i2 < K)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K - i2, nn, nb, -1.0f, U + (size_t)i1 * K + i2, K,
+                        Err + n0, N, 1.0f, Wt + (size_t)i2 * N + n0, N);
+    }
+    g->loss[task] = loss;
+}
+
 qc_status qc_gptq_quantize(float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_qlinear *q, qc_gptq_stats *st) {
     double t0 = qc_time_now();
     memset(st, 0, sizeof *st);
     qc_status s = qc_gptq_check_args(N, K, o, q);
     if (s) return s;
-    int maxq = (1 << o->bits) - 1, gs = o->group_size, B = o->blocksize;
+    if ((s = check_finite(W, H, N, K))) return s;
+    (void)qc_par_threads(); /* starts the pool: OpenBLAS single-threaded before the first LAPACK call */
+    int gs = o->group_size, B = o->blocksize, n_tasks = (N + GPTQ_ROWS - 1) / GPTQ_ROWS;
     float *zf = malloc(sizeof(float) * (size_t)q->n_groups * N);
     if (!zf) return qc_fail(QC_ERR_NOMEM, "gptq: out of memory");
     prepare(W, H, N, K, o, q, zf, st);
@@ -157,8 +281,9 @@ qc_status qc_gptq_quantize(float *W, float *H, int N, int K, const qc_gptq_opts 
     float *Err = malloc(sizeof(float) * (size_t)B * N);      /* [B, N] */
     float *Orig = malloc(sizeof(float) * (size_t)B * N);     /* block copy for the reference quirk */
     float *cs = malloc(sizeof(float) * (size_t)N), *cz = malloc(sizeof(float) * (size_t)N);
-    float *rowbuf = malloc(sizeof(float) * (size_t)K);
-    if (!perm || !Hbak || !Wt || !Err || !Orig || !cs || !cz || !rowbuf) {
+    float *rowbuf = malloc(sizeof(float) * (size_t)n_tasks * (gs > 0 ? gs : 1));
+    double *loss = malloc(sizeof(double) * (size_t)n_tasks);
+    if (!perm || !Hbak || !Wt || !Err || !Orig || !cs || !cz || !rowbuf || !loss) {
         s = qc_fail(QC_ERR_NOMEM, "gptq: out of memory for a %dx%d layer", N, K);
         goto out;
     }
@@ -173,58 +298,10 @@ qc_status qc_gptq_quantize(float *W, float *H, int N, int K, const qc_gptq_opts 
     for (int j = 0; j < K; j++)
         for (int n = 0; n < N; n++) Wt[(size_t)j * N + n] = W[(size_t)n * K + perm[j]];
     if ((s = inverse_factor(H, Hbak, K, o, st))) goto out;
-    const float *U = H;
-
-    for (int i1 = 0; i1 < K; i1 += B) {
-        int i2 = i1 + B < K ? i1 + B : K, nb = i2 - i1;
-        if (gs > 0 && !o->static_groups && o->ref_group_quirk)
-            memcpy(Orig, Wt + (size_t)i1 * N, sizeof(float) * (size_t)nb * N);
-        for (int i = 0; i < nb; i++) {
-            int c = i1 + i;
-            float d = U[(size_t)c * K + c];
-            const float *ps, *pz;
-            if (gs == -1) {
-                ps = q->scales;
-                pz = zf;
-            } else if (o->static_groups) {
-                int g = perm[c] / gs;
-                ps = q->scales + (size_t)g * N;
-                pz = zf + (size_t)g * N;
-            } else {
-                if (c % gs == 0) {
-                    int g = c / gs;
-                    for (int n = 0; n < N; n++) {
-                        for (int k = 0; k < gs; k++) {
-                            int col = c + k;
-                            rowbuf[k] = (o->ref_group_quirk && col < i2) ? Orig[(size_t)(col - i1) * N + n]
-                                                                         : Wt[(size_t)col * N + n];
-                        }
-                        qc_quant_params(rowbuf, gs, 1, o->bits, o->sym, &cs[n], &cz[n]);
-                        if (o->fp16_scales) cs[n] = fp16_round(cs[n]);
-                        q->scales[(size_t)g * N + n] = cs[n];
-                        zf[(size_t)g * N + n] = cz[n];
-                    }
-                }
-                ps = cs;
-                pz = cz;
-            }
-            float *w = Wt + (size_t)c * N, *e = Err + (size_t)i * N;
-            int orig_col = perm[c];
-            for (int n = 0; n < N; n++) {
-                int code = qc_quant_code(w[n], ps[n], pz[n], maxq);
-                float qv = ps[n] * ((float)code - pz[n]);
-                float diff = w[n] - qv;
-                st->loss += (double)diff * diff / ((double)d * d) / 2.0;
-                e[n] = diff / d;
-                w[n] = qv;
-                q->codes[(size_t)n * K + orig_col] = (uint8_t)code;
-            }
-            for (int j = c + 1; j < i2; j++) cblas_saxpy(N, -U[(size_t)c * K + j], e, 1, Wt + (size_t)j * N, 1);
-        }
-        if (i2 < K)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K - i2, N, nb, -1.0f, U + (size_t)i1 * K + i2, K, Err,
-                        N, 1.0f, Wt + (size_t)i2 * N, N);
-    }
+    gptq_ctx g = {.U = H, .Wt = Wt, .Err = Err, .Orig = Orig, .cs = cs, .cz = cz, .zf = zf, .rowbuf = rowbuf,
+                  .loss = loss, .perm = perm, .o = o, .q = q, .N = N, .K = K};
+    qc_par_for_work(n_tasks, gptq_task, &g, (double)N * K * K);
+    for (int t = 0; t < n_tasks; t++) st->loss += loss[t]; /* in task order */
     for (int j = 0; j < K; j++)
         for (int n = 0; n < N; n++) W[(size_t)n * K + perm[j]] = Wt[(size_t)j * N + n];
     finish_zeros(q, zf);
@@ -239,6 +316,7 @@ out:
     free(cs);
     free(cz);
     free(rowbuf);
+    free(loss);
     st->seconds = qc_time_now() - t0;
     return s;
 }
@@ -269,6 +347,7 @@ qc_status qc_gptq_quantize_ref(float *W, float *H, int N, int K, const qc_gptq_o
     memset(st, 0, sizeof *st);
     qc_status s = qc_gptq_check_args(N, K, o, q);
     if (s) return s;
+    if ((s = check_finite(W, H, N, K))) return s;
     int maxq = (1 << o->bits) - 1, gs = o->group_size;
     float *zf = malloc(sizeof(float) * (size_t)q->n_groups * N);
     if (!zf) return qc_fail(QC_ERR_NOMEM, "gptq: out of memory");

@@ -1,0 +1,1 @@
+qc_test(test_par test_par.c LABELS unit)
