@@ -588,7 +588,7 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     if (st == QC_OK) st = qc_gpu_sync(c->g);
     c->res->t_forward += qc_time_now() - tf;
     /* 2. scale searches on the original weights (spec E.2 groups) */
-    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq search");
+    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-search");
     awq_group groups[4];
     int ng = qc_pl_awq_groups(layer->out_features, layer->in_features, groups);
     float *scales[4] = {0};
@@ -643,7 +643,7 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     if (st == QC_OK) st = qc_gpu_sync(c->g);
     c->res->t_hessian += qc_time_now() - th;
     /* 4. clipping (not q/k), 5. quantization */
-    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq clip + quantize");
+    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-quantize");
     for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
         qc_linear_report *r = rep_of(c, li, (qc_linear_id)l);
         int N = r->N, K = r->K;

@@ -14,6 +14,7 @@
 #include "qc_gpu.h"
 #include "eval.h"
 #include "pipeline.h"
+#include "plan.h"
 #include "qc_par.h"
 #include "qc_signal.h"
 #include "resume.h"
@@ -55,8 +56,9 @@ static qc_opt k_opts[] = {
     {.name = "work-dir", .kind = QC_OPT_STR, .metavar = "DIR", .help = "per-layer state for resuming (default OUT.qcal-work); created fresh and stamped: an existing directory qcal did not create is refused"},
     {.name = "keep-work", .kind = QC_OPT_FLAG, .help = "keep the work directory after success"},
     {.name = "restart", .kind = QC_OPT_FLAG, .help = "discard the saved state of an earlier run of this output instead of resuming it"},
-    {.name = "save-every", .kind = QC_OPT_STR, .metavar = "SECONDS", .help = "save the activations for resuming at a layer boundary at most this often (default 0: every layer; -1: never)"},
+    {.name = "save-every", .kind = QC_OPT_STR, .metavar = "SECONDS", .help = "save the activations for resuming at a layer boundary at most this often (default: every layer on the CPU, 60 on the GPU; 0: every layer; -1: never)"},
     {.name = "overwrite", .kind = QC_OPT_FLAG, .help = "replace an existing output directory (only one a qcal run wrote)"},
+    {.name = "plan", .kind = QC_OPT_FLAG, .help = "print the preflight plan (peak RAM, GPU memory, disk, time per phase) and whether it fits, then stop"},
     {.name = "clamp-f16", .kind = QC_OPT_FLAG, .help = "clamp values beyond the F16 range (+-65504) instead of failing"},
     {.name = "max-shard-size", .kind = QC_OPT_INT, .metavar = "MB", .help = "largest safetensors shard (default 4096)"},
     {.name = "batch-tokens", .kind = QC_OPT_INT, .metavar = "N", .help = "calibration rows per forward batch (default 8192)"},
@@ -127,22 +129,28 @@ static qc_status eval_text(const qc_model *m, const qc_tokenizer *tok, const cha
 
 typedef struct {
     const char *work;
-    double t0;
+    double t0;              /* the run's start */
+    double eta_total;       /* the plan's estimate of the whole run */
+    int    first_layer;     /* the first layer this process works on (> 0 when resuming) */
+    double t_first;         /* when it started on it */
 } phase_ctx;
 
-/* status.json in the work directory, for people watching a long run from another terminal */
+/* status.json in the work directory, for people watching a long run from another terminal; the ETA is
+ * the plan's until a layer is done, then the measured pace of this run's layers */
 static void on_phase(void *user, int layer, int n_layers, const char *phase) {
     phase_ctx *p = user;
     char point[80];
     snprintf(point, sizeof point, "phase:%s", phase);
     qc_test_point(point);
-    char buf[512];
-    double el = qc_time_now() - p->t0;
-    snprintf(buf, sizeof buf, "{\"pid\": %ld, \"layer\": %d, \"n_layers\": %d, \"phase\": \"%s\", \"elapsed_s\": %.1f, "
-             "\"updated\": %lld}\n", (long)getpid(), layer, n_layers, phase, el, (long long)time(NULL));
-    char *path = qc_path_join(p->work, "status.json");
-    if (path && qc_write_file_atomic(path, buf, strlen(buf)) != QC_OK) qc_error_clear();
-    free(path);
+    double now = qc_time_now(), eta = p->eta_total > 0 ? p->eta_total - (now - p->t0) : -1;
+    if (layer >= 0 && p->first_layer < 0) {
+        p->first_layer = layer;
+        p->t_first = now;
+    }
+    if (layer > p->first_layer && p->first_layer >= 0)
+        eta = (now - p->t_first) / (layer - p->first_layer) * (n_layers - layer);
+    if (eta < 0 && p->eta_total > 0) eta = 0;
+    if (qc_status_file_write(p->work, layer, n_layers, phase, eta) != QC_OK) qc_error_clear();
 }
 
 typedef struct {
@@ -296,6 +304,8 @@ static int run(int argc, char **argv) {
             return QC_EXIT_ERROR;
         }
     }
+    /* on the GPU a layer takes a second or two and X is gigabytes: save at most once a minute by default */
+    if (!o_save->set && device >= 0) save_every = 60;
     qc_method method = strcmp(r.method, "rtn") == 0 ? QC_METHOD_RTN
                        : strcmp(r.method, "awq") == 0 ? QC_METHOD_AWQ : QC_METHOD_GPTQ;
     bool overwrite = qc_cli_opt(k_opts, "overwrite")->set, restart = qc_cli_opt(k_opts, "restart")->set;
@@ -367,7 +377,7 @@ static int run(int argc, char **argv) {
     if ((st = qc_model_open(model_dir, &m))) goto out;
 
     line_ctx lc = {.quiet = quiet, .method = r.method, .bits = r.bits, .gs = r.group_size};
-    run_user ru = {.lc = lc, .pc = {.work = work, .t0 = t_start}};
+    run_user ru = {.lc = lc, .pc = {.work = work, .t0 = t_start, .first_layer = -1}};
     qc_pipeline_opts po = {.method = method, .q = qc_gptq_default_opts(), .true_sequential = r.true_sequential,
                            .format = strcmp(r.format, "awq") == 0       ? QC_PACK_AWQ
                                      : strcmp(r.format, "gptq_v2") == 0 ? QC_PACK_GPTQ_V2 : QC_PACK_GPTQ,
@@ -382,6 +392,27 @@ static int run(int argc, char **argv) {
     po.q.damp = r.damp;
     if (qc_cli_opt(k_opts, "batch-tokens")->set) po.batch_tokens = (int)qc_cli_opt(k_opts, "batch-tokens")->i;
     if ((st = check_some_packable(m, &po))) goto out;
+
+    /* ---- the preflight plan: what the run needs, refused before calibration when it cannot fit ---- */
+    {
+        qc_plan_in pi = {.m = m, .method = method, .bits = r.bits, .group_size = r.group_size, .format = po.format,
+                         .act_order = r.act_order, .true_sequential = r.true_sequential, .nsamples = r.nsamples,
+                         .seqlen = r.seqlen, .batch_tokens = po.batch_tokens, .device = device, .keep_fake = n_eval > 0,
+                         .eval_seqlen = n_eval > 0 ? eval_seq[n_eval - 1] : 0, .eval_text = n_eval > 0 ? eval_files[n_eval - 1] : NULL,
+                         .eval_max_windows = eval_maxw, .threads = threads, .save_every = save_every, .out = r.out,
+                         .work_dir = work, .max_shard_bytes = (uint64_t)shard_mb << 20};
+        qc_plan plan;
+        if ((st = qc_plan_compute(&pi, &plan))) goto out;
+        bool plan_only = qc_cli_opt(k_opts, "plan")->set;
+        if (plan_only || !quiet) qc_plan_print(&plan, plan_only ? stdout : stderr);
+        if (plan_only) {
+            st = qc_plan_check(&plan);
+            if (st == QC_OK) printf("plan: the run fits\n");
+            goto out;
+        }
+        if ((st = qc_plan_check(&plan))) goto out;
+        ru.pc.eta_total = plan.eta_total;
+    }
 
     /* ---- the work directory: fresh and stamped, or this run's own state to resume ---- */
     if (!(fp = cJSON_CreateObject())) {

@@ -1,4 +1,5 @@
 #include "calib_data.h"
+#include "qc_signal.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -77,6 +78,10 @@ static qc_status pass1(const pass_ctx *c, i32vec *lengths) {
     size_t len;
     bool awq = c->o->sampling == QC_SAMPLING_AWQ;
     while ((st = qc_docs_next(r, &doc, &len)) == QC_OK && doc) {
+        if (qc_cancel_requested()) {
+            st = qc_fail(QC_ERR_CANCELLED, "calibration sampling: interrupted");
+            break;
+        }
         int32_t L = -1;
         if (awq) strip_ws(&doc, &len);
         bool need = awq ? TOKEN_BOUND(len) > c->o->seqlen || len == 0 : TOKEN_BOUND(len) > c->o->seqlen;
@@ -125,6 +130,10 @@ static qc_status pass2(const pass_ctx *c, const int64_t *docs_sorted, size_t n_d
     int64_t idx = 0;
     bool awq = c->o->sampling == QC_SAMPLING_AWQ;
     while (k < n_docs && (st = qc_docs_next(r, &doc, &len)) == QC_OK && doc) {
+        if (qc_cancel_requested()) {
+            st = qc_fail(QC_ERR_CANCELLED, "calibration sampling: interrupted");
+            break;
+        }
         if (idx == docs_sorted[k]) {
             if (awq) strip_ws(&doc, &len);
             int32_t *ids;

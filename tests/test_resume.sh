@@ -108,7 +108,7 @@ done
 #    perplexities must still agree (qcal checks) and equal the uninterrupted run's
 EV=(--eval "$D/text/wiki.utf8" --eval-seqlen 256 --eval-max-windows 4)
 "$Q" quantize "${common[@]}" "${EV[@]}" --out "$T/e1" 2>/dev/null | tail -n 1 >"$T/p1"
-QCAL_TEST_KILL="phase:save:5" "$Q" quantize "${common[@]}" "${EV[@]}" --out "$T/e2" >/dev/null 2>&1
+QCAL_TEST_KILL="phase:save:6" "$Q" quantize "${common[@]}" "${EV[@]}" --out "$T/e2" >/dev/null 2>&1
 "$Q" quantize "${common[@]}" "${EV[@]}" --out "$T/e2" 2>"$T/err" | tail -n 1 >"$T/p2"
 grep -q "resuming at layer 5 of 8" "$T/err" && cmp -s "$T/p1" "$T/p2" && grep -q "^perplexity: " "$T/p2" \
     && ok || bad "eval after resume: $(cat "$T/p1") vs $(cat "$T/p2"); $(tail -n 2 "$T/err")"
