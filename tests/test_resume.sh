@@ -97,6 +97,7 @@ DELAY=
 
 # 4. AWQ resumes too (its next-layer input is the FP output)
 AWQ=(--method awq --format awq)
+rm -rf "$T/out"
 "$Q" quantize "${common[@]}" "${AWQ[@]}" --out "$T/out" >/dev/null 2>"$T/err" || { cat "$T/err"; exit 1; }
 rm -rf "$T/ref"; mv "$T/out" "$T/ref"
 SIG=9
