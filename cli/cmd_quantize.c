@@ -279,7 +279,7 @@ static int run(int argc, char **argv) {
         qc_par_set_threads((int)o_thr->i);
         threads = (int)o_thr->i;
     }
-    if (!threads) threads = openblas_get_num_threads();
+    if (!threads) threads = qc_par_threads();
     if (!r.model || !r.out) {
         qc_recipe_free(&r);
         return qc_cli_usage_error(cmd, "--model and --out are required (or model/out in the recipe)");
