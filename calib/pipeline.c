@@ -511,7 +511,11 @@ static qc_status awq_module(run_ctx *c, const qc_layer *L, qc_linear_id which, c
         switch (which) {
         case QC_LIN_Q: st = qc_attn_forward(c->f, L, a, y, nb, c->T); break;
         case QC_LIN_GATE: st = qc_mlp_forward(c->f, L, a, y, nb * c->T); break;
-        default: qc_linear_apply(y, a, L->w[which], L->b[which], nb * c->T, c->d, K); break;
+        default: /* per sample, so the rows' blocks never depend on the batch (any seqlen) */
+            for (int s = 0; s < nb; s++)
+                qc_linear_apply(y + (size_t)s * c->T * c->d, a + (size_t)s * c->T * K, L->w[which], L->b[which], c->T,
+                                c->d, K);
+            break;
         }
     }
     return st;

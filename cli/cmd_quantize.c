@@ -62,7 +62,7 @@ static qc_opt k_opts[] = {
     {.name = "clamp-f16", .kind = QC_OPT_FLAG, .help = "clamp values beyond the F16 range (+-65504) instead of failing"},
     {.name = "max-shard-size", .kind = QC_OPT_INT, .metavar = "MB", .help = "largest safetensors shard (default 4096)"},
     {.name = "batch-tokens", .kind = QC_OPT_INT, .metavar = "N", .help = "calibration rows per forward batch (default 8192)"},
-    {.name = "threads", .kind = QC_OPT_INT, .metavar = "N", .help = "BLAS threads (default: all cores)"},
+    {.name = "threads", .kind = QC_OPT_INT, .metavar = "N", .help = "worker threads (default: all cores); the checkpoint is the same for any count"},
     {.name = "quiet", .kind = QC_OPT_FLAG, .help = "only warnings and the summary"},
     {0},
 };
