@@ -289,27 +289,34 @@ static const char *fused_of(const char *module, size_t *base_len) {
     return NULL;
 }
 
-/* Every modules_to_not_convert entry must leave every quantized module (and its fused vLLM name) alone. */
-static qc_status check_not_convert(const qc_ckpt_modules *m) {
+/* Every modules_to_not_convert entry (block-relative, `entries`) must leave every quantized module and its
+ * fused vLLM name alone; a kept module whose fused partners are quantized is loadable by transformers only. */
+static qc_status check_not_convert(const qc_ckpt_modules *m, const qc_strset *entries) {
     char alias[1024];
+    for (size_t e = 0; e < entries->n; e++)
+        for (size_t i = 0; i < m->quantized.n; i++) {
+            const char *E = entries->v[e], *Q = m->quantized.v[i];
+            size_t qb;
+            const char *qf = fused_of(Q, &qb);
+            const char *hit = loader_match(E, Q) ? Q : NULL;
+            if (!hit && qf && (size_t)snprintf(alias, sizeof alias, "%.*s%s", (int)qb, Q, qf) < sizeof alias &&
+                loader_match(E, alias))
+                hit = alias;
+            if (hit)
+                return qc_fail(QC_ERR_UNSUPPORTED, "modules_to_not_convert entry '%s' would also match the quantized "
+                               "module '%s' (loaders match these names as substrings), which would then be loaded "
+                               "as a float Linear", E, hit);
+        }
     for (size_t u = 0; u < m->unquantized.n; u++) {
         const char *U = m->unquantized.v[u];
         size_t ub;
         const char *uf = fused_of(U, &ub);
         bool mixed = false;
-        for (size_t i = 0; i < m->quantized.n; i++) {
+        for (size_t i = 0; uf && i < m->quantized.n; i++) {
             const char *Q = m->quantized.v[i];
             size_t qb;
             const char *qf = fused_of(Q, &qb);
-            const char *hit = loader_match(U, Q) ? Q : NULL;
-            if (!hit && qf && (size_t)snprintf(alias, sizeof alias, "%.*s%s", (int)qb, Q, qf) < sizeof alias &&
-                loader_match(U, alias))
-                hit = alias;
-            if (hit)
-                return qc_fail(QC_ERR_UNSUPPORTED, "modules_to_not_convert entry '%s' would also match the quantized "
-                               "module '%s' (loaders match these names as substrings), which would then be loaded "
-                               "as a float Linear", U, hit);
-            mixed |= uf && qf && ub == qb && strncmp(U, Q, ub) == 0 && strcmp(uf, qf) == 0;
+            mixed |= qf && ub == qb && strncmp(U, Q, ub) == 0 && strcmp(uf, qf) == 0;
         }
         if (mixed)
             QC_LOGW("%s is kept in float16 while the rest of its fused %.*s%s is quantized: transformers loads this, "
@@ -332,20 +339,21 @@ static cJSON *string_array(const qc_strset *s) {
 }
 
 /* quantization_config (B.5) in AutoAWQ's key order, then our meta; and the legacy quant_config.json. */
-static bool make_configs(const qc_awq_config *cfg, const qc_ckpt_modules *m, const cJSON *extra_meta, cJSON **qcfg,
+static bool make_configs(const qc_awq_config *cfg, const qc_ckpt_modules *m, const qc_strset *urel, const cJSON *extra_meta, cJSON **qcfg,
                          cJSON **legacy) {
     cJSON *q = *qcfg = cJSON_CreateObject(), *l = *legacy = cJSON_CreateObject(), *meta, *qz;
     bool ok = q && l && cJSON_AddStringToObject(q, "quant_method", "awq") && cJSON_AddTrueToObject(q, "zero_point") &&
               cJSON_AddNumberToObject(q, "group_size", cfg->group_size) && cJSON_AddNumberToObject(q, "bits", 4) &&
               cJSON_AddStringToObject(q, "version", "gemm") &&
-              qc_json_set(q, "modules_to_not_convert", m->unquantized.n ? string_array(&m->unquantized)
+              qc_json_set(q, "modules_to_not_convert", urel->n ? string_array(urel)
                                                                         : cJSON_CreateNull()) &&
+              (!m->unquantized.n || qc_json_set(q, "dynamic", qc_ckpt_skip_rules(m))) &&
               (meta = cJSON_AddObjectToObject(q, "meta")) && (qz = cJSON_AddArrayToObject(meta, "quantizer")) &&
               cJSON_AddItemToArray(qz, cJSON_CreateString(cfg->quantizer ? cfg->quantizer : "qcal:" QC_VERSION)) &&
               qc_json_merge(meta, extra_meta);
     ok = ok && cJSON_AddTrueToObject(l, "zero_point") && cJSON_AddNumberToObject(l, "q_group_size", cfg->group_size) &&
          cJSON_AddNumberToObject(l, "w_bit", 4) && cJSON_AddStringToObject(l, "version", "GEMM") &&
-         (!m->unquantized.n || qc_json_set(l, "modules_to_not_convert", string_array(&m->unquantized)));
+         (!urel->n || qc_json_set(l, "modules_to_not_convert", string_array(urel)));
     if (!ok) {
         cJSON_Delete(q);
         cJSON_Delete(l);
@@ -376,8 +384,14 @@ qc_status qc_awq_write_checkpoint(const char *out_dir, const char *model_dir, co
     if (st != QC_OK) return st;
     const qc_ckpt_modules *m = qc_ckpt_modules_of(c);
     cJSON *qcfg = NULL, *legacy = NULL;
-    if ((st = check_not_convert(m)) == QC_OK && !make_configs(cfg, m, qc_ckpt_extra_meta(c), &qcfg, &legacy))
+    /* modules_to_not_convert holds block-relative names ("mlp.down_proj"): AutoAWQ matches the entries as
+     * substrings of the block-relative names of each block's linears, vLLM and transformers of the full
+     * paths, so only these names work in all three. */
+    qc_strset qrel = {0}, urel = {0};
+    if ((st = qc_ckpt_block_lists(m, &qrel, &urel)) == QC_OK && (st = check_not_convert(m, &urel)) == QC_OK &&
+        !make_configs(cfg, m, &urel, qc_ckpt_extra_meta(c), &qcfg, &legacy))
         st = qc_fail(QC_ERR_NOMEM, "quantization_config: out of memory");
+    qc_strset_free(&qrel);
     if (st == QC_OK) {
         const char *const meta[][2] = {{"quantizer", cfg->quantizer ? cfg->quantizer : "qcal:" QC_VERSION}};
         cJSON *rep = cfg->report_json ? cJSON_Parse(cfg->report_json) : NULL;
@@ -386,6 +400,7 @@ qc_status qc_awq_write_checkpoint(const char *out_dir, const char *model_dir, co
         else st = qc_ckpt_commit(c, qcfg, side, rep ? 2 : 1, meta, 1);
         cJSON_Delete(rep);
     }
+    qc_strset_free(&urel);
     cJSON_Delete(qcfg);
     cJSON_Delete(legacy);
     qc_ckpt_close(c);

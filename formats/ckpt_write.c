@@ -157,6 +157,80 @@ const char *qc_ckpt_block_rel(const char *module) {
     return NULL;
 }
 
+qc_status qc_ckpt_block_lists(const qc_ckpt_modules *m, qc_strset *qrel, qc_strset *urel) {
+    qc_strset own = {0}, *u = urel ? urel : &own;
+    qc_status st = QC_OK;
+    for (size_t i = 0; i < m->quantized.n && st == QC_OK; i++) {
+        const char *rel = qc_ckpt_block_rel(m->quantized.v[i]);
+        if (!qc_strset_add(qrel, rel ? rel : m->quantized.v[i])) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < m->unquantized.n && st == QC_OK; i++)
+        if (!qc_strset_add(u, qc_ckpt_block_rel(m->unquantized.v[i]))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < u->n && st == QC_OK; i++)
+        if (qc_strset_has(qrel, u->v[i]))
+            st = qc_fail(QC_ERR_UNSUPPORTED, "module '%s' is quantized in some blocks and not in others, which the "
+                         "loaders' per-block declarations (modules_in_block_to_quantize, modules_to_not_convert) "
+                         "cannot express", u->v[i]);
+    qc_strset_free(&own);
+    qc_strset_sort(qrel);
+    if (urel) qc_strset_sort(urel);
+    return st;
+}
+
+/* Appends the GPTQModel/vLLM `dynamic` rule "-:^<module>$" (the name as a Python regex, anchored) that tells
+ * GPTQModel not to build `module` as a quantized layer: it ignores modules_in_block_to_quantize. */
+static bool add_skip_rule(cJSON *dyn, const char *module) {
+    char pat[1024];
+    size_t n = 0;
+    n += (size_t)snprintf(pat, sizeof pat, "-:^");
+    for (const char *s = module; *s && n + 4 < sizeof pat; s++) {
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            pat[n++] = '\\';
+        pat[n++] = *s;
+    }
+    if (n + 2 >= sizeof pat) return false;
+    pat[n++] = '$';
+    pat[n] = 0;
+    return cJSON_GetObjectItemCaseSensitive(dyn, pat) || cJSON_AddObjectToObject(dyn, pat);
+}
+
+/* vLLM builds q/k/v_proj as one qkv_proj and gate/up_proj as gate_up_proj and asks `dynamic` about the fused
+ * name; when every shard of such a group present in a block is kept, the fused name gets a rule too. */
+static bool add_fused_skip_rules(cJSON *dyn, const qc_ckpt_modules *m) {
+    static const char *const groups[][4] = {{"qkv_proj", "q_proj", "k_proj", "v_proj"},
+                                            {"gate_up_proj", "gate_proj", "up_proj", NULL}};
+    char name[1024];
+    for (size_t u = 0; u < m->unquantized.n; u++) {
+        const char *U = m->unquantized.v[u], *dot = strrchr(U, '.');
+        if (!dot) continue;
+        size_t base = (size_t)(dot + 1 - U);
+        for (size_t g = 0; g < sizeof groups / sizeof *groups; g++) {
+            bool member = false, any_quantized = false;
+            for (int k = 1; k < 4 && groups[g][k]; k++) {
+                member |= strcmp(dot + 1, groups[g][k]) == 0;
+                if ((size_t)snprintf(name, sizeof name, "%.*s%s", (int)base, U, groups[g][k]) < sizeof name)
+                    any_quantized |= qc_strset_has(&m->quantized, name);
+            }
+            if (member && !any_quantized &&
+                ((size_t)snprintf(name, sizeof name, "%.*s%s", (int)base, U, groups[g][0]) >= sizeof name ||
+                 !add_skip_rule(dyn, name)))
+                return false;
+        }
+    }
+    return true;
+}
+
+cJSON *qc_ckpt_skip_rules(const qc_ckpt_modules *m) {
+    cJSON *dyn = cJSON_CreateObject();
+    bool ok = dyn != NULL;
+    for (size_t i = 0; ok && i < m->unquantized.n; i++) ok = add_skip_rule(dyn, m->unquantized.v[i]);
+    if (!(ok && add_fused_skip_rules(dyn, m))) {
+        cJSON_Delete(dyn);
+        return NULL;
+    }
+    return dyn;
+}
+
 /* ---- JSON ---- */
 
 bool qc_json_set(cJSON *o, const char *key, cJSON *v) {

@@ -107,6 +107,18 @@ qc_status qc_ckpt_open(qc_ckpt **out, const qc_ckpt_spec *spec, const char *out_
                        const char *const *parts, int n_parts, const char *const *unquantized, int n_unq,
                        uint64_t max_shard_bytes, bool overwrite, const char *meta_json);
 const qc_ckpt_modules *qc_ckpt_modules_of(const qc_ckpt *c);
+/* The block-relative names ("mlp.down_proj") of m's quantized modules into *qrel and of its unquantized ones
+ * into *urel (may be NULL), both sorted; the caller frees them. Loaders declare kept modules per block
+ * (modules_in_block_to_quantize, AutoAWQ's modules_to_not_convert), so a name quantized in one block and kept
+ * in another is QC_ERR_UNSUPPORTED. */
+/* The `dynamic` object that GPTQModel (for GPTQ and AWQ checkpoints alike) and vLLM's GPTQ loader read:
+ * one negative rule "-:^<module>$" (the full path as an anchored Python regex; they apply re.match and the
+ * first matching rule decides) per module of m->unquantized, plus one per fused vLLM name (qkv_proj,
+ * gate_up_proj) whose shards in that block are all kept. GPTQModel ignores modules_in_block_to_quantize and
+ * modules_to_not_convert, so without these rules it builds kept Linears as quantized modules and leaves
+ * them zero. Rule values are empty objects. The caller owns the result; NULL when out of memory. */
+cJSON *qc_ckpt_skip_rules(const qc_ckpt_modules *m);
+qc_status qc_ckpt_block_lists(const qc_ckpt_modules *m, qc_strset *qrel, qc_strset *urel);
 const cJSON           *qc_ckpt_extra_meta(const qc_ckpt *c);   /* meta_json parsed, or NULL */
 /* The part tensor named module.suffix, or NULL. */
 const qc_tensor       *qc_ckpt_find(const qc_ckpt *c, const char *module, const char *suffix);

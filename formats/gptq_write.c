@@ -119,27 +119,8 @@ static qc_status check_qmodule(const qc_ckpt *c, const char *P, const qc_tensor 
     return st;
 }
 
-/* modules_in_block_to_quantize (A.5) is one list of block-relative names, so a name quantized in one block
- * and left in float in another cannot be declared. Fills qrel (sorted). */
-static qc_status block_lists(const qc_ckpt_modules *m, qc_strset *qrel) {
-    qc_strset urel = {0};
-    qc_status st = QC_OK;
-    for (size_t i = 0; i < m->quantized.n && st == QC_OK; i++) {
-        const char *rel = qc_ckpt_block_rel(m->quantized.v[i]);
-        if (!qc_strset_add(qrel, rel ? rel : m->quantized.v[i])) st = qc_fail(QC_ERR_NOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < m->unquantized.n && st == QC_OK; i++)
-        if (!qc_strset_add(&urel, qc_ckpt_block_rel(m->unquantized.v[i]))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < urel.n && st == QC_OK; i++)
-        if (qc_strset_has(qrel, urel.v[i]))
-            st = qc_fail(QC_ERR_UNSUPPORTED, "module '%s' is quantized in some blocks and not in others, which "
-                         "modules_in_block_to_quantize cannot express", urel.v[i]);
-    qc_strset_free(&urel);
-    qc_strset_sort(qrel);
-    return st;
-}
-
-static cJSON *make_qconfig(const qc_gptq_config *cfg, const qc_strset *qrel, bool need_list, const cJSON *extra_meta) {
+static cJSON *make_qconfig(const qc_gptq_config *cfg, const qc_ckpt_modules *m, const qc_strset *qrel,
+                           bool need_list, const cJSON *extra_meta) {
     cJSON *q = cJSON_CreateObject(), *meta = cJSON_CreateObject(), *inner;
 #define ADD(x) do { if (!(x)) goto oom; } while (0)
     ADD(q && meta);
@@ -167,6 +148,7 @@ static cJSON *make_qconfig(const qc_gptq_config *cfg, const qc_strset *qrel, boo
             ADD(cJSON_AddItemToArray(inner, sv));
         }
     }
+    if (m->unquantized.n) ADD(qc_json_set(q, "dynamic", qc_ckpt_skip_rules(m))); /* GPTQModel reads only this */
     cJSON *qz = cJSON_AddArrayToObject(meta, "quantizer"), *qs;
     ADD(qz && (qs = cJSON_CreateString(cfg->quantizer ? cfg->quantizer : "qcal:" QC_VERSION)));
     ADD(cJSON_AddItemToArray(qz, qs));
@@ -221,8 +203,8 @@ qc_status qc_gptq_write_checkpoint(const char *out_dir, const char *model_dir, c
     const qc_ckpt_modules *m = qc_ckpt_modules_of(c);
     qc_strset qrel = {0};
     cJSON *qcfg = NULL;
-    if ((st = block_lists(m, &qrel)) == QC_OK &&
-        !(qcfg = make_qconfig(cfg, &qrel, m->declared || m->unquantized.n > 0, qc_ckpt_extra_meta(c))))
+    if ((st = qc_ckpt_block_lists(m, &qrel, NULL)) == QC_OK &&
+        !(qcfg = make_qconfig(cfg, m, &qrel, m->declared || m->unquantized.n > 0, qc_ckpt_extra_meta(c))))
         st = qc_fail(QC_ERR_NOMEM, "quantization_config: out of memory");
     if (st == QC_OK) {
         char bits[16], gs[16], damp[32];

@@ -3,19 +3,36 @@
 #   1. Release build: all CTest tests (unit, model: forward pass and perplexity vs transformers, CLI)
 #   2. ASan+UBSan build: the unit tests
 #   3. clang libFuzzer build: short fuzz runs of the untrusted-input parsers
-# Usage: scripts/test.sh [--quick]   (--quick: unit tests of the Release build only)
+# Tests that need data which is not there (the reference data in $QCAL_DATA, default ../shared/data beside
+# the clone; a GPU) are skipped, and listed at the end by name with the reason they printed. What the
+# repository ships in examples/ (stories260K and its texts) is always there.
+# Usage: scripts/test.sh [--quick]   (--quick: unit tests of the Release build only); from any directory
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-deps.sh --with-fuzz
 jobs=$(nproc 2>/dev/null || echo 2)
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 total_pass=0; total_fail=0
+skipped=()
+# note_skipped BUILD_DIR: each test of the last ctest run that did not run, with the SKIP line it printed
+note_skipped() {
+    local dir=$1 name reason
+    while IFS= read -r name; do
+        [[ -n $name ]] || continue
+        reason=$(awk -v n="$name" '
+            /^[0-9]+\/[0-9]+ Test: / { t = $0; sub(/^[0-9]+\/[0-9]+ Test: /, "", t); on = (t == n); out = 0; next }
+            on && /^Output:$/ { out = 1; next }
+            on && out && /SKIP/ { sub(/^.*SKIP[^:]*: */, ""); print; exit }' "$dir/Testing/Temporary/LastTest.log" 2>/dev/null)
+        skipped+=("$(printf '%-32s %s' "$name" "${reason:-(it printed no reason)}")")
+    done < <(sed -n 's/^[[:space:]]*[0-9][0-9]* - \(.*\) (\(Skipped\|Not Run\|Disabled\))$/\1/p' "$log")
+}
 run_ctest() { # run_ctest BUILD_DIR [ctest args...]
     local dir=$1; shift
     set +e
     (cd "$dir" && ctest --output-on-failure "$@") 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     set -e
+    note_skipped "$dir"
     local line; line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$log" | tail -n 1 || true)
     if [[ $line =~ ([0-9]+)\ tests\ failed\ out\ of\ ([0-9]+) ]]; then
         total_fail=$((total_fail + BASH_REMATCH[1]))
@@ -59,5 +76,11 @@ else
     run_ctest build-fuzz -L fuzz
 fi
 echo
+if [[ ${#skipped[@]} -gt 0 ]]; then
+    echo "skipped tests (${#skipped[@]}), each with its reason:"
+    printf '  %s\n' "${skipped[@]}"
+else
+    echo "skipped tests: none"
+fi
 echo "suites: $total_pass passed, $total_fail failed"
 [[ $total_fail -eq 0 ]]

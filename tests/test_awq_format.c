@@ -681,16 +681,17 @@ static void expect_not_convert(const ckpt *c, const char *const *want, int n) {
     }
 }
 
-/* B.5: Linears kept in float are listed by full path, found or declared; names that loaders would also
- * match against a quantized module are refused. */
+/* B.5: Linears kept in float are listed by block-relative name ("mlp.gate"), found or declared: AutoAWQ
+ * matches the entries against each block's block-relative names, vLLM and transformers against full paths.
+ * Names that loaders would also match against a quantized module are refused. */
 static void test_ckpt_modules_to_not_convert(void **state) {
     (void)state;
-    const char *gate[] = {"model.layers.0.mlp.gate"};
+    const char *gate[] = {"model.layers.0.mlp.gate"}, *gate_rel[] = {"mlp.gate"};
     for (int pass = 0; pass < 2; pass++) {
         ckpt c;
         ckpt_make(&c, &(ckpt_opts){.group_size = 32, .with_gate = true});
         QC_CHECK_OK(ckpt_write_unq(&c, pass ? gate : NULL, pass ? 1 : 0, 0, false));
-        expect_not_convert(&c, gate, 1);
+        expect_not_convert(&c, gate_rel, 1);
         qc_weights *w;
         QC_CHECK_OK(qc_weights_open(c.out, &w));
         const qc_tensor *t = qc_weights_find(w, "model.layers.0.mlp.gate.weight");
@@ -715,11 +716,17 @@ static void test_ckpt_modules_to_not_convert(void **state) {
     QC_CHECK_FAILS(ckpt_write(&c, 0, false), QC_ERR_UNSUPPORTED, "model.layers.1.mlp.gate_up_proj");
     expect_no_output(&c);
     ckpt_free(&c);
-    /* layer 1's router next to layer 10's gate_proj: full paths keep them apart; and a float k_proj next to a
-     * quantized q_proj loads in transformers but gets a warning about vLLM's fused qkv_proj */
+    /* layer 1's router next to layer 10's gate_proj: AutoAWQ compares block-relative names, where "mlp.gate"
+     * is inside "mlp.gate_proj", so no declaration can keep one and quantize the other */
     ckpt_make(&c, &(ckpt_opts){.group_size = 32});
     add_quantized_part(&c, "gp10.safetensors", "model.layers.10.mlp.gate_proj", I, D);
     add_float_part(&c, "router.safetensors", "model.layers.1.mlp.gate.weight", 8, D);
+    QC_CHECK_FAILS(ckpt_write(&c, 0, false), QC_ERR_UNSUPPORTED, "model.layers.10.mlp.gate_proj");
+    expect_no_output(&c);
+    ckpt_free(&c);
+    /* a float k_proj next to a quantized q_proj loads in transformers but gets a warning about vLLM's fused
+     * qkv_proj */
+    ckpt_make(&c, &(ckpt_opts){.group_size = 32});
     add_float_part(&c, "kproj.safetensors", "model.layers.0.self_attn.k_proj.weight", 16, D);
     g_warn[0] = '\0';
     qc_log_set(warn_sink, NULL);
@@ -727,8 +734,14 @@ static void test_ckpt_modules_to_not_convert(void **state) {
     qc_log_set(NULL, NULL);
     QC_CHECK_OK(st);
     if (!strstr(g_warn, "model.layers.0.self_attn.qkv_proj")) fail_msg("no fused-layer warning in '%s'", g_warn);
-    const char *both[] = {"model.layers.0.self_attn.k_proj", "model.layers.1.mlp.gate"};
-    expect_not_convert(&c, both, 2);
+    const char *kp[] = {"self_attn.k_proj"};
+    expect_not_convert(&c, kp, 1);
+    ckpt_free(&c);
+    /* kept in one block and quantized in another: AutoAWQ's per-block names cannot say that */
+    ckpt_make(&c, &(ckpt_opts){.group_size = 32});
+    add_float_part(&c, "qproj.safetensors", "model.layers.2.self_attn.q_proj.weight", D, D);
+    QC_CHECK_FAILS(ckpt_write(&c, 0, false), QC_ERR_UNSUPPORTED, "self_attn.q_proj");
+    expect_no_output(&c);
     ckpt_free(&c);
     /* declarations that do not hold */
     ckpt_make(&c, &(ckpt_opts){.group_size = 32});

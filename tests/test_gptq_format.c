@@ -720,6 +720,13 @@ static void test_ckpt_unquantized_modules(void **state) {
         assert_int_equal(cJSON_GetArraySize(inner), 2);
         assert_string_equal(cJSON_GetArrayItem(inner, 0)->valuestring, "mlp.down_proj");
         assert_string_equal(cJSON_GetArrayItem(inner, 1)->valuestring, "self_attn.q_proj");
+        /* GPTQModel ignores that list: only a `dynamic` "-:" rule (a Python regex, re.match) keeps it from
+         * building the router as a quantized module */
+        const cJSON *dyn = jget(jget(cfg, "quantization_config"), "dynamic");
+        assert_true(cJSON_IsObject(dyn));
+        assert_int_equal(cJSON_GetArraySize(dyn), 1);
+        assert_string_equal(dyn->child->string, "-:^model\\.layers\\.0\\.mlp\\.gate$");
+        assert_true(cJSON_IsObject(dyn->child) && !dyn->child->child);
         cJSON_Delete(cfg);
         qc_weights *w;
         QC_CHECK_OK(qc_weights_open(c.out, &w));
@@ -727,6 +734,29 @@ static void test_ckpt_unquantized_modules(void **state) {
         assert_non_null(t);
         assert_int_equal(t->dtype, QC_DTYPE_F16);
         qc_weights_free(w);
+        ckpt_free(&c);
+    }
+    /* gate_proj and up_proj both kept: vLLM asks `dynamic` about its fused gate_up_proj, which gets a rule */
+    {
+        ckpt c;
+        ckpt_make(&c, &(ckpt_opts){.bits = 4, .group_size = 32, .sym = true});
+        float *x = malloc((size_t)D * D * sizeof *x);
+        assert_non_null(x);
+        for (int i = 0; i < D * D; i++) x[i] = rnd_unit() - 0.5f;
+        c.parts[c.n_parts] = join(c.root, "mlp.safetensors");
+        write_st(c.parts[c.n_parts++], (tdesc[]){{"model.layers.0.mlp.gate_proj.weight", QC_DTYPE_F32, 2, {D, D}, x},
+                                                 {"model.layers.0.mlp.up_proj.weight", QC_DTYPE_F32, 2, {D, D}, x}}, 2);
+        free(x);
+        QC_CHECK_OK(ckpt_write(&c, 0, false));
+        char *p = join(c.out, "config.json");
+        cJSON *cfg = read_json(p);
+        free(p);
+        const cJSON *dyn = jget(jget(cfg, "quantization_config"), "dynamic");
+        const char *want[] = {"-:^model\\.layers\\.0\\.mlp\\.gate_proj$", "-:^model\\.layers\\.0\\.mlp\\.up_proj$",
+                              "-:^model\\.layers\\.0\\.mlp\\.gate_up_proj$"};
+        assert_int_equal(cJSON_GetArraySize(dyn), 3);
+        for (int i = 0; i < 3; i++) assert_true(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(dyn, want[i])));
+        cJSON_Delete(cfg);
         ckpt_free(&c);
     }
     /* declared unquantized but actually quantized, or absent */

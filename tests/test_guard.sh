@@ -12,15 +12,15 @@
 #   - signals and out of memory give the right status and message.
 set -u
 Q=${QCAL_BIN:?QCAL_BIN not set}
-D=${QCAL_DATA:-../shared/data}
-if [[ ! -d "$D/stories260K" ]]; then echo "SKIP: $D/stories260K not found"; exit 77; fi
+. "$(dirname "$0")/data.sh"
+if [[ ! -d "$S260" ]]; then echo "SKIP: $S260 not found"; exit 77; fi
 T=$(mktemp -d); trap 'chmod -R u+w "$T" 2>/dev/null; rm -rf "$T"' EXIT
 pass=0; fail=0
 ok() { pass=$((pass+1)); }
 bad() { fail=$((fail+1)); echo "FAIL: $*"; }
 snap() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) ; }   # a directory's content
-cp -r "$D/stories260K" "$T/model"; chmod -R u+w "$T/model"
-cp "$D/text/c4.utf8" "$T/calib.txt"
+cp -r "$S260" "$T/model"; chmod -R u+w "$T/model"
+cp "$TINY" "$T/calib.txt"
 common=(--model "$T/model" --calib "$T/calib.txt" --nsamples 8 --seqlen 128 --group-size 32 --quiet)
 model_snap=$(snap "$T/model")
 model_intact() { [[ "$(snap "$T/model")" == "$model_snap" ]]; }
@@ -77,10 +77,10 @@ expect_refused "recipe inside --out" "input" "$Q" quantize "$T/o7/r.yaml" "${com
 # ---- one run per output ----
 M25=$D/qcal-llama-25m
 if [[ -d "$M25" ]]; then
-    "$Q" quantize --model "$M25" --calib "$T/calib.txt" --nsamples 16 --seqlen 256 --out "$T/lk" --quiet >/dev/null 2>&1 &
+    "$Q" quantize --model "$M25" --calib "$D/text/c4.utf8" --nsamples 16 --seqlen 256 --out "$T/lk" --quiet >/dev/null 2>&1 &
     p1=$!
     for _ in $(seq 100); do [[ -f "$T/lk.qcal-work/status.json" ]] && break; sleep 0.05; done
-    "$Q" quantize --model "$M25" --calib "$T/calib.txt" --nsamples 16 --seqlen 256 --out "$T/lk" --quiet >/dev/null 2>"$T/e"; rc=$?
+    "$Q" quantize --model "$M25" --calib "$D/text/c4.utf8" --nsamples 16 --seqlen 256 --out "$T/lk" --quiet >/dev/null 2>"$T/e"; rc=$?
     [[ $rc -eq 1 ]] && grep -q "another qcal run (pid $p1)" "$T/e" && ok || bad "second run on the same out: rc $rc $(cat "$T/e")"
     wait $p1 && [[ -f "$T/lk/model.safetensors" ]] && ok || bad "the first run did not finish"
 else
@@ -146,7 +146,7 @@ ls "$T" | grep -qE '^o1[4-7]' && bad "refused runs left files: $(ls "$T")" || ok
 # ---- a model file that shrinks during the run: an error naming it, never a SIGBUS ----
 if [[ -d "$M25" ]]; then
     cp -r "$M25" "$T/m25"; chmod -R u+w "$T/m25"
-    "$Q" quantize --model "$T/m25" --calib "$T/calib.txt" --nsamples 16 --seqlen 256 --out "$T/o18" --quiet >/dev/null 2>"$T/e" &
+    "$Q" quantize --model "$T/m25" --calib "$D/text/c4.utf8" --nsamples 16 --seqlen 256 --out "$T/o18" --quiet >/dev/null 2>"$T/e" &
     p=$!
     for _ in $(seq 200); do grep -q '"layer": 1' "$T/o18.qcal-work/status.json" 2>/dev/null && break; sleep 0.05; done
     last=$(ls "$T/m25"/model-0000*.safetensors | tail -n 1)

@@ -4,16 +4,16 @@
 # report, the config a loader reads, and the failure modes (no half-written output).
 set -u
 Q=${QCAL_BIN:?QCAL_BIN not set}
-D=${QCAL_DATA:-../shared/data}
-if [[ ! -d "$D/stories260K" ]]; then echo "SKIP: $D/stories260K not found"; exit 77; fi
+. "$(dirname "$0")/data.sh"
+if [[ ! -d "$S260" ]]; then echo "SKIP: $S260 not found"; exit 77; fi
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 pass=0; fail=0
 ok() { pass=$((pass+1)); }
 bad() { fail=$((fail+1)); echo "FAIL: $*"; }
-common=(--model "$D/stories260K" --calib "$D/text/c4.utf8" --nsamples 16 --seqlen 128 --group-size 32)
+common=(--model "$S260" --calib "$TINY" --nsamples 16 --seqlen 128 --group-size 32)
 
 # GPTQ, sym, v1: quantize + in-memory vs reloaded evaluation (qcal fails if they disagree)
-"$Q" quantize "${common[@]}" --out "$T/g4" --eval "$D/text/tiny.utf8" --eval-seqlen 256 --eval-max-windows 20 --quiet \
+"$Q" quantize "${common[@]}" --out "$T/g4" --eval "$TINY_EVAL" --eval-seqlen 256 --eval-max-windows 20 --quiet \
     >"$T/out" 2>"$T/err" && ok || { bad "gptq quantize exit $?"; cat "$T/err"; }
 grep -q "^token-sha256: [0-9a-f]\{64\}$" "$T/out" && ok || bad "no token-sha256 line"
 ppl=$(tail -n 1 "$T/out" | sed -n 's/^perplexity: //p')
@@ -42,10 +42,10 @@ for k in ("forward", "hessian", "solve", "pack_write"): assert r["seconds"][k] >
 PY
 [[ ! -e "$T/g4.qcal-work" ]] && ok || bad "work directory left behind"
 # the checkpoint evaluates with the same code as any model, to the same number
-"$Q" eval --model "$T/g4" --text "$D/text/tiny.utf8" --seqlen 256 --max-windows 20 --quiet >"$T/eval" 2>&1 \
+"$Q" eval --model "$T/g4" --text "$TINY_EVAL" --seqlen 256 --max-windows 20 --quiet >"$T/eval" 2>&1 \
     && ok || bad "eval of checkpoint"
 [[ "$(tail -n 1 "$T/eval")" == "perplexity: $ppl" ]] && ok || bad "reloaded eval $(tail -n 1 "$T/eval") != $ppl"
-"$Q" eval --model "$D/stories260K" --text "$D/text/tiny.utf8" --seqlen 256 --max-windows 20 --quiet >"$T/fp" 2>&1
+"$Q" eval --model "$S260" --text "$TINY_EVAL" --seqlen 256 --max-windows 20 --quiet >"$T/fp" 2>&1
 fp=$(tail -n 1 "$T/fp" | sed -n 's/^perplexity: //p')
 python3 -c "import sys; fp, q = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if fp < q < fp * 1.5 else 1)" "$fp" "$ppl" \
     && ok || bad "quantized ppl $ppl not slightly above FP $fp"
@@ -54,8 +54,8 @@ echo "stories260K tiny.utf8 20x256: FP32 $fp, GPTQ w4 g32 $ppl"
 
 # act-order + asym -> gptq_v2; a recipe file with a flag overriding it
 cat >"$T/r.yaml" <<Y
-model: $D/stories260K
-calib: [$D/text/c4.utf8]
+model: $S260
+calib: [$TINY]
 nsamples: 16
 seqlen: 128
 group_size: 32
@@ -69,18 +69,18 @@ python3 -c "
 import json,sys; q=json.load(open(sys.argv[1]+'/config.json'))['quantization_config']
 assert q['checkpoint_format']=='gptq_v2' and q['sym'] is False and q['desc_act'] is True and q['bits']==4, q" "$T/v2" \
     && ok || bad "v2 config"
-"$Q" eval --model "$T/v2" --text "$D/text/tiny.utf8" --seqlen 256 --max-windows 5 --quiet >/dev/null 2>&1 && ok || bad "eval v2"
+"$Q" eval --model "$T/v2" --text "$TINY_EVAL" --seqlen 256 --max-windows 5 --quiet >/dev/null 2>&1 && ok || bad "eval v2"
 
 # AWQ, exported in the AWQ GEMM layout; in-memory and reloaded perplexities must agree (qcal checks)
-"$Q" quantize --model "$D/stories260K" --calib "$D/text/tiny.utf8" --method awq --group-size 32 --nsamples 32 \
-    --seqlen 128 --out "$T/awq" --eval "$D/text/tiny.utf8" --eval-seqlen 256 --eval-max-windows 10 --quiet \
+"$Q" quantize --model "$S260" --calib "$TINY" --method awq --group-size 32 --nsamples 32 \
+    --seqlen 128 --out "$T/awq" --eval "$TINY_EVAL" --eval-seqlen 256 --eval-max-windows 10 --quiet \
     >"$T/out" 2>"$T/err" && ok || { bad "awq exit"; cat "$T/err"; }
 python3 - "$T/awq" <<'PY' && ok || bad "awq checkpoint content"
 import json, sys, os
 d = sys.argv[1]
 q = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
 assert q["quant_method"] == "awq" and q["version"] == "gemm" and q["zero_point"] is True and q["bits"] == 4, q
-assert "model.layers.0.mlp.down_proj" in q["modules_to_not_convert"], q
+assert "mlp.down_proj" in q["modules_to_not_convert"], q
 assert json.load(open(os.path.join(d, "quant_config.json")))["w_bit"] == 4
 r = json.load(open(os.path.join(d, "qcal_report.json")))
 lin = {l["name"]: l for l in r["linears"]}
@@ -89,9 +89,9 @@ assert "awq_ratio" not in lin["model.layers.0.self_attn.o_proj"]
 assert lin["model.layers.0.self_attn.q_proj"]["awq_ratio"] == lin["model.layers.0.self_attn.v_proj"]["awq_ratio"]
 assert r["eval"][0]["ppl_fake_quant"] == r["eval"][0]["ppl_checkpoint"]
 PY
-"$Q" eval --model "$T/awq" --text "$D/text/tiny.utf8" --seqlen 256 --max-windows 10 --quiet >"$T/eval" 2>&1 \
+"$Q" eval --model "$T/awq" --text "$TINY_EVAL" --seqlen 256 --max-windows 10 --quiet >"$T/eval" 2>&1 \
     && [[ "$(tail -n 1 "$T/eval")" == "$(tail -n 1 "$T/out")" ]] && ok || bad "awq reload: $(tail -n 1 "$T/eval") vs $(tail -n 1 "$T/out")"
-"$Q" quantize --model "$D/stories260K" --calib "$D/text/tiny.utf8" --method awq --bits 3 --group-size 32 \
+"$Q" quantize --model "$S260" --calib "$TINY" --method awq --bits 3 --group-size 32 \
     --nsamples 16 --seqlen 128 --out "$T/awq3" --quiet >/dev/null 2>"$T/err" && ok || { bad "awq w3"; cat "$T/err"; }
 python3 -c "
 import json,sys; q=json.load(open(sys.argv[1]+'/config.json'))['quantization_config']
@@ -99,7 +99,7 @@ assert q['quant_method']=='gptq' and q['checkpoint_format']=='gptq_v2' and q['bi
     && ok || bad "awq w3 goes to gptq_v2"
 
 # llm-awq's scale formula (x^r) without clipping: a different, valid checkpoint, recorded in the recipe
-"$Q" quantize --model "$D/stories260K" --calib "$D/text/tiny.utf8" --method awq --group-size 32 --nsamples 16 \
+"$Q" quantize --model "$S260" --calib "$TINY" --method awq --group-size 32 --nsamples 16 \
     --seqlen 128 --awq-scale llm-awq --no-awq-clip --out "$T/awq-llm" --quiet >/dev/null 2>"$T/err" \
     && ok || { bad "awq llm-awq"; cat "$T/err"; }
 python3 -c "
@@ -117,7 +117,7 @@ cmp -s "$T/awq-llm/model.safetensors" "$T/awq/model.safetensors" && bad "llm-awq
 [[ $rc -eq 2 && ! -e "$T/x1" ]] && grep -q "gptq_v2" "$T/err" && ok || bad "asym v1: rc $rc $(cat "$T/err")"
 "$Q" quantize "${common[@]}" --out "$T/x2" --bits 5 >/dev/null 2>"$T/err"; rc=$?
 [[ $rc -eq 2 && ! -e "$T/x2" ]] && ok || bad "bits 5: rc $rc"
-"$Q" quantize --model "$D/stories260K" --calib "$T/none.txt" --out "$T/x3" --nsamples 4 --seqlen 64 >/dev/null 2>"$T/err"; rc=$?
+"$Q" quantize --model "$S260" --calib "$T/none.txt" --out "$T/x3" --nsamples 4 --seqlen 64 >/dev/null 2>"$T/err"; rc=$?
 [[ $rc -eq 1 && ! -e "$T/x3" ]] && grep -q "none.txt" "$T/err" && ok || bad "missing calib: rc $rc $(cat "$T/err")"
 "$Q" quantize "${common[@]}" --out "$T/x4" --device cuda >/dev/null 2>"$T/err"; rc=$?
 [[ $rc -eq 1 && ! -e "$T/x4" ]] && ok || bad "cuda without CUDA build: rc $rc"

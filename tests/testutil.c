@@ -16,10 +16,19 @@ static void rm_tmp(void) {
     }
 }
 
+/* The reference data root (QCAL_DATA, default ../shared/data) first, then the repository's examples/, which
+ * holds an identical copy of part of it (stories260K), so those tests also run in a bare clone. */
 const char *qc_test_data(const char *rel) {
     static char buf[4096];
-    const char *root = getenv("QCAL_DATA");
+    struct stat sb;
+    const char *root = getenv("QCAL_DATA"), *src = getenv("QCAL_SRC");
     if (!root || !*root) root = "../shared/data";
+    if (src && *src) {
+        snprintf(buf, sizeof buf, "%s/%s", root, rel);
+        if (stat(buf, &sb) == 0) return buf;
+        snprintf(buf, sizeof buf, "%s/examples/%s", src, rel);
+        if (stat(buf, &sb) == 0) return buf;
+    }
     snprintf(buf, sizeof buf, "%s/%s", root, rel);
     return buf;
 }
