@@ -18,6 +18,41 @@ common=(--model "$S260" --calib "$TINY" --nsamples 16 --seqlen 128 --group-size 
 grep -q "^token-sha256: [0-9a-f]\{64\}$" "$T/out" && ok || bad "no token-sha256 line"
 ppl=$(tail -n 1 "$T/out" | sed -n 's/^perplexity: //p')
 [[ -n "$ppl" ]] && ok || bad "quantize did not end with a perplexity line: $(tail -n 1 "$T/out")"
+# The loaders' own rules for which linears they build as quantized modules, restated (see
+# ../shared/tools/loader_check.py, which runs their code): GPTQModel (GPTQ and AWQ checkpoints) builds every
+# decoder-block linear as quantized unless a `dynamic` "-:" rule re.match-es its full name (first matching rule
+# decides); vLLM GPTQ: "-:" rules, then the substring rule of modules_in_block_to_quantize; AutoAWQ: skips a
+# linear when an entry of modules_to_not_convert is a substring of its block-relative name; vLLM AWQ: of its
+# full name. Every loader must skip exactly the linears the checkpoint keeps in float16.
+cat >"$T/loaders.py" <<'PY'
+import json, os, re, sys
+def check(d):
+    q = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
+    lin = json.load(open(os.path.join(d, "qcal_report.json")))["linears"]
+    kept = {l["name"] for l in lin if not l["quantized"]}
+    dyn = q.get("dynamic") or {}
+    def gm_skip(name):
+        for pat in dyn:
+            neg = pat.startswith("-:")
+            if re.match(pat[2:] if pat[:2] in ("-:", "+:") else pat, name):
+                return neg
+        return False
+    rel = lambda n: re.sub(r"^.*?\.\d+\.", "", n)
+    loaders = {"gptqmodel": gm_skip}
+    if q["quant_method"] == "gptq":
+        mib = [m for g in (q.get("modules_in_block_to_quantize") or []) for m in g]
+        loaders["vllm"] = lambda n: gm_skip(n) or (bool(mib) and not any(m in n for m in mib))
+    else:
+        mtnc = q.get("modules_to_not_convert") or []
+        loaders["autoawq"] = lambda n: any(k in rel(n) for k in mtnc)
+        loaders["vllm"] = lambda n: any(k in n for k in mtnc)
+    for who, skip in loaders.items():
+        got = {l["name"] for l in lin if skip(l["name"])}
+        assert got == kept, (who, sorted(got ^ kept)[:4])
+    return len(kept)
+assert check(sys.argv[1]) == int(sys.argv[2]), "kept count"
+PY
+python3 "$T/loaders.py" "$T/g4" 15 && ok || bad "gptq: the loaders' rules do not skip exactly the kept linears"
 python3 - "$T/g4" <<'PY' && ok || bad "checkpoint content"
 import json, sys, os
 d = sys.argv[1]
@@ -70,11 +105,13 @@ import json,sys; q=json.load(open(sys.argv[1]+'/config.json'))['quantization_con
 assert q['checkpoint_format']=='gptq_v2' and q['sym'] is False and q['desc_act'] is True and q['bits']==4, q" "$T/v2" \
     && ok || bad "v2 config"
 "$Q" eval --model "$T/v2" --text "$TINY_EVAL" --seqlen 256 --max-windows 5 --quiet >/dev/null 2>&1 && ok || bad "eval v2"
+python3 "$T/loaders.py" "$T/v2" 15 && ok || bad "gptq_v2: the loaders' rules do not skip exactly the kept linears"
 
 # AWQ, exported in the AWQ GEMM layout; in-memory and reloaded perplexities must agree (qcal checks)
 "$Q" quantize --model "$S260" --calib "$TINY" --method awq --group-size 32 --nsamples 32 \
     --seqlen 128 --out "$T/awq" --eval "$TINY_EVAL" --eval-seqlen 256 --eval-max-windows 10 --quiet \
     >"$T/out" 2>"$T/err" && ok || { bad "awq exit"; cat "$T/err"; }
+python3 "$T/loaders.py" "$T/awq" 15 && ok || bad "awq: the loaders' rules do not skip exactly the kept linears"
 python3 - "$T/awq" <<'PY' && ok || bad "awq checkpoint content"
 import json, sys, os
 d = sys.argv[1]
