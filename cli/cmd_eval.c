@@ -69,8 +69,10 @@ static qc_status check_same_tokens(const char *model_dir, const qc_model *m, con
                                    const char *base_dir, const qc_model *base, const qc_tokenizer *base_tok,
                                    const char *text_path, const char *text, size_t text_len) {
     if (m->cfg.vocab_size != base->cfg.vocab_size)
-        return qc_fail(QC_ERR_FORMAT, "the vocabularies differ: %s/config.json has vocab_size %d, the base's %s/config.json %d; "
-                       "KL divergence needs one vocabulary", model_dir, m->cfg.vocab_size, base_dir, base->cfg.vocab_size);
+        return qc_fail(QC_ERR_FORMAT,
+                       "the vocabularies differ: %s/config.json has vocab_size %d, the base's %s/config.json %d; "
+                       "KL divergence needs one vocabulary",
+                       model_dir, m->cfg.vocab_size, base_dir, base->cfg.vocab_size);
     int32_t *bids = NULL;
     size_t bn = 0;
     qc_status st = qc_tokenizer_encode(base_tok, text, text_len, true, &bids, &bn);
@@ -81,10 +83,11 @@ static qc_status check_same_tokens(const char *model_dir, const qc_model *m, con
     size_t i = 0;
     while (i < n_ids && i < bn && ids[i] == bids[i]) i++;
     if (i < n_ids || i < bn)
-        st = qc_fail(QC_ERR_FORMAT, "the tokenizers differ: %s/tokenizer.json and the base's %s/tokenizer.json encode %s "
-                     "differently (%zu and %zu tokens, first difference at token %zu: %d vs %d); KL divergence needs "
-                     "the same tokens", model_dir, base_dir, text_path, n_ids, bn, i, i < n_ids ? ids[i] : -1,
-                     i < bn ? bids[i] : -1);
+        st = qc_fail(QC_ERR_FORMAT,
+                     "the tokenizers differ: %s/tokenizer.json and the base's %s/tokenizer.json encode %s "
+                     "differently (%zu and %zu tokens, first difference at token %zu: %d vs %d); "
+                     "KL divergence needs the same tokens",
+                     model_dir, base_dir, text_path, n_ids, bn, i, i < n_ids ? ids[i] : -1, i < bn ? bids[i] : -1);
     free(bids);
     return st;
 }
@@ -102,7 +105,8 @@ static int run(int argc, char **argv) {
     bool quiet = qc_cli_opt(k_opts, "quiet")->set, json = qc_cli_opt(k_opts, "json")->set;
     if (!o_model->set) return qc_cli_usage_error(cmd, "--model DIR is required");
     if (!o_text->set) return qc_cli_usage_error(cmd, "--text FILE is required");
-    if (o_base->set && !*o_base->str) return qc_cli_usage_error(cmd, "--base needs a model directory or hf:// reference");
+    if (o_base->set && !*o_base->str)
+        return qc_cli_usage_error(cmd, "--base needs a model directory or hf:// reference");
     long long seqlen = o_seq->set ? o_seq->i : 2048;
     if (seqlen < 2 || seqlen > (1 << 20)) return qc_cli_usage_error(cmd, "--seqlen must be in [2, 1048576]");
     if (o_maxw->set && o_maxw->i < 1) return qc_cli_usage_error(cmd, "--max-windows must be at least 1");
@@ -137,12 +141,13 @@ static int run(int argc, char **argv) {
     QC_LOGI("model %s: %s, %d layers, hidden %d, vocab %d", o_model->str, m->cfg.arch_name, m->cfg.n_layers,
             m->cfg.hidden_size, m->cfg.vocab_size);
     if (base)
-        QC_LOGI("base %s: %s, %d layers, hidden %d, vocab %d", o_base->str, base->cfg.arch_name, base->cfg.n_layers,
-                base->cfg.hidden_size, base->cfg.vocab_size);
+        QC_LOGI("base %s: %s, %d layers, hidden %d, vocab %d", o_base->str, base->cfg.arch_name,
+                base->cfg.n_layers, base->cfg.hidden_size, base->cfg.vocab_size);
     QC_LOGI("text %s: %zu bytes -> %zu tokens in %.2f s", o_text->str, text_len, n_ids, t_tok);
-    if (base && (st = check_same_tokens(model_dir, m, ids, n_ids, base_dir, base, base_tok, o_text->str, text,
-                                        text_len)) != QC_OK)
-        goto out;
+    if (base) {
+        st = check_same_tokens(model_dir, m, ids, n_ids, base_dir, base, base_tok, o_text->str, text, text_len);
+        if (st != QC_OK) goto out;
+    }
 
     qc_progress_bar bar;
     qc_progress_bar_init(&bar, "eval");

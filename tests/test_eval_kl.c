@@ -1,8 +1,9 @@
 /* qcal eval --base: KL(base || model) and top-1 agreement against a direct computation.
  *
- * stories260K is quantized (RTN w4 g32, gptq_v2) with the qcal binary; then `qcal eval --model Q --base FP
- * --json` is compared with figures computed here from scratch: full-sequence logits of every window from
- * qc_model_logits for both models, log-softmax in double, KL and argmax per predicted position (rows
+ * stories260K (the copy in examples/ when the reference data is absent) is quantized (RTN w4 g32, gptq_v2,
+ * calibrated on tiny-calib.utf8) with the qcal binary; then `qcal eval --model Q --base FP --json` on
+ * tiny-eval.utf8 is compared with figures computed here from scratch: full-sequence logits of every window
+ * from qc_model_logits for both models, log-softmax in double, KL and argmax per predicted position (rows
  * 0..seqlen-2 of each window, the positions whose NLL enters the perplexity). Also: qc_eval_compare gives
  * the CLI's bits, its model and base figures are qc_eval_perplexity's bits, a model against itself gives
  * KL 0 and agreement 1 exactly, and different vocabularies are refused. */
@@ -19,16 +20,18 @@
 #define KL_RTOL  1e-6   /* the issue's bound: CLI vs direct (the head runs in 64-row chunks there, whole
                            windows here, so logits may differ in the last bits) */
 #define PPL_RTOL 1e-6   /* qcal sums the softmax's exps in float lanes (as qc_head_nll), here in double */
+#define JSON_RTOL 3e-16 /* cJSON prints 15 digits when they read back within DBL_EPSILON, else 17 */
 #define SEQLEN   256
 #define WINDOWS  6
 
 static const char *g_bin;
-static char *g_fp, *g_text, g_q[512];
+static char *g_fp, *g_calib, *g_text, g_q[512];
 
 static int setup(void **state) {
     (void)state;
     g_fp = qc_test_require("stories260K");
-    g_text = qc_test_require("text/tiny.utf8");
+    g_calib = qc_test_require("text/tiny-calib.utf8");
+    g_text = qc_test_require("text/tiny-eval.utf8");
     g_bin = getenv("QCAL_BIN");
     if (!g_bin || !*g_bin) {
         fprintf(stderr, "SKIP: QCAL_BIN (the qcal binary) not set\n");
@@ -38,7 +41,7 @@ static int setup(void **state) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
              "'%s' quantize --model '%s' --method rtn --bits 4 --group-size 32 --format gptq_v2 --calib '%s' "
-             "--nsamples 16 --seqlen 128 --out '%s' --quiet >/dev/null 2>&1", g_bin, g_fp, g_text, g_q);
+             "--nsamples 16 --seqlen 128 --out '%s' --quiet >/dev/null 2>&1", g_bin, g_fp, g_calib, g_q);
     if (system(cmd) != 0) {
         fprintf(stderr, "quantize failed: %s\n", cmd);
         return -1;
@@ -49,6 +52,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     free(g_fp);
+    free(g_calib);
     free(g_text);
     return 0;
 }
@@ -89,8 +93,8 @@ static double jnum(const cJSON *j, const char *key) {
 
 static void check_rel(const char *what, double got, double want, double rtol) {
     double d = fabs(got - want), scale = fabs(want) > 1e-300 ? fabs(want) : 1.0;
-    printf("  %-16s qcal %.12g  direct %.12g  rel diff %.2e\n", what, got, want, d / scale);
-    if (!(d <= rtol * scale)) fail_msg("%s: qcal %.12g, direct %.12g, rel diff %.3g > %.0e", what, got, want, d / scale, rtol);
+    printf("  %-30s %.12g vs %.12g  rel diff %.2e\n", what, got, want, d / scale);
+    if (!(d <= rtol * scale)) fail_msg("%s: %.12g vs %.12g, rel diff %.3g > %.0e", what, got, want, d / scale, rtol);
 }
 
 static int32_t *encode(const char *model_dir, size_t *n) {
@@ -177,26 +181,29 @@ static void test_kl_direct(void **state) {
         win_nll_b += nb / (T - 1);
     }
     qsort(kl, npos, sizeof(double), cmp_double);
-    printf("stories260K RTN w4 g32 vs F32, %d windows x %d on tiny.utf8:\n", WINDOWS, T);
+    printf("stories260K RTN w4 g32 vs F32, %d windows x %d on tiny-eval.utf8:\n", WINDOWS, T);
     assert_int_equal((int)jnum(j, "predicted"), npos);
-    check_rel("kl_divergence", jnum(j, "kl_divergence"), kl_sum / npos, KL_RTOL);
-    check_rel("kl_max", jnum(j, "kl_max"), kl[npos - 1], KL_RTOL);
-    check_rel("kl_p99", jnum(j, "kl_p99"), kl[(npos * 99 + 99) / 100 - 1], KL_RTOL);
+    check_rel("CLI vs direct: kl_divergence", jnum(j, "kl_divergence"), kl_sum / npos, KL_RTOL);
+    check_rel("CLI vs direct: kl_max", jnum(j, "kl_max"), kl[npos - 1], KL_RTOL);
+    check_rel("CLI vs direct: kl_p99", jnum(j, "kl_p99"), kl[(npos * 99 + 99) / 100 - 1], KL_RTOL);
     /* one near-tie may flip with the last bits of a logit */
-    check_rel("top1_agreement", jnum(j, "top1_agreement"), (double)agree / npos, 1.0 / agree);
-    check_rel("ppl", jnum(j, "ppl"), exp(win_nll_q / WINDOWS), PPL_RTOL);
-    check_rel("base_ppl", jnum(j, "base_ppl"), exp(win_nll_b / WINDOWS), PPL_RTOL);
+    check_rel("CLI vs direct: top1_agreement", jnum(j, "top1_agreement"), (double)agree / npos, 1.0 / agree);
+    check_rel("CLI vs direct: ppl", jnum(j, "ppl"), exp(win_nll_q / WINDOWS), PPL_RTOL);
+    check_rel("CLI vs direct: base_ppl", jnum(j, "base_ppl"), exp(win_nll_b / WINDOWS), PPL_RTOL);
     assert_true(jnum(j, "kl_divergence") > 1e-4); /* a real quantization, not a no-op */
 
-    /* the API gives the CLI's bits; its figures of each model are qc_eval_perplexity's */
+    /* the API gives the CLI's figures (to the JSON's last digit); its figures of each model are
+     * qc_eval_perplexity's bits */
     qc_eval_opts o = {.seqlen = T, .max_windows = WINDOWS};
     qc_eval_cmp_result c;
     qc_eval_result rq, rb;
     QC_CHECK_OK(qc_eval_compare(q, fp, ids, n_ids, &o, &c));
     QC_CHECK_OK(qc_eval_perplexity(q, ids, n_ids, &o, &rq));
     QC_CHECK_OK(qc_eval_perplexity(fp, ids, n_ids, &o, &rb));
-    assert_true(c.kl == jnum(j, "kl_divergence") && c.kl_max == jnum(j, "kl_max") && c.kl_p99 == jnum(j, "kl_p99"));
-    assert_true(c.top1_agreement == jnum(j, "top1_agreement"));
+    check_rel("API vs CLI: kl", c.kl, jnum(j, "kl_divergence"), JSON_RTOL);
+    check_rel("API vs CLI: kl_max", c.kl_max, jnum(j, "kl_max"), JSON_RTOL);
+    check_rel("API vs CLI: kl_p99", c.kl_p99, jnum(j, "kl_p99"), JSON_RTOL);
+    check_rel("API vs CLI: top1_agreement", c.top1_agreement, jnum(j, "top1_agreement"), JSON_RTOL);
     assert_true(c.model.ppl == rq.ppl && c.model.ppl_tokens == rq.ppl_tokens && c.model.top1 == rq.top1);
     assert_true(c.base.ppl == rb.ppl && c.base.ppl_tokens == rb.ppl_tokens && c.base.top1 == rb.top1);
     assert_int_equal(c.model.windows, WINDOWS);

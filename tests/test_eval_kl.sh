@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# qcal eval --base on stories260K: the lines it adds and where, the last line unchanged, --base == --model
-# gives 0 and 1, the same bytes for any thread count, a different tokenizer refused, exit statuses.
+# qcal eval --base on stories260K (the bundled copy, tiny-eval.utf8): the lines it adds and where, the last
+# line unchanged, --base == --model gives 0 and 1, the same bytes for any thread count, a different tokenizer
+# refused, exit statuses.
 # (The KL figures themselves are checked against a direct computation in test_eval_kl.c.)
 set -u
 Q=${QCAL_BIN:?QCAL_BIN not set}
-D=${QCAL_DATA:-../shared/data}
-FP="$D/stories260K" TXT="$D/text/tiny.utf8"
-if [[ ! -d "$FP" || ! -f "$TXT" ]]; then echo "SKIP: $FP or $TXT not found"; exit 77; fi
+. "$(dirname "$0")/data.sh"
+FP=$S260 TXT=$TINY_EVAL
+need_data "$FP" "$TXT" "$TINY"
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 pass=0; fail=0
 ok() { pass=$((pass+1)); }
 bad() { fail=$((fail+1)); echo "FAIL: $*"; }
 w=(--text "$TXT" --seqlen 256 --max-windows 4 --quiet)
 
-"$Q" quantize --model "$FP" --method rtn --bits 4 --group-size 32 --format gptq_v2 --calib "$TXT" --nsamples 16 \
+"$Q" quantize --model "$FP" --method rtn --bits 4 --group-size 32 --format gptq_v2 --calib "$TINY" --nsamples 16 \
     --seqlen 128 --out "$T/q" --quiet >/dev/null 2>"$T/err" && ok || { bad "quantize"; cat "$T/err"; }
 
 # the added lines come before the perplexity line, which is plain eval's, byte for byte
