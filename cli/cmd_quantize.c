@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "awq_format.h"
+#include "ckpt_check.h"
 #include "hf_hub.h"
 #include "qc_gpu.h"
 #include "eval.h"
@@ -338,6 +339,7 @@ static int run(int argc, char **argv) {
     qc_workdir wd = {.dirfd = -1};
     cJSON *fp = NULL, *rep = NULL;
     bool work_open = false;
+    int n_check_err = 0;   /* errors qcal check found in the written checkpoint */
     double t_start = qc_time_now();
     qc_status st = early_checks(&r, eval_files, n_eval, shard_mb);
     if (st == QC_OK) st = qc_run_resolve_model(r.model, &model_dir);
@@ -559,6 +561,10 @@ static int run(int argc, char **argv) {
     if (st == QC_OK) {
         fprintf(stderr, "wrote %s\n", r.out);
         if (!qc_cli_opt(k_opts, "keep-work")->set) qc_workdir_remove(&wd);
+        /* qcal check on what was written: an error fails the run, the checkpoint stays for inspection */
+        if ((st = qc_check_after_write(r.out, stderr, &n_check_err)) == QC_OK && n_check_err)
+            fprintf(stderr, "qcal quantize: qcal check found %d error(s) in %s (above); the checkpoint stays there\n",
+                    n_check_err, r.out);
     }
 out:;
     int sig = qc_cancel_requested();
@@ -586,7 +592,7 @@ out:;
     free(meta);
     free(work);
     qc_recipe_free(&r);
-    if (st == QC_OK) return QC_EXIT_OK;
+    if (st == QC_OK) return n_check_err ? QC_EXIT_ERROR : QC_EXIT_OK;
     if (sig && st == QC_ERR_CANCELLED) {
         fprintf(stderr, "qcal quantize: interrupted by signal %d (%s)\n", sig, strsignal(sig));
         return 128 + sig;
