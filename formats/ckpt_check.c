@@ -1074,6 +1074,18 @@ static void check_groups(chk *c) {
                 continue;
             break;
         }
+        /* vLLM and SGLang versions whose AWQ skip test is is_layer_skipped_awq (a substring of the fused
+         * prefix, not of each shard) need the fused name itself for a group kept in F16 */
+        if (c->method == M_AWQ && !g[a].experts && !m0->quantized && strcmp(last_comp(g[a].key), "w13") != 0) {
+            bool all_kept = true;
+            for (size_t i = a; i < b; i++) all_kept &= !c->mods[g[i].mod].quantized;
+            if (all_kept && !any_substr(c->mtnc, c->n_mtnc, g[a].key))
+                add(c, "declared-f16", QC_CHECK_WARNING, g[a].key, "kept in F16 but no modules_to_not_convert entry "
+                    "is a substring of this fused name: vLLM versions that match it per shard skip the layer, older "
+                    "vLLM and SGLang (is_layer_skipped_awq on the fused prefix) build it as an AWQ layer with no "
+                    "tensors; adding \"%s\" to the list is harmless for AutoAWQ and transformers",
+                    qc_ckpt_block_rel(g[a].key) ? qc_ckpt_block_rel(g[a].key) : g[a].key);
+        }
         /* vLLM asks `dynamic` about the fused name of a quantized q/k/v or gate/up group */
         if (c->method == M_GPTQ && !g[a].experts && m0->quantized && dyn_skips(c, g[a].key))
             add(c, "declared-f16", QC_CHECK_ERROR, g[a].key, "the shards are quantized but a `dynamic` \"-:\" rule "

@@ -37,13 +37,14 @@
  *                        desc_act=true with g_idx missing [E]; desc_act=false with g_idx missing [W];
  *                        desc_act=true with a trivial g_idx, or with group_size -1 [N]
  *   sym-zeros      [E]   sym=true: every zero point 2^(b-1) (stored 2^(b-1)-1 in v1); Marlin ignores qzeros
- *   declared-f16   [E]   kept (F16) in-block linears declared exactly as the loaders need: GPTQ
+ *   declared-f16   [E W] kept (F16) in-block linears declared exactly as the loaders need: GPTQ
  *                        modules_in_block_to_quantize (substring rule, optimum/vLLM) and a `dynamic` "-:"
  *                        rule per kept module (GPTQModel: re.match, the first matching rule decides; vLLM
  *                        also asks it about the fused qkv_proj/gate_up_proj); AWQ modules_to_not_convert
  *                        (AutoAWQ: substring of the block-relative name; vLLM: substring of the full path)
  *                        and the same `dynamic` rules (GPTQModel loads AWQ too). Quantized modules must not
- *                        be matched by any of them.
+ *                        be matched by any of them. [W] an AWQ q/k/v or gate/up group kept whole whose fused
+ *                        name (mlp.gate_up_proj) no entry matches: older vLLM and SGLang test that name.
  *   router         [E]   MoE router gates (mlp.gate, block_sparse_moe.gate, *.router) not quantized
  *   fused-bits     [E]   q/k/v, gate/up, w1/w3 and the experts of one layer all quantized or all F16, with
  *                        equal bits and group size (vLLM refuses mixed precision inside a fused layer)
