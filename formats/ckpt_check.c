@@ -56,7 +56,7 @@ typedef struct {
     const cJSON     *qc;              /* the quantization_config in use */
     int              method;
     int              bits, gs;
-    bool             desc_act, sym, sym_set, v2, static_groups, lm_head_q;
+    bool             desc_act, sym, sym_set, v2, static_groups, lm_head_q, zero_point;
     bool             mib_present, mtnc_present;
     const char     **mib, **mtnc;     /* borrowed from qc */
     size_t           n_mib, n_mtnc;
@@ -446,12 +446,15 @@ static void parse_awq(chk *c, const char *what) {
         add(c, "config-group", QC_CHECK_ERROR, "group_size", "group_size = %d: vLLM's awq needs a positive group size "
             "dividing in_features (spec B.1: never -1)", c->gs);
     bool zp = true;
+    c->zero_point = false;
     if (!cJSON_GetObjectItemCaseSensitive(q, "zero_point"))
         add(c, "config", QC_CHECK_ERROR, "zero_point", "quantization_config has no zero_point (vLLM's get_from_keys "
             "raises)");
     else if (get_bool(c, q, "zero_point", &zp) && !zp)
         add(c, "config-format", QC_CHECK_ERROR, "zero_point", "zero_point false: symmetric AWQ has no GEMM layout "
             "(AutoAWQ asserts zeros, vLLM has no kernel for it)");
+    else
+        c->zero_point = zp;
     static const char *const keys[] = {"version", "format", "backend"};
     for (int i = 0; i < 3; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(q, keys[i]);
@@ -1100,7 +1103,7 @@ static void check_groups(chk *c) {
  * awq_marlin.is_awq_marlin_compatible (uint4 with zero points); per layer verify_marlin_supports_shape. */
 static bool marlin_config_ok(const chk *c, const module *m) {
     if (c->method == M_GPTQ) return (m->bits == 4 || m->bits == 8) && m->sym && c->sym_set && marlin_group_ok(m->gs);
-    return m->bits == 4 && marlin_group_ok(m->gs);
+    return m->bits == 4 && c->zero_point && marlin_group_ok(m->gs);
 }
 
 typedef struct {
@@ -1251,49 +1254,42 @@ static void check_tokenizer(chk *c) {
 
 /* ---- finite ---- */
 
-/* Index of the first element whose exponent bits are all ones (inf or NaN), -1 when none; *nan says which.
- * Chunks are reduced without branches so the common all-finite case streams at memory speed. */
-static int64_t first_nonfinite(const qc_tensor *t, bool *nan) {
-    const unsigned char *p = t->data;
-    const size_t n = (size_t)t->numel, es = qc_dtype_size(t->dtype), chunk = 4096;
+/* Index of the first of the n elements at p (dtype dt) whose exponent bits are all ones (inf or NaN), -1 when
+ * none; *nan says which. Chunks are reduced without branches so the common all-finite case streams at memory
+ * speed. */
+static int64_t first_nonfinite(const unsigned char *p, size_t n, qc_dtype dt, bool *nan) {
+    const size_t es = qc_dtype_size(dt), chunk = 4096;
+    const uint64_t e = dt == QC_DTYPE_F16 ? 0x7c00u : dt == QC_DTYPE_BF16 ? 0x7f80u : es == 4 ? 0x7f800000u
+                                                                                          : 0x7ff0000000000000ull;
     for (size_t base = 0; base < n; base += chunk) {
         const size_t end = base + chunk < n ? base + chunk : n;
         unsigned bad = 0;
-        switch (t->dtype) {
-        case QC_DTYPE_F16:
-        case QC_DTYPE_BF16: {
-            const uint16_t mask = t->dtype == QC_DTYPE_F16 ? 0x7c00u : 0x7f80u;
+        if (es == 2) {
+            const uint16_t m = (uint16_t)e;
             for (size_t i = base; i < end; i++) {
                 uint16_t h;
                 memcpy(&h, p + 2 * i, 2);
-                bad |= (h & mask) == mask;
+                bad |= (h & m) == m;
             }
-            break;
-        }
-        case QC_DTYPE_F32:
+        } else if (es == 4) {
             for (size_t i = base; i < end; i++) {
                 uint32_t u;
                 memcpy(&u, p + 4 * i, 4);
                 bad |= (u & 0x7f800000u) == 0x7f800000u;
             }
-            break;
-        default:
+        } else {
             for (size_t i = base; i < end; i++) {
                 uint64_t u;
                 memcpy(&u, p + 8 * i, 8);
-                bad |= (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+                bad |= (u & e) == e;
             }
         }
         if (!bad) continue;
         for (size_t i = base; i < end; i++) {
             uint64_t u = 0;
-            memcpy(&u, p + es * i, es);
-            uint64_t e = es == 2 ? (t->dtype == QC_DTYPE_F16 ? 0x7c00u : 0x7f80u) : es == 4 ? 0x7f800000u
-                                                                                             : 0x7ff0000000000000ull;
-            uint64_t mant = es == 2 ? (t->dtype == QC_DTYPE_F16 ? 0x03ffu : 0x007fu) : es == 4 ? 0x007fffffu
-                                                                                                : 0x000fffffffffffffull;
+            memcpy(&u, p + es * i, es);   /* little-endian host: the low bytes */
             if ((u & e) == e) {
-                *nan = (u & mant) != 0;
+                *nan = (u & ((e | (e - 1)) & ~e)) != 0;   /* mantissa bits: the ones below the exponent */
                 return (int64_t)i;
             }
         }
@@ -1302,13 +1298,21 @@ static int64_t first_nonfinite(const qc_tensor *t, bool *nan) {
 }
 
 static void check_finite(chk *c) {
+    const size_t span = (size_t)32 << 20;   /* bytes scanned before their pages are dropped */
     for (size_t i = 0; i < qc_weights_count(c->w); i++) {
         const qc_tensor *t = qc_weights_get(c->w, i);
         if (!is_float(t->dtype) || !t->data) continue;
+        const size_t es = qc_dtype_size(t->dtype), per = span / es, n = (size_t)t->numel;
+        const unsigned char *p = t->data;
         bool nan = false;
-        int64_t at = first_nonfinite(t, &nan);
+        int64_t at = -1;
+        for (size_t first = 0; first < n && at < 0; first += per) {
+            const size_t cnt = n - first < per ? n - first : per;
+            int64_t j = first_nonfinite(p + first * es, cnt, t->dtype, &nan);
+            if (j >= 0) at = (int64_t)first + j;
+            qc_mmap_drop_pages(p + first * es, cnt * es);   /* the resident set stays ~span on any model */
+        }
         c->r->bytes_scanned += t->nbytes;
-        qc_tensor_drop_pages(t);
         if (at < 0) continue;
         char where[96];
         if (t->ndim == 2)
