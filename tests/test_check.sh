@@ -187,6 +187,8 @@ mk g1 gidxrange "put('$G', 3, struct.pack('<i', 7))"
 expect gidxrange 1 gidx-desc-act error "$G"
 mk v2 nogidx "drop('$G')"
 expect nogidx 1 gidx-desc-act error model.layers.0.self_attn.q_proj
+mk g1 nogidx1 "drop('$G')"
+expect nogidx1 0 gidx-desc-act warning model.layers.0.self_attn.q_proj
 
 # ---- sym-zeros ----
 mk g1 zeros "put('model.layers.1.self_attn.v_proj.qzeros', 0, struct.pack('<I', 0x77777778))"
@@ -246,6 +248,10 @@ mk g1 tgi 't["gptq_bits"] = ["I32", [1], struct.pack("<i", 4)]'
 expect tgi 1 tensors error gptq_bits
 mk awq awqgidx 't["model.layers.0.self_attn.q_proj.g_idx"] = ["I32", [64], bytes(256)]'
 expect awqgidx 1 tensors error model.layers.0.self_attn.q_proj.g_idx
+mk g1 bf16scale 't["model.layers.0.self_attn.q_proj.scales"][0] = "BF16"'
+expect bf16scale 0 shapes warning model.layers.0.self_attn.q_proj.scales
+mk g1 outside 'rename("model.layers.0.self_attn.q_proj", "model.extra_proj")'
+expect outside 1 tensors error model.extra_proj
 mk g1 badscale 't["model.layers.0.self_attn.q_proj.scales"][0] = "I16"'
 expect badscale 1 shapes error model.layers.0.self_attn.q_proj
 
