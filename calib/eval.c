@@ -7,7 +7,7 @@
 #include <string.h>
 
 /* Rows of logits alive at once per model. The head runs on chunks of this many rows from row 0 of the
- * window, as qc_head_nll does, so the logits and the NLLs have the bits qc_head_nll would give. */
+ * window (the bits perplexity had before eval.c computed KL too). */
 #define EVAL_CHUNK 64
 
 /* One model run over the windows, with its running sums. */
@@ -34,7 +34,7 @@ typedef struct {
     double         kl[EVAL_CHUNK];
 } rows_ctx;
 
-/* -log softmax(l)[target] as qc_head_nll computes it: exp of non-positive floats summed in float lanes
+/* -log softmax(l)[target]: exp of non-positive floats summed in float lanes
  * of 8, then in double; argmax ties go to the lowest index. */
 static double row_nll(const float *l, int vocab, int target, float *mx_out, int *argmax) {
     float mx = l[0];

@@ -11,8 +11,6 @@
 /* Query rows are processed in blocks so the score matrix is [ATTN_BLOCK, T], not [T, T], and keys
  * past the block's last row are never computed. */
 #define ATTN_BLOCK 256
-/* Rows of logits alive at once in qc_head_nll. */
-#define HEAD_CHUNK 64
 /* The work split of a linear, fixed by shapes so that no bit depends on the batch or the thread
  * count: rows in sequences of `period` rows (the last may be shorter), each cut into blocks of
  * LIN_ROWS rows from its first row; output features in blocks of LIN_COLS. One block is one task and
@@ -676,7 +674,6 @@ qc_status qc_model_final_norm(const qc_model *m, float *x, int n) {
 struct qc_head {
     int vocab, d;
     float *w;      /* (rows = vocab, cols = d), row-major */
-    float *chunk;  /* [HEAD_CHUNK, vocab] */
 };
 
 qc_status qc_head_load(const qc_model *m, qc_head **out) {
@@ -685,9 +682,7 @@ qc_status qc_head_load(const qc_model *m, qc_head **out) {
     if (!h) return qc_fail(QC_ERR_NOMEM, "out of memory");
     h->vocab = m->cfg.vocab_size;
     h->d = m->cfg.hidden_size;
-    h->chunk = qc_aligned_alloc((size_t)HEAD_CHUNK * h->vocab * sizeof(float));
-    qc_status st = h->chunk ? load_f32(m, m->lm_head->name, &h->w)
-                            : qc_fail(QC_ERR_NOMEM, "out of memory for logits");
+    qc_status st = load_f32(m, m->lm_head->name, &h->w);
     if (st == QC_OK && m->round_f16)
         for (size_t i = 0; i < (size_t)h->vocab * h->d; i++) h->w[i] = qc_fp16_to_f32(qc_f32_to_fp16(h->w[i]));
     if (st != QC_OK) {
@@ -701,7 +696,6 @@ qc_status qc_head_load(const qc_model *m, qc_head **out) {
 void qc_head_free(qc_head *h) {
     if (!h) return;
     qc_aligned_free(h->w);
-    qc_aligned_free(h->chunk);
     free(h);
 }
 
@@ -709,60 +703,6 @@ int qc_head_vocab(const qc_head *h) { return h->vocab; }
 
 void qc_head_logits(const qc_head *h, const float *x, int n, float *logits) {
     linear(logits, x, h->w, NULL, n, n, h->vocab, h->d);
-}
-
-/* The loss of one row of logits (the logits of a chunk are computed first, then these run per row on
- * the pool; the sum over rows is taken in row order after). */
-typedef struct {
-    const qc_head *h;
-    const int32_t *targets; /* the chunk's */
-    double         nll[HEAD_CHUNK];
-    int            argmax[HEAD_CHUNK];
-} nll_ctx;
-
-static void nll_task(void *user, int i) {
-    nll_ctx *c = user;
-    const qc_head *h = c->h;
-    const float *l = h->chunk + (size_t)i * h->vocab;
-    float mx = l[0];
-    int am = 0;
-    for (int j = 1; j < h->vocab; j++)
-        if (l[j] > mx) { mx = l[j]; am = j; }
-    /* exp of non-positive floats summed in float lanes of 8, then in double: well inside 1e-6
-     * relative of an all-double sum for vocabularies up to millions */
-    float lane[8] = {0};
-    int j = 0;
-    for (; j + 8 <= h->vocab; j += 8)
-        for (int k = 0; k < 8; k++) lane[k] += expf(l[j + k] - mx);
-    double sum = 0.0;
-    for (int k = 0; k < 8; k++) sum += lane[k];
-    for (; j < h->vocab; j++) sum += expf(l[j] - mx);
-    c->nll[i] = log(sum) - (double)(l[c->targets[i]] - mx);
-    c->argmax[i] = am;
-}
-
-qc_status qc_head_nll(const qc_head *h, const float *x, const int32_t *targets, int n, double *nll_sum,
-                      int *n_correct) {
-    double total = 0.0;
-    int correct = 0;
-    nll_ctx c = {.h = h};
-    for (int r0 = 0; r0 < n; r0 += HEAD_CHUNK) {
-        int nr = n - r0 < HEAD_CHUNK ? n - r0 : HEAD_CHUNK;
-        for (int i = 0; i < nr; i++)
-            if (targets[r0 + i] < 0 || targets[r0 + i] >= h->vocab)
-                return qc_fail(QC_ERR_ARG, "target token %d outside the vocabulary [0, %d)", targets[r0 + i], h->vocab);
-        qc_head_logits(h, x + (size_t)r0 * h->d, nr, h->chunk);
-        c.targets = targets + r0;
-        qc_par_for_work(nr, nll_task, &c, 8.0 * nr * (double)h->vocab);
-        for (int i = 0; i < nr; i++) {
-            if (!isfinite(c.nll[i])) return qc_fail(QC_ERR_NUMERIC, "non-finite loss at row %d", r0 + i);
-            total += c.nll[i];
-            correct += c.argmax[i] == targets[r0 + i];
-        }
-    }
-    *nll_sum = total;
-    if (n_correct) *n_correct = correct;
-    return QC_OK;
 }
 
 qc_status qc_model_run_layers(const qc_model *m, qc_fwd *f, const qc_layer *layers, float *x, int nseq, int T) {

@@ -127,10 +127,6 @@ qc_status qc_head_load(const qc_model *m, qc_head **out);
 void      qc_head_free(qc_head *h);
 /* logits[n, vocab] = x[n, d] . lm_head^T for final-normed rows x. */
 void      qc_head_logits(const qc_head *h, const float *x, int n, float *logits);
-/* Sum over rows r of -log softmax(logits_r)[target_r], for x[n, d]; computed in row chunks so only
- * chunk x vocab logits are alive. Also counts rows whose argmax equals the target (may be NULL). */
-qc_status qc_head_nll(const qc_head *h, const float *x, const int32_t *targets, int n, double *nll_sum,
-                      int *n_correct);
 int       qc_head_vocab(const qc_head *h);
 
 /* The softmax's exp for x <= 0 (vectorizable; relative error < 3e-7 against exp; 0 below -87). */

@@ -19,7 +19,7 @@
 
 #define KL_RTOL  1e-6   /* the issue's bound: CLI vs direct (the head runs in 64-row chunks there, whole
                            windows here, so logits may differ in the last bits) */
-#define PPL_RTOL 1e-6   /* qcal sums the softmax's exps in float lanes (as qc_head_nll), here in double */
+#define PPL_RTOL 1e-6   /* qcal sums the softmax's exps in float lanes, here in double */
 #define JSON_RTOL 3e-16 /* cJSON prints 15 digits when they read back within DBL_EPSILON, else 17 */
 #define SEQLEN   256
 #define WINDOWS  6
