@@ -325,6 +325,29 @@ static qc_status check_not_convert(const qc_ckpt_modules *m, const qc_strset *en
     return QC_OK;
 }
 
+/* Older vLLM and SGLang test modules_to_not_convert against the fused name (mlp.gate_up_proj,
+ * self_attn.qkv_proj) only, so a fused group kept whole is also listed by that name; AutoAWQ and newer vLLM,
+ * which test each shard, are not affected. urel and qrel hold block-relative names. */
+static qc_status add_fused_names(qc_strset *urel, const qc_strset *qrel) {
+    char name[1024];
+    size_t n = urel->n;
+    for (size_t u = 0; u < n; u++) {
+        size_t base;
+        const char *fused = fused_of(urel->v[u], &base);
+        bool partner_quantized = false;
+        for (size_t f = 0; fused && f < sizeof k_fused / sizeof *k_fused; f++)
+            if (strcmp(k_fused[f][1], fused) == 0 &&
+                (size_t)snprintf(name, sizeof name, "%.*s%s", (int)base, urel->v[u], k_fused[f][0]) < sizeof name)
+                partner_quantized |= qc_strset_has(qrel, name);
+        if (!fused || partner_quantized) continue;
+        if ((size_t)snprintf(name, sizeof name, "%.*s%s", (int)base, urel->v[u], fused) >= sizeof name ||
+            !qc_strset_add(urel, name))
+            return qc_fail(QC_ERR_NOMEM, "out of memory");
+    }
+    qc_strset_sort(urel);
+    return QC_OK;
+}
+
 static cJSON *string_array(const qc_strset *s) {
     cJSON *a = cJSON_CreateArray();
     for (size_t i = 0; a && i < s->n; i++) {
@@ -388,7 +411,8 @@ qc_status qc_awq_write_checkpoint(const char *out_dir, const char *model_dir, co
      * substrings of the block-relative names of each block's linears, vLLM and transformers of the full
      * paths, so only these names work in all three. */
     qc_strset qrel = {0}, urel = {0};
-    if ((st = qc_ckpt_block_lists(m, &qrel, &urel)) == QC_OK && (st = check_not_convert(m, &urel)) == QC_OK &&
+    if ((st = qc_ckpt_block_lists(m, &qrel, &urel)) == QC_OK && (st = add_fused_names(&urel, &qrel)) == QC_OK &&
+        (st = check_not_convert(m, &urel)) == QC_OK &&
         !make_configs(cfg, m, &urel, qc_ckpt_extra_meta(c), &qcfg, &legacy))
         st = qc_fail(QC_ERR_NOMEM, "quantization_config: out of memory");
     qc_strset_free(&qrel);

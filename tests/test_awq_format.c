@@ -737,6 +737,14 @@ static void test_ckpt_modules_to_not_convert(void **state) {
     const char *kp[] = {"self_attn.k_proj"};
     expect_not_convert(&c, kp, 1);
     ckpt_free(&c);
+    /* gate_proj and up_proj kept together: older vLLM and SGLang ask about the fused gate_up_proj only */
+    ckpt_make(&c, &(ckpt_opts){.group_size = 32});
+    add_float_part(&c, "gate.safetensors", "model.layers.0.mlp.gate_proj.weight", I, D);
+    add_float_part(&c, "up.safetensors", "model.layers.0.mlp.up_proj.weight", I, D);
+    QC_CHECK_OK(ckpt_write(&c, 0, false));
+    const char *gu[] = {"mlp.gate_proj", "mlp.gate_up_proj", "mlp.up_proj"};
+    expect_not_convert(&c, gu, 3);
+    ckpt_free(&c);
     /* kept in one block and quantized in another: AutoAWQ's per-block names cannot say that */
     ckpt_make(&c, &(ckpt_opts){.group_size = 32});
     add_float_part(&c, "qproj.safetensors", "model.layers.2.self_attn.q_proj.weight", D, D);
