@@ -98,8 +98,8 @@ static const char *const k_top_keys[QC_RK_COUNT + 1] = {
     NULL,
 };
 
-enum { SK_PATH, SK_FORMAT, SK_FIELD, SK_SPLIT, SK_WEIGHT, SK_COUNT };
-static const char *const k_src_keys[SK_COUNT + 1] = {"path", "format", "field", "split", "weight", NULL};
+enum { SK_PATH, SK_FORMAT, SK_FIELD, SK_SPLIT, SK_WEIGHT, SK_HOLDOUT, SK_COUNT };
+static const char *const k_src_keys[SK_COUNT + 1] = {"path", "format", "field", "split", "weight", "holdout", NULL};
 enum { EK_TEXT, EK_SEQLEN, EK_COUNT };
 static const char *const k_eval_keys[EK_COUNT + 1] = {"text", "seqlen", NULL};
 
@@ -421,6 +421,9 @@ static const char *bad_eval_seqlen(long long n) {
 }
 static const char *bad_damp(double x) { return (x > 0 && x < 1) ? NULL : "is not in (0, 1) (both ends excluded)"; }
 static const char *bad_weight(double x) { return (isfinite(x) && x > 0) ? NULL : "is not a finite number > 0"; }
+static const char *bad_holdout(long long n) {
+    return (n == 0 || (n >= 2 && n <= MAX_INT)) ? NULL : "is not 0 (no holdout) or in [2, 1048576] (every N-th document held out)";
+}
 
 static qc_status get_checked_int(const val *v, const char *(*bad)(long long), int *out) {
     long long x = 0;
@@ -456,6 +459,7 @@ static void source_default(qc_calib_source *c, char *path) {
     c->field = (char *)k_text;
     c->split = (char *)k_splits[0];       /* line */
     c->weight = 1.0;
+    c->holdout = 0;
 }
 
 static void sources_replace(qc_recipe *r, qc_calib_source *src, int n) {
@@ -546,13 +550,13 @@ static qc_status apply_value(qc_recipe *r, qc_recipe_key k, const val *v, const 
 /* ---- YAML: events -> node tree (anchors, aliases, tags refused; depth capped) ---- */
 typedef enum { YN_SCALAR, YN_SEQ, YN_MAP } yn_kind;
 
-typedef struct ynode {
+typedef struct qc_ynode {
     yn_kind      kind;
     yaml_mark_t  mark;
     char        *s;     /* scalar text, NUL-terminated at len */
     size_t       len;
     bool         plain;
-    struct ynode  **kid;   /* SEQ: items; MAP: key, value, key, value, ... */
+    struct qc_ynode **kid; /* SEQ: items; MAP: key, value, key, value, ... */
     size_t       n, cap;
 } ynode;
 
@@ -780,7 +784,8 @@ static qc_status parse_source(const ctx *c, const ynode *item, int idx, qc_calib
         loc_of(c, n, loc, sizeof loc);
         if (n->kind != YN_SCALAR) {
             static const char *const want[SK_COUNT] = {"a path", "one of: auto, text, jsonl, json, parquet", "a string",
-                                                       "one of: line, paragraph, file", "a number > 0"};
+                                                       "one of: line, paragraph, file", "a number > 0",
+                                                       "an integer (0 or >= 2)"};
             return fail_at(c->what, n->mark, "%s: expected %s, got %s", name, want[k], kind_name(n));
         }
         val v = val_of(n, loc, name);
@@ -798,6 +803,7 @@ static qc_status parse_source(const ctx *c, const ynode *item, int idx, qc_calib
             if ((st = get_string(&v, &s)) == QC_OK) out->field = s;
             break;
         case SK_WEIGHT: st = get_checked_real(&v, bad_weight, &out->weight); break;
+        case SK_HOLDOUT: st = get_checked_int(&v, bad_holdout, &out->holdout); break;
         }
         if (st != QC_OK) return st;
     }
@@ -942,6 +948,57 @@ static qc_status load_buf(qc_recipe *r, const char *buf, size_t len, const char 
     st = apply_tree(&c, root);
     yn_free(root);
     return st;
+}
+
+/* ---- public: the YAML tree for files that embed recipes ---- */
+qc_status qc_yaml_parse(const char *buf, size_t len, const char *what, qc_ynode **root) {
+    return build_tree(buf, len, what ? what : "<yaml>", root);
+}
+void qc_yaml_free(qc_ynode *root) { yn_free(root); }
+qc_yaml_kind qc_ynode_kind(const qc_ynode *n) {
+    return n->kind == YN_SEQ ? QC_YAML_SEQ : n->kind == YN_MAP ? QC_YAML_MAP : QC_YAML_SCALAR;
+}
+size_t qc_ynode_count(const qc_ynode *n) { return n->kind == YN_MAP ? n->n / 2 : n->kind == YN_SEQ ? n->n : 0; }
+const qc_ynode *qc_ynode_item(const qc_ynode *n, size_t i) {
+    QC_ASSERT(i < qc_ynode_count(n));
+    return n->kind == YN_MAP ? n->kid[2 * i] : n->kid[i];
+}
+const qc_ynode *qc_ynode_value(const qc_ynode *n, size_t i) {
+    QC_ASSERT(n->kind == YN_MAP && i < qc_ynode_count(n));
+    return n->kid[2 * i + 1];
+}
+const char *qc_ynode_str(const qc_ynode *n, bool *plain) {
+    if (plain) *plain = n->plain;
+    return n->kind == YN_SCALAR ? n->s : NULL;
+}
+bool qc_ynode_null(const qc_ynode *n) { return node_null(n); }
+const char *qc_ynode_where(const qc_ynode *n, const char *what, char *buf, size_t size) {
+    snprintf(buf, size, "%s:%zu:%zu", what, n->mark.line + 1, n->mark.column + 1);
+    return buf;
+}
+int qc_recipe_key_find(const char *name) { return key_find(k_top_keys, name, strlen(name)); }
+const char *qc_recipe_key_name(int key) { return key >= 0 && key < QC_RK_COUNT ? k_keys[key].name : NULL; }
+
+qc_status qc_recipe_apply_yaml(qc_recipe *r, const qc_ynode *map, const char *what, const char *base_dir) {
+    ctx c = {r, what, base_dir};
+    return apply_tree(&c, map);
+}
+
+qc_status qc_recipe_apply_yaml_key(qc_recipe *r, int key, const qc_ynode *n, const char *what, const char *base_dir) {
+    QC_ASSERT(key >= 0 && key < QC_RK_COUNT);
+    ctx c = {r, what, base_dir};
+    qc_recipe_key k = (qc_recipe_key)key;
+    if (k_keys[k].type == T_CALIB) return apply_calib(&c, n);
+    if (k_keys[k].type == T_EVAL) return apply_eval(&c, n);
+    if (n->kind != YN_SCALAR) {
+        char buf[160];
+        return fail_at(what, n->mark, "%s: expected %s, got %s", k_keys[k].name, expected(k, buf, sizeof buf),
+                       kind_name(n));
+    }
+    char loc[2048];
+    loc_of(&c, n, loc, sizeof loc);
+    val v = val_of(n, loc, k_keys[k].name);
+    return apply_value(r, k, &v, base_dir);
 }
 
 /* ---- public: init, free, load, set ---- */
@@ -1105,6 +1162,8 @@ qc_status qc_recipe_validate(qc_recipe *r) {
                            "auto, text, jsonl, json, parquet", "line, paragraph, file");
         if ((why = bad_weight(s->weight)))
             return qc_fail(QC_ERR_FORMAT, "calib[%d].weight: %g %s", i, s->weight, why);
+        if ((why = bad_holdout(s->holdout)))
+            return qc_fail(QC_ERR_FORMAT, "calib[%d].holdout: %d %s", i, s->holdout, why);
     }
     if (r->n_eval < 0 || r->n_eval > QC_RECIPE_MAX_EVALS)
         return qc_fail(QC_ERR_FORMAT, "eval: at most %d texts, has %d", QC_RECIPE_MAX_EVALS, r->n_eval);
@@ -1220,6 +1279,7 @@ static char *canonical(const qc_recipe *r, bool for_hash) {
         if (!ok) cJSON_Delete(e);
         ok = ok && add_str(e, "path", c->path) && add_str(e, "format", c->format) && add_str(e, "field", c->field) &&
              add_str(e, "split", c->split) && cJSON_AddNumberToObject(e, "weight", c->weight);
+        if (ok && c->holdout) ok = cJSON_AddNumberToObject(e, "holdout", c->holdout) != NULL;
     }
     if (!for_hash) {
         ok = ok && add_str(o, "out", r->out) && add_str(o, "device", r->device);
@@ -1317,6 +1377,7 @@ char *qc_recipe_to_yaml(const qc_recipe *r) {
         sb_printf(&b, "\n    split: %s\n    weight: ", c->split);
         sb_real(&b, c->weight);
         sb_printf(&b, "\n");
+        if (c->holdout) sb_printf(&b, "    holdout: %d\n", c->holdout);
     }
     sb_printf(&b, "sampling: %s\nnsamples: %d\nseqlen: %d\nseed: %" PRIu64 "\nformat: %s\ndevice: %s\neval:%s\n",
               r->sampling, r->nsamples, r->seqlen, r->seed, r->format, r->device, r->n_eval ? "" : " []");
@@ -1373,6 +1434,7 @@ static const char k_example[] =
     "    field: text        # the JSON key or Parquet column holding the text\n"
     "    split: line        # text files: one document per line | paragraph | file\n"
     "    weight: 1          # relative share of the samples, > 0\n"
+    "    # holdout: 10      # never sample documents i % 10 == 9 (0-based): they stay held out for evaluation\n"
     "# sampling: gptq       # gptq: random windows of random long documents (GPTQ paper)\n"
     "#                      # awq: documents concatenated and cut into blocks (default for awq)\n"
     "nsamples: 128          # calibration samples, >= 1\n"

@@ -45,6 +45,9 @@
  * what is measured afterwards). Paths are hashed as resolved (absolute), so the same recipe with a
  * relative local model path hashes differently in another directory; hf:// references do not.
  *
+ * A calibration source's "holdout" enters the canonical JSON (and so the hash) only when it is set
+ * (>= 2), so recipes written before the key existed keep their hashes.
+ *
  * Ownership: the recipe owns every string in it (qc_recipe_free releases them). Enumerated values
  * (method, sampling, format, device "cpu"/"cuda", calib format/split) and the defaults point to the
  * library's constant strings; change values with qc_recipe_set rather than by assignment. A recipe
@@ -80,6 +83,8 @@ typedef struct qc_calib_source {
     char  *field;    /* JSON key / Parquet column, default "text" */
     char  *split;    /* text files: "line" (default), "paragraph", "file" */
     double weight;   /* relative share of the samples in a mixture, > 0, default 1 */
+    int    holdout;  /* 0 (default): every document; N >= 2: documents i % N == N - 1 are never sampled
+                        (kept for evaluation, see docs.h); in the hash only when set */
 } qc_calib_source;
 
 typedef struct qc_eval_text {
@@ -147,6 +152,32 @@ void      qc_recipe_hash(const qc_recipe *r, char out[65]);
 char     *qc_recipe_to_yaml(const qc_recipe *r);
 /* A commented YAML recipe listing every key with its default. */
 const char *qc_recipe_example(void);
+
+/* ---- the YAML reader, for files that embed recipes (`qcal experiment`) ----
+ * The same strict reader as recipes: one document, no anchors, aliases, tags; a tree of scalars, lists
+ * and mappings (duplicate keys are the embedding parser's to refuse). Errors and every message about a
+ * node carry "<what>:<line>:<col>: " of the node. The tree owns its strings; qc_yaml_free frees it. */
+typedef struct qc_ynode qc_ynode;
+typedef enum { QC_YAML_SCALAR = 0, QC_YAML_SEQ = 1, QC_YAML_MAP = 2 } qc_yaml_kind;
+qc_status       qc_yaml_parse(const char *buf, size_t len, const char *what, qc_ynode **root); /* NULL root: empty */
+void            qc_yaml_free(qc_ynode *root);
+qc_yaml_kind    qc_ynode_kind(const qc_ynode *n);
+size_t          qc_ynode_count(const qc_ynode *n);               /* SEQ: items; MAP: pairs; SCALAR: 0 */
+const qc_ynode *qc_ynode_item(const qc_ynode *n, size_t i);      /* SEQ item i; MAP: key i */
+const qc_ynode *qc_ynode_value(const qc_ynode *n, size_t i);     /* MAP: value of pair i */
+const char     *qc_ynode_str(const qc_ynode *n, bool *plain);    /* SCALAR text (NUL-terminated) */
+bool            qc_ynode_null(const qc_ynode *n);                /* a plain null scalar (~, null, empty) */
+/* "<what>:<line>:<col>" of the node into buf. */
+const char     *qc_ynode_where(const qc_ynode *n, const char *what, char *buf, size_t size);
+/* Recipe key index (QC_RK_*) of a name in the recipe spelling, -1 when not a key. */
+int             qc_recipe_key_find(const char *name);
+const char     *qc_recipe_key_name(int key);
+/* Applies a recipe mapping (as a recipe file's top level) or one key's value node to r, exactly as
+ * qc_recipe_load would: the same checks and messages, located in `what`; relative paths are relative to
+ * base_dir (absolute). The calib and eval values replace the current lists. */
+qc_status qc_recipe_apply_yaml(qc_recipe *r, const qc_ynode *map, const char *what, const char *base_dir);
+qc_status qc_recipe_apply_yaml_key(qc_recipe *r, int key, const qc_ynode *value, const char *what,
+                                   const char *base_dir);
 
 #ifdef __cplusplus
 }

@@ -73,6 +73,7 @@ qc_status qc_run_calib(const qc_recipe *r, const qc_tokenizer *tok, bool quiet, 
             st = qc_fail(QC_ERR_ARG, "calibration source %s: unknown format '%s'", s->path, s->format);
         src[i].docs.field = s->field;
         src[i].docs.split = s->split;
+        src[i].docs.holdout = s->holdout; /* held-out documents are never sampled */
         src[i].weight = s->weight;
         if (!quiet && st == QC_OK)
             QC_LOGI("calibration source %d/%d: %s%s%s", i + 1, r->n_calib, s->path,

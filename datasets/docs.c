@@ -31,6 +31,9 @@ struct qc_docs {
     int            split;
     char          *field;
     int64_t        index;      /* documents returned */
+    int64_t        raw;        /* documents read, before the holdout filter */
+    int            holdout;    /* qc_docs_opts.holdout, heldout */
+    bool           heldout;
     int64_t        line;       /* lines consumed (text/jsonl) */
     qc_status      sticky;     /* an error is repeated by every later call */
     char          *sticky_msg;
@@ -642,11 +645,14 @@ static qc_status docs_open(const char *name, const void *mem, size_t mem_len, bo
         return qc_fail(QC_ERR_ARG, "%s: unknown document format %d", name, (int)fmt);
     const char *field = opts->field ? opts->field : "text";
     if (!*field) return qc_fail(QC_ERR_ARG, "%s: empty field name", name);
+    if (opts->holdout < 0) return qc_fail(QC_ERR_ARG, "%s: holdout %d is negative", name, opts->holdout);
 
     qc_docs *r = calloc(1, sizeof *r);
     if (!r) return qc_fail(QC_ERR_NOMEM, "%s: out of memory", name);
     r->fd = -1;
     r->split = split;
+    r->holdout = opts->holdout;
+    r->heldout = opts->heldout;
     r->name = qc_strdup(name);
     r->field = qc_strdup(field);
     qc_status st = QC_OK;
@@ -726,7 +732,20 @@ qc_status qc_docs_open_mem(const void *buf, size_t len, const char *name, const 
     return docs_open(name ? name : "<buffer>", buf, len, true, opts, out);
 }
 
+static qc_status docs_next(qc_docs *r, const char **doc, size_t *len);
+
+/* The holdout filter: documents are numbered in the reader's order before it (docs.h). */
 qc_status qc_docs_next(qc_docs *r, const char **doc, size_t *len) {
+    for (;;) {
+        qc_status st = docs_next(r, doc, len);
+        if (st != QC_OK || !*doc || r->holdout < 2) return st;
+        bool held = r->raw++ % r->holdout == r->holdout - 1;
+        if (held == r->heldout) return QC_OK;
+        r->index--; /* not returned */
+    }
+}
+
+static qc_status docs_next(qc_docs *r, const char **doc, size_t *len) {
     *doc = NULL;
     *len = 0;
     if (r->sticky != QC_OK) return qc_fail(r->sticky, "%s", r->sticky_msg ? r->sticky_msg : "earlier error");

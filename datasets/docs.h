@@ -41,6 +41,10 @@ typedef struct qc_docs_opts {
     qc_docs_format format;
     const char    *field;   /* JSON key / Parquet column; NULL = "text" */
     const char    *split;   /* text only: "line" (NULL), "paragraph" or "file" */
+    int            holdout; /* 0 or 1: every document; N >= 2: document i (0-based, in the reader's order)
+                               is held out when i % N == N - 1, e.g. for evaluation text never calibrated on */
+    bool           heldout; /* with holdout >= 2: false = skip the held-out documents (calibration),
+                               true = return only them (evaluation) */
 } qc_docs_opts;
 
 typedef struct qc_docs qc_docs;
@@ -48,7 +52,7 @@ typedef struct qc_docs qc_docs;
 qc_status qc_docs_open(const char *path, const qc_docs_opts *opts, qc_docs **out);
 /* Next document, or *doc = NULL at the end. */
 qc_status qc_docs_next(qc_docs *r, const char **doc, size_t *len);
-/* Documents returned so far. */
+/* Documents returned so far (after the holdout filter). */
 int64_t   qc_docs_index(const qc_docs *r);
 void      qc_docs_free(qc_docs *r);
 /* "text", "jsonl", ... for messages; parses the recipe spelling ("auto" too). */

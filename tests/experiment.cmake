@@ -1,0 +1,3 @@
+# qcal experiment: grids of quantization runs, their evaluations and result tables (cli/experiment.h);
+# the held-out documents a shipped experiment evaluates on (datasets/docs.h holdout, calib[].holdout).
+qc_test(test_holdout test_holdout.c LABELS unit)
