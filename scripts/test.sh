@@ -14,17 +14,30 @@ jobs=$(nproc 2>/dev/null || echo 2)
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 total_pass=0; total_fail=0
 skipped=()
-# note_skipped BUILD_DIR: each test of the last ctest run that did not run, with the SKIP line it printed
+# note_skipped BUILD_DIR: each test of the last ctest run that did not run, with the SKIP line it printed,
+# and each test that ran but skipped some of its cases (a SKIP line in its output), with those lines
 note_skipped() {
     local dir=$1 name reason
-    while IFS= read -r name; do
+    local notrun; notrun=$(sed -n 's/^[[:space:]]*[0-9][0-9]* - \(.*\) (\(Skipped\|Not Run\|Disabled\))$/\1/p' "$log")
+    while IFS=$'\t' read -r name reason; do
         [[ -n $name ]] || continue
-        reason=$(awk -v n="$name" '
-            /^[0-9]+\/[0-9]+ Test: / { t = $0; sub(/^[0-9]+\/[0-9]+ Test: /, "", t); on = (t == n); out = 0; next }
-            on && /^Output:$/ { out = 1; next }
-            on && out && /SKIP/ { sub(/^.*SKIP[^:]*: */, ""); print; exit }' "$dir/Testing/Temporary/LastTest.log" 2>/dev/null)
-        skipped+=("$(printf '%-32s %s' "$name" "${reason:-(it printed no reason)}")")
-    done < <(sed -n 's/^[[:space:]]*[0-9][0-9]* - \(.*\) (\(Skipped\|Not Run\|Disabled\))$/\1/p' "$log")
+        if grep -qxF "$name" <<<"$notrun"; then
+            skipped+=("$(printf '%-32s %s' "$name" "$reason")")
+        else
+            skipped+=("$(printf '%-32s %s' "$name (some cases)" "$reason")")
+        fi
+    done < <(awk '
+        /^[0-9]+\/[0-9]+ Test: / { t = $0; sub(/^[0-9]+\/[0-9]+ Test: /, "", t); out = 0; next }
+        /^Output:$/ { out = 1; next }
+        /^<end of output>$/ { out = 0; next }
+        out && /^ *SKIP/ { r = $0; sub(/^ *SKIP[^:]*: */, "", r); said[t] = 1; if (!((t, r) in seen)) { seen[t, r] = 1; print t "\t" r } }
+        out && /^\[  SKIPPED \] [A-Za-z0-9_]+$/ { c = $0; sub(/^\[  SKIPPED \] /, "", c); cases[t] = cases[t] " " c }
+        END { for (t in cases) if (!(t in said)) print t "\tcases skipped without a reason:" cases[t] }' \
+        "$dir/Testing/Temporary/LastTest.log" 2>/dev/null)
+    while IFS= read -r name; do   # skipped without saying why
+        [[ -n $name ]] || continue
+        printf '%s\n' "${skipped[@]}" | grep -q "^$name " || skipped+=("$(printf '%-32s %s' "$name" "(it printed no reason)")")
+    done <<<"$notrun"
 }
 run_ctest() { # run_ctest BUILD_DIR [ctest args...]
     local dir=$1; shift

@@ -39,14 +39,14 @@ static qc_calib_src g_c4;
 
 static int setup(void **state) {
     (void)state;
-    char *tok = qc_test_require("stories260K/tokenizer.json");
+    char *tok = qc_test_require_all("stories260K/tokenizer.json");
     qc_status st = qc_tokenizer_load(tok, &g_tok);
     free(tok);
     if (st != QC_OK) {
         fprintf(stderr, "%s\n", qc_last_error());
         return -1;
     }
-    g_c4.path = qc_test_require("text/c4.utf8");
+    g_c4.path = qc_test_require_all("text/c4.utf8");
     g_c4.docs.format = QC_DOCS_TEXT;
     g_c4.weight = 1.0;
     return 0;

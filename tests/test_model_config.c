@@ -94,18 +94,18 @@ static void test_errors(void **state) {
 static void test_real_configs(void **state) {
     (void)state;
     qc_model_config c;
-    char *d = qc_test_require("qcal-llama-25m");
+    char *d = qc_test_require("stories260K");
+    QC_CHECK_OK(qc_model_config_load(d, &c));
+    assert_int_equal(c.intermediate_size, 172);
+    assert_int_equal(c.head_dim, 8);
+    free(d);
+    d = qc_test_require("qcal-llama-25m");
     QC_CHECK_OK(qc_model_config_load(d, &c));
     assert_int_equal(c.hidden_size, 384);
     assert_int_equal(c.n_layers, 8);
     assert_int_equal(c.n_kv_heads, 2);
     assert_int_equal(c.head_dim, 64);
     assert_true(c.tie_word_embeddings);
-    free(d);
-    d = qc_test_require("stories260K");
-    QC_CHECK_OK(qc_model_config_load(d, &c));
-    assert_int_equal(c.intermediate_size, 172);
-    assert_int_equal(c.head_dim, 8);
     free(d);
 }
 

@@ -1,8 +1,11 @@
 /*
  * testutil.h - helpers shared by the test executables (cmocka underneath).
  *
- * Data: tests find ../shared/data through $QCAL_DATA (set by CTest). A test that needs a file that is
- * not there calls qc_test_require(), which prints what is missing and exits 77 (CTest: "Skipped").
+ * Data: tests find ../shared/data through $QCAL_DATA (set by CTest), then the repository's examples/
+ * (a copy of part of it). A test case that needs a file that is not there calls qc_test_require(), which
+ * prints "SKIP: <what is missing>" and skips that case (cmocka), so the cases whose data is there still
+ * run; a group setup that every case depends on calls qc_test_require_all(), which exits 77 (CTest:
+ * "Skipped"). scripts/test.sh lists every SKIP line.
  */
 #ifndef QC_TESTUTIL_H
 #define QC_TESTUTIL_H
@@ -19,9 +22,11 @@
 
 /* $QCAL_DATA/rel in a static buffer (valid until the next call). */
 const char *qc_test_data(const char *rel);
-/* Exits 77 with a message if $QCAL_DATA/rel does not exist (file or directory). Returns the path
- * (a fresh copy the caller frees). */
+/* The path of rel (a fresh copy the caller frees). If it does not exist (file or directory): prints a SKIP
+ * line and skips the running cmocka case (qc_test_require; only inside a case) or exits 77
+ * (qc_test_require_all; for group setups and main). */
 char *qc_test_require(const char *rel);
+char *qc_test_require_all(const char *rel);
 /* A fresh empty temporary directory (removed at exit). */
 const char *qc_test_tmpdir(void);
 /* Asserts st == QC_OK, printing qc_last_error() otherwise. */
