@@ -7,7 +7,7 @@ pkgs=(build-essential cmake pkg-config
       libopenblas-dev liblapacke-dev
       libcjson-dev libpcre2-dev libutf8proc-dev
       libyaml-dev zlib1g-dev libzstd-dev libsnappy-dev libcurl4-openssl-dev
-      libcmocka-dev python3 zstd)
+      libcmocka-dev python3 python3-matplotlib zstd)
 if [[ "${1:-}" == "--with-fuzz" ]]; then
     pkgs+=(clang libclang-rt-14-dev)
 fi
