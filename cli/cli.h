@@ -64,5 +64,6 @@ void qc_progress_bar_done(qc_progress_bar *b);
 extern const qc_cmd qc_cmd_quantize, qc_cmd_calib, qc_cmd_eval, qc_cmd_inspect, qc_cmd_tokenize, qc_cmd_recipe;
 extern const qc_cmd qc_cmd_synth; /* cmd_synth.c: synthetic models for timing */
 extern const qc_cmd qc_cmd_check; /* cmd_check.c: the deploy lint of a checkpoint */
+extern const qc_cmd qc_cmd_experiment; /* cmd_experiment.c: grids of runs, result tables */
 
 #endif

@@ -6,7 +6,7 @@
 #include "cli.h"
 #include "qc_signal.h"
 
-static const qc_cmd *const k_cmds[] = {&qc_cmd_quantize, &qc_cmd_calib, &qc_cmd_eval, &qc_cmd_inspect, &qc_cmd_check, &qc_cmd_tokenize, &qc_cmd_recipe, &qc_cmd_synth};
+static const qc_cmd *const k_cmds[] = {&qc_cmd_quantize, &qc_cmd_calib, &qc_cmd_eval, &qc_cmd_inspect, &qc_cmd_check, &qc_cmd_tokenize, &qc_cmd_recipe, &qc_cmd_synth, &qc_cmd_experiment};
 #define N_CMDS (sizeof k_cmds / sizeof k_cmds[0])
 
 static void usage(FILE *out) {
