@@ -232,16 +232,36 @@ static void render(int rk, const qc_recipe *r, char *text, size_t tn, char *json
     }
 }
 
+/* The grid key's name: a recipe key, or "variant". */
+static const char *key_name(int rk) { return rk == QC_EXP_VARIANT ? "variant" : qc_recipe_key_name(rk); }
+
+/* Applies a variant (a map: label plus recipe keys) to r. With check, refuses keys that cannot vary. */
+static qc_status apply_variant(qc_experiment *e, qc_recipe *r, const qc_ynode *v, bool check) {
+    for (size_t j = 0; j < qc_ynode_count(v); j++) {
+        const qc_ynode *kn = qc_ynode_item(v, j), *vn = qc_ynode_value(v, j);
+        const char *name = qc_ynode_str(kn, NULL);
+        if (name && strcmp(name, "label") == 0) continue;
+        int rk = name ? qc_recipe_key_find(name) : -1;
+        if (check && rk < 0) return node_fail(e, kn, "grid.variant: '%s' is not a recipe key", name ? name : "?");
+        if (check && (rk == QC_RK_MODEL || rk == QC_RK_OUT || rk == QC_RK_DEVICE || rk == QC_RK_EVAL ||
+                      rk == QC_RK_SEED))
+            return node_fail(e, kn, "grid.variant: '%s' cannot vary inside a variant", name);
+        qc_status st = qc_recipe_apply_yaml_key(r, rk, vn, e->path, e->base_dir);
+        if (st) return st;
+    }
+    return QC_OK;
+}
+
 static qc_status parse_grid_key(qc_experiment *e, const qc_ynode *kn, const qc_ynode *vals) {
     const char *name = qc_ynode_str(kn, NULL);
-    int rk = qc_recipe_key_find(name);
-    if (rk < 0) {
+    int rk = name && strcmp(name, "variant") == 0 ? QC_EXP_VARIANT : qc_recipe_key_find(name);
+    if (rk < 0 && rk != QC_EXP_VARIANT) {
         char allowed[512] = "";
         for (int k = 0; k < QC_RK_COUNT; k++)
             if (k != QC_RK_MODEL && k != QC_RK_OUT && k != QC_RK_DEVICE && k != QC_RK_EVAL)
                 snprintf(allowed + strlen(allowed), sizeof allowed - strlen(allowed), "%s%s", *allowed ? ", " : "",
                          qc_recipe_key_name(k));
-        return node_fail(e, kn, "grid: '%s' is not a recipe key; allowed: %s", name, allowed);
+        return node_fail(e, kn, "grid: '%s' is not a recipe key; allowed: %s, variant", name, allowed);
     }
     if (rk == QC_RK_MODEL || rk == QC_RK_OUT || rk == QC_RK_DEVICE || rk == QC_RK_EVAL)
         return node_fail(e, kn, "grid: '%s' cannot vary (%s)", name,
@@ -267,7 +287,24 @@ static qc_status parse_grid_key(qc_experiment *e, const qc_ynode *kn, const qc_y
         qc_recipe r;
         qc_recipe_init(&r);
         qc_status st;
-        if (rk == QC_RK_CALIB) {
+        if (rk == QC_EXP_VARIANT) {
+            const qc_ynode *label = NULL;
+            if (qc_ynode_kind(v) != QC_YAML_MAP)
+                return qc_recipe_free(&r), node_fail(e, v, "grid.variant: expected a mapping {label: NAME, <recipe keys>}");
+            for (size_t j = 0; j < qc_ynode_count(v); j++)
+                if (scalar_is(qc_ynode_item(v, j), "label")) label = qc_ynode_value(v, j);
+            if (!label) return qc_recipe_free(&r), node_fail(e, v, "grid.variant: 'label' is required");
+            char *l = NULL;
+            st = apply_variant(e, &r, v, true);
+            if (st == QC_OK) st = node_string(e, label, "label", &l);
+            if (st == QC_OK && !name_ok(l, ".-"))
+                st = node_fail(e, label, "grid.variant: label '%s' is not [A-Za-z0-9_.-]+", l);
+            if (st == QC_OK) {
+                snprintf(text, sizeof text, "%s", l);
+                snprintf(json, sizeof json, "\"%s\"", l);
+            }
+            free(l);
+        } else if (rk == QC_RK_CALIB) {
             const qc_ynode *label = NULL, *sources = NULL;
             bool labelled = false;
             if (qc_ynode_kind(v) == QC_YAML_MAP)
@@ -329,9 +366,11 @@ static qc_status expand(qc_experiment *e, const char *device) {
         for (int k = 0; st == QC_OK && k < e->n_keys; k++) {
             const qc_exp_key *key = &e->keys[k];
             run->value[k] = digit[k];
-            st = qc_recipe_apply_yaml_key(&run->recipe, key->rk, key->node[digit[k]], e->path, e->base_dir);
+            st = key->rk == QC_EXP_VARIANT
+                     ? apply_variant(e, &run->recipe, key->node[digit[k]], false)
+                     : qc_recipe_apply_yaml_key(&run->recipe, key->rk, key->node[digit[k]], e->path, e->base_dir);
             if (key->rk != QC_RK_SEED)
-                sb_printf(&cell, "%s%s=%s", cell.n ? "," : "", qc_recipe_key_name(key->rk), key->text[digit[k]]);
+                sb_printf(&cell, "%s%s=%s", cell.n ? "," : "", key_name(key->rk), key->text[digit[k]]);
         }
         if (st == QC_OK && device) st = qc_recipe_set(&run->recipe, "device", device, "--device");
         if (st == QC_OK && !cell.n) sb_printf(&cell, "base");
@@ -960,7 +999,7 @@ static qc_status do_run(exp_ctx *x, int i, const char *qfp, const char *fp, doub
     for (int k = 0; k < e->n_keys; k++) {
         const qc_exp_key *key = &e->keys[k];
         cJSON *v = key->rk == QC_RK_SEED ? cJSON_CreateRaw(key->json[r->value[k]]) : cJSON_Parse(key->json[r->value[k]]);
-        cJSON_AddItemToObject(grid, qc_recipe_key_name(key->rk), v);
+        cJSON_AddItemToObject(grid, key_name(key->rk), v);
     }
     char seed[32], ckpt_sha[65], rel[300], dev[1024];
     snprintf(seed, sizeof seed, "%" PRIu64, r->seed);
@@ -1028,7 +1067,7 @@ static qc_status write_results(exp_ctx *x) {
     sbuf csv = {0}, jl = {0};
     sb_printf(&csv, "run,cell,seed");
     for (int k = 0; k < e->n_keys; k++)
-        if (e->keys[k].rk != QC_RK_SEED) sb_printf(&csv, ",%s", qc_recipe_key_name(e->keys[k].rk));
+        if (e->keys[k].rk != QC_RK_SEED) sb_printf(&csv, ",%s", key_name(e->keys[k].rk));
     for (int i = 0; i < e->n_evals; i++) sb_printf(&csv, ",ppl_%s", e->evals[i].name);
     sb_printf(&csv, ",kl,top1,rel_err_mean,rel_err_max,recipe_sha256,tokens_sha256,checkpoint_sha256,qcal_version,"
                     "device,seconds_quantize,seconds_eval,reused\n");
@@ -1165,7 +1204,7 @@ static qc_status dir_prepare(exp_ctx *x) {
         cJSON_AddStringToObject(j, "model", e->model);
         cJSON_AddStringToObject(j, "device", e->device);
         cJSON *keys = cJSON_AddArrayToObject(j, "grid_keys");
-        for (int k = 0; k < e->n_keys; k++) cJSON_AddItemToArray(keys, cJSON_CreateString(qc_recipe_key_name(e->keys[k].rk)));
+        for (int k = 0; k < e->n_keys; k++) cJSON_AddItemToArray(keys, cJSON_CreateString(key_name(e->keys[k].rk)));
         cJSON *ev = cJSON_AddArrayToObject(j, "eval");
         for (int i = 0; i < e->n_evals; i++) {
             cJSON *o = cJSON_CreateObject();

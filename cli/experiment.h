@@ -18,6 +18,9 @@
  *       - {label: tiny, sources: [{path: text/tiny-calib.utf8, split: paragraph}]}
  *       - text/c4.utf8         # a plain recipe calib value: labelled by the first file's name
  *     seed: [0, 1]             #   without extensions ("c4"); labels are [A-Za-z0-9_.-]+ and unique
+ *     variant:                 # optional: named bundles of recipe keys, for rows that are no product
+ *       - {label: rtn, method: rtn}
+ *       - {label: gptq-act, method: gptq, act_order: true}
  *   eval:                      # one or more texts; each run and the FP16 model are measured on each
  *     - name: tiny             # [A-Za-z0-9_-]+, unique: the column ppl_<name>
  *       text: text/tiny-eval.utf8   # used byte for byte (the perplexity protocol of README.md), or,
@@ -99,8 +102,12 @@ typedef struct qc_exp_eval {
     char *format, *field, *split; /* the document reader's settings (holdout only); NULL: defaults */
 } qc_exp_eval;
 
+/* The grid key "variant": named bundles of recipe keys, e.g. {label: gptq-act, method: gptq, act_order: true},
+ * for rows that are not a product (act-order exists only for GPTQ). Its value in ids and tables is the label. */
+#define QC_EXP_VARIANT (-2)
+
 typedef struct qc_exp_key {
-    int    rk;            /* QC_RK_* */
+    int    rk;            /* QC_RK_*, or QC_EXP_VARIANT */
     int    n;             /* values */
     const qc_ynode **node;/* [n] each value's node (calib: its sources) in the file's tree */
     char **text;          /* [n] as in run ids and the CSV */

@@ -97,6 +97,21 @@ ids=$("$Q" experiment "$T/order.yaml" --dry-run | sed -n 's/^\[ *[0-9]*\/[0-9]*\
 want="method=rtn,bits=4,seed=0 method=rtn,bits=4,seed=1 method=rtn,bits=8,seed=0 method=rtn,bits=8,seed=1 method=gptq,bits=4,seed=0 method=gptq,bits=4,seed=1 method=gptq,bits=8,seed=0 method=gptq,bits=8,seed=1 "
 [[ $ids == "$want" ]] && ok "grid order" || bad "grid order: $ids"
 
+# variants: named bundles of recipe keys (rows that are no product); their label is the id value
+write_exp "$T/var.yaml" "variant:" "  - {label: rtn, method: rtn}" "  - {label: gptq-act, method: gptq, act_order: true}" "bits: [4, 8]"
+ids=$("$Q" experiment "$T/var.yaml" --dry-run | sed -n 's/^\[ *[0-9]*\/[0-9]*\] \([^ ]*\) .*/\1/p' | tr '\n' ' ')
+want="variant=rtn,bits=4,seed=0 variant=rtn,bits=8,seed=0 variant=gptq-act,bits=4,seed=0 variant=gptq-act,bits=8,seed=0 "
+[[ $ids == "$want" ]] && ok "variant grid order" || bad "variant ids: $ids"
+h1=$("$Q" experiment "$T/var.yaml" --dry-run | grep 'variant=gptq-act,bits=4' | awk '{print $NF}')
+printf 'model: %s\nmethod: gptq\nact_order: true\nbits: 4\ngroup_size: 32\nnsamples: 8\nseqlen: 128\ncalib: [{path: %s, split: paragraph, holdout: 10}]\n' \
+    "$S260" "$TINY" >"$T/var-recipe.yaml"
+h2=$("$Q" recipe "$T/var-recipe.yaml" | sed -n 's/^recipe-sha256: //p')
+[[ -n $h1 && $h1 == "$h2" ]] && ok "a variant's recipe is the recipe its keys make" || bad "variant recipe hash $h1 vs $h2"
+write_exp "$T/bad.yaml" "variant:" "  - {label: x, model: foo}"
+check_err "variant key that cannot vary" "grid.variant: 'model' cannot vary inside a variant"
+write_exp "$T/bad.yaml" "variant:" "  - {method: rtn}"
+check_err "variant without label" "grid.variant: 'label' is required"
+
 # ---- 3. the tiny grid
 write_exp "$T/exp.yaml" "method: [rtn, gptq]" "seed: [0, 1]"
 "$Q" experiment "$T/exp.yaml" --out "$T/d" >"$T/out1" 2>"$T/err1"; rc=$?
