@@ -2,12 +2,43 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "experiment.h"
 #include "qc_signal.h"
 
 static int run(int argc, char **argv);
+
+/* report.md and the plots: scripts/experiment_report.py (QCAL_REPORT_SCRIPT, else the one of the source tree
+ * qcal was built from) under Debian's python3 (python3-matplotlib), else python3 on PATH. A missing script or
+ * Python is a warning: results.csv/jsonl are the experiment's output, the report is drawn from them. */
+static void write_report(const char *dir, bool quiet) {
+    const char *script = getenv("QCAL_REPORT_SCRIPT");
+    if (!script || !*script) script = QC_SOURCE_DIR "/scripts/experiment_report.py";
+    if (access(script, R_OK) != 0) {
+        QC_LOGW("%s not found: report.md and the plots are not drawn (set QCAL_REPORT_SCRIPT)", script);
+        return;
+    }
+    const char *py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+    pid_t pid = fork();
+    if (pid < 0) {
+        QC_LOGW("fork: report.md not drawn");
+        return;
+    }
+    if (pid == 0) {
+        if (quiet && !freopen("/dev/null", "w", stdout)) _exit(127);
+        execlp(py, py, script, dir, (char *)NULL);
+        _exit(127);
+    }
+    int ws = 0;
+    while (waitpid(pid, &ws, 0) < 0) {}
+    int rc = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128;
+    if (rc == 0) QC_LOGI("report: %s/report.md", dir);
+    else QC_LOGW("%s %s %s: exit %d%s (run it again by hand; results.csv/jsonl are complete)", py, script, dir, rc,
+                 rc == 3 ? ": install python3-matplotlib for the plots" : rc == 127 ? ": no python3" : "");
+}
 
 const qc_cmd qc_cmd_experiment = {
     .name = "experiment",
@@ -96,6 +127,7 @@ static int run(int argc, char **argv) {
                      .threads = o_thr->set ? (int)o_thr->i : 0, .quiet = qc_cli_opt(k_opts, "quiet")->set};
     st = qc_exp_run(e, &o);
     qc_exp_free(e);
+    if (st == QC_OK) write_report(o_out->str, o.quiet);
     int sig = qc_cancel_requested();
     if (st == QC_ERR_CANCELLED && sig) {
         fprintf(stderr, "qcal experiment: interrupted by signal %d; the finished runs are kept, run the same command "

@@ -118,6 +118,13 @@ write_exp "$T/exp.yaml" "method: [rtn, gptq]" "seed: [0, 1]"
 if [[ $rc -ne 0 ]]; then bad "experiment exit $rc: $(tail -n 5 "$T/err1")"; echo "$pass passed, $fail failed"; exit 1; fi
 cat "$T/err1" "$T/out1"
 head -n 3 "$T/d/results.csv"
+# report.md and the plots, drawn by scripts/experiment_report.py at the end (its own test checks their content)
+if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || python3 -c 'import matplotlib' 2>/dev/null; then
+    [[ -s $T/d/report.md && -s $T/d/plots/layer_error.png ]] && grep -q "FP16" "$T/d/report.md" \
+        && ok "report.md and plots drawn" || bad "no report.md/plots after the experiment: $(ls "$T/d")"
+else
+    echo "SKIP: python3-matplotlib not installed: report.md not checked"
+fi
 python3 - "$T/d" <<'PY' && ok "results.csv / results.jsonl contents" || bad "results contents"
 import csv, json, sys, os
 d = sys.argv[1]
