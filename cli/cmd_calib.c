@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "run_setup.h"
+#include "token_file.h"
 #include "tokenizer.h"
 
 static int run(int argc, char **argv);
@@ -15,7 +16,8 @@ const qc_cmd qc_cmd_calib = {
         "Resolves the calibration sources (local files or hf:// references), samples token windows the\n"
         "way `qcal quantize` will, and prints per-source counts, a preview and 'token-sha256: <hex>',\n"
         "so two runs can prove they saw the same data. The tokenizer comes from the recipe's model\n"
-        "directory (tokenizer.json) unless --tokenizer is given; no weights are read.",
+        "directory (tokenizer.json) unless --tokenizer is given; no weights are read. --save-tokens FILE\n"
+        "keeps the windows for `qcal quantize --calib-tokens FILE` (the same recipe, sampled once).",
     .run = run,
 };
 
@@ -24,6 +26,7 @@ static qc_opt k_opts[] = {
     {.name = "tokenizer", .kind = QC_OPT_STR, .metavar = "PATH", .help = "tokenizer.json or a directory holding one"},
     {.name = "preview", .kind = QC_OPT_INT, .metavar = "N", .help = "characters of each previewed window (default 160)"},
     {.name = "save", .kind = QC_OPT_STR, .metavar = "FILE", .help = "also write the windows as int32 little-endian token ids"},
+    {.name = "save-tokens", .kind = QC_OPT_STR, .metavar = "FILE", .help = "also write the windows as a token file (datasets/token_file.h) for `qcal quantize --calib-tokens`"},
     {0},
 };
 
@@ -84,6 +87,12 @@ static int run(int argc, char **argv) {
             }
             if (b) st = qc_write_file_atomic(o_save->str, b, n * 4);
             free(b);
+        }
+        qc_opt *o_tokens = qc_cli_opt(k_opts, "save-tokens");
+        if (st == QC_OK && o_tokens->set) {
+            qc_token_file_info info = {.sampling = strcmp(r.sampling, "awq") == 0 ? QC_SAMPLING_AWQ : QC_SAMPLING_GPTQ,
+                                       .nsamples = r.nsamples, .seed = r.seed};
+            st = qc_token_file_write(o_tokens->str, &set, &info);
         }
         fprintf(stderr, "calib: %.1f s, peak RSS %.1f MiB\n", qc_time_now() - t_start,
                 (double)qc_peak_rss() / 1048576.0);

@@ -45,7 +45,10 @@ const qc_cmd qc_cmd_quantize = {
         "started again with the same command ('resuming at layer N of M'), giving the same bytes as an\n"
         "uninterrupted run; --restart starts over. SIGINT/SIGTERM/SIGHUP stop at a safe point and exit\n"
         "130/143/129. OUT and the work directory may not overlap the model or any input; --overwrite\n"
-        "replaces only a checkpoint qcal wrote.",
+        "replaces only a checkpoint qcal wrote.\n\n"
+        "--calib-tokens FILE takes the windows from a token file (`qcal calib --save-tokens`; the experiment\n"
+        "runner's DIR/tokens/) instead of sampling them: the recipe hash, token-sha256 and checkpoint bytes\n"
+        "are those of the sampled run.",
     .run = run,
 };
 
@@ -65,6 +68,7 @@ static qc_opt k_opts[] = {
     {.name = "batch-tokens", .kind = QC_OPT_INT, .metavar = "N", .help = "calibration rows per forward batch (default 8192)"},
     {.name = "threads", .kind = QC_OPT_INT, .metavar = "N", .help = "worker threads (default: all cores); the checkpoint is the same for any count"},
     {.name = "quiet", .kind = QC_OPT_FLAG, .help = "only warnings and the summary"},
+    {.name = "calib-tokens", .kind = QC_OPT_STR, .metavar = "FILE", .help = "read the calibration windows from FILE (`qcal calib --save-tokens`) instead of sampling; they must be the recipe's (nsamples, seqlen, seed, sampling are checked, the hash verified): the checkpoint is the one sampling would give"},
     {0},
 };
 
@@ -342,6 +346,9 @@ static int run(int argc, char **argv) {
     int n_check_err = 0;   /* errors qcal check found in the written checkpoint */
     double t_start = qc_time_now();
     qc_status st = early_checks(&r, eval_files, n_eval, shard_mb);
+    /* shared windows (the experiment runner samples once per token group): read and checked up front */
+    qc_opt *o_tokens = qc_cli_opt(k_opts, "calib-tokens");
+    if (st == QC_OK && o_tokens->set) st = qc_run_calib_load(&r, o_tokens->str, true, &set);
     if (st == QC_OK) st = qc_run_resolve_model(r.model, &model_dir);
     if (st != QC_OK) goto out;
 
@@ -365,6 +372,7 @@ static int run(int argc, char **argv) {
             if (!qc_hf_is_ref(r.calib[i].path)) inputs[n_in++] = r.calib[i].path;
         for (int i = 0; i < n_eval; i++) inputs[n_in++] = eval_files[i];
         if (r.source) inputs[n_in++] = r.source;
+        if (o_tokens->set) inputs[n_in++] = o_tokens->str;
         if ((st = qc_guard_paths(r.out, work, model_dir, inputs, n_in))) goto out;
     }
     if ((st = qc_guard_lock_take(r.out, &lock))) goto out;
@@ -448,7 +456,14 @@ static int run(int argc, char **argv) {
                 r.sym ? "sym" : "asym", r.act_order ? " act-order" : "", r.format, hash);
     if ((st = qc_tokenizer_load(model_dir, &tok))) goto out;
     on_phase(&ru.pc, -1, m->cfg.n_layers, "sampling");
-    if ((st = qc_run_calib(&r, tok, quiet, &set))) goto out;
+    if (o_tokens->set) {
+        if ((st = qc_run_calib_check_vocab(&set, m->cfg.vocab_size, o_tokens->str))) goto out;
+        if (!quiet)
+            QC_LOGI("calibration: %d x %d tokens read from %s (%s sampling, seed %llu)", set.nsamples, set.seqlen,
+                    o_tokens->str, r.sampling, (unsigned long long)r.seed);
+    } else if ((st = qc_run_calib(&r, tok, quiet, &set))) {
+        goto out;
+    }
     printf("token-sha256: %s\n", set.sha256);
     if ((st = qc_workdir_confirm(&wd, "tokens_sha256", set.sha256, restart))) goto out;
     if (qc_cancel_requested()) {

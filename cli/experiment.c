@@ -25,6 +25,7 @@
 #include "run_guard.h"
 #include "run_setup.h"
 #include "sha256.h"
+#include "token_file.h"
 #include "tokenizer.h"
 
 #define MAX_TEXT_BYTES ((size_t)4 << 30)
@@ -537,6 +538,14 @@ void qc_exp_print_plan(const qc_experiment *e, FILE *out) {
 }
 
 /* ---- running ---- */
+/* A token group: the runs whose windows are the same (tokenizer, resolved sources, sampling, nsamples,
+ * seqlen, seed); sampled once into DIR/tokens/<token-sha256>.bin and passed to each child quantize. */
+typedef struct tok_group {
+    char  origin[65];  /* hash of what is sampled: the token file's origin field */
+    char *path;        /* the token file, once sampled or found */
+    int   todo;        /* its runs not reused from an earlier invocation */
+} tok_group;
+
 typedef struct exp_ctx {
     qc_experiment     *e;
     const qc_exp_opts *o;
@@ -551,6 +560,10 @@ typedef struct exp_ctx {
     cJSON            **rows;            /* [1 + n_runs]: the baseline, then the runs; NULL until known */
     bool              *reused;          /* [1 + n_runs] */
     char             **failed;          /* [n_runs]: why a run failed, NULL otherwise */
+    char              *tokens;          /* DIR/tokens */
+    tok_group         *groups;          /* [n_groups]: runs that sample the same windows */
+    int               *group;           /* [n_runs]: each run's group */
+    int                n_groups;
 } exp_ctx;
 
 static char *path2(const char *a, const char *b, const char *suffix) {
@@ -918,6 +931,115 @@ static void log_tail(const char *log) {
     free(buf);
 }
 
+/* The token group key: what decides the windows (the tokenizer through the model's files; local sources
+ * by size and mtime, so an edited calibration file is sampled again). */
+static void tokens_key(const exp_ctx *x, const qc_recipe *r, char out[65]) {
+    sbuf b = {0};
+    sb_printf(&b, "qcal-tokens-v1\nmodel %s\nsampling %s\nnsamples %d\nseqlen %d\nseed %" PRIu64 "\n", x->model_ident,
+              r->sampling, r->nsamples, r->seqlen, r->seed);
+    for (int i = 0; i < r->n_calib; i++) {
+        const qc_calib_source *c = &r->calib[i];
+        struct stat sb;
+        sb_printf(&b, "calib %s", c->path);
+        if (strncmp(c->path, "hf://", 5) != 0 && stat(c->path, &sb) == 0)
+            sb_printf(&b, " %lld %lld.%09ld", (long long)sb.st_size, (long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
+        sb_printf(&b, " format %s field %s split %s holdout %d weight %.17g\n", c->format ? c->format : "-",
+                  c->field ? c->field : "-", c->split ? c->split : "-", c->holdout, c->weight);
+    }
+    qc_sha256_buf(b.p ? b.p : "", b.n, out);
+    free(b.p);
+}
+
+/* A valid token file in DIR/tokens made for origin (named by its own hash), or NULL. */
+static char *tokens_find(const exp_ctx *x, const char *origin) {
+    DIR *d = opendir(x->tokens);
+    if (!d) return NULL;
+    char *found = NULL;
+    struct dirent *de;
+    while (!found && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l != 68 || strcmp(de->d_name + 64, ".bin") != 0) continue;
+        char *p = path2(x->tokens, de->d_name, "");
+        qc_token_file_info info;
+        char sha[65];
+        qc_calib_set set;
+        if (p && qc_token_file_peek(p, &info, sha) == QC_OK && strcmp(info.origin, origin) == 0 &&
+            strncmp(de->d_name, sha, 64) == 0 && qc_token_file_read(p, &set, NULL) == QC_OK) {
+            qc_calib_set_free(&set);
+            found = p;
+            p = NULL;
+        }
+        qc_error_clear(); /* a file that is not ours, or corrupt: sampled again */
+        free(p);
+    }
+    closedir(d);
+    return found;
+}
+
+/* The token file of run i's group: found (an earlier invocation sampled it) or sampled now, lazily,
+ * right before the group's first run that quantizes. */
+static qc_status tokens_ensure(exp_ctx *x, int i, const char **path) {
+    tok_group *g = &x->groups[x->group[i]];
+    if (g->path) {
+        *path = g->path;
+        return QC_OK;
+    }
+    if ((g->path = tokens_find(x, g->origin))) {
+        const char *base = strrchr(g->path, '/') + 1;
+        fprintf(stderr, "tokens %.12s: reused for %d run%s\n", base, g->todo, g->todo == 1 ? "" : "s");
+        *path = g->path;
+        return QC_OK;
+    }
+    const qc_recipe *r = &x->e->runs[i].recipe;
+    qc_calib_set set;
+    memset(&set, 0, sizeof set);
+    double t0 = qc_time_now();
+    qc_status st = qc_run_calib(r, x->tok, true, &set);
+    if (st == QC_OK && mkdir(x->tokens, 0755) != 0 && errno != EEXIST)
+        st = qc_fail(QC_ERR_IO, "%s: %s", x->tokens, strerror(errno));
+    char *p = st == QC_OK ? path2(x->tokens, set.sha256, ".bin") : NULL;
+    if (st == QC_OK && !p) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+    if (st == QC_OK) {
+        qc_token_file_info info = {.sampling = strcmp(r->sampling, "awq") == 0 ? QC_SAMPLING_AWQ : QC_SAMPLING_GPTQ,
+                                   .nsamples = r->nsamples, .seed = r->seed};
+        memcpy(info.origin, g->origin, sizeof info.origin);
+        st = qc_token_file_write(p, &set, &info); /* p.tmp, fsync, rename */
+    }
+    if (st == QC_OK) {
+        fprintf(stderr, "tokens %.12s: sampled for %d run%s (%d x %d tokens, %.1f s)\n", set.sha256, g->todo,
+                g->todo == 1 ? "" : "s", set.nsamples, set.seqlen, qc_time_now() - t0);
+        g->path = p;
+        *path = p;
+    } else {
+        qc_error_prefix("run %s: sampling the calibration windows", x->e->runs[i].id);
+        free(p);
+    }
+    qc_calib_set_free(&set);
+    return st;
+}
+
+/* Groups the runs by tokens_key; todo counts the runs of each group this invocation may quantize. */
+static qc_status tokens_plan(exp_ctx *x) {
+    qc_experiment *e = x->e;
+    x->tokens = path2(x->dir, "tokens", "");
+    x->group = calloc((size_t)e->n_runs + 1, sizeof *x->group);
+    x->groups = calloc((size_t)e->n_runs + 1, sizeof *x->groups);
+    if (!x->tokens || !x->group || !x->groups) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < e->n_runs; i++) {
+        char key[65];
+        tokens_key(x, &e->runs[i].recipe, key);
+        int g = 0;
+        while (g < x->n_groups && strcmp(x->groups[g].origin, key) != 0) g++;
+        if (g == x->n_groups) {
+            memcpy(x->groups[g].origin, key, sizeof key);
+            x->n_groups++;
+        }
+        x->group[i] = g;
+        x->groups[g].todo += !x->reused[1 + i];
+    }
+    return QC_OK;
+}
+
 typedef enum { RUN_DONE, RUN_FAILED, RUN_STOP } run_outcome;
 
 /* Quantizes (unless a matching checkpoint exists) and evaluates run i. */
@@ -946,13 +1068,17 @@ static qc_status do_run(exp_ctx *x, int i, const char *qfp, const char *fp, doub
         st = y.oom || !y.p ? qc_fail(QC_ERR_NOMEM, "out of memory") : qc_write_file_atomic(rpath, y.p, y.n);
         free(y.p);
         if (st) goto out;
+        const char *tokens;
+        if ((st = tokens_ensure(x, i, &tokens))) goto out;
         char threads[32];
-        char *argv[10];
+        char *argv[12];
         int a = 0;
         argv[a++] = "qcal";
         argv[a++] = "quantize";
         argv[a++] = rpath;
         argv[a++] = "--quiet";
+        argv[a++] = "--calib-tokens";
+        argv[a++] = (char *)tokens;
         if (qc_dir_exists(ckpt)) argv[a++] = "--overwrite"; /* a checkpoint of an earlier, other recipe */
         if (x->o->restart) argv[a++] = "--restart";
         if (x->o->threads > 0) {
@@ -1287,6 +1413,7 @@ qc_status qc_exp_run(qc_experiment *e, const qc_exp_opts *o) {
         cJSON_Delete(old);
         free(res);
     }
+    if (st == QC_OK) st = tokens_plan(&x);
     int w = e->n_runs >= 100 ? 3 : e->n_runs >= 10 ? 2 : 1;
     for (int i = 0; st == QC_OK && i < e->n_runs; i++) {
         const qc_exp_spec *r = &e->runs[i];
@@ -1338,6 +1465,8 @@ qc_status qc_exp_run(qc_experiment *e, const qc_exp_opts *o) {
     for (int i = 0; i <= e->n_runs && x.rows; i++) cJSON_Delete(x.rows[i]);
     for (int i = 0; i < e->n_evals; i++) free(x.ids[i]);
     for (int i = 0; i <= e->n_runs && x.failed; i++) free(x.failed[i]);
+    for (int g = 0; g < x.n_groups; g++) free(x.groups[g].path);
+    free(x.groups), free(x.group), free(x.tokens);
     free(qfp), free(fp), free(x.rows), free(x.reused), free(x.failed);
     qc_tokenizer_free(x.tok);
     qc_model_free(x.base);

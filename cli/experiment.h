@@ -42,9 +42,20 @@
  * the experiment, and the recipe hash is the one `qcal quantize RECIPE` computes. Evaluations run in
  * this process (calib/eval.h), the FP16 model and the tokenized texts being loaded once.
  *
+ * Calibration windows are sampled once per token group: the runs with the same tokenizer (the model's
+ * files), resolved calibration sources (path, size and mtime, format, field, split, holdout, weight),
+ * sampling, nsamples, seqlen and seed. Right before the first run of a group that quantizes, the runner
+ * samples in this process into DIR/tokens/<token-sha256>.bin (datasets/token_file.h; written .tmp then
+ * renamed; the group's key is the file's origin field) and prints "tokens <sha12>: sampled for N runs";
+ * an earlier invocation's valid file of the same origin is used instead ("reused for N runs"). Each
+ * child gets `--calib-tokens FILE`, which is no recipe key: recipe hash, tokens_sha256 and checkpoint
+ * bytes are those of a run that samples itself. RTN runs share too (quantize's per-linear errors need
+ * the calibration activations).
+ *
  * DIR layout:
  *   experiment.json             the expanded plan (run ids, recipe hashes, eval texts) and its hash;
  *                               a DIR planned from another file is refused unless restart
+ *   tokens/<token-sha256>.bin   the calibration windows of one token group (above), for its runs
  *   runs/<id>/                  each run's checkpoint (runs/<id>.qcal-work while it is being made)
  *   runs/<id>.recipe.yaml       the resolved recipe the child quantized
  *   runs/<id>.log               the child's output

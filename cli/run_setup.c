@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "hf_hub.h"
+#include "token_file.h"
 
 static int build_recipe(const qc_cmd *cmd, qc_opt *opts, const char *recipe_path, qc_recipe *r) {
     qc_status st = recipe_path ? qc_recipe_load(r, recipe_path) : QC_OK;
@@ -95,4 +96,32 @@ qc_status qc_run_calib(const qc_recipe *r, const qc_tokenizer *tok, bool quiet, 
     }
     for (int i = 0; i < r->n_calib; i++) free(paths[i]);
     return st;
+}
+
+qc_status qc_run_calib_load(const qc_recipe *r, const char *path, bool quiet, qc_calib_set *set) {
+    qc_token_file_info info;
+    qc_status st = qc_token_file_read(path, set, &info);
+    if (st) return st;
+    qc_sampling want = strcmp(r->sampling, "awq") == 0 ? QC_SAMPLING_AWQ : QC_SAMPLING_GPTQ;
+    if (info.sampling != want || info.nsamples != r->nsamples || set->seqlen != r->seqlen || info.seed != r->seed) {
+        st = qc_fail(QC_ERR_FORMAT, "%s: windows of %s sampling, nsamples %d, seqlen %d, seed %llu; the recipe asks for "
+                     "%s sampling, nsamples %d, seqlen %d, seed %llu", path, info.sampling == QC_SAMPLING_AWQ ? "awq" : "gptq",
+                     info.nsamples, set->seqlen, (unsigned long long)info.seed, r->sampling, r->nsamples, r->seqlen,
+                     (unsigned long long)r->seed);
+        qc_calib_set_free(set);
+        return st;
+    }
+    if (!quiet)
+        QC_LOGI("calibration: %d x %d tokens read from %s (%s sampling, seed %llu)", set->nsamples, set->seqlen, path,
+                r->sampling, (unsigned long long)r->seed);
+    return QC_OK;
+}
+
+qc_status qc_run_calib_check_vocab(const qc_calib_set *set, int vocab, const char *what) {
+    size_t n = (size_t)set->nsamples * (size_t)set->seqlen;
+    for (size_t i = 0; i < n; i++)
+        if (set->ids[i] < 0 || set->ids[i] >= vocab)
+            return qc_fail(QC_ERR_FORMAT, "%s: window %zu, token %zu: id %d is outside the model's vocabulary of %d", what,
+                           i / (size_t)set->seqlen, i % (size_t)set->seqlen, (int)set->ids[i], vocab);
+    return QC_OK;
 }

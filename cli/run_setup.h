@@ -40,6 +40,14 @@ int qc_run_recipe(const qc_cmd *cmd, qc_opt *opts, int argc, char **argv, qc_rec
 /* Samples the recipe's calibration sources with tok; prints per-source counts to stderr. */
 qc_status qc_run_calib(const qc_recipe *r, const qc_tokenizer *tok, bool quiet, qc_calib_set *set);
 
+/* Reads the windows of `--calib-tokens FILE` (token_file.h) in place of sampling, and checks that they
+ * are the recipe's: the same sampling protocol, nsamples, seqlen and seed (the sources are the caller's
+ * word: the experiment runner writes the file from the same resolved recipe). The SHA-256 is verified by
+ * the reader; ids against the vocabulary are the caller's check (qc_run_calib_check_vocab). */
+qc_status qc_run_calib_load(const qc_recipe *r, const char *path, bool quiet, qc_calib_set *set);
+/* Every id of set below vocab; the error names what (path) the windows came from. */
+qc_status qc_run_calib_check_vocab(const qc_calib_set *set, int vocab, const char *what);
+
 /* Resolves a model reference (hf:// or a directory) to a local directory (caller frees). */
 qc_status qc_run_resolve_model(const char *ref, char **dir);
 

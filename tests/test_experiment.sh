@@ -3,8 +3,9 @@
 # results.csv / results.jsonl on a tiny grid (baseline first, kl 0 and top1 1 for it, ppl equal to
 # `qcal eval` of the checkpoint, held-out eval text included), reuse on a second invocation (byte-identical
 # CSV but for the seconds_* and reused columns), resume after the runner or a quantize child is killed,
-# --compare of a result set with itself and with a modified copy, and calibration holdout (held-out
-# documents never reach the token windows).
+# --compare of a result set with itself and with a modified copy, calibration holdout (held-out
+# documents never reach the token windows), and the shared token windows (DIR/tokens, quantize
+# --calib-tokens: byte-identical checkpoints, corrupt or mismatched files refused).
 set -u
 Q=${QCAL_BIN:?QCAL_BIN not set}
 . "$(dirname "$0")/data.sh"
@@ -220,6 +221,57 @@ h1=$(calib_hash "$TINY" 10); h2=$(calib_hash "$T/marked.utf8" 10); h3=$(calib_ha
 r1=$(printf 'calib:\n  - path: %s\n    holdout: 10\n' "$TINY" >"$T/h.yaml"; "$Q" recipe "$T/h.yaml" | grep -o 'recipe-sha256.*')
 r2=$(printf 'calib:\n  - path: %s\n' "$TINY" >"$T/h.yaml"; "$Q" recipe "$T/h.yaml" | grep -o 'recipe-sha256.*')
 [[ -n $r1 && $r1 != "$r2" ]] && ok "holdout is in the recipe hash" || bad "recipe hash: $r1 / $r2"
+
+# ---- 8. shared token windows: sampled once per token group into DIR/tokens/<token-sha256>.bin
+python3 - "$T/d" <<'PY' && ok "tokens/: one file per token group, named by the runs' tokens_sha256" || bad "tokens/: $(ls "$T/d/tokens")"
+import csv, os, sys
+d = sys.argv[1]
+rows = list(csv.DictReader(open(os.path.join(d, "results.csv"))))[1:]
+want = sorted({r["tokens_sha256"] + ".bin" for r in rows})
+have = sorted(os.listdir(os.path.join(d, "tokens")))
+assert len(want) == 2 and have == want, (have, want)
+PY
+n=$(grep -c '^tokens [0-9a-f]\{12\}: sampled for 2 runs' "$T/err1")
+[[ $n -eq 2 ]] && ok "the runner samples each group once ('sampled for 2 runs' x 2)" || bad "sampling lines: $(grep '^tokens' "$T/err1")"
+grep -q '^tokens' "$T/err2" && bad "a rerun that quantizes nothing samples: $(grep '^tokens' "$T/err2")" || ok "a full reuse touches no tokens"
+n=$(grep -c '^tokens [0-9a-f]\{12\}: reused for 1 run$' "$T/err5")
+[[ $n -eq 2 ]] && ok "resumed experiment reuses the token files" || bad "resume token lines: $(grep '^tokens' "$T/err5")"
+# the same checkpoint as sampling in-process: a plain `qcal quantize` of a run's resolved recipe
+id="method=gptq,seed=1"; rec="$T/d/runs/$id.recipe.yaml"
+"$Q" quantize "$rec" --out "$T/direct" --quiet >"$T/q1" 2>&1; rc=$?
+[[ $rc -eq 0 ]] && cmp -s "$T/direct/model.safetensors" "$T/d/runs/$id/model.safetensors" \
+    && ok "runner (shared tokens) and sampling quantize: byte-identical model.safetensors" || bad "direct quantize rc $rc: $(tail -n 3 "$T/q1")"
+# --calib-tokens FILE from `qcal calib --save-tokens`: the same bytes, tokens_sha256 and recipe hash
+"$Q" calib "$rec" --save-tokens "$T/tok.bin" >"$T/c1" 2>/dev/null; th=$(sed -n 's/^token-sha256: //p' "$T/c1")
+"$Q" quantize "$rec" --out "$T/viafile" --quiet --calib-tokens "$T/tok.bin" >"$T/q2" 2>&1; rc=$?
+python3 - "$T/direct" "$T/viafile" "$th" <<'PY' && [[ $rc -eq 0 ]] && cmp -s "$T/direct/model.safetensors" "$T/viafile/model.safetensors" \
+    && ok "--calib-tokens: byte-identical checkpoint, same tokens_sha256 ($th) and recipe hash" || bad "--calib-tokens rc $rc: $(tail -n 3 "$T/q2")"
+import json, sys
+a, b = (json.load(open(p + "/qcal_report.json")) for p in sys.argv[1:3])
+assert a["tokens_sha256"] == b["tokens_sha256"] == sys.argv[3] and a["recipe_sha256"] == b["recipe_sha256"], (a["tokens_sha256"], b["tokens_sha256"])
+PY
+cmp -s <(tail -c +161 "$T/tok.bin") <(tail -c +161 "$T/d/tokens/$th.bin") && ok "calib --save-tokens and the runner write the same windows" \
+    || bad "calib --save-tokens vs DIR/tokens/$th.bin"
+refuse() { # refuse LABEL NEEDLE FILE [quantize flags...]
+    local label=$1 needle=$2 f=$3; shift 3
+    local out rc; out=$("$Q" quantize "$rec" --out "$T/refused" --quiet --calib-tokens "$f" "$@" 2>&1); rc=$?
+    if [[ $rc -eq 1 && $out == *"$f"* && $out == *"$needle"* && ! -e $T/refused ]]; then ok "--calib-tokens refuses $label"
+    else bad "--calib-tokens $label: rc $rc: $out"; fi
+}
+cp "$T/tok.bin" "$T/flip.bin"; printf '\x07' | dd of="$T/flip.bin" bs=1 seek=200 conv=notrunc 2>/dev/null
+refuse "a flipped byte (sha mismatch)" "the file is corrupt" "$T/flip.bin"
+refuse "another seqlen" "the recipe asks for gptq sampling, nsamples 8, seqlen 64" "$T/tok.bin" --seqlen 64
+refuse "another nsamples" "nsamples 4" "$T/tok.bin" --nsamples 4
+refuse "another seed" "seed 0" "$T/tok.bin" --seed 0
+refuse "a missing file" "cannot open" "$T/none.bin"
+python3 - "$T/tok.bin" "$T/vocab.bin" <<'PY'
+import hashlib, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+b[160:164] = struct.pack("<i", 100000)   # beyond stories260K's 512, with a matching hash
+b[32:96] = hashlib.sha256(bytes(b[160:])).hexdigest().encode()
+open(sys.argv[2], "wb").write(b)
+PY
+refuse "an id beyond the vocabulary" "id 100000 is outside the model's vocabulary of 512" "$T/vocab.bin"
 
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]
