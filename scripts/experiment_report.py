@@ -112,6 +112,8 @@ def _decimals_for(sd, base):
 def fmt_pm(m, sd, base=2):
     if m is None:
         return "—"
+    if sd is not None and math.isfinite(sd) and abs(sd) <= 1e-9 * max(1.0, abs(m)):
+        sd = 0.0  # identical values whose mean rounds differently (e.g. RTN, which no seed changes)
     d = _decimals_for(sd, base)
     s = fmt_val(m, d)
     if sd is not None:
