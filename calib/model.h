@@ -3,7 +3,9 @@
  *
  * Weights stay mmapped in their stored dtype (F32/F16/BF16); qc_layer_load converts one decoder
  * layer to FP32 when it is needed and qc_layer_release gives the memory back, so at most a layer's
- * worth of FP32 weights is alive at once. All compute is FP32 (OpenBLAS sgemm, threaded).
+ * worth of FP32 weights is alive at once. All compute is FP32: single-threaded OpenBLAS sgemm
+ * calls on blocks of a split fixed by the shapes, run as tasks on the qc_par pool (bits independent of
+ * the thread count).
  *
  * The calibration pipeline drives layers one at a time over a batch of sequences:
  *
