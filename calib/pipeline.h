@@ -6,8 +6,8 @@
  * (true-sequential: {q,k,v}, {o}, {gate,up}, {down}; otherwise all seven at once) the layer runs on X
  * batch by batch with the already-quantized groups in place, the group's input Hessian
  * H = 2/n X^T X is accumulated (FP32, hessian.h: fixed tiles, sample order), and each linear is
- * solved (GPTQ or RTN); then the fully
- * quantized layer runs once more and its output becomes X for the next layer (GPTQ propagates
+ * solved (GPTQ or RTN); then the fully quantized layer runs once more and its output becomes X for the
+ * next layer (GPTQ propagates
  * quantized outputs). Memory: X, one layer's FP32 weights, the largest Hessian (K x K, plus a working
  * copy), and one batch's activations.
  *
