@@ -7,8 +7,8 @@
  * batch by batch with the already-quantized groups in place, the group's input Hessian
  * H = 2/n X^T X is accumulated (FP32, hessian.h: fixed tiles, sample order), and each linear is
  * solved (GPTQ or RTN); then the fully quantized layer runs once more and its output becomes X for the
- * next layer (GPTQ propagates quantized outputs). Memory: X, one layer's FP32 weights, the largest Hessian (K x K, plus a working
- * copy), and one batch's activations.
+ * next layer (GPTQ propagates quantized outputs). Memory: X, one layer's FP32 weights, the largest
+ * Hessian (K x K, plus a working copy), and one batch's activations.
  *
  * AWQ (spec E.1): the layer runs once with its original weights, capturing every linear's input
  * (kept whole: [rows, K] per capture point) and producing the next layer's input (FP outputs feed the
