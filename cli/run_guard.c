@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,12 +169,6 @@ void qc_guard_lock_release(qc_guard_lock *lk) {
 
 /* ---- removing what we wrote ---- */
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)ftw;
-    return (flag == FTW_DP ? rmdir(p) : unlink(p)) != 0 && errno != ENOENT ? -1 : 0;
-}
-
 static bool has_file(const char *dir, const char *name) {
     char *p = qc_path_join(dir, name);
     bool ok = p && qc_file_exists(p);
@@ -206,7 +199,7 @@ void qc_guard_clean_leftovers(const char *out) {
         if (!qc_dir_exists(path)) continue;
         if (has_file(path, QC_TMP_STAMP) || (old && has_file(path, "qcal_report.json"))) {
             QC_LOGI("removing %s, left by an interrupted qcal run", path);
-            if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) QC_LOGW("%s: could not remove it all", path);
+            if (!qc_rm_tree(path)) QC_LOGW("%s: could not remove it all", path);
         } else {
             QC_LOGW("%s looks like a temporary directory but carries no qcal stamp; leaving it", path);
         }

@@ -105,6 +105,10 @@ qc_status qc_read_file(const char *path, size_t max_len, char **buf, size_t *len
 char *qc_path_join(const char *dir, const char *name);
 bool qc_file_exists(const char *path);
 bool qc_dir_exists(const char *path);
+/* Removes path and, if it is a directory, everything under it, never following symbolic links; an entry
+ * already gone is not an error. Only for trees this process created: callers check ownership first.
+ * false with errno set when something could not be removed. */
+bool qc_rm_tree(const char *path);
 /* Writes buf to path atomically: path.tmp, fsync, rename. */
 qc_status qc_write_file_atomic(const char *path, const void *buf, size_t len);
 

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -365,14 +364,6 @@ static qc_status write_json(const char *dir, const char *name, const cJSON *j) {
 
 /* ---- small file-system helpers ---- */
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)ftw;
-    return (flag == FTW_DP ? rmdir(p) : unlink(p)) != 0 && errno != ENOENT ? -1 : 0;
-}
-
-/* Removes a tree we created (never follows symlinks). */
-static bool rm_rf(const char *path) { return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0; }
 
 static void fsync_dir(const char *path) {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -765,7 +756,7 @@ static qc_status install(qc_ckpt *c) {
         }
     } else if (renameat2(AT_FDCWD, c->tmp, AT_FDCWD, c->out, RENAME_EXCHANGE) == 0) {
         /* c->tmp now holds the old checkpoint */
-        if (!rm_rf(c->tmp)) QC_LOGW("%s: could not remove the replaced checkpoint: %s", c->tmp, strerror(errno));
+        if (!qc_rm_tree(c->tmp)) QC_LOGW("%s: could not remove the replaced checkpoint: %s", c->tmp, strerror(errno));
         free(c->tmp);
         c->tmp = NULL;
     } else {
@@ -788,7 +779,7 @@ static qc_status install(qc_ckpt *c) {
         } else {
             free(c->tmp);
             c->tmp = NULL;
-            if (!rm_rf(old)) QC_LOGW("%s: could not remove the replaced checkpoint: %s", old, strerror(errno));
+            if (!qc_rm_tree(old)) QC_LOGW("%s: could not remove the replaced checkpoint: %s", old, strerror(errno));
         }
         free(old);
     }
@@ -838,7 +829,7 @@ qc_status qc_ckpt_commit(qc_ckpt *c, const cJSON *qcfg, const qc_ckpt_file *side
 void qc_ckpt_close(qc_ckpt *c) {
     if (!c) return;
     if (c->tmp) {
-        if (!rm_rf(c->tmp)) QC_LOGW("%s: could not remove the temporary directory: %s", c->tmp, strerror(errno));
+        if (!qc_rm_tree(c->tmp)) QC_LOGW("%s: could not remove the temporary directory: %s", c->tmp, strerror(errno));
         free(c->tmp);
     }
     for (int p = 0; c->parts && p < c->n_parts; p++)

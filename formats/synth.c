@@ -6,7 +6,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -252,14 +251,8 @@ static void gen_chunk(uint64_t key, tensor_kind kind, qc_dtype dt, int64_t first
 
 /* ---- small file helpers ---- */
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)ftw;
-    return (flag == FTW_DP ? rmdir(p) : unlink(p)) != 0 && errno != ENOENT ? -1 : 0;
-}
-
 static void rm_rf(const char *path) {
-    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+    if (!qc_rm_tree(path))
         QC_LOGW("%s: could not remove: %s", path, strerror(errno));
 }
 
