@@ -24,7 +24,8 @@
 const char *qc_test_data(const char *rel);
 /* The path of rel (a fresh copy the caller frees). If it does not exist (file or directory): prints a SKIP
  * line and skips the running cmocka case (qc_test_require; only inside a case) or exits 77
- * (qc_test_require_all; for group setups and main). */
+ * (qc_test_require_all; for group setups and main). A skip leaves the case at once: require the data most
+ * likely to be missing before allocating anything else. */
 char *qc_test_require(const char *rel);
 char *qc_test_require_all(const char *rel);
 /* A fresh empty temporary directory (removed at exit). */
