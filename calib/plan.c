@@ -1,6 +1,7 @@
 /* plan.c - the preflight plan (see plan.h). Every term below names the allocation it stands for in the
  * driver that makes it; when a driver changes what it allocates, the matching term changes here. */
 #include "plan.h"
+#include "qc_par.h"
 
 #include "pipeline_internal.h"
 #include "qc_gpu.h"
@@ -927,7 +928,7 @@ qc_status qc_plan_compute(const qc_plan_in *in, qc_plan *p) {
     p->bits = in->bits;
     p->group_size = in->group_size;
     p->keep_fake = in->keep_fake;
-    p->threads = in->threads > 0 ? in->threads : openblas_get_num_threads();
+    p->threads = in->threads > 0 ? in->threads : qc_par_threads();
     snprintf(p->out, sizeof p->out, "%s", in->out ? in->out : "");
     if (in->work_dir) snprintf(p->work_dir, sizeof p->work_dir, "%s", in->work_dir);
     else snprintf(p->work_dir, sizeof p->work_dir, "%.1000s.qcal-work", p->out);
