@@ -32,27 +32,6 @@
 #define EXP_MAX_BYTES  ((size_t)1 << 20)
 
 /* ---- small helpers ---- */
-typedef struct sbuf { char *p; size_t n, cap; bool oom; } sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) { b->oom = true; return; }
-        if (b->p && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap <= b->n + (size_t)k) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = true; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-}
-
 static qc_status node_fail(const qc_experiment *e, const qc_ynode *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static qc_status node_fail(const qc_experiment *e, const qc_ynode *n, const char *fmt, ...) {
     char where[2048], msg[1536];
@@ -363,7 +342,7 @@ static qc_status expand(qc_experiment *e, const char *device) {
         qc_exp_spec *run = &e->runs[e->n_runs++];
         qc_recipe_init(&run->recipe);
         qc_status st = qc_recipe_apply_yaml(&run->recipe, e->base, e->path, e->base_dir);
-        sbuf cell = {0};
+        qc_sbuf cell = {0};
         for (int k = 0; st == QC_OK && k < e->n_keys; k++) {
             const qc_exp_key *key = &e->keys[k];
             run->value[k] = digit[k];
@@ -371,17 +350,17 @@ static qc_status expand(qc_experiment *e, const char *device) {
                      ? apply_variant(e, &run->recipe, key->node[digit[k]], false)
                      : qc_recipe_apply_yaml_key(&run->recipe, key->rk, key->node[digit[k]], e->path, e->base_dir);
             if (key->rk != QC_RK_SEED)
-                sb_printf(&cell, "%s%s=%s", cell.n ? "," : "", key_name(key->rk), key->text[digit[k]]);
+                qc_sbuf_printf(&cell, "%s%s=%s", cell.n ? "," : "", key_name(key->rk), key->text[digit[k]]);
         }
         if (st == QC_OK && device) st = qc_recipe_set(&run->recipe, "device", device, "--device");
-        if (st == QC_OK && !cell.n) sb_printf(&cell, "base");
+        if (st == QC_OK && !cell.n) qc_sbuf_printf(&cell, "base");
         if (st == QC_OK && cell.oom) st = qc_fail(QC_ERR_NOMEM, "out of memory");
         if (st == QC_OK) {
             run->cell = cell.p;
             cell.p = NULL;
             run->seed = run->recipe.seed;
-            sbuf id = {0};
-            sb_printf(&id, "%s%sseed=%" PRIu64, strcmp(run->cell, "base") ? run->cell : "",
+            qc_sbuf id = {0};
+            qc_sbuf_printf(&id, "%s%sseed=%" PRIu64, strcmp(run->cell, "base") ? run->cell : "",
                       strcmp(run->cell, "base") ? "," : "", run->seed);
             run->id = id.p;
             run->dirname = qc_strdup(id.p ? id.p : "");
@@ -407,14 +386,14 @@ static qc_status expand(qc_experiment *e, const char *device) {
 }
 
 static qc_status plan_hash(qc_experiment *e) {
-    sbuf b = {0};
-    sb_printf(&b, "qcal-experiment-1\nmodel %s\n", e->model);
+    qc_sbuf b = {0};
+    qc_sbuf_printf(&b, "qcal-experiment-1\nmodel %s\n", e->model);
     for (int i = 0; i < e->n_evals; i++) {
         const qc_exp_eval *v = &e->evals[i];
-        sb_printf(&b, "eval %s %s %d %d %d %s %s %s\n", v->name, v->text, v->seqlen, v->max_windows, v->holdout,
+        qc_sbuf_printf(&b, "eval %s %s %d %d %d %s %s %s\n", v->name, v->text, v->seqlen, v->max_windows, v->holdout,
                   v->format ? v->format : "-", v->field ? v->field : "-", v->split ? v->split : "-");
     }
-    for (int i = 0; i < e->n_runs; i++) sb_printf(&b, "run %s %s\n", e->runs[i].id, e->runs[i].recipe_sha256);
+    for (int i = 0; i < e->n_runs; i++) qc_sbuf_printf(&b, "run %s %s\n", e->runs[i].id, e->runs[i].recipe_sha256);
     if (b.oom) return qc_fail(QC_ERR_NOMEM, "out of memory");
     qc_sha256_buf(b.p, b.n, e->plan_sha256);
     free(b.p);
@@ -647,12 +626,12 @@ static qc_status eval_text(const qc_exp_eval *v, char **text, size_t *len) {
     qc_docs *r;
     qc_status st = qc_docs_open(v->text, &o, &r);
     if (st) return st;
-    sbuf b = {0};
+    qc_sbuf b = {0};
     const char *d;
     size_t n;
     while ((st = qc_docs_next(r, &d, &n)) == QC_OK && d) {
-        if (b.n) sb_printf(&b, "\n\n");
-        sb_printf(&b, "%.*s", (int)n, d);
+        if (b.n) qc_sbuf_printf(&b, "\n\n");
+        qc_sbuf_printf(&b, "%.*s", (int)n, d);
     }
     qc_docs_free(r);
     if (st == QC_OK && b.oom) st = qc_fail(QC_ERR_NOMEM, "out of memory");
@@ -708,15 +687,15 @@ static qc_status ctx_open(exp_ctx *x) {
 
 /* What a checkpoint was made from: the recipe hash, qcal, the model files, the calibration files. */
 static void quantize_fp(const exp_ctx *x, const qc_exp_spec *r, char out[65]) {
-    sbuf b = {0};
-    sb_printf(&b, "qcal %s\nrecipe %s\nmodel %s\ndevice %s\n", QC_VERSION, r->recipe_sha256, x->model_ident, r->recipe.device);
+    qc_sbuf b = {0};
+    qc_sbuf_printf(&b, "qcal %s\nrecipe %s\nmodel %s\ndevice %s\n", QC_VERSION, r->recipe_sha256, x->model_ident, r->recipe.device);
     for (int i = 0; i < r->recipe.n_calib; i++) {
         struct stat sb;
         const char *p = r->recipe.calib[i].path;
         if (strncmp(p, "hf://", 5) != 0 && stat(p, &sb) == 0)
-            sb_printf(&b, "calib %s %lld %lld.%09ld\n", p, (long long)sb.st_size, (long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
+            qc_sbuf_printf(&b, "calib %s %lld %lld.%09ld\n", p, (long long)sb.st_size, (long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
         else
-            sb_printf(&b, "calib %s\n", p);
+            qc_sbuf_printf(&b, "calib %s\n", p);
     }
     qc_sha256_buf(b.p ? b.p : "", b.n, out);
     free(b.p);
@@ -826,8 +805,8 @@ static void row_finish(cJSON *row, double t_quant, double t_eval, const char *de
 static qc_status baseline(exp_ctx *x) {
     char fp[65], buf[256], ckpt_sha[65];
     snprintf(buf, sizeof buf, "baseline %s\n", QC_VERSION);
-    sbuf b = {0};
-    sb_printf(&b, "%s%s\n%s\n", buf, x->model_ident, x->eval_spec);
+    qc_sbuf b = {0};
+    qc_sbuf_printf(&b, "%s%s\n%s\n", buf, x->model_ident, x->eval_spec);
     qc_sha256_buf(b.p ? b.p : "", b.n, fp);
     free(b.p);
     char *path = path2(x->runs, "fp16", ".result.json");
@@ -934,16 +913,16 @@ static void log_tail(const char *log) {
 /* The token group key: what decides the windows (the tokenizer through the model's files; local sources
  * by size and mtime, so an edited calibration file is sampled again). */
 static void tokens_key(const exp_ctx *x, const qc_recipe *r, char out[65]) {
-    sbuf b = {0};
-    sb_printf(&b, "qcal-tokens-v1\nmodel %s\nsampling %s\nnsamples %d\nseqlen %d\nseed %" PRIu64 "\n", x->model_ident,
+    qc_sbuf b = {0};
+    qc_sbuf_printf(&b, "qcal-tokens-v1\nmodel %s\nsampling %s\nnsamples %d\nseqlen %d\nseed %" PRIu64 "\n", x->model_ident,
               r->sampling, r->nsamples, r->seqlen, r->seed);
     for (int i = 0; i < r->n_calib; i++) {
         const qc_calib_source *c = &r->calib[i];
         struct stat sb;
-        sb_printf(&b, "calib %s", c->path);
+        qc_sbuf_printf(&b, "calib %s", c->path);
         if (strncmp(c->path, "hf://", 5) != 0 && stat(c->path, &sb) == 0)
-            sb_printf(&b, " %lld %lld.%09ld", (long long)sb.st_size, (long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
-        sb_printf(&b, " format %s field %s split %s holdout %d weight %.17g\n", c->format ? c->format : "-",
+            qc_sbuf_printf(&b, " %lld %lld.%09ld", (long long)sb.st_size, (long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
+        qc_sbuf_printf(&b, " format %s field %s split %s holdout %d weight %.17g\n", c->format ? c->format : "-",
                   c->field ? c->field : "-", c->split ? c->split : "-", c->holdout, c->weight);
     }
     qc_sha256_buf(b.p ? b.p : "", b.n, out);
@@ -1061,8 +1040,8 @@ static qc_status do_run(exp_ctx *x, int i, const char *qfp, const char *fp, doub
         unlink(qpath);
         if ((st = qc_recipe_set(&r->recipe, "out", ckpt, "experiment"))) goto out;
         char *yaml = qc_recipe_to_yaml(&r->recipe);
-        sbuf y = {0};
-        sb_printf(&y, "# qcal experiment %s: run %s (resolved; quantized by the experiment runner)\n%s", e->path, r->id,
+        qc_sbuf y = {0};
+        qc_sbuf_printf(&y, "# qcal experiment %s: run %s (resolved; quantized by the experiment runner)\n%s", e->path, r->id,
                   yaml ? yaml : "");
         free(yaml);
         st = y.oom || !y.p ? qc_fail(QC_ERR_NOMEM, "out of memory") : qc_write_file_atomic(rpath, y.p, y.n);
@@ -1168,34 +1147,34 @@ out:
 }
 
 /* ---- tables ---- */
-static void csv_field(sbuf *b, const char *s) {
+static void csv_field(qc_sbuf *b, const char *s) {
     if (!strpbrk(s, ",\"\n\r")) {
-        sb_printf(b, "%s", s);
+        qc_sbuf_printf(b, "%s", s);
         return;
     }
-    sb_printf(b, "\"");
-    for (const char *p = s; *p; p++) sb_printf(b, *p == '"' ? "\"\"" : "%c", *p);
-    sb_printf(b, "\"");
+    qc_sbuf_printf(b, "\"");
+    for (const char *p = s; *p; p++) qc_sbuf_printf(b, *p == '"' ? "\"\"" : "%c", *p);
+    qc_sbuf_printf(b, "\"");
 }
 
-static void csv_num(sbuf *b, const cJSON *v, const char *fmt) {
-    sb_printf(b, ",");
-    if (cJSON_IsNumber(v)) sb_printf(b, fmt, v->valuedouble);
+static void csv_num(qc_sbuf *b, const cJSON *v, const char *fmt) {
+    qc_sbuf_printf(b, ",");
+    if (cJSON_IsNumber(v)) qc_sbuf_printf(b, fmt, v->valuedouble);
 }
 
-static void csv_str(sbuf *b, const char *s) {
-    sb_printf(b, ",");
+static void csv_str(qc_sbuf *b, const char *s) {
+    qc_sbuf_printf(b, ",");
     if (s) csv_field(b, s);
 }
 
 static qc_status write_results(exp_ctx *x) {
     qc_experiment *e = x->e;
-    sbuf csv = {0}, jl = {0};
-    sb_printf(&csv, "run,cell,seed");
+    qc_sbuf csv = {0}, jl = {0};
+    qc_sbuf_printf(&csv, "run,cell,seed");
     for (int k = 0; k < e->n_keys; k++)
-        if (e->keys[k].rk != QC_RK_SEED) sb_printf(&csv, ",%s", key_name(e->keys[k].rk));
-    for (int i = 0; i < e->n_evals; i++) sb_printf(&csv, ",ppl_%s", e->evals[i].name);
-    sb_printf(&csv, ",kl,top1,rel_err_mean,rel_err_max,recipe_sha256,tokens_sha256,checkpoint_sha256,qcal_version,"
+        if (e->keys[k].rk != QC_RK_SEED) qc_sbuf_printf(&csv, ",%s", key_name(e->keys[k].rk));
+    for (int i = 0; i < e->n_evals; i++) qc_sbuf_printf(&csv, ",ppl_%s", e->evals[i].name);
+    qc_sbuf_printf(&csv, ",kl,top1,rel_err_mean,rel_err_max,recipe_sha256,tokens_sha256,checkpoint_sha256,qcal_version,"
                     "device,seconds_quantize,seconds_eval,reused\n");
     for (int i = 0; i <= e->n_runs; i++) {
         cJSON *row = x->rows[i];
@@ -1206,13 +1185,13 @@ static qc_status write_results(exp_ctx *x) {
             free(csv.p), free(jl.p);
             return qc_fail(QC_ERR_NOMEM, "out of memory");
         }
-        sb_printf(&jl, "%s\n", s);
+        qc_sbuf_printf(&jl, "%s\n", s);
         free(s);
         const qc_exp_spec *r = i ? &e->runs[i - 1] : NULL;
         csv_field(&csv, jstr(row, "run"));
         csv_str(&csv, jstr(row, "cell"));
-        sb_printf(&csv, ",");
-        if (r) sb_printf(&csv, "%" PRIu64, r->seed);
+        qc_sbuf_printf(&csv, ",");
+        if (r) qc_sbuf_printf(&csv, "%" PRIu64, r->seed);
         for (int k = 0; k < e->n_keys; k++)
             if (e->keys[k].rk != QC_RK_SEED) csv_str(&csv, r ? e->keys[k].text[r->value[k]] : NULL);
         const cJSON *ppl = cJSON_GetObjectItemCaseSensitive(row, "ppl");
@@ -1230,7 +1209,7 @@ static qc_status write_results(exp_ctx *x) {
         const cJSON *sec = cJSON_GetObjectItemCaseSensitive(row, "seconds");
         csv_num(&csv, cJSON_GetObjectItemCaseSensitive(sec, "quantize"), "%.3f");
         csv_num(&csv, cJSON_GetObjectItemCaseSensitive(sec, "eval"), "%.3f");
-        sb_printf(&csv, ",%s\n", x->reused[i] ? "true" : "false");
+        qc_sbuf_printf(&csv, ",%s\n", x->reused[i] ? "true" : "false");
     }
     qc_status st = csv.oom || jl.oom ? qc_fail(QC_ERR_NOMEM, "out of memory") : QC_OK;
     char *pc = path2(x->dir, "results.csv", ""), *pj = path2(x->dir, "results.jsonl", "");

@@ -1309,82 +1309,57 @@ void qc_recipe_hash(const qc_recipe *r, char out[65]) {
 }
 
 /* ---- resolved YAML ---- */
-typedef struct sbuf {
-    char  *p;
-    size_t n, cap;
-    bool   oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) { b->oom = true; return; }
-        if (b->p && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
-        size_t cap = (b->cap ? b->cap : 256);
-        while (cap <= b->n + (size_t)k) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = true; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-}
-
 /* A YAML double-quoted scalar (JSON escapes are valid YAML ones), or null. */
-static void sb_quoted(sbuf *b, const char *s) {
-    if (!s) { sb_printf(b, "null"); return; }
-    sb_printf(b, "\"");
+static void sb_quoted(qc_sbuf *b, const char *s) {
+    if (!s) { qc_sbuf_printf(b, "null"); return; }
+    qc_sbuf_printf(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') sb_printf(b, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f) sb_printf(b, "\\u%04x", *p);
-        else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) sb_printf(b, "\\u%04x", p[1]), p++;
-        else sb_printf(b, "%c", *p);
+        if (*p == '"' || *p == '\\') qc_sbuf_printf(b, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f) qc_sbuf_printf(b, "\\u%04x", *p);
+        else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) qc_sbuf_printf(b, "\\u%04x", p[1]), p++;
+        else qc_sbuf_printf(b, "%c", *p);
     }
-    sb_printf(b, "\"");
+    qc_sbuf_printf(b, "\"");
 }
 
 /* Shortest of %.15g / %.17g that reads back exactly. */
-static void sb_real(sbuf *b, double x) {
+static void sb_real(qc_sbuf *b, double x) {
     char buf[40];
     snprintf(buf, sizeof buf, "%.15g", x);
     if (strtod(buf, NULL) != x) snprintf(buf, sizeof buf, "%.17g", x);
-    sb_printf(b, "%s", buf);
+    qc_sbuf_printf(b, "%s", buf);
 }
 
 char *qc_recipe_to_yaml(const qc_recipe *r) {
-    sbuf b = {0};
-    sb_printf(&b, "model: ");
+    qc_sbuf b = {0};
+    qc_sbuf_printf(&b, "model: ");
     sb_quoted(&b, r->model);
-    sb_printf(&b, "\nout: ");
+    qc_sbuf_printf(&b, "\nout: ");
     sb_quoted(&b, r->out);
-    sb_printf(&b, "\nmethod: %s\nbits: %d\ngroup_size: %d\nsym: %s\nact_order: %s\nstatic_groups: %s\n"
+    qc_sbuf_printf(&b, "\nmethod: %s\nbits: %d\ngroup_size: %d\nsym: %s\nact_order: %s\nstatic_groups: %s\n"
                   "true_sequential: %s\ndamp: ",
               r->method, r->bits, r->group_size, r->sym ? "true" : "false", r->act_order ? "true" : "false",
               r->static_groups ? "true" : "false", r->true_sequential ? "true" : "false");
     sb_real(&b, r->damp);
-    sb_printf(&b, "\nawq_scale: %s\nawq_clip: %s", r->awq_scale, r->awq_clip ? "true" : "false");
-    sb_printf(&b, "\ncalib:\n");
+    qc_sbuf_printf(&b, "\nawq_scale: %s\nawq_clip: %s", r->awq_scale, r->awq_clip ? "true" : "false");
+    qc_sbuf_printf(&b, "\ncalib:\n");
     for (int i = 0; i < r->n_calib; i++) {
         const qc_calib_source *c = &r->calib[i];
-        sb_printf(&b, "  - path: ");
+        qc_sbuf_printf(&b, "  - path: ");
         sb_quoted(&b, c->path);
-        sb_printf(&b, "\n    format: %s\n    field: ", c->format);
+        qc_sbuf_printf(&b, "\n    format: %s\n    field: ", c->format);
         sb_quoted(&b, c->field);
-        sb_printf(&b, "\n    split: %s\n    weight: ", c->split);
+        qc_sbuf_printf(&b, "\n    split: %s\n    weight: ", c->split);
         sb_real(&b, c->weight);
-        sb_printf(&b, "\n");
-        if (c->holdout) sb_printf(&b, "    holdout: %d\n", c->holdout);
+        qc_sbuf_printf(&b, "\n");
+        if (c->holdout) qc_sbuf_printf(&b, "    holdout: %d\n", c->holdout);
     }
-    sb_printf(&b, "sampling: %s\nnsamples: %d\nseqlen: %d\nseed: %" PRIu64 "\nformat: %s\ndevice: %s\neval:%s\n",
+    qc_sbuf_printf(&b, "sampling: %s\nnsamples: %d\nseqlen: %d\nseed: %" PRIu64 "\nformat: %s\ndevice: %s\neval:%s\n",
               r->sampling, r->nsamples, r->seqlen, r->seed, r->format, r->device, r->n_eval ? "" : " []");
     for (int i = 0; i < r->n_eval; i++) {
-        sb_printf(&b, "  - text: ");
+        qc_sbuf_printf(&b, "  - text: ");
         sb_quoted(&b, r->eval[i].text);
-        sb_printf(&b, "\n    seqlen: %d\n", r->eval[i].seqlen ? r->eval[i].seqlen : r->seqlen);
+        qc_sbuf_printf(&b, "\n    seqlen: %d\n", r->eval[i].seqlen ? r->eval[i].seqlen : r->seqlen);
     }
     if (b.oom) {
         free(b.p);

@@ -97,6 +97,12 @@ uint16_t qc_f32_to_fp16(float f);   /* round to nearest even, overflow to inf, l
 float    qc_bf16_to_f32(uint16_t h);
 uint16_t qc_f32_to_bf16(float f);   /* round to nearest even, like torch .bfloat16() */
 
+/* ---- growing strings ---- */
+/* A string built by appending: start from {0}; after an allocation failure oom is set and further appends
+ * are no-ops. p (NUL-terminated when n > 0) is the caller's to free. */
+typedef struct qc_sbuf { char *p; size_t n, cap; bool oom; } qc_sbuf;
+void qc_sbuf_printf(qc_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* ---- files ---- */
 /* Reads a whole file; *buf is NUL-terminated (not counted in *len); caller frees with free().
  * max_len caps the size accepted (0 = no cap). */
