@@ -454,7 +454,8 @@ static int run(int argc, char **argv) {
         QC_LOGI("qcal %s: %s %s, %d layers, hidden %d -> %s (%s w%d g%d %s%s, format %s), recipe-sha256 %s", QC_VERSION,
                 model_dir, m->cfg.arch_name, m->cfg.n_layers, m->cfg.hidden_size, r.out, r.method, r.bits, r.group_size,
                 r.sym ? "sym" : "asym", r.act_order ? " act-order" : "", r.format, hash);
-    if ((st = qc_tokenizer_load(model_dir, &tok))) goto out;
+    /* read windows need no tokenizer (a model may ship none); sampling and --eval do */
+    if ((!o_tokens->set || n_eval > 0) && (st = qc_tokenizer_load(model_dir, &tok))) goto out;
     on_phase(&ru.pc, -1, m->cfg.n_layers, "sampling");
     if (o_tokens->set) {
         if ((st = qc_run_calib_check_vocab(&set, m->cfg.vocab_size, o_tokens->str))) goto out;
