@@ -553,6 +553,7 @@ static int search_windows(const run_ctx *c) {
 typedef struct {
     double ratio, loss;
     qc_awq_formula formula;
+    bool gram;  /* c->Hs[input] holds the unscaled X^T X (full), for the error report's Hessian */
 } awq_choice;
 
 /* Grid search of E.3 for one group on the original weights (per formula, qc_awq_candidate's order);
@@ -651,6 +652,7 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
     }
     if (st == QC_OK && !isfinite(best->loss))
         st = qc_fail(QC_ERR_NUMERIC, "awq: the scale search found no finite loss (non-finite activations?)");
+    best->gram = gram;
     free(ref); free(out); free(xm); free(wm); free(cand); free(other);
     qc_aligned_free(Asub);
     for (int i = 0; i < 3; i++) free(Wc[i]);
@@ -680,7 +682,7 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
     double t_search = qc_time_now();
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
         int K = layer->in_features[groups[gi].layers[0]];
-        choice[gi] = (awq_choice){.ratio = -1.0, .loss = 0.0, .formula = QC_AWQ_F_NONE};
+        choice[gi] = (awq_choice){.ratio = -1.0, .loss = 0.0, .formula = QC_AWQ_F_NONE, .gram = false};
         if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
         else if (!qc_pl_awq_group_quantized(o, layer->out_features, layer->in_features, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
             for (int k = 0; k < K; k++) scales[gi][k] = 1.0f;
@@ -720,12 +722,23 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
         for (size_t r = 0; r < c->rows; r++)
             for (int k = 0; k < K; k++) A[r * K + k] /= s[k];
     }
-    for (int gi = 0; gi < 4; gi++) free(scales[gi]);
     c->res->t_solve += qc_time_now() - t_search; /* the scale search is AWQ's solve */
-    /* Hessians of the scaled inputs, for the error report */
+    /* Hessians of the scaled inputs, for the error report; where the search left X^T X of the unscaled
+     * inputs, 2/rows diag(1/s) X^T X diag(1/s) from it */
     static const qc_linear_id caps[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
     for (int k = 0; k < 4 && st == QC_OK; k++) {
         int K = k == 1 ? layer->in_features[QC_LIN_O] : k == 3 ? layer->in_features[QC_LIN_DOWN] : c->d;
+        int gi = 0;
+        while (gi < ng && groups[gi].input != caps[k]) gi++;
+        if (gi < ng && choice[gi].gram) {
+            double th = qc_time_now();
+            float *H = c->Hs[caps[k]], scale = 2.0f / (float)c->rows;
+            const float *sc = scales[gi];
+            for (int i = 0; i < K; i++)
+                for (int j = 0; j < K; j++) H[(size_t)i * K + j] = H[(size_t)i * K + j] / sc[i] / sc[j] * scale;
+            c->res->t_hessian += qc_time_now() - th;
+            continue;
+        }
         float *H = hessian_buf(c, caps[k], K);
         if (!H) {
             st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
@@ -736,6 +749,7 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
         finish_hessian(H, K, (int64_t)c->rows);
         c->res->t_hessian += qc_time_now() - th;
     }
+    for (int gi = 0; gi < 4; gi++) free(scales[gi]);
     /* 4. clipping (not for q/k), 5. quantization */
     if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-quantize");
     for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {

@@ -66,7 +66,7 @@ extern "C" {
 #define QC_RECIPE_MAX_EVALS   16
 #define QC_RECIPE_MAX_BYTES   ((size_t)1 << 20)  /* a recipe file larger than this is refused */
 #define QC_RECIPE_VERSION     1                  /* "qcal_recipe" in the canonical JSON */
-#define QC_RECIPE_AWQ_SEARCH_SAMPLES 0            /* awq_search_samples' default (0: every window) */
+#define QC_RECIPE_AWQ_SEARCH_SAMPLES 12           /* awq_search_samples' default (0: every window) */
 
 /* One bit per key in qc_recipe.set_mask (QC_RK_BIT(QC_RK_BITS)); also indexes qc_recipe.where. */
 typedef enum qc_recipe_key {

@@ -132,7 +132,7 @@ assert lin["model.layers.0.self_attn.q_proj"]["awq_formula"] == lin["model.layer
 assert "awq_formula" not in lin["model.layers.0.self_attn.o_proj"]
 assert r["eval"][0]["ppl_fake_quant"] == r["eval"][0]["ppl_checkpoint"]
 PY
-grep -qE "^awq: [0-9]+ scale groups searched \(awq_scale best\): the duo formula \(AutoAWQ\) chosen for [0-9]+, x\^r \(llm-awq\) for [0-9]+$" "$T/err" \
+grep -qE "^awq: [0-9]+ scale groups searched \(awq_scale best; attention/MLP forwards on 12 of 32 windows\): the duo formula \(AutoAWQ\) chosen for [0-9]+, x\^r \(llm-awq\) for [0-9]+$" "$T/err" \
     && ok || bad "awq: no formula summary in: $(grep '^awq' "$T/err")"
 "$Q" eval --model "$T/awq" --text "$TINY_EVAL" --seqlen 256 --max-windows 10 --quiet >"$T/eval" 2>&1 \
     && [[ "$(tail -n 1 "$T/eval")" == "$(tail -n 1 "$T/out")" ]] && ok || bad "awq reload: $(tail -n 1 "$T/eval") vs $(tail -n 1 "$T/out")"

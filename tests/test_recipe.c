@@ -11,13 +11,13 @@
 #include "sha256.h"
 
 static const char k_defaults_json[] =
-    "{\"act_order\":false,\"awq_clip\":true,\"awq_scale\":\"best\",\"awq_search_samples\":0,\"bits\":4,\"calib\":[{\"field\":\"text\",\"format\":\"jsonl\","
+    "{\"act_order\":false,\"awq_clip\":true,\"awq_scale\":\"best\",\"awq_search_samples\":12,\"bits\":4,\"calib\":[{\"field\":\"text\",\"format\":\"jsonl\","
     "\"path\":\"hf://datasets/allenai/c4/en/c4-train.00000-of-01024.json.gz\",\"split\":\"line\",\"weight\":1}],"
     "\"damp\":0.01,\"device\":\"cpu\",\"eval\":[],\"format\":\"gptq\",\"group_size\":128,\"method\":\"gptq\","
     "\"model\":null,\"nsamples\":128,\"out\":null,\"qcal_recipe\":1,\"sampling\":\"gptq\",\"seed\":0,"
     "\"seqlen\":2048,\"static_groups\":false,\"sym\":true,\"true_sequential\":true}";
 static const char k_defaults_hashed[] =
-    "{\"act_order\":false,\"awq_clip\":true,\"awq_scale\":\"best\",\"awq_search_samples\":0,\"bits\":4,\"calib\":[{\"field\":\"text\",\"format\":\"jsonl\","
+    "{\"act_order\":false,\"awq_clip\":true,\"awq_scale\":\"best\",\"awq_search_samples\":12,\"bits\":4,\"calib\":[{\"field\":\"text\",\"format\":\"jsonl\","
     "\"path\":\"hf://datasets/allenai/c4/en/c4-train.00000-of-01024.json.gz\",\"split\":\"line\",\"weight\":1}],"
     "\"damp\":0.01,\"format\":\"gptq\",\"group_size\":128,\"method\":\"gptq\",\"model\":null,\"nsamples\":128,"
     "\"qcal_recipe\":1,\"sampling\":\"gptq\",\"seed\":0,\"seqlen\":2048,\"static_groups\":false,\"sym\":true,"

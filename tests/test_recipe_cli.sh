@@ -47,7 +47,7 @@ h_example=$(hash_of_last)
 expect 0 "recipe empty.yaml --json" -- "$Q" recipe "$T/empty.yaml" --json
 check "the example equals the defaults" cmp -s "$T/out" "$T/example.json"
 check "hash line" test -n "$h_example"
-check "canonical JSON line" grep -q '^{"act_order":false,"awq_clip":true,"awq_scale":"best","awq_search_samples":0,"bits":4,.*"true_sequential":true}$' "$T/example.json"
+check "canonical JSON line" grep -q '^{"act_order":false,"awq_clip":true,"awq_scale":"best","awq_search_samples":12,"bits":4,.*"true_sequential":true}$' "$T/example.json"
 
 # the hash is SHA-256 of the hash text, which leaves out out/device/eval
 expect 0 "recipe --hash-text" -- "$Q" recipe "$T/example.yaml" --hash-text
