@@ -310,6 +310,8 @@ static void name_report(run_ctx *c, int li, qc_linear_id l, const qc_layer *laye
     r->N = layer->out_features[l];
     r->K = layer->in_features[l];
     r->awq_ratio = -1.0;
+    r->awq_formula = QC_AWQ_F_NONE;
+    r->awq_loss = 0.0;
     snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_linear_name(l));
 }
 
@@ -499,12 +501,12 @@ static bool awq_capture(void *user, qc_linear_id which, const float *x, int n, i
 }
 
 /* module output for the scale search: which = QC_LIN_Q (self_attn), QC_LIN_O (o_proj),
- * QC_LIN_GATE (mlp) or QC_LIN_DOWN (down_proj); input A [rows, K], output out [rows, d]. */
-static qc_status awq_module(run_ctx *c, const qc_layer *L, qc_linear_id which, const float *A, float *out) {
+ * QC_LIN_GATE (mlp) or QC_LIN_DOWN (down_proj); input A [nsamp * T, K], output out [nsamp * T, d]. */
+static qc_status awq_module(run_ctx *c, const qc_layer *L, qc_linear_id which, const float *A, int nsamp, float *out) {
     int K = which == QC_LIN_O ? L->in_features[QC_LIN_O] : which == QC_LIN_DOWN ? L->in_features[QC_LIN_DOWN] : c->d;
     qc_status st = QC_OK;
-    for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
-        int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+    for (int s0 = 0; s0 < nsamp && st == QC_OK; s0 += c->batch) {
+        int nb = nsamp - s0 < c->batch ? nsamp - s0 : c->batch;
         size_t r0 = (size_t)s0 * c->T;
         const float *a = A + r0 * K;
         float *y = out + r0 * c->d;
@@ -541,21 +543,54 @@ bool qc_pl_awq_group_quantized(const qc_pipeline_opts *o, const int *out_f, cons
     return false;
 }
 
-/* Grid search of E.3 for one group on the original weights; writes the best scales to s. */
-static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *g, float *s, double *best_ratio) {
-    int K = layer->in_features[g->layers[0]], gs = c->o->q.group_size, bits = c->o->q.bits;
-    size_t out_sz = c->rows * (size_t)c->d;
-    float *ref = malloc(sizeof(float) * out_sz), *out = malloc(sizeof(float) * out_sz);
+/* The windows the search's module forwards run on (awq_search_samples; 0 or too many: all). */
+static int search_windows(const run_ctx *c) {
+    int n = c->o->awq_search_samples;
+    return n <= 0 || n >= c->nsamples ? c->nsamples : n;
+}
+
+/* The search's choice for one group. */
+typedef struct {
+    double ratio, loss;
+    qc_awq_formula formula;
+    bool gram;  /* c->Hs[input] holds the unscaled X^T X (full), for the error report's Hessian */
+} awq_choice;
+
+/* Grid search of E.3 for one group on the original weights (per formula, qc_awq_candidate's order);
+ * writes the best scales to s. A group whose module is one linear (o_proj, down_proj) is scored on
+ * every window, through G = X^T X (qc_awq_quad_loss) when there are at least K rows, else (or with
+ * awq_plain_search) by forwards; the attention and MLP groups by forwards over search_windows()
+ * evenly strided windows. */
+static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *g, float *s, awq_choice *best) {
+    int K = layer->in_features[g->layers[0]], gs = c->o->q.group_size, bits = c->o->q.bits, T = c->T;
+    /* X^T X costs O(N K^2) a candidate, the forward O(rows N K): the cheaper one (a choice by shapes only) */
+    bool one = g->input == QC_LIN_O || g->input == QC_LIN_DOWN;
+    bool gram = one && !c->o->awq_plain_search && c->rows >= (size_t)K;
+    int nw = one ? c->nsamples : search_windows(c);
+    size_t rows_s = (size_t)nw * T, out_sz = rows_s * (size_t)c->d;
+    const float *A = c->A[g->input];
+    float *ref = NULL, *out = NULL, *Asub = NULL, *G = NULL;
     float *xm = malloc(sizeof(float) * K), *wm = malloc(sizeof(float) * K), *cand = malloc(sizeof(float) * K);
-    float *Wc[3] = {0};
+    float *other = malloc(sizeof(float) * K), *Wc[3] = {0};
     qc_status st = QC_OK;
-    if (!ref || !out || !xm || !wm || !cand) st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for the scale search");
+    if (!xm || !wm || !cand || !other) st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for the scale search");
+    if (st == QC_OK && !gram && (!(ref = malloc(sizeof(float) * out_sz)) || !(out = malloc(sizeof(float) * out_sz))))
+        st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for the scale search's outputs [%zu, %d]", rows_s, c->d);
+    if (st == QC_OK && nw < c->nsamples) { /* the search's windows, gathered: window i * nsamples / nw */
+        if (!(Asub = qc_aligned_alloc(sizeof(float) * rows_s * K)))
+            st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for the search's %d windows", nw);
+        for (int i = 0; st == QC_OK && i < nw; i++)
+            memcpy(Asub + (size_t)i * T * K, A + (size_t)((int64_t)i * c->nsamples / nw) * T * K,
+                   sizeof(float) * (size_t)T * K);
+    }
     for (int i = 0; i < g->n && st == QC_OK; i++) {
         qc_linear_id l = g->layers[i];
         if (!(Wc[i] = malloc(sizeof(float) * (size_t)layer->out_features[l] * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
     }
+    if (st == QC_OK && gram && !(G = hessian_buf(c, g->input, K))) /* the report's Hessian buffer, free until then */
+        st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for X^T X [%d, %d]", K, K);
     if (st == QC_OK) {
-        qc_awq_x_mean(c->A[g->input], (int64_t)c->rows, K, xm);
+        qc_awq_x_mean(A, (int64_t)c->rows, K, xm);
         const float *ws[3];
         int ns[3];
         for (int i = 0; i < g->n; i++) {
@@ -563,14 +598,27 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
             ns[i] = layer->out_features[g->layers[i]];
         }
         qc_awq_w_mean(ws, ns, g->n, K, gs, wm);
-        st = awq_module(c, layer, g->input, c->A[g->input], ref);
+        if (gram) {
+            qc_hessian_accumulate(G, K, A, (int64_t)c->rows, T);
+            for (int i = 0; i < K; i++)
+                for (int j = i + 1; j < K; j++) G[(size_t)j * K + i] = G[(size_t)i * K + j];
+        } else {
+            st = awq_module(c, layer, g->input, Asub ? Asub : A, nw, ref);
+        }
     }
     qc_layer trial = *layer;
-    double best = INFINITY;
     const int n_grid = 20;
-    for (int j = 0; j < n_grid && st == QC_OK; j++) {
-        double r = (double)j / n_grid;
-        qc_awq_scales(xm, wm, K, r, c->o->awq_duo, cand);
+    qc_awq_scale_mode mode = c->o->awq_scale;
+    best->loss = INFINITY;
+    for (int j = 0; j < qc_awq_n_candidates(mode, n_grid) && st == QC_OK; j++) {
+        qc_awq_formula f;
+        double r;
+        qc_awq_candidate(mode, n_grid, j, &f, &r);
+        qc_awq_scales(xm, wm, K, r, f == QC_AWQ_F_DUO, cand);
+        if (mode == QC_AWQ_SCALE_BEST && f == QC_AWQ_F_X) { /* the same scales as duo's at this r: its loss, no win */
+            qc_awq_scales(xm, wm, K, r, true, other);
+            if (memcmp(cand, other, sizeof(float) * K) == 0) continue;
+        }
         for (int i = 0; i < g->n; i++) {
             qc_linear_id l = g->layers[i];
             int N = layer->out_features[l];
@@ -581,22 +629,32 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
                 for (int k = 0; k < K; k++) Wc[i][(size_t)n * K + k] /= cand[k];
             trial.w[l] = Wc[i];
         }
-        if ((st = awq_module(c, &trial, g->input, c->A[g->input], out))) break;
         double loss = 0.0;
-        for (size_t i = 0; i < out_sz; i++) {
-            double dlt = (double)ref[i] - out[i];
-            loss += dlt * dlt;
+        if (gram) { /* D = W - W_hat; loss = tr(D G D^T) / (rows * N) */
+            int N = layer->out_features[g->layers[0]];
+            const float *W = layer->w[g->layers[0]];
+            for (size_t i = 0; i < (size_t)N * K; i++) Wc[0][i] = W[i] - Wc[0][i];
+            loss = qc_awq_quad_loss(Wc[0], G, N, K, c->tmp) / ((double)c->rows * N);
+        } else {
+            if ((st = awq_module(c, &trial, g->input, Asub ? Asub : A, nw, out))) break;
+            for (size_t i = 0; i < out_sz; i++) {
+                double dlt = (double)ref[i] - out[i];
+                loss += dlt * dlt;
+            }
+            loss /= (double)out_sz;
         }
-        loss /= (double)out_sz;
-        if (loss < best) { /* strictly smaller, as the reference */
-            best = loss;
-            *best_ratio = r;
+        if (loss < best->loss) { /* strictly smaller, as the reference */
+            best->loss = loss;
+            best->ratio = r;
+            best->formula = f;
             memcpy(s, cand, sizeof(float) * K);
         }
     }
-    if (st == QC_OK && !isfinite(best))
+    if (st == QC_OK && !isfinite(best->loss))
         st = qc_fail(QC_ERR_NUMERIC, "awq: the scale search found no finite loss (non-finite activations?)");
-    free(ref); free(out); free(xm); free(wm); free(cand);
+    best->gram = gram;
+    free(ref); free(out); free(xm); free(wm); free(cand); free(other);
+    qc_aligned_free(Asub);
     for (int i = 0; i < 3; i++) free(Wc[i]);
     return st;
 }
@@ -620,15 +678,16 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
     awq_group groups[4];
     int ng = qc_pl_awq_groups(layer->out_features, layer->in_features, groups);
     float *scales[4] = {0};
-    double ratio[4] = {0}, t_search = qc_time_now();
+    awq_choice choice[4];
+    double t_search = qc_time_now();
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
         int K = layer->in_features[groups[gi].layers[0]];
+        choice[gi] = (awq_choice){.ratio = -1.0, .loss = 0.0, .formula = QC_AWQ_F_NONE, .gram = false};
         if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
         else if (!qc_pl_awq_group_quantized(o, layer->out_features, layer->in_features, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
             for (int k = 0; k < K; k++) scales[gi][k] = 1.0f;
-            ratio[gi] = -1.0;
         } else {
-            st = awq_search(c, layer, &groups[gi], scales[gi], &ratio[gi]);
+            st = awq_search(c, layer, &groups[gi], scales[gi], &choice[gi]);
         }
         if (st) qc_error_prefix("model.layers.%d awq scale search", li);
     }
@@ -654,18 +713,32 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
             int N = layer->out_features[l];
             for (int n = 0; n < N; n++)
                 for (int k = 0; k < K; k++) layer->w[l][(size_t)n * K + k] *= s[k];
-            c->res->lin[li * QC_LIN_COUNT + l].awq_ratio = ratio[gi];
+            qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
+            r->awq_ratio = choice[gi].ratio;
+            r->awq_formula = choice[gi].formula;
+            r->awq_loss = choice[gi].loss;
         }
         float *A = c->A[g->input];
         for (size_t r = 0; r < c->rows; r++)
             for (int k = 0; k < K; k++) A[r * K + k] /= s[k];
     }
-    for (int gi = 0; gi < 4; gi++) free(scales[gi]);
     c->res->t_solve += qc_time_now() - t_search; /* the scale search is AWQ's solve */
-    /* Hessians of the scaled inputs, for the error report */
+    /* Hessians of the scaled inputs, for the error report; where the search left X^T X of the unscaled
+     * inputs, 2/rows diag(1/s) X^T X diag(1/s) from it */
     static const qc_linear_id caps[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
     for (int k = 0; k < 4 && st == QC_OK; k++) {
         int K = k == 1 ? layer->in_features[QC_LIN_O] : k == 3 ? layer->in_features[QC_LIN_DOWN] : c->d;
+        int gi = 0;
+        while (gi < ng && groups[gi].input != caps[k]) gi++;
+        if (gi < ng && choice[gi].gram) {
+            double th = qc_time_now();
+            float *H = c->Hs[caps[k]], scale = 2.0f / (float)c->rows;
+            const float *sc = scales[gi];
+            for (int i = 0; i < K; i++)
+                for (int j = 0; j < K; j++) H[(size_t)i * K + j] = H[(size_t)i * K + j] / sc[i] / sc[j] * scale;
+            c->res->t_hessian += qc_time_now() - th;
+            continue;
+        }
         float *H = hessian_buf(c, caps[k], K);
         if (!H) {
             st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
@@ -676,6 +749,7 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
         finish_hessian(H, K, (int64_t)c->rows);
         c->res->t_hessian += qc_time_now() - th;
     }
+    for (int gi = 0; gi < 4; gi++) free(scales[gi]);
     /* 4. clipping (not for q/k), 5. quantization */
     if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-quantize");
     for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {

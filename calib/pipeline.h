@@ -12,8 +12,12 @@
  *
  * AWQ (spec E.1): the layer runs once with its original weights, capturing every linear's input
  * (kept whole: [rows, K] per capture point) and producing the next layer's input (FP outputs feed the
- * next layer, unlike GPTQ); then the scale search (grid of 20 on the original weights), scale
- * folding into the previous operation, the clipping search and the final quantization.
+ * next layer, unlike GPTQ); then the scale search (grid of 20 on the original weights, per formula),
+ * scale folding into the previous operation, the clipping search and the final quantization. The
+ * search's loss is the module's mean squared output error: attention and MLP by forwards over the
+ * windows awq_search_samples selects; a module that is one linear (o_proj, down_proj) on every
+ * window, exactly from its inputs' X^T X (qc_awq_quad_loss) without forwards when there are at least
+ * as many rows as inputs (cheaper), else by forwards.
  *
  * Each finished layer is written to <work_dir>/layer-NNNNN.safetensors holding exactly the tensors the
  * checkpoint will carry for it (packed GPTQ tensors, F16 norms and unquantized linears); the
@@ -23,6 +27,7 @@
 #ifndef QC_PIPELINE_H
 #define QC_PIPELINE_H
 
+#include "awq.h"
 #include "model.h"
 #include "quant.h"
 
@@ -52,6 +57,8 @@ typedef struct qc_linear_report {
     int    dead_cols;
     double seconds;          /* solve time */
     double awq_ratio;        /* AWQ: chosen grid point of the scale group this linear belongs to (-1: none) */
+    qc_awq_formula awq_formula; /* AWQ: the scale formula of that grid point (QC_AWQ_F_NONE: none) */
+    double awq_loss;         /* AWQ: the group's search loss at that point, mean squared module-output error */
 } qc_linear_report;
 
 typedef struct qc_pipeline_opts {
@@ -59,7 +66,14 @@ typedef struct qc_pipeline_opts {
     qc_gptq_opts q;              /* bits, group_size, sym, act_order, static_groups, damp (RTN: bits/gs/sym) */
     bool         true_sequential;
     qc_pack_format format;       /* how the layer parts are packed */
-    bool         awq_duo;        /* AWQ scale formula: AutoAWQ's duo scaling (default) or llm-awq's x^r */
+    qc_awq_scale_mode awq_scale; /* AWQ: the scale formulas the grid search tries (AutoAWQ's duo, llm-awq's x^r,
+                                  * or best: both, per group the lower loss) */
+    /* AWQ: the windows the search's attention and MLP module forwards run on: this many, evenly strided
+     * (window i * nsamples / n), 0 or >= nsamples: all. x_mean always uses every window, and the groups
+     * whose module is one linear (o_proj, down_proj) are scored on every window through X^T X. */
+    int          awq_search_samples;
+    bool         awq_plain_search; /* AWQ: score the one-linear groups by forwards always (the X^T X path's
+                                    * plain twin, for tests) */
     bool         awq_clip;       /* AWQ clipping search (default on) */
     int          batch_tokens;   /* rows per forward batch (0: 8192) */
     const char  *work_dir;       /* created if missing */

@@ -165,6 +165,8 @@ static void name_report(gctx *c, int li, qc_linear_id l, const qc_gpu_layer *lay
     r->N = layer->out_features[l];
     r->K = layer->in_features[l];
     r->awq_ratio = -1.0;
+    r->awq_formula = QC_AWQ_F_NONE;
+    r->awq_loss = 0.0;
     snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_linear_name(l));
 }
 
@@ -505,12 +507,13 @@ static bool awq_capture(void *user, qc_linear_id which, const uint16_t *x, int n
 }
 
 /* The module whose output the scale search compares: self_attn (Q), o_proj (O), mlp (GATE), down_proj (DOWN). */
-static qc_status awq_module(gctx *c, const qc_gpu_layer *L, qc_linear_id which, float *out) {
+/* A: [nsamp * T, K] fp16 on the device (the capture, or the search's windows gathered). */
+static qc_status awq_module(gctx *c, const qc_gpu_layer *L, qc_linear_id which, const uint16_t *A, int nsamp,
+                            float *out) {
     int K = cap_width(c, which);
-    const uint16_t *A = c->A[which];
     qc_status st = QC_OK;
-    for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
-        int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+    for (int s0 = 0; s0 < nsamp && st == QC_OK; s0 += c->batch) {
+        int nb = nsamp - s0 < c->batch ? nsamp - s0 : c->batch;
         size_t r0 = (size_t)s0 * c->T;
         const uint16_t *a = A + r0 * K;
         float *y = out + r0 * c->d;
@@ -525,12 +528,33 @@ static qc_status awq_module(gctx *c, const qc_gpu_layer *L, qc_linear_id which, 
 
 typedef qc_pl_awq_group awq_group;
 
-static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group *gr, float *s, double *best_ratio) {
-    int K = layer->in_features[gr->layers[0]], gs = c->o->q.group_size, bits = c->o->q.bits;
-    size_t out_n = c->rows * (size_t)c->d;
+/* The search's choice for one group. */
+typedef struct {
+    double ratio, loss;
+    qc_awq_formula formula;
+} awq_choice;
+
+/* pipeline.c's awq_search on the device: the same candidates in the same order, the same tie rule and
+ * the same windows (awq_search_samples for attention and MLP, every window for the one-linear
+ * groups), every candidate by forwards (no X^T X path). */
+static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group *gr, float *s, awq_choice *best) {
+    int K = layer->in_features[gr->layers[0]], gs = c->o->q.group_size, bits = c->o->q.bits, T = c->T;
+    int n = c->o->awq_search_samples;
+    int nw = gr->input == QC_LIN_O || gr->input == QC_LIN_DOWN || n <= 0 || n >= c->nsamples ? c->nsamples : n;
+    size_t out_n = (size_t)nw * T * (size_t)c->d;
+    const uint16_t *A = c->A[gr->input];
+    uint16_t *Asub = NULL;
     float *xm = malloc(sizeof(float) * K), *wm = malloc(sizeof(float) * K), *cand = malloc(sizeof(float) * K);
-    qc_status st = (!xm || !wm || !cand) ? qc_fail(QC_ERR_NOMEM, "awq: out of memory") : QC_OK;
-    if (st == QC_OK) st = qc_gpu_awq_x_mean(c->g, c->A[gr->input], (int64_t)c->rows, K, xm);
+    float *other = malloc(sizeof(float) * K);
+    qc_status st = (!xm || !wm || !cand || !other) ? qc_fail(QC_ERR_NOMEM, "awq: out of memory") : QC_OK;
+    if (st == QC_OK && nw < c->nsamples) { /* the search's windows, gathered: window i * nsamples / nw */
+        st = qc_gpu_alloc(c->g, (void **)&Asub, sizeof(uint16_t) * (size_t)nw * T * K, "AWQ's search windows");
+        for (int i = 0; st == QC_OK && i < nw; i++)
+            st = qc_gpu_copy(c->g, Asub + (size_t)i * T * K, A + (size_t)((int64_t)i * c->nsamples / nw) * T * K,
+                             sizeof(uint16_t) * (size_t)T * K);
+        if (Asub) A = Asub;
+    }
+    if (st == QC_OK) st = qc_gpu_awq_x_mean(c->g, c->A[gr->input], (int64_t)c->rows, K, xm); /* every window */
     if (st == QC_OK) {
         const uint16_t *ws[3];
         int ns[3];
@@ -540,35 +564,49 @@ static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group 
         }
         st = qc_gpu_awq_w_mean(c->g, ws, ns, gr->n, K, gs, wm);
     }
-    if (st == QC_OK) st = awq_module(c, layer, gr->input, c->ref);
+    if (st == QC_OK) st = awq_module(c, layer, gr->input, A, nw, c->ref);
     qc_gpu_layer trial = *layer;
-    double best = INFINITY;
     const int n_grid = 20;
-    for (int j = 0; j < n_grid && st == QC_OK; j++) {
-        double r = (double)j / n_grid;
-        qc_awq_scales(xm, wm, K, r, c->o->awq_duo, cand);
+    qc_awq_scale_mode mode = c->o->awq_scale;
+    best->loss = INFINITY;
+    for (int j = 0; j < qc_awq_n_candidates(mode, n_grid) && st == QC_OK; j++) {
+        qc_awq_formula f;
+        double r;
+        qc_awq_candidate(mode, n_grid, j, &f, &r);
+        qc_awq_scales(xm, wm, K, r, f == QC_AWQ_F_DUO, cand);
+        if (mode == QC_AWQ_SCALE_BEST && f == QC_AWQ_F_X) { /* the same scales as duo's at this r: no win */
+            qc_awq_scales(xm, wm, K, r, true, other);
+            if (memcmp(cand, other, sizeof(float) * K) == 0) continue;
+        }
         st = qc_gpu_upload(c->g, c->sdev, cand, sizeof(float) * K);
         for (int i = 0; i < gr->n && st == QC_OK; i++) {
             qc_linear_id l = gr->layers[i];
             st = qc_gpu_awq_scaled_qdq(c->g, layer->w[l], c->sdev, layer->out_features[l], K, bits, gs, c->trial[i]);
             trial.w[l] = c->trial[i];
         }
-        if (st == QC_OK) st = awq_module(c, &trial, gr->input, c->out);
+        if (st == QC_OK) st = awq_module(c, &trial, gr->input, A, nw, c->out);
         double loss = 0;
         if (st == QC_OK) st = qc_gpu_sqdiff_sum(c->g, c->ref, c->out, out_n, &loss);
         if (st) break;
         loss /= (double)out_n;
-        if (loss < best) { /* strictly smaller, as the reference */
-            best = loss;
-            *best_ratio = r;
+        if (loss < best->loss) { /* strictly smaller, as the reference */
+            best->loss = loss;
+            best->ratio = r;
+            best->formula = f;
             memcpy(s, cand, sizeof(float) * K);
         }
     }
-    if (st == QC_OK && !isfinite(best))
+    if (st == QC_OK && !isfinite(best->loss))
         st = qc_fail(QC_ERR_NUMERIC, "awq: the scale search found no finite loss (non-finite activations?)");
+    if (Asub) { /* the copies are asynchronous: done before the buffer goes */
+        qc_status st2 = qc_gpu_sync(c->g);
+        if (st == QC_OK) st = st2;
+        qc_gpu_free(c->g, Asub);
+    }
     free(xm);
     free(wm);
     free(cand);
+    free(other);
     return st;
 }
 
@@ -592,15 +630,16 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     awq_group groups[4];
     int ng = qc_pl_awq_groups(layer->out_features, layer->in_features, groups);
     float *scales[4] = {0};
-    double ratio[4] = {0}, t_search = qc_time_now();
+    awq_choice choice[4];
+    double t_search = qc_time_now();
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
         int K = layer->in_features[groups[gi].layers[0]];
+        choice[gi] = (awq_choice){.ratio = -1.0, .loss = 0.0, .formula = QC_AWQ_F_NONE};
         if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
         else if (!qc_pl_awq_group_quantized(o, layer->out_features, layer->in_features, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
             for (int k = 0; k < K; k++) scales[gi][k] = 1.0f;
-            ratio[gi] = -1.0;
         } else {
-            st = awq_search(c, layer, &groups[gi], scales[gi], &ratio[gi]);
+            st = awq_search(c, layer, &groups[gi], scales[gi], &choice[gi]);
         }
         if (st) qc_error_prefix("model.layers.%d awq scale search", li);
     }
@@ -621,7 +660,10 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
         for (int i = 0; i < gr->n && st == QC_OK; i++) {
             qc_linear_id l = gr->layers[i];
             st = qc_gpu_scale_cols_f16(c->g, layer->w[l], layer->out_features[l], K, c->sdev);
-            rep_of(c, li, l)->awq_ratio = ratio[gi];
+            qc_linear_report *r = rep_of(c, li, l);
+            r->awq_ratio = choice[gi].ratio;
+            r->awq_formula = choice[gi].formula;
+            r->awq_loss = choice[gi].loss;
         }
         if (st == QC_OK) st = qc_gpu_div_cols_act_f16(c->g, c->A[gr->input], (int64_t)c->rows, K, c->sdev);
     }

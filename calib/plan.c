@@ -701,9 +701,18 @@ static void eta(const qc_plan_in *in, const shapes *s, double gflops, qc_plan *p
     double hess = 0;
     for (int k = 0; k < 4; k++)
         if (s->cap_used[k_caps[k]]) hess += R * (double)cap_width(s, k_caps[k]) * cap_width(s, k_caps[k]);
-    /* the AWQ search runs each group's module 21 times (reference + 20 grid points) over all rows */
-    double search = 21 * (f.qkv + f.att + f.o + f.gu + f.dn + f.dn);
-    if (s->qd == s->kvd) search += 21 * f.o;
+    /* The AWQ search runs the attention and MLP modules once for the reference and once per grid point
+     * over its windows; a one-linear module (down_proj, o_proj without GQA) over every window, on the
+     * CPU from X^T X when there are at least K rows (pipeline.c: awq_search). */
+    double nc = in->awq_candidates > 0 ? in->awq_candidates : 20;
+    double sw = in->awq_search_samples > 0 && in->awq_search_samples < in->nsamples
+                    ? (double)in->awq_search_samples / in->nsamples : 1.0;
+    double search = (nc + 1) * sw * (f.qkv + f.att + f.o + f.gu + f.dn);
+    for (int k = 0; k < 2; k++) {
+        if (k == 0 && s->qd != s->kvd) continue; /* GQA: no v_proj -> o_proj group */
+        double N = s->d, K = k == 0 ? s->qd : s->ff, one = k == 0 ? f.o : f.dn;
+        search += !gpu && R >= K ? R * K * K + nc * 2 * N * K * K : (nc + 1) * one;
+    }
     double clip = 0;
     for (int l = 0; l < QC_LIN_COUNT && awq; l++)
         if (s->quant[l] && l != QC_LIN_Q && l != QC_LIN_K) clip += 2.0 * s->N[l] * s->K[l] * (R < 512 ? R : 512) * 10;
@@ -740,7 +749,7 @@ static void eta(const qc_plan_in *in, const shapes *s, double gflops, qc_plan *p
             b2.rows = 23 * 512;
             b2.T = 512;
             layer_flops fb = flops_of(&b2, 23.0 * 512, 512);
-            double sb = 21 * (fb.qkv + fb.att + fb.o + fb.gu + fb.dn + fb.dn);
+            double sb = 21 * (fb.qkv + fb.att + fb.o + fb.gu + fb.dn + fb.dn); /* as measured: 20 points, all windows */
             p->eta_solve = L * H100_AWQ_SOLVE_S_8B * search / sb;
         } else {
             p->eta_solve = L * H100_SOLVE_S_8B * sol / solve_flops(&b, true, NULL);

@@ -61,6 +61,8 @@ typedef struct qc_plan_in {
     bool            act_order, true_sequential;
     int             nsamples, seqlen;     /* calibration windows of seqlen tokens */
     int             batch_tokens;         /* rows per forward batch (0: the driver's default) */
+    int             awq_candidates;       /* AWQ: grid points a scale group tries (0: 20; best: 40) */
+    int             awq_search_samples;   /* AWQ: windows of the attention/MLP search forwards (0: all) */
     int             device;               /* -1: the CPU; N: CUDA device N */
     bool            keep_fake;            /* --eval: the fake-quantized layers are kept in RAM */
     int             eval_seqlen;          /* 0: no evaluation */

@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,9 @@ static qc_status load_layer_json(const char *dir, int li, qc_pipeline_result *re
         r->dead_cols = (int)NUM("dead_cols");
         r->seconds = NUM("seconds");
         r->awq_ratio = NUM("awq_ratio");
+        double f = NUM("awq_formula"); /* absent (a state written before formulas were recorded): none */
+        r->awq_formula = f == QC_AWQ_F_DUO ? QC_AWQ_F_DUO : f == QC_AWQ_F_X ? QC_AWQ_F_X : QC_AWQ_F_NONE;
+        r->awq_loss = isfinite(NUM("awq_loss")) ? NUM("awq_loss") : 0.0;
 #undef NUM
     }
     const cJSON *u;
@@ -153,6 +157,8 @@ qc_status qc_resume_save_layer(const char *dir, int li, const qc_pipeline_result
         cJSON_AddNumberToObject(o, "dead_cols", r->dead_cols);
         cJSON_AddNumberToObject(o, "seconds", r->seconds);
         cJSON_AddNumberToObject(o, "awq_ratio", r->awq_ratio);
+        cJSON_AddNumberToObject(o, "awq_formula", r->awq_formula);
+        cJSON_AddNumberToObject(o, "awq_loss", r->awq_loss);
         cJSON_AddItemToArray(rows, o);
     }
     /* the layer's kept-in-F16 modules, in the order the driver declared them */

@@ -82,8 +82,8 @@ static bool on_linear(void *user, const qc_linear_report *r, int done, int total
     line_ctx *c = user;
     if (c->quiet) return true;
     if (r->quantized && r->awq_ratio >= 0)
-        fprintf(stderr, "[%3d/%3d] %-40s %s w%d g%-4d err %.2e  ratio %.2f  %.2f s\n", done, total, r->name,
-                c->method, c->bits, c->gs, r->rel_err, r->awq_ratio, r->seconds);
+        fprintf(stderr, "[%3d/%3d] %-40s %s w%d g%-4d err %.2e  ratio %.2f %-3s  %.2f s\n", done, total, r->name,
+                c->method, c->bits, c->gs, r->rel_err, r->awq_ratio, qc_awq_formula_name(r->awq_formula), r->seconds);
     else if (r->quantized && strcmp(c->method, "gptq") == 0)
         fprintf(stderr, "[%3d/%3d] %-40s %s w%d g%-4d err %.2e  damp %.3f%s  %.2f s\n", done, total, r->name,
                 c->method, c->bits, c->gs, r->rel_err, r->damp, r->retries ? " (raised)" : "", r->seconds);
@@ -231,7 +231,11 @@ static cJSON *report_json(const qc_recipe *r, const char *hash, const qc_calib_s
             cJSON_AddNumberToObject(o, "damp_retries", l->retries);
             cJSON_AddNumberToObject(o, "dead_columns", l->dead_cols);
             cJSON_AddNumberToObject(o, "seconds", l->seconds);
-            if (l->awq_ratio >= 0) cJSON_AddNumberToObject(o, "awq_ratio", l->awq_ratio);
+            if (l->awq_ratio >= 0) {
+                cJSON_AddNumberToObject(o, "awq_ratio", l->awq_ratio);
+                cJSON_AddStringToObject(o, "awq_formula", qc_awq_formula_name(l->awq_formula));
+                cJSON_AddNumberToObject(o, "awq_loss", l->awq_loss);
+            }
         } else {
             cJSON_AddStringToObject(o, "reason", l->reason);
         }
@@ -391,7 +395,9 @@ static int run(int argc, char **argv) {
     qc_pipeline_opts po = {.method = method, .q = qc_gptq_default_opts(), .true_sequential = r.true_sequential,
                            .format = strcmp(r.format, "awq") == 0       ? QC_PACK_AWQ
                                      : strcmp(r.format, "gptq_v2") == 0 ? QC_PACK_GPTQ_V2 : QC_PACK_GPTQ,
-                           .awq_duo = strcmp(r.awq_scale, "llm-awq") != 0, .awq_clip = r.awq_clip, .work_dir = work, .keep_fake = n_eval > 0,
+                           .awq_scale = strcmp(r.awq_scale, "llm-awq") == 0   ? QC_AWQ_SCALE_LLM_AWQ
+                                        : strcmp(r.awq_scale, "autoawq") == 0 ? QC_AWQ_SCALE_AUTOAWQ : QC_AWQ_SCALE_BEST,
+                           .awq_search_samples = r.awq_search_samples, .awq_clip = r.awq_clip, .work_dir = work, .keep_fake = n_eval > 0,
                            .device = device, .on_linear = on_linear_u, .user = &ru, .save_every = save_every,
                            .clamp_f16 = qc_cli_opt(k_opts, "clamp-f16")->set, .on_phase = on_phase_u};
     po.q.bits = r.bits;
@@ -407,7 +413,8 @@ static int run(int argc, char **argv) {
     {
         qc_plan_in pi = {.m = m, .method = method, .bits = r.bits, .group_size = r.group_size, .format = po.format,
                          .act_order = r.act_order, .true_sequential = r.true_sequential, .nsamples = r.nsamples,
-                         .seqlen = r.seqlen, .batch_tokens = po.batch_tokens, .device = device, .keep_fake = n_eval > 0,
+                         .seqlen = r.seqlen, .batch_tokens = po.batch_tokens,
+                         .awq_candidates = qc_awq_n_candidates(po.awq_scale, 20), .awq_search_samples = r.awq_search_samples, .device = device, .keep_fake = n_eval > 0,
                          .eval_seqlen = n_eval > 0 ? eval_seq[n_eval - 1] : 0, .eval_text = n_eval > 0 ? eval_files[n_eval - 1] : NULL,
                          .eval_max_windows = eval_maxw, .threads = threads, .save_every = save_every, .out = r.out,
                          .work_dir = work, .max_shard_bytes = (uint64_t)shard_mb << 20};
@@ -567,6 +574,19 @@ static int run(int argc, char **argv) {
     }
     fprintf(stderr, "summary: %d linears quantized, %d kept in F16, %d with raised damping; worst rel err %.2e (%s)\n",
             n_q, pr.n_lin - n_q, n_raised, worst, worst_name);
+    if (method == QC_METHOD_AWQ) { /* a group's choice is on each of its linears: count it at its first */
+        int won[3] = {0};
+        for (int i = 0; i < pr.n_lin; i++) {
+            const qc_linear_report *l = &pr.lin[i];
+            bool first = l->lin == QC_LIN_Q || l->lin == QC_LIN_O || l->lin == QC_LIN_GATE || l->lin == QC_LIN_DOWN;
+            if (first && l->awq_formula >= QC_AWQ_F_NONE && l->awq_formula <= QC_AWQ_F_X) won[l->awq_formula]++;
+        }
+        char sw[80] = "";
+        if (r.awq_search_samples > 0 && r.awq_search_samples < r.nsamples)
+            snprintf(sw, sizeof sw, "; attention/MLP forwards on %d of %d windows", r.awq_search_samples, r.nsamples);
+        fprintf(stderr, "awq: %d scale groups searched (awq_scale %s%s): the duo formula (AutoAWQ) chosen for %d, "
+                        "x^r (llm-awq) for %d\n", won[1] + won[2], r.awq_scale, sw, won[1], won[2]);
+    }
     fprintf(stderr, "time: calibration forward %.1f s, Hessians %.1f s, solve %.1f s, pack/write %.1f s, total %.1f s; "
                     "peak RSS %.0f MiB%s\n", pr.t_forward, pr.t_hessian, pr.t_solve, t_write, qc_time_now() - t_start,
             (double)qc_peak_rss() / 1048576.0, pr.resumed_at > 0 ? " (this run only: it resumed)" : "");

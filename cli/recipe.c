@@ -21,7 +21,7 @@
 /* ---- constant values: enumerated strings and defaults point here and are never freed ---- */
 static const char *const k_methods[] = {"gptq", "awq", "rtn", NULL};
 static const char *const k_samplings[] = {"gptq", "awq", NULL};
-static const char *const k_awq_scales[] = {"autoawq", "llm-awq", NULL};
+static const char *const k_awq_scales[] = {"autoawq", "llm-awq", "best", NULL};
 static const char *const k_formats[] = {"gptq", "gptq_v2", "awq", NULL};
 static const char *const k_src_formats[] = {"auto", "text", "jsonl", "json", "parquet", NULL};
 static const char *const k_splits[] = {"line", "paragraph", "file", NULL};
@@ -91,11 +91,12 @@ static const struct keydef {
     [QC_RK_EVAL] = {"eval", T_EVAL, NULL},
     [QC_RK_AWQ_SCALE] = {"awq_scale", T_ENUM, k_awq_scales},
     [QC_RK_AWQ_CLIP] = {"awq_clip", T_BOOL, NULL},
+    [QC_RK_AWQ_SEARCH_SAMPLES] = {"awq_search_samples", T_INT, NULL},
 };
 static const char *const k_top_keys[QC_RK_COUNT + 1] = {
     "model", "out", "method", "bits", "group_size", "sym", "act_order", "static_groups", "true_sequential",
     "damp", "calib", "sampling", "nsamples", "seqlen", "seed", "format", "device", "eval", "awq_scale", "awq_clip",
-    NULL,
+    "awq_search_samples", NULL,
 };
 
 enum { SK_PATH, SK_FORMAT, SK_FIELD, SK_SPLIT, SK_WEIGHT, SK_HOLDOUT, SK_COUNT };
@@ -415,6 +416,9 @@ static const char *bad_group(long long g) {
                : "is not -1 (one group per row) or a positive multiple of 8 up to 1048576 (such as 32, 64, 128)";
 }
 static const char *bad_nsamples(long long n) { return (n >= 1 && n <= MAX_INT) ? NULL : "is outside [1, 1048576]"; }
+static const char *bad_search_samples(long long n) {
+    return (n >= 0 && n <= MAX_INT) ? NULL : "is outside [0, 1048576] (0 or all: every window)";
+}
 static const char *bad_seqlen(long long n) { return (n >= 2 && n <= MAX_INT) ? NULL : "is outside [2, 1048576]"; }
 static const char *bad_eval_seqlen(long long n) {
     return (n == 0 || (n >= 2 && n <= MAX_INT)) ? NULL : "is not 0 (the recipe's seqlen) or in [2, 1048576]";
@@ -521,6 +525,10 @@ static qc_status apply_value(qc_recipe *r, qc_recipe_key k, const val *v, const 
     case QC_RK_STATIC_GROUPS: st = get_bool(v, &r->static_groups); break;
     case QC_RK_TRUE_SEQUENTIAL: st = get_bool(v, &r->true_sequential); break;
     case QC_RK_AWQ_CLIP: st = get_bool(v, &r->awq_clip); break;
+    case QC_RK_AWQ_SEARCH_SAMPLES: /* a count, or all (0) */
+        if (v->plain && v->len == 3 && memcmp(v->s, "all", 3) == 0) r->awq_search_samples = 0;
+        else st = get_checked_int(v, bad_search_samples, &r->awq_search_samples);
+        break;
     case QC_RK_DAMP: st = get_checked_real(v, bad_damp, &r->damp); break;
     case QC_RK_SEED: st = get_seed(v, &r->seed); break;
     case QC_RK_DEVICE:
@@ -1011,7 +1019,8 @@ void qc_recipe_init(qc_recipe *r) {
     r->act_order = false;
     r->static_groups = false;
     r->true_sequential = true;
-    r->awq_scale = (char *)k_awq_scales[0];
+    r->awq_scale = (char *)k_awq_scales[2]; /* best */
+    r->awq_search_samples = QC_RECIPE_AWQ_SEARCH_SAMPLES;
     r->awq_clip = true;
     r->damp = 0.01;
     source_default(&r->calib[0], (char *)k_c4);
@@ -1178,6 +1187,8 @@ qc_status qc_recipe_validate(qc_recipe *r) {
     if (!is_set(r, QC_RK_SYM)) r->sym = !awq;
     if (!is_set(r, QC_RK_SAMPLING)) r->sampling = (char *)k_samplings[awq ? 1 : 0];
     if (!is_set(r, QC_RK_SEQLEN)) r->seqlen = awq ? 512 : 2048;
+    if ((why = bad_search_samples(r->awq_search_samples)))
+        return snprintf(num, sizeof num, "%d", r->awq_search_samples), range_fail(r, QC_RK_AWQ_SEARCH_SAMPLES, num, why);
     if (!is_set(r, QC_RK_FORMAT)) {
         bool awq_ok = awq && r->bits == 4 && r->group_size != -1 && (!r->act_order || r->static_groups);
         r->format = (char *)k_formats[r->sym ? 0 : awq_ok ? 2 : 1];
@@ -1267,6 +1278,7 @@ static char *canonical(const qc_recipe *r, bool for_hash) {
          cJSON_AddBoolToObject(o, "static_groups", r->static_groups) &&
          cJSON_AddBoolToObject(o, "true_sequential", r->true_sequential) &&
          add_str(o, "awq_scale", r->awq_scale) && cJSON_AddBoolToObject(o, "awq_clip", r->awq_clip) &&
+         cJSON_AddNumberToObject(o, "awq_search_samples", r->awq_search_samples) &&
          cJSON_AddNumberToObject(o, "damp", r->damp) && add_str(o, "sampling", r->sampling) &&
          cJSON_AddNumberToObject(o, "nsamples", r->nsamples) && cJSON_AddNumberToObject(o, "seqlen", r->seqlen) &&
          add_str(o, "format", r->format);
@@ -1341,7 +1353,8 @@ char *qc_recipe_to_yaml(const qc_recipe *r) {
               r->method, r->bits, r->group_size, r->sym ? "true" : "false", r->act_order ? "true" : "false",
               r->static_groups ? "true" : "false", r->true_sequential ? "true" : "false");
     sb_real(&b, r->damp);
-    qc_sbuf_printf(&b, "\nawq_scale: %s\nawq_clip: %s", r->awq_scale, r->awq_clip ? "true" : "false");
+    qc_sbuf_printf(&b, "\nawq_scale: %s\nawq_clip: %s\nawq_search_samples: %d", r->awq_scale,
+                   r->awq_clip ? "true" : "false", r->awq_search_samples);
     qc_sbuf_printf(&b, "\ncalib:\n");
     for (int i = 0; i < r->n_calib; i++) {
         const qc_calib_source *c = &r->calib[i];
@@ -1399,8 +1412,11 @@ static const char k_example[] =
     "static_groups: false   # gptq only: group parameters fixed before the sweep (trivial g_idx)\n"
     "true_sequential: true  # gptq: q/k/v, then o, then up/gate, then down, each after the previous\n"
     "damp: 0.01             # gptq: dampening, a fraction of the mean Hessian diagonal, in (0, 1)\n"
-    "awq_scale: autoawq     # awq scale formula: autoawq (x^r / w^(1-r), duo scaling) | llm-awq (x^r)\n"
+    "awq_scale: best        # awq scale formula: best (per group, the lower loss of the two) | autoawq\n"
+    "#                      # (x^r / w^(1-r), duo scaling) | llm-awq (x^r)\n"
     "awq_clip: true         # awq: search a clipping range per group (not for q/k)\n"
+    "awq_search_samples: 12 # awq: windows the scale search's attention/MLP forwards run on (evenly strided;\n"
+    "#                      # x_mean and o/down use all); a count, or all (0)\n"
     "\n"
     "# --- calibration data\n"
     "calib:                 # one or more sources mixed by weight; a bare string is {path: STRING}\n"

@@ -66,6 +66,7 @@ extern "C" {
 #define QC_RECIPE_MAX_EVALS   16
 #define QC_RECIPE_MAX_BYTES   ((size_t)1 << 20)  /* a recipe file larger than this is refused */
 #define QC_RECIPE_VERSION     1                  /* "qcal_recipe" in the canonical JSON */
+#define QC_RECIPE_AWQ_SEARCH_SAMPLES 12           /* awq_search_samples' default (0: every window) */
 
 /* One bit per key in qc_recipe.set_mask (QC_RK_BIT(QC_RK_BITS)); also indexes qc_recipe.where. */
 typedef enum qc_recipe_key {
@@ -73,6 +74,7 @@ typedef enum qc_recipe_key {
     QC_RK_ACT_ORDER = 6, QC_RK_STATIC_GROUPS = 7, QC_RK_TRUE_SEQUENTIAL = 8, QC_RK_DAMP = 9,
     QC_RK_CALIB = 10, QC_RK_SAMPLING = 11, QC_RK_NSAMPLES = 12, QC_RK_SEQLEN = 13, QC_RK_SEED = 14,
     QC_RK_FORMAT = 15, QC_RK_DEVICE = 16, QC_RK_EVAL = 17, QC_RK_AWQ_SCALE = 18, QC_RK_AWQ_CLIP = 19,
+    QC_RK_AWQ_SEARCH_SAMPLES = 20,
     QC_RK_COUNT
 } qc_recipe_key;
 #define QC_RK_BIT(k) ((uint64_t)1 << (k))
@@ -103,7 +105,11 @@ typedef struct qc_recipe {
     bool   act_order;        /* default false */
     bool   static_groups;    /* default false */
     bool   true_sequential;  /* default true */
-    char  *awq_scale;        /* awq scale formula: "autoawq" (x^r / w^(1-r), default) or "llm-awq" (x^r) */
+    char  *awq_scale;        /* awq scale formula: "best" (default: per group the lower loss of the two),
+                                "autoawq" (x^r / w^(1-r)) or "llm-awq" (x^r) */
+    int    awq_search_samples; /* awq: windows the scale search's attention/MLP forwards run on, evenly
+                                strided; 0 (also written "all"): every window. Default
+                                QC_RECIPE_AWQ_SEARCH_SAMPLES */
     bool   awq_clip;         /* awq clipping search, default true */
     double damp;             /* fraction of the mean Hessian diagonal, (0, 1), default 0.01 */
     qc_calib_source calib[QC_RECIPE_MAX_SOURCES];

@@ -22,7 +22,8 @@
     {.name = "static-groups", .kind = QC_OPT_FLAG, .help = "GPTQ: fix group parameters before the sweep"},    \
     {.name = "no-true-sequential", .kind = QC_OPT_FLAG, .help = "GPTQ: statistics of all linears from the unquantized layer"}, \
     {.name = "damp", .kind = QC_OPT_STR, .metavar = "X", .help = "GPTQ damping, fraction of mean diag(H) (default 0.01)"}, \
-    {.name = "awq-scale", .kind = QC_OPT_STR, .metavar = "F", .help = "AWQ scale formula: autoawq (default) or llm-awq"}, \
+    {.name = "awq-scale", .kind = QC_OPT_STR, .metavar = "F", .help = "AWQ scale formula: best (default: both formulas tried, per scale group the lower loss; on the GPU too), autoawq (duo, x^r/w^(1-r)) or llm-awq (x^r)"}, \
+    {.name = "awq-search-samples", .kind = QC_OPT_STR, .metavar = "N", .help = "AWQ: run the scale search's attention/MLP forwards on N evenly strided calibration windows (default 12; x_mean, o_proj and down_proj use all; AutoAWQ's clip search subsamples likewise); 0 or all: every window"}, \
     {.name = "no-awq-clip", .kind = QC_OPT_FLAG, .help = "AWQ: skip the clipping search"}, \
     {.name = "calib", .kind = QC_OPT_STR, .metavar = "FILE|hf://...", .help = "calibration source (replaces the recipe's)"}, \
     {.name = "sampling", .kind = QC_OPT_STR, .metavar = "P", .help = "gptq (random windows, default) or awq (concatenated blocks)"}, \

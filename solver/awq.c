@@ -122,6 +122,52 @@ void qc_awq_scales(const float *x_mean, const float *w_mean, int K, double r, bo
     }
 }
 
+const char *qc_awq_formula_name(qc_awq_formula f) {
+    return f == QC_AWQ_F_DUO ? "duo" : f == QC_AWQ_F_X ? "x" : "none";
+}
+
+int qc_awq_n_candidates(qc_awq_scale_mode mode, int n_grid) { return mode == QC_AWQ_SCALE_BEST ? 2 * n_grid : n_grid; }
+
+void qc_awq_candidate(qc_awq_scale_mode mode, int n_grid, int i, qc_awq_formula *f, double *r) {
+    QC_ASSERT(n_grid > 0 && i >= 0 && i < qc_awq_n_candidates(mode, n_grid));
+    *f = mode == QC_AWQ_SCALE_LLM_AWQ || (mode == QC_AWQ_SCALE_BEST && i >= n_grid) ? QC_AWQ_F_X : QC_AWQ_F_DUO;
+    *r = (double)(i % n_grid) / n_grid;
+}
+
+/* Rows of D per task of the quadratic form (a shape: it fixes the bits). */
+#define QUAD_ROWS 32
+
+typedef struct {
+    const float *D, *G;
+    float       *tmp;
+    double      *row;  /* [N] */
+    int          N, K;
+} quad_ctx;
+
+static void quad_task(void *user, int task) {
+    const quad_ctx *c = user;
+    int n0 = task * QUAD_ROWS, nr = c->N - n0 < QUAD_ROWS ? c->N - n0 : QUAD_ROWS, K = c->K;
+    float *t = c->tmp + (size_t)n0 * K;
+    const float *d = c->D + (size_t)n0 * K;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, K, K, 1.0f, d, K, c->G, K, 0.0f, t, K);
+    for (int n = 0; n < nr; n++) {
+        double s = 0.0;
+        for (int k = 0; k < K; k++) s += (double)t[(size_t)n * K + k] * d[(size_t)n * K + k];
+        c->row[n0 + n] = s;
+    }
+}
+
+double qc_awq_quad_loss(const float *D, const float *G, int N, int K, float *tmp) {
+    double *row = malloc(sizeof(double) * (size_t)(N > 0 ? N : 1));
+    QC_ASSERT(row);
+    quad_ctx c = {.D = D, .G = G, .tmp = tmp, .row = row, .N = N, .K = K};
+    qc_par_for_work((N + QUAD_ROWS - 1) / QUAD_ROWS, quad_task, &c, 2.0 * N * (double)K * K);
+    double s = 0.0;
+    for (int n = 0; n < N; n++) s += row[n];
+    free(row);
+    return s;
+}
+
 /* One task per group of gs input columns: the search only reads and clamps that group's columns of W,
  * with its own scratch and sgemm shapes set by (Ts, N, gs), so the bits do not depend on the thread
  * count. */

@@ -31,6 +31,39 @@ void qc_awq_w_mean(const float *const *W, const int *N, int nw, int K, int gs, f
  * >= 1e-4, normalised by sqrt(max * min); inf/nan -> 1. */
 void qc_awq_scales(const float *x_mean, const float *w_mean, int K, double r, bool duo, float *s);
 
+/* The scale formulas of the search (E.3). Values are stable: they reach the report (by name) and the
+ * resume state (by value). */
+typedef enum qc_awq_formula {
+    QC_AWQ_F_NONE = 0,  /* no search ran (nothing of the group is quantized) */
+    QC_AWQ_F_DUO = 1,   /* AutoAWQ duo scaling: x^r / (w^(1-r) + 1e-4) */
+    QC_AWQ_F_X = 2,     /* llm-awq: x^r */
+} qc_awq_formula;
+/* "duo", "x", "none" */
+const char *qc_awq_formula_name(qc_awq_formula f);
+
+/* Which formulas the grid search tries. best: both, per group the one with the lower loss. */
+typedef enum qc_awq_scale_mode {
+    QC_AWQ_SCALE_AUTOAWQ = 0,
+    QC_AWQ_SCALE_LLM_AWQ = 1,
+    QC_AWQ_SCALE_BEST = 2,
+} qc_awq_scale_mode;
+
+/* The search's candidates in evaluation order: the ratios j / n_grid (j < n_grid) of AutoAWQ's formula,
+ * then (best) those of llm-awq's. Candidate i of qc_awq_n_candidates(mode, n_grid): its formula and r.
+ * The search keeps the first candidate with the strictly smallest loss, so on a tie AutoAWQ's wins; a
+ * candidate whose scales equal the other formula's at the same r (duo with a constant w_mean) need not
+ * be evaluated at all. */
+int  qc_awq_n_candidates(qc_awq_scale_mode mode, int n_grid);
+void qc_awq_candidate(qc_awq_scale_mode mode, int n_grid, int i, qc_awq_formula *f, double *r);
+
+/* The output error of a single linear from the Gram matrix of its inputs: for D = W - W_hat [N, K]
+ * (row-major) and G = X^T X [K, K] (full, symmetric, row-major) returns tr(D G D^T) = sum over tokens
+ * of ||D x_t||^2, i.e. T * N times the search's loss mean((W X^T - W_hat X^T)^2). O(N K^2) instead of
+ * the forward's O(T N K). tmp: [N, K] scratch. Rows in fixed blocks on the qc_par pool, each row's
+ * d G d^T summed in double, the blocks summed in order: the bits do not depend on the thread count.
+ * The plain twin is the forward itself (the pipeline's awq_plain_search; tests/test_awq*.c). */
+double qc_awq_quad_loss(const float *D, const float *G, int N, int K, float *tmp);
+
 /* The clipping search (E.5) for W [N, K] and its inputs X [T, K]: tokens sampled with stride
  * max(1, T / n_tokens); per (row, group) the max |w| shrunk by (1 - i/n_grid), i < max_shrink*n_grid,
  * keeping the one with the smallest mean squared output error; W is clamped to it (symmetric). */

@@ -1,4 +1,5 @@
 /* AWQ arithmetic (spec B.3, E.3-E.5): quantizer, pseudo-quantization vs codes, scale formula, clipping. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -119,12 +120,97 @@ static void test_clip(void **state) {
     free(W); free(W0); free(X); free(Q0); free(Q1);
 }
 
+/* The candidates' order: AutoAWQ's 20 ratios, then (best) llm-awq's. */
+static void test_candidates(void **state) {
+    (void)state;
+    assert_int_equal(qc_awq_n_candidates(QC_AWQ_SCALE_AUTOAWQ, 20), 20);
+    assert_int_equal(qc_awq_n_candidates(QC_AWQ_SCALE_LLM_AWQ, 20), 20);
+    assert_int_equal(qc_awq_n_candidates(QC_AWQ_SCALE_BEST, 20), 40);
+    qc_awq_formula f;
+    double r;
+    qc_awq_candidate(QC_AWQ_SCALE_BEST, 20, 0, &f, &r);
+    assert_int_equal(f, QC_AWQ_F_DUO);
+    QC_CHECK_NEAR(r, 0.0, 0);
+    qc_awq_candidate(QC_AWQ_SCALE_BEST, 20, 19, &f, &r);
+    assert_int_equal(f, QC_AWQ_F_DUO);
+    QC_CHECK_NEAR(r, 0.95, 1e-15);
+    qc_awq_candidate(QC_AWQ_SCALE_BEST, 20, 27, &f, &r);
+    assert_int_equal(f, QC_AWQ_F_X);
+    QC_CHECK_NEAR(r, 0.35, 1e-15);
+    qc_awq_candidate(QC_AWQ_SCALE_LLM_AWQ, 20, 3, &f, &r);
+    assert_int_equal(f, QC_AWQ_F_X);
+    qc_awq_candidate(QC_AWQ_SCALE_AUTOAWQ, 20, 3, &f, &r);
+    assert_int_equal(f, QC_AWQ_F_DUO);
+    assert_string_equal(qc_awq_formula_name(QC_AWQ_F_DUO), "duo");
+    assert_string_equal(qc_awq_formula_name(QC_AWQ_F_X), "x");
+    assert_string_equal(qc_awq_formula_name(QC_AWQ_F_NONE), "none");
+}
+
+/* The Gram-matrix loss (qc_awq_quad_loss) against its plain twin, the forward: for every candidate of
+ * a realistic search (outlier channels, both formulas) the losses agree to QUAD_REL and the same
+ * candidate wins. */
+#define QUAD_REL 1e-5
+static void test_quad_loss(void **state) {
+    (void)state;
+    const int N = 72, K = 256, T = 640, gs = 64;
+    float *W = malloc(sizeof(float) * N * K), *X = malloc(sizeof(float) * T * K), *G = calloc((size_t)K * K, sizeof(float));
+    float *Wq = malloc(sizeof(float) * N * K), *D = malloc(sizeof(float) * N * K), *tmp = malloc(sizeof(float) * N * K);
+    float xm[256], wm[256], s[256];
+    for (int i = 0; i < N * K; i++) W[i] = 0.05f * frand() * (i % 29 == 0 ? 6.0f : 1.0f);
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < K; k++) X[t * K + k] = frand() * (k % 37 == 0 ? 20.0f : 1.0f) + (k % 5 == 0 ? 0.5f : 0.0f);
+    for (int t = 0; t < T; t++) /* G = X^T X, full */
+        for (int i = 0; i < K; i++)
+            for (int j = 0; j < K; j++) G[i * K + j] += X[t * K + i] * X[t * K + j];
+    qc_awq_x_mean(X, T, K, xm);
+    const float *ws[1] = {W};
+    int ns[1] = {N};
+    qc_awq_w_mean(ws, ns, 1, K, gs, wm);
+    double best_q = INFINITY, best_f = INFINITY, worst_rel = 0;
+    int arg_q = -1, arg_f = -1;
+    for (int j = 0; j < qc_awq_n_candidates(QC_AWQ_SCALE_BEST, 20); j++) {
+        qc_awq_formula f;
+        double r;
+        qc_awq_candidate(QC_AWQ_SCALE_BEST, 20, j, &f, &r);
+        qc_awq_scales(xm, wm, K, r, f == QC_AWQ_F_DUO, s);
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) Wq[n * K + k] = W[n * K + k] * s[k];
+        qc_awq_pseudo_quant(Wq, N, K, 4, gs);
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) Wq[n * K + k] /= s[k];
+        for (int i = 0; i < N * K; i++) D[i] = W[i] - Wq[i];
+        double lq = qc_awq_quad_loss(D, G, N, K, tmp) / ((double)T * N);
+        double lf = 0; /* the forward: mean over tokens and outputs of (W x - W_hat x)^2 */
+        for (int t = 0; t < T; t++)
+            for (int n = 0; n < N; n++) {
+                float a = 0, b = 0;
+                for (int k = 0; k < K; k++) {
+                    a += W[n * K + k] * X[t * K + k];
+                    b += Wq[n * K + k] * X[t * K + k];
+                }
+                lf += ((double)a - b) * ((double)a - b);
+            }
+        lf /= (double)T * N;
+        double rel = fabs(lq - lf) / lf;
+        worst_rel = rel > worst_rel ? rel : worst_rel;
+        if (lq < best_q) best_q = lq, arg_q = j;
+        if (lf < best_f) best_f = lf, arg_f = j;
+    }
+    printf("quad loss vs forward: worst relative difference %.2e over 40 candidates; winner %d vs %d\n", worst_rel,
+           arg_q, arg_f);
+    assert_true(worst_rel < QUAD_REL);
+    assert_int_equal(arg_q, arg_f);
+    free(W); free(X); free(G); free(Wq); free(D); free(tmp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantizer),
         cmocka_unit_test(test_codes_match_pseudo),
         cmocka_unit_test(test_scales),
         cmocka_unit_test(test_clip),
+        cmocka_unit_test(test_candidates),
+        cmocka_unit_test(test_quad_loss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,6 +43,8 @@ for spec in "${specs[@]}"; do
     set -- $spec
     check "$1" "$2" "$3" "$4" gptq --method gptq --act-order --sym --format gptq
     check "$1" "$2" "$3" "$4" awq --method awq --format awq
+    # the search on 2 of the 5 windows (awq_search_samples), once: stories260K
+    [[ $1 == "$S260" ]] && check "$1" "$2" "$3" "$4" awq-win2 --method awq --format awq --awq-search-samples 2
     check "$1" "$2" "$3" "$4" rtn --method rtn --sym --format gptq
 done
 

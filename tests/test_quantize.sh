@@ -124,8 +124,16 @@ lin = {l["name"]: l for l in r["linears"]}
 # GQA (8 heads, 4 KV heads): v_proj -> o_proj is not scaled; q/k/v share one ratio
 assert "awq_ratio" not in lin["model.layers.0.self_attn.o_proj"]
 assert lin["model.layers.0.self_attn.q_proj"]["awq_ratio"] == lin["model.layers.0.self_attn.v_proj"]["awq_ratio"]
+# awq_scale best (the default): each searched linear names the formula its group chose, with the loss
+for l in r["linears"]:
+    if "awq_ratio" in l:
+        assert l["awq_formula"] in ("duo", "x") and l["awq_loss"] > 0, l
+assert lin["model.layers.0.self_attn.q_proj"]["awq_formula"] == lin["model.layers.0.self_attn.k_proj"]["awq_formula"]
+assert "awq_formula" not in lin["model.layers.0.self_attn.o_proj"]
 assert r["eval"][0]["ppl_fake_quant"] == r["eval"][0]["ppl_checkpoint"]
 PY
+grep -qE "^awq: [0-9]+ scale groups searched \(awq_scale best; attention/MLP forwards on 12 of 32 windows\): the duo formula \(AutoAWQ\) chosen for [0-9]+, x\^r \(llm-awq\) for [0-9]+$" "$T/err" \
+    && ok || bad "awq: no formula summary in: $(grep '^awq' "$T/err")"
 "$Q" eval --model "$T/awq" --text "$TINY_EVAL" --seqlen 256 --max-windows 10 --quiet >"$T/eval" 2>&1 \
     && [[ "$(tail -n 1 "$T/eval")" == "$(tail -n 1 "$T/out")" ]] && ok || bad "awq reload: $(tail -n 1 "$T/eval") vs $(tail -n 1 "$T/out")"
 "$Q" quantize --model "$S260" --calib "$TINY" --method awq --bits 3 --group-size 32 \
@@ -141,7 +149,9 @@ assert q['quant_method']=='gptq' and q['checkpoint_format']=='gptq_v2' and q['bi
     && ok || { bad "awq llm-awq"; cat "$T/err"; }
 python3 -c "
 import json,sys; m=json.load(open(sys.argv[1]+'/config.json'))['quantization_config']['meta']['recipe']
-assert m['awq_scale']=='llm-awq' and m['awq_clip'] is False, m" "$T/awq-llm" && ok || bad "llm-awq recorded"
+assert m['awq_scale']=='llm-awq' and m['awq_clip'] is False, m
+r=json.load(open(sys.argv[1]+'/qcal_report.json'))
+assert all(l['awq_formula']=='x' for l in r['linears'] if 'awq_ratio' in l), r" "$T/awq-llm" && ok || bad "llm-awq recorded"
 cmp -s "$T/awq-llm/model.safetensors" "$T/awq/model.safetensors" && bad "llm-awq gave the same weights" || ok
 
 # RTN

@@ -11,13 +11,13 @@
 #include "sha256.h"
 
 static const char k_defaults_json[] =
-    "{\"act_order\":false,\"awq_clip\":true,\"awq_scale\":\"autoawq\",\"bits\":4,\"calib\":[{\"field\":\"text\",\"format\":\"jsonl\","
+    "{\"act_order\":false,\"awq_clip\":true,\"awq_scale\":\"best\",\"awq_search_samples\":12,\"bits\":4,\"calib\":[{\"field\":\"text\",\"format\":\"jsonl\","
     "\"path\":\"hf://datasets/allenai/c4/en/c4-train.00000-of-01024.json.gz\",\"split\":\"line\",\"weight\":1}],"
     "\"damp\":0.01,\"device\":\"cpu\",\"eval\":[],\"format\":\"gptq\",\"group_size\":128,\"method\":\"gptq\","
     "\"model\":null,\"nsamples\":128,\"out\":null,\"qcal_recipe\":1,\"sampling\":\"gptq\",\"seed\":0,"
     "\"seqlen\":2048,\"static_groups\":false,\"sym\":true,\"true_sequential\":true}";
 static const char k_defaults_hashed[] =
-    "{\"act_order\":false,\"awq_clip\":true,\"awq_scale\":\"autoawq\",\"bits\":4,\"calib\":[{\"field\":\"text\",\"format\":\"jsonl\","
+    "{\"act_order\":false,\"awq_clip\":true,\"awq_scale\":\"best\",\"awq_search_samples\":12,\"bits\":4,\"calib\":[{\"field\":\"text\",\"format\":\"jsonl\","
     "\"path\":\"hf://datasets/allenai/c4/en/c4-train.00000-of-01024.json.gz\",\"split\":\"line\",\"weight\":1}],"
     "\"damp\":0.01,\"format\":\"gptq\",\"group_size\":128,\"method\":\"gptq\",\"model\":null,\"nsamples\":128,"
     "\"qcal_recipe\":1,\"sampling\":\"gptq\",\"seed\":0,\"seqlen\":2048,\"static_groups\":false,\"sym\":true,"
@@ -159,7 +159,8 @@ static const char k_every[] =
     "    seqlen: 1024\n"
     "  - c4.txt\n"
     "awq_scale: llm-awq\n"
-    "awq_clip: false\n";
+    "awq_clip: false\n"
+    "awq_search_samples: all\n";
 
 static void test_every_key(void **state) {
     (void)state;
@@ -178,6 +179,7 @@ static void test_every_key(void **state) {
     QC_CHECK_NEAR(r.damp, 0.05, 0);
     assert_string_equal(r.awq_scale, "llm-awq");
     assert_false(r.awq_clip);
+    assert_int_equal(r.awq_search_samples, 0);
     assert_int_equal(r.n_calib, 2);
     assert_string_equal(r.calib[0].path, a);
     assert_string_equal(r.calib[0].format, "jsonl");
@@ -693,7 +695,7 @@ static void test_example(void **state) {
         static const char *const names[] = {"model", "out", "method", "bits", "group_size", "sym", "act_order",
                                             "static_groups", "true_sequential", "damp", "calib", "sampling",
                                             "nsamples", "seqlen", "seed", "format", "device", "eval",
-                                            "awq_scale", "awq_clip"};
+                                            "awq_scale", "awq_clip", "awq_search_samples"};
         char key[40];
         snprintf(key, sizeof key, "\n%s:", names[k]);
         char hashed[44];

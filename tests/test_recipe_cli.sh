@@ -37,7 +37,7 @@ expect_out "--example"
 expect 0 "recipe --example" -- "$Q" recipe --example
 cp "$T/out" "$T/example.yaml"
 for k in model out method bits group_size sym act_order static_groups true_sequential damp calib sampling \
-         nsamples seqlen seed format device eval awq_scale awq_clip; do
+         nsamples seqlen seed format device eval awq_scale awq_clip awq_search_samples; do
     grep -qE "^(# )?$k:" "$T/example.yaml" && pass=$((pass+1)) || { fail=$((fail+1)); echo "FAIL: example lacks $k"; }
 done
 : >"$T/empty.yaml"
@@ -47,7 +47,7 @@ h_example=$(hash_of_last)
 expect 0 "recipe empty.yaml --json" -- "$Q" recipe "$T/empty.yaml" --json
 check "the example equals the defaults" cmp -s "$T/out" "$T/example.json"
 check "hash line" test -n "$h_example"
-check "canonical JSON line" grep -q '^{"act_order":false,"awq_clip":true,"awq_scale":"autoawq","bits":4,.*"true_sequential":true}$' "$T/example.json"
+check "canonical JSON line" grep -q '^{"act_order":false,"awq_clip":true,"awq_scale":"best","awq_search_samples":12,"bits":4,.*"true_sequential":true}$' "$T/example.json"
 
 # the hash is SHA-256 of the hash text, which leaves out out/device/eval
 expect 0 "recipe --hash-text" -- "$Q" recipe "$T/example.yaml" --hash-text
