@@ -54,8 +54,9 @@ def ppl(a, mdir, log):
 def qcal_args(algo, bits, act, scale):
     if algo == "gptq":
         return ["--method", "gptq", "--sym", "--format", "gptq"] + (["--act-order"] if act else [])
+    # one formula: the reference's search, on every window; best: qcal's defaults
     return ["--method", "awq", "--asym", "--format", "awq" if bits == 4 else "gptq_v2"] + \
-        (["--awq-scale", scale] if scale else [])
+        (["--awq-scale", scale] + (["--awq-search-samples", "all"] if scale != "best" else []) if scale else [])
 
 
 def main():

@@ -34,7 +34,8 @@ print(m["algo"], m["bits"], m["group_size"], int(m["act_order"]), int(m.get("tru
     fi
     args=(--method gptq --sym --format gptq)
     case $algo in
-    autoawq|llm-awq) args=(--method awq --awq-scale "$algo" --asym --format awq); [[ $bits == 4 ]] || args[6]=gptq_v2 ;;
+    autoawq|llm-awq) args=(--method awq --awq-scale "$algo" --asym --format awq --awq-search-samples all)
+        [[ $bits == 4 ]] || args[6]=gptq_v2 ;;
     esac
     [[ $act == 1 ]] && args+=(--act-order)
     [[ $tseq == 0 ]] && args+=(--no-true-sequential)
