@@ -13,7 +13,8 @@
  * AWQ (spec E.1): the layer runs once with its original weights, capturing every linear's input
  * (kept whole: [rows, K] per capture point) and producing the next layer's input (FP outputs feed the
  * next layer, unlike GPTQ); then the scale search (grid of 20 on the original weights), scale
- * folding into the previous operation, the clipping search and the final quantization.
+ * folding into the previous operation, the clipping search and the final quantization (round to
+ * nearest, or with awq_gptq the GPTQ solver on the Hessians of the scaled inputs).
  *
  * Each finished layer is written to <work_dir>/layer-NNNNN.safetensors holding exactly the tensors the
  * checkpoint will carry for it (packed GPTQ tensors, F16 norms and unquantized linears); the
@@ -61,6 +62,10 @@ typedef struct qc_pipeline_opts {
     qc_pack_format format;       /* how the layer parts are packed */
     bool         awq_duo;        /* AWQ scale formula: AutoAWQ's duo scaling (default) or llm-awq's x^r */
     bool         awq_clip;       /* AWQ clipping search (default on) */
+    bool         awq_gptq;       /* AWQ ("awq+gptq"): after scaling and clipping, each linear is quantized by the
+                                    GPTQ solver (q: act_order, damp, mse, ...) with the Hessian of its scaled
+                                    inputs instead of round-to-nearest; the next layer's input stays the FP
+                                    layer's output. CPU only. */
     int          batch_tokens;   /* rows per forward batch (0: 8192) */
     const char  *work_dir;       /* created if missing */
     bool         keep_fake;      /* keep the fake-quantized layers (loader-exact: fp16 scales) for evaluation */
