@@ -410,7 +410,7 @@ static int run(int argc, char **argv) {
 
     /* ---- the preflight plan: what the run needs, refused before calibration when it cannot fit ---- */
     {
-        qc_plan_in pi = {.m = m, .method = method, .bits = r.bits, .group_size = r.group_size, .format = po.format,
+        qc_plan_in pi = {.m = m, .method = method, .awq_gptq = po.awq_gptq, .bits = r.bits, .group_size = r.group_size, .format = po.format,
                          .act_order = r.act_order, .true_sequential = r.true_sequential, .nsamples = r.nsamples,
                          .seqlen = r.seqlen, .batch_tokens = po.batch_tokens, .device = device, .keep_fake = n_eval > 0,
                          .eval_seqlen = n_eval > 0 ? eval_seq[n_eval - 1] : 0, .eval_text = n_eval > 0 ? eval_files[n_eval - 1] : NULL,
