@@ -467,7 +467,7 @@ static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
                 r->retries = gs.retries;
                 r->dead_cols = gs.dead_cols;
             } else {
-                st = qc_rtn_quantize(layer->w[l], N, K, o->q.bits, o->q.group_size, o->q.sym, &c->ql);
+                st = qc_rtn_quantize_opts(layer->w[l], N, K, &o->q, &c->ql);
             }
             if (st) {
                 qc_error_prefix("%s", r->name);
@@ -766,7 +766,18 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
             st = qc_awq_clip(layer->w[l], N, K, c->A[qc_pl_input_of((qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
                              o->q.group_size, 512, 20, 0.5);
         if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
-        if (st == QC_OK) st = qc_awq_quantize(layer->w[l], N, K, o->q.bits, o->q.group_size, &c->ql);
+        if (st == QC_OK && o->awq_gptq) { /* GPTQ on the scaled (clipped) weight with its scaled inputs' Hessian */
+            qc_gptq_opts go = o->q;
+            go.sym = false;
+            qc_gptq_stats gs;
+            memcpy(c->Hw, c->Hs[qc_pl_input_of((qc_linear_id)l)], sizeof(float) * (size_t)K * K);
+            st = qc_gptq_quantize(layer->w[l], c->Hw, N, K, &go, &c->ql, &gs);
+            r->damp = gs.damp_used;
+            r->retries = gs.retries;
+            r->dead_cols = gs.dead_cols;
+        } else if (st == QC_OK) {
+            st = qc_awq_quantize(layer->w[l], N, K, o->q.bits, o->q.group_size, &c->ql);
+        }
         if (st) {
             qc_error_prefix("%s", r->name);
             break;
@@ -834,6 +845,9 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
 
 qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, int seqlen, const qc_pipeline_opts *o,
                           qc_pipeline_result *res) {
+    if (o->device >= 0 && (o->q.mse || o->awq_gptq))
+        return qc_fail(QC_ERR_ARG, "quantize: %s runs on the CPU only (use --device cpu)",
+                       o->awq_gptq ? "method awq+gptq" : "mse");
     if (o->device >= 0) return qc_pipeline_run_gpu(m, ids, nsamples, seqlen, o, res);
     memset(res, 0, sizeof *res);
     snprintf(res->device_desc, sizeof res->device_desc, "cpu");

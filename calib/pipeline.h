@@ -17,7 +17,8 @@
  * search's loss is the module's mean squared output error: attention and MLP by forwards over the
  * windows awq_search_samples selects; a module that is one linear (o_proj, down_proj) on every
  * window, exactly from its inputs' X^T X (qc_awq_quad_loss) without forwards when there are at least
- * as many rows as inputs (cheaper), else by forwards.
+ * as many rows as inputs (cheaper), else by forwards. The final quantization rounds to nearest, or
+ * with awq_gptq runs the GPTQ solver on the Hessians of the scaled inputs.
  *
  * Each finished layer is written to <work_dir>/layer-NNNNN.safetensors holding exactly the tensors the
  * checkpoint will carry for it (packed GPTQ tensors, F16 norms and unquantized linears); the
@@ -75,6 +76,10 @@ typedef struct qc_pipeline_opts {
     bool         awq_plain_search; /* AWQ: score the one-linear groups by forwards always (the X^T X path's
                                     * plain twin, for tests) */
     bool         awq_clip;       /* AWQ clipping search (default on) */
+    bool         awq_gptq;       /* AWQ ("awq+gptq"): after scaling and clipping, each linear is quantized by the
+                                    GPTQ solver (q: act_order, damp, mse, ...) with the Hessian of its scaled
+                                    inputs instead of round-to-nearest; the next layer's input stays the FP
+                                    layer's output. CPU only. */
     int          batch_tokens;   /* rows per forward batch (0: 8192) */
     const char  *work_dir;       /* created if missing */
     bool         keep_fake;      /* keep the fake-quantized layers (loader-exact: fp16 scales) for evaluation */

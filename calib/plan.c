@@ -378,9 +378,10 @@ static void linear_ws_make(const qc_plan_in *in, const shapes *s, linear_ws *w) 
     for (int l = 0; l < QC_LIN_COUNT; l++) {
         if (!s->quant[l]) continue;
         uint64_t N = (uint64_t)s->N[l], K = (uint64_t)s->K[l], G = (uint64_t)s->G[l];
-        if (in->method != QC_METHOD_AWQ && K * K * 4 > w->hw) w->hw = K * K * 4; /* memcpy(Hw, H) */
+        bool gptq = in->method == QC_METHOD_GPTQ || (in->method == QC_METHOD_AWQ && in->awq_gptq);
+        if ((in->method != QC_METHOD_AWQ || gptq) && K * K * 4 > w->hw) w->hw = K * K * 4; /* memcpy(Hw, H) */
         if (N * K * 4 > w->wo) w->wo = N * K * 4;                               /* Wo, and tmp in quad_form */
-        uint64_t sv = in->method == QC_METHOD_GPTQ ? K * K * 4 + N * K * 4 + 2 * 128 * N * 4 + G * N * 4 + 3 * K * 4
+        uint64_t sv = gptq ? K * K * 4 + N * K * 4 + 2 * 128 * N * 4 + G * N * 4 + 3 * K * 4
                                                    : G * N * 4;                 /* Hbak, Wt, Err, Orig, zf */
         if (sv > w->solver) w->solver = sv;
         uint64_t q = N * K + 2 * G * N * 4 + K * 4;                              /* codes, scales, zeros, g_idx */

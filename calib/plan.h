@@ -56,6 +56,7 @@ extern "C" {
 typedef struct qc_plan_in {
     const qc_model *m;          /* open model: config, and the tensors' sizes and dtypes (no data is read) */
     qc_method       method;
+    bool            awq_gptq;             /* method AWQ with the GPTQ solver in place of rounding (awq+gptq) */
     int             bits, group_size;     /* group_size -1: one group per row */
     qc_pack_format  format;
     bool            act_order, true_sequential;

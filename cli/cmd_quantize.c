@@ -34,7 +34,10 @@ const qc_cmd qc_cmd_quantize = {
         "Samples calibration windows (C4 by default), runs the model one decoder layer at a time and\n"
         "quantizes each linear: GPTQ (input Hessians, error-compensating solver; the quantized layer's\n"
         "output feeds the next layer), AWQ (activation-aware scale search, scale folding, clipping; the\n"
-        "FP layer's output feeds the next) or RTN. Writes a safetensors checkpoint (--format gptq: v1,\n"
+        "FP layer's output feeds the next), RTN, or awq+gptq (AWQ's scales and clipping, then each linear by\n"
+        "the GPTQ solver on its scaled inputs' Hessian; the FP layer's output feeds the next, as in AWQ).\n"
+        "--mse: group params by the GPTQ reference's MSE grid search (gptq, awq+gptq, rtn; CPU only).\n"
+        "Writes a safetensors checkpoint (--format gptq: v1,\n"
         "symmetric; gptq_v2: any symmetry and method; awq: AutoAWQ GEMM, 4-bit) with config.json and\n"
         "a per-layer report (qcal_report.json). Recipe keys are the long flag names with '_' for '-'; flags override\n"
         "the recipe. Linears whose shapes the format cannot hold stay in F16 and are declared so.\n"
@@ -84,7 +87,7 @@ static bool on_linear(void *user, const qc_linear_report *r, int done, int total
     if (r->quantized && r->awq_ratio >= 0)
         fprintf(stderr, "[%3d/%3d] %-40s %s w%d g%-4d err %.2e  ratio %.2f %-3s  %.2f s\n", done, total, r->name,
                 c->method, c->bits, c->gs, r->rel_err, r->awq_ratio, qc_awq_formula_name(r->awq_formula), r->seconds);
-    else if (r->quantized && strcmp(c->method, "gptq") == 0)
+    else if (r->quantized && strstr(c->method, "gptq"))
         fprintf(stderr, "[%3d/%3d] %-40s %s w%d g%-4d err %.2e  damp %.3f%s  %.2f s\n", done, total, r->name,
                 c->method, c->bits, c->gs, r->rel_err, r->damp, r->retries ? " (raised)" : "", r->seconds);
     else if (r->quantized)
@@ -316,7 +319,7 @@ static int run(int argc, char **argv) {
     /* on the GPU a layer takes a second or two and X is gigabytes: save at most once a minute by default */
     if (!o_save->set && device >= 0) save_every = 60;
     qc_method method = strcmp(r.method, "rtn") == 0 ? QC_METHOD_RTN
-                       : strcmp(r.method, "awq") == 0 ? QC_METHOD_AWQ : QC_METHOD_GPTQ;
+                       : strncmp(r.method, "awq", 3) == 0 ? QC_METHOD_AWQ : QC_METHOD_GPTQ; /* awq, awq+gptq */
     bool overwrite = qc_cli_opt(k_opts, "overwrite")->set, restart = qc_cli_opt(k_opts, "restart")->set;
     qc_opt *o_eval = qc_cli_opt(k_opts, "eval");
     const char *eval_files[QC_RECIPE_MAX_EVALS + 1];
@@ -406,12 +409,14 @@ static int run(int argc, char **argv) {
     po.q.act_order = r.act_order;
     po.q.static_groups = r.static_groups;
     po.q.damp = r.damp;
+    po.q.mse = r.mse;
+    po.awq_gptq = strcmp(r.method, "awq+gptq") == 0;
     if (qc_cli_opt(k_opts, "batch-tokens")->set) po.batch_tokens = (int)qc_cli_opt(k_opts, "batch-tokens")->i;
     if ((st = check_some_packable(m, &po))) goto out;
 
     /* ---- the preflight plan: what the run needs, refused before calibration when it cannot fit ---- */
     {
-        qc_plan_in pi = {.m = m, .method = method, .bits = r.bits, .group_size = r.group_size, .format = po.format,
+        qc_plan_in pi = {.m = m, .method = method, .awq_gptq = po.awq_gptq, .bits = r.bits, .group_size = r.group_size, .format = po.format,
                          .act_order = r.act_order, .true_sequential = r.true_sequential, .nsamples = r.nsamples,
                          .seqlen = r.seqlen, .batch_tokens = po.batch_tokens,
                          .awq_candidates = qc_awq_n_candidates(po.awq_scale, 20), .awq_search_samples = r.awq_search_samples, .device = device, .keep_fake = n_eval > 0,

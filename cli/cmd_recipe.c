@@ -29,7 +29,7 @@ static qc_opt k_opts[] = {
     {.name = "hash-text", .kind = QC_OPT_FLAG, .help = "print the exact text that is hashed instead"},
     {.name = "model", .kind = QC_OPT_STR, .metavar = "DIR", .help = "model directory or hf://org/name"},
     {.name = "out", .kind = QC_OPT_STR, .metavar = "DIR", .help = "output directory"},
-    {.name = "method", .kind = QC_OPT_STR, .metavar = "NAME", .help = "gptq, awq or rtn"},
+    {.name = "method", .kind = QC_OPT_STR, .metavar = "NAME", .help = "gptq, awq, rtn or awq+gptq"},
     {.name = "bits", .kind = QC_OPT_STR, .metavar = "N", .help = "2, 3, 4 or 8"},
     {.name = "group-size", .kind = QC_OPT_STR, .metavar = "N", .help = "-1 or a positive multiple of 8"},
     {.name = "sym", .kind = QC_OPT_FLAG, .help = "symmetric quantization"},
@@ -44,6 +44,8 @@ static qc_opt k_opts[] = {
     {.name = "awq-scale", .kind = QC_OPT_STR, .metavar = "F", .help = "awq scale formula: autoawq or llm-awq"},
     {.name = "awq-clip", .kind = QC_OPT_FLAG, .help = "awq: search a clipping range per group"},
     {.name = "no-awq-clip", .kind = QC_OPT_FLAG, .help = "awq: no clipping search"},
+    {.name = "mse", .kind = QC_OPT_FLAG, .help = "gptq, awq+gptq, rtn: group params by an MSE grid search"},
+    {.name = "no-mse", .kind = QC_OPT_FLAG, .help = "group params from min/max (default)"},
     {.name = "calib", .kind = QC_OPT_STR, .metavar = "PATH", .help = "one calibration source (replaces the recipe's)"},
     {.name = "sampling", .kind = QC_OPT_STR, .metavar = "NAME", .help = "gptq or awq"},
     {.name = "nsamples", .kind = QC_OPT_STR, .metavar = "N", .help = "calibration samples"},
@@ -65,6 +67,7 @@ static const struct { const char *key, *on, *off; } k_bool_flags[] = {
     {"static_groups", "static-groups", "no-static-groups"},
     {"true_sequential", "true-sequential", "no-true-sequential"},
     {"awq_clip", "awq-clip", "no-awq-clip"},
+    {"mse", "mse", "no-mse"},
 };
 #define N_BOOL_FLAGS (sizeof k_bool_flags / sizeof k_bool_flags[0])
 

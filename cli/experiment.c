@@ -203,6 +203,7 @@ static void render(int rk, const qc_recipe *r, char *text, size_t tn, char *json
     case QC_RK_TRUE_SEQUENTIAL: snprintf(text, tn, "%s", r->true_sequential ? "true" : "false"); break;
     case QC_RK_AWQ_CLIP: snprintf(text, tn, "%s", r->awq_clip ? "true" : "false"); break;
     case QC_RK_AWQ_SEARCH_SAMPLES: snprintf(text, tn, "%d", r->awq_search_samples); break;
+    case QC_RK_MSE: snprintf(text, tn, "%s", r->mse ? "true" : "false"); break;
     default: QC_ASSERT(!"not a grid key");
     }
     if (s) {

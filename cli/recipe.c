@@ -19,7 +19,7 @@
 #define MAX_CUDA    255
 
 /* ---- constant values: enumerated strings and defaults point here and are never freed ---- */
-static const char *const k_methods[] = {"gptq", "awq", "rtn", NULL};
+static const char *const k_methods[] = {"gptq", "awq", "rtn", "awq+gptq", NULL};
 static const char *const k_samplings[] = {"gptq", "awq", NULL};
 static const char *const k_awq_scales[] = {"autoawq", "llm-awq", "best", NULL};
 static const char *const k_formats[] = {"gptq", "gptq_v2", "awq", NULL};
@@ -92,11 +92,12 @@ static const struct keydef {
     [QC_RK_AWQ_SCALE] = {"awq_scale", T_ENUM, k_awq_scales},
     [QC_RK_AWQ_CLIP] = {"awq_clip", T_BOOL, NULL},
     [QC_RK_AWQ_SEARCH_SAMPLES] = {"awq_search_samples", T_INT, NULL},
+    [QC_RK_MSE] = {"mse", T_BOOL, NULL},
 };
 static const char *const k_top_keys[QC_RK_COUNT + 1] = {
     "model", "out", "method", "bits", "group_size", "sym", "act_order", "static_groups", "true_sequential",
     "damp", "calib", "sampling", "nsamples", "seqlen", "seed", "format", "device", "eval", "awq_scale", "awq_clip",
-    "awq_search_samples", NULL,
+    "awq_search_samples", "mse", NULL,
 };
 
 enum { SK_PATH, SK_FORMAT, SK_FIELD, SK_SPLIT, SK_WEIGHT, SK_HOLDOUT, SK_COUNT };
@@ -529,6 +530,7 @@ static qc_status apply_value(qc_recipe *r, qc_recipe_key k, const val *v, const 
         if (v->plain && v->len == 3 && memcmp(v->s, "all", 3) == 0) r->awq_search_samples = 0;
         else st = get_checked_int(v, bad_search_samples, &r->awq_search_samples);
         break;
+    case QC_RK_MSE: st = get_bool(v, &r->mse); break;
     case QC_RK_DAMP: st = get_checked_real(v, bad_damp, &r->damp); break;
     case QC_RK_SEED: st = get_seed(v, &r->seed); break;
     case QC_RK_DEVICE:
@@ -1183,7 +1185,9 @@ qc_status qc_recipe_validate(qc_recipe *r) {
     }
 
     /* method-dependent defaults, recomputed from scratch so validate is idempotent */
-    bool awq = strcmp(r->method, "awq") == 0, gptq = strcmp(r->method, "gptq") == 0;
+    /* awq+gptq: AWQ's scales, then the GPTQ solver; its defaults are AWQ's, its solver options GPTQ's */
+    bool awq_gptq = strcmp(r->method, "awq+gptq") == 0;
+    bool awq = strcmp(r->method, "awq") == 0 || awq_gptq, gptq = strcmp(r->method, "gptq") == 0 || awq_gptq;
     if (!is_set(r, QC_RK_SYM)) r->sym = !awq;
     if (!is_set(r, QC_RK_SAMPLING)) r->sampling = (char *)k_samplings[awq ? 1 : 0];
     if (!is_set(r, QC_RK_SEQLEN)) r->seqlen = awq ? 512 : 2048;
@@ -1201,14 +1205,17 @@ qc_status qc_recipe_validate(qc_recipe *r) {
     char t[160];
     if (!gptq && r->act_order) {
         snprintf(t, sizeof t, "method is '%s'", r->method);
-        return conflict(r, QC_RK_ACT_ORDER, "act_order: true", "applies to method gptq only", QC_RK_METHOD, t,
-                        "remove act_order or use method gptq");
+        return conflict(r, QC_RK_ACT_ORDER, "act_order: true", "applies to methods gptq and awq+gptq only",
+                        QC_RK_METHOD, t, "remove act_order or use method gptq");
     }
     if (!gptq && r->static_groups) {
         snprintf(t, sizeof t, "method is '%s'", r->method);
-        return conflict(r, QC_RK_STATIC_GROUPS, "static_groups: true", "applies to method gptq only", QC_RK_METHOD, t,
-                        "remove static_groups or use method gptq");
+        return conflict(r, QC_RK_STATIC_GROUPS, "static_groups: true", "applies to methods gptq and awq+gptq only",
+                        QC_RK_METHOD, t, "remove static_groups or use method gptq");
     }
+    if (r->mse && strcmp(r->method, "awq") == 0)
+        return conflict(r, QC_RK_MSE, "mse: true", "applies to the GPTQ quantizer (methods gptq, awq+gptq, rtn)",
+                        QC_RK_METHOD, "method is 'awq'", "remove mse or use method awq+gptq");
     if (strcmp(r->format, "gptq") == 0 && !r->sym)
         return conflict(r, QC_RK_FORMAT, "format 'gptq'", "(GPTQ v1) stores symmetric results only", QC_RK_SYM,
                         "sym is false", "use format gptq_v2 (any method) or awq (4-bit) for asymmetric results, or sym: true");
@@ -1279,6 +1286,7 @@ static char *canonical(const qc_recipe *r, bool for_hash) {
          cJSON_AddBoolToObject(o, "true_sequential", r->true_sequential) &&
          add_str(o, "awq_scale", r->awq_scale) && cJSON_AddBoolToObject(o, "awq_clip", r->awq_clip) &&
          cJSON_AddNumberToObject(o, "awq_search_samples", r->awq_search_samples) &&
+         (!r->mse || cJSON_AddBoolToObject(o, "mse", true)) && /* absent when false: older hashes stand */
          cJSON_AddNumberToObject(o, "damp", r->damp) && add_str(o, "sampling", r->sampling) &&
          cJSON_AddNumberToObject(o, "nsamples", r->nsamples) && cJSON_AddNumberToObject(o, "seqlen", r->seqlen) &&
          add_str(o, "format", r->format);
@@ -1353,8 +1361,8 @@ char *qc_recipe_to_yaml(const qc_recipe *r) {
               r->method, r->bits, r->group_size, r->sym ? "true" : "false", r->act_order ? "true" : "false",
               r->static_groups ? "true" : "false", r->true_sequential ? "true" : "false");
     sb_real(&b, r->damp);
-    qc_sbuf_printf(&b, "\nawq_scale: %s\nawq_clip: %s\nawq_search_samples: %d", r->awq_scale,
-                   r->awq_clip ? "true" : "false", r->awq_search_samples);
+    qc_sbuf_printf(&b, "\nawq_scale: %s\nawq_clip: %s\nawq_search_samples: %d\nmse: %s", r->awq_scale,
+                   r->awq_clip ? "true" : "false", r->awq_search_samples, r->mse ? "true" : "false");
     qc_sbuf_printf(&b, "\ncalib:\n");
     for (int i = 0; i < r->n_calib; i++) {
         const qc_calib_source *c = &r->calib[i];
@@ -1405,6 +1413,7 @@ static const char k_example[] =
     "\n"
     "# --- method\n"
     "method: gptq           # gptq | awq | rtn (round to nearest: no calibration)\n"
+    "#                      # | awq+gptq (AWQ's scales and clipping, then the GPTQ solver; AWQ's defaults)\n"
     "bits: 4                # 2 | 3 | 4 | 8\n"
     "group_size: 128        # -1 (one group per row) or a positive multiple of 8: 32, 64, 128, ...\n"
     "# sym: true            # default true; false for awq (zero points)\n"
@@ -1417,6 +1426,7 @@ static const char k_example[] =
     "awq_clip: true         # awq: search a clipping range per group (not for q/k)\n"
     "awq_search_samples: 12 # awq: windows the scale search's attention/MLP forwards run on (evenly strided;\n"
     "#                      # x_mean and o/down use all); a count, or all (0)\n"
+    "mse: false             # gptq, awq+gptq, rtn: group params by an MSE grid search (GPTQ reference's mse)\n"
     "\n"
     "# --- calibration data\n"
     "calib:                 # one or more sources mixed by weight; a bare string is {path: STRING}\n"

@@ -75,6 +75,7 @@ typedef enum qc_recipe_key {
     QC_RK_CALIB = 10, QC_RK_SAMPLING = 11, QC_RK_NSAMPLES = 12, QC_RK_SEQLEN = 13, QC_RK_SEED = 14,
     QC_RK_FORMAT = 15, QC_RK_DEVICE = 16, QC_RK_EVAL = 17, QC_RK_AWQ_SCALE = 18, QC_RK_AWQ_CLIP = 19,
     QC_RK_AWQ_SEARCH_SAMPLES = 20,
+    QC_RK_MSE = 21,
     QC_RK_COUNT
 } qc_recipe_key;
 #define QC_RK_BIT(k) ((uint64_t)1 << (k))
@@ -98,7 +99,7 @@ typedef struct qc_eval_text {
 typedef struct qc_recipe {
     char  *model;            /* directory or hf://org/name (required to quantize) */
     char  *out;              /* output directory (required to quantize) */
-    char  *method;           /* "gptq" (default), "awq", "rtn" */
+    char  *method;           /* "gptq" (default), "awq", "rtn", "awq+gptq" (AWQ scales, then the GPTQ solver) */
     int    bits;             /* 2, 3, 4 (default), 8 */
     int    group_size;       /* 32, 64, 128 (default), -1 (one group per row); any positive multiple of 8 too */
     bool   sym;              /* default true (GPTQ); qc_recipe_validate makes AWQ asym */
@@ -111,6 +112,8 @@ typedef struct qc_recipe {
                                 strided; 0 (also written "all"): every window. Default
                                 QC_RECIPE_AWQ_SEARCH_SAMPLES */
     bool   awq_clip;         /* awq clipping search, default true */
+    bool   mse;              /* gptq, awq+gptq, rtn: group params by the reference's MSE grid search (quant.py
+                                mse=True), default false; in the hash only when true */
     double damp;             /* fraction of the mean Hessian diagonal, (0, 1), default 0.01 */
     qc_calib_source calib[QC_RECIPE_MAX_SOURCES];
     int    n_calib;          /* default: one source, the C4 shard of the GPTQ paper */

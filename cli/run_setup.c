@@ -24,7 +24,7 @@ static int build_recipe(const qc_cmd *cmd, qc_opt *opts, const char *recipe_path
     static const struct { const char *flag, *key, *value; } flags[] = {
         {"sym", "sym", "true"}, {"asym", "sym", "false"}, {"act-order", "act_order", "true"},
         {"static-groups", "static_groups", "true"}, {"no-true-sequential", "true_sequential", "false"},
-        {"no-awq-clip", "awq_clip", "false"},
+        {"no-awq-clip", "awq_clip", "false"}, {"mse", "mse", "true"},
     };
     bool sym = false, asym = false;
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {

@@ -13,7 +13,7 @@
 #define QC_RECIPE_FLAGS                                                                                          \
     {.name = "model", .kind = QC_OPT_STR, .metavar = "DIR|hf://ORG/NAME", .help = "model to quantize"},          \
     {.name = "out", .kind = QC_OPT_STR, .metavar = "DIR", .help = "output checkpoint directory"},               \
-    {.name = "method", .kind = QC_OPT_STR, .metavar = "M", .help = "gptq (default), awq or rtn"},               \
+    {.name = "method", .kind = QC_OPT_STR, .metavar = "M", .help = "gptq (default), awq, rtn or awq+gptq (AWQ's scales and clipping, then GPTQ on the scaled inputs' Hessians instead of rounding; as in AWQ the next layer's input is the FP layer's output)"}, \
     {.name = "bits", .kind = QC_OPT_STR, .metavar = "N", .help = "2, 3, 4 (default) or 8"},                      \
     {.name = "group-size", .kind = QC_OPT_STR, .metavar = "N", .help = "32, 64, 128 (default) or -1"},          \
     {.name = "sym", .kind = QC_OPT_FLAG, .help = "symmetric quantization (default for gptq)"},                  \
@@ -25,6 +25,7 @@
     {.name = "awq-scale", .kind = QC_OPT_STR, .metavar = "F", .help = "AWQ scale formula: best (default: both formulas tried, per scale group the lower loss; on the GPU too), autoawq (duo, x^r/w^(1-r)) or llm-awq (x^r)"}, \
     {.name = "awq-search-samples", .kind = QC_OPT_STR, .metavar = "N", .help = "AWQ: run the scale search's attention/MLP forwards on N evenly strided calibration windows (default 12; x_mean, o_proj and down_proj use all; AutoAWQ's clip search subsamples likewise); 0 or all: every window"}, \
     {.name = "no-awq-clip", .kind = QC_OPT_FLAG, .help = "AWQ: skip the clipping search"}, \
+    {.name = "mse", .kind = QC_OPT_FLAG, .help = "GPTQ, awq+gptq, RTN: group params by the GPTQ reference's MSE grid search (norm 2.4, 100 steps, shrink to 0.2; CPU only)"}, \
     {.name = "calib", .kind = QC_OPT_STR, .metavar = "FILE|hf://...", .help = "calibration source (replaces the recipe's)"}, \
     {.name = "sampling", .kind = QC_OPT_STR, .metavar = "P", .help = "gptq (random windows, default) or awq (concatenated blocks)"}, \
     {.name = "nsamples", .kind = QC_OPT_STR, .metavar = "N", .help = "calibration windows (default 128)"},      \

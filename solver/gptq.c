@@ -34,6 +34,51 @@ void qc_quant_params(const float *x, int n, int stride, int bits, bool sym, floa
     *zero = sym ? (float)((maxq + 1) / 2) : rintf(-xmin / s);
 }
 
+void qc_quant_params_mse(const float *x, int n, int stride, int bits, bool sym, float *scale, float *zero) {
+    int maxq = (1 << bits) - 1;
+    float xmin = 0.0f, xmax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float v = x[(size_t)i * stride];
+        xmin = v < xmin ? v : xmin;
+        xmax = v > xmax ? v : xmax;
+    }
+    if (sym) {
+        xmax = fabsf(xmin) > xmax ? fabsf(xmin) : xmax;
+        if (xmin < 0.0f) xmin = -xmax;
+    }
+    if (xmin == 0.0f && xmax == 0.0f) {
+        xmin = -1.0f;
+        xmax = 1.0f;
+    }
+    float s = (xmax - xmin) / (float)maxq, z = sym ? (float)((maxq + 1) / 2) : rintf(-xmin / s);
+    double best = INFINITY;
+    for (int i = 0; i < QC_MSE_MAXSHRINK; i++) {
+        float p = (float)(1.0 - (double)i / QC_MSE_GRID); /* torch: the Python float enters as fp32 */
+        float lo = p * xmin, hi = p * xmax;
+        float s1 = (hi - lo) / (float)maxq, z1 = sym ? (float)((maxq + 1) / 2) : rintf(-lo / s1);
+        double err = 0.0;
+        for (int k = 0; k < n; k++) {
+            float v = x[(size_t)k * stride];
+            float q = rintf(v / s1) + z1;
+            q = q < 0.0f ? 0.0f : q > (float)maxq ? (float)maxq : q;
+            err += powf(fabsf(s1 * (q - z1) - v), (float)QC_MSE_NORM);
+        }
+        if (err < best) {
+            best = err;
+            s = s1;
+            z = z1;
+        }
+    }
+    *scale = s;
+    *zero = z;
+}
+
+/* The params the options ask for. */
+static void group_params(const qc_gptq_opts *o, const float *x, int n, float *scale, float *zero) {
+    if (o->mse) qc_quant_params_mse(x, n, 1, o->bits, o->sym, scale, zero);
+    else qc_quant_params(x, n, 1, o->bits, o->sym, scale, zero);
+}
+
 static float fp16_round(float x) { return qc_fp16_to_f32(qc_f32_to_fp16(x)); }
 
 qc_status qc_gptq_check_args(int N, int K, const qc_gptq_opts *o, const qc_qlinear *q) {
@@ -77,7 +122,7 @@ static void act_order_perm(const float *H, int K, int *perm) {
 static void prepare(float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_qlinear *q, float *zf,
                     qc_gptq_stats *st) {
     if (o->group_size == -1) {
-        for (int n = 0; n < N; n++) qc_quant_params(W + (size_t)n * K, K, 1, o->bits, o->sym, &q->scales[n], &zf[n]);
+        for (int n = 0; n < N; n++) group_params(o, W + (size_t)n * K, K, &q->scales[n], &zf[n]);
     }
     for (int k = 0; k < K; k++) {
         if (H[(size_t)k * K + k] == 0.0f) {
@@ -90,8 +135,8 @@ static void prepare(float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_
         int gs = o->group_size;
         for (int g = 0; g < K / gs; g++)
             for (int n = 0; n < N; n++)
-                qc_quant_params(W + (size_t)n * K + (size_t)g * gs, gs, 1, o->bits, o->sym,
-                                &q->scales[(size_t)g * N + n], &zf[(size_t)g * N + n]);
+                group_params(o, W + (size_t)n * K + (size_t)g * gs, gs, &q->scales[(size_t)g * N + n],
+                             &zf[(size_t)g * N + n]);
     }
 }
 
@@ -230,7 +275,7 @@ static void gptq_task(void *user, int task) {
                             rowbuf[k] = (o->ref_group_quirk && col < i2) ? Orig[(size_t)(col - i1) * N + n]
                                                                          : Wt[(size_t)col * N + n];
                         }
-                        qc_quant_params(rowbuf, gs, 1, o->bits, o->sym, &cs[n], &cz[n]);
+                        group_params(o, rowbuf, gs, &cs[n], &cz[n]);
                         if (o->fp16_scales) cs[n] = fp16_round(cs[n]);
                         q->scales[(size_t)gi * N + n] = cs[n];
                         zf[(size_t)gi * N + n] = cz[n];
@@ -416,7 +461,7 @@ qc_status qc_gptq_quantize_ref(float *W, float *H, int N, int K, const qc_gptq_o
         } else if (c % gs == 0) {
             int g = c / gs;
             for (int n = 0; n < N; n++) {
-                qc_quant_params(Wp + (size_t)n * K + c, gs, 1, o->bits, o->sym, &cs[n], &cz[n]);
+                group_params(o, Wp + (size_t)n * K + c, gs, &cs[n], &cz[n]);
                 if (o->fp16_scales) cs[n] = fp16_round(cs[n]);
                 q->scales[(size_t)g * N + n] = cs[n];
                 zf[(size_t)g * N + n] = cz[n];
@@ -456,14 +501,23 @@ qc_status qc_rtn_quantize(float *W, int N, int K, int bits, int group_size, bool
     o.bits = bits;
     o.group_size = group_size;
     o.sym = sym;
+    return qc_rtn_quantize_opts(W, N, K, &o, q);
+}
+
+qc_status qc_rtn_quantize_opts(float *W, int N, int K, const qc_gptq_opts *opts, qc_qlinear *q) {
+    qc_gptq_opts o = qc_gptq_default_opts();
+    o.bits = opts->bits;
+    o.group_size = opts->group_size;
+    o.sym = opts->sym;
+    o.mse = opts->mse;
     qc_status s = qc_gptq_check_args(N, K, &o, q);
     if (s) return s;
-    int gs = group_size == -1 ? K : group_size, maxq = (1 << bits) - 1;
+    int gs = o.group_size == -1 ? K : o.group_size, maxq = (1 << o.bits) - 1;
     for (int n = 0; n < N; n++) {
         float *w = W + (size_t)n * K;
         for (int g = 0; g < K / gs; g++) {
             float sc, zf;
-            qc_quant_params(w + (size_t)g * gs, gs, 1, bits, sym, &sc, &zf);
+            group_params(&o, w + (size_t)g * gs, gs, &sc, &zf);
             q->scales[(size_t)g * N + n] = sc;
             q->zeros[(size_t)g * N + n] = (int32_t)zf;
             for (int k = g * gs; k < (g + 1) * gs; k++) {

@@ -29,6 +29,17 @@ extern "C" {
 /* Scale and zero of x[0], x[stride], ..., x[(n-1)*stride]. */
 void qc_quant_params(const float *x, int n, int stride, int bits, bool sym, float *scale, float *zero);
 
+/* The reference's optional MSE search (quant.py Quantizer.configure(mse=True, norm=2.4, grid=100,
+ * maxshrink=0.8), find_params): starting from the min/max range above, the range [p*xmin, p*xmax]
+ * for p = 1 - i/100, i = 0..79, is tried (sym: the zero stays (maxq+1)/2; asym: z = round(-p*xmin/s))
+ * and the params with the strictly smallest sum |Q(x) - x|^2.4 over the slice are kept. fp32 like
+ * torch, except that the error sum is accumulated in double (only a near-tie can tell the difference).
+ * About 80 times the cost of qc_quant_params. */
+void qc_quant_params_mse(const float *x, int n, int stride, int bits, bool sym, float *scale, float *zero);
+#define QC_MSE_NORM      2.4
+#define QC_MSE_GRID      100
+#define QC_MSE_MAXSHRINK 80   /* int(maxshrink * grid) = int(0.8 * 100) grid points */
+
 static inline int qc_quant_code(float w, float scale, float zero, int maxq) {
     float q = __builtin_rintf(w / scale) + zero;
     return q < 0.0f ? 0 : q > (float)maxq ? maxq : (int)q;
@@ -47,6 +58,8 @@ typedef struct qc_gptq_opts {
                               without that block's earlier updates (spec D.3 step 7). Default true. */
     bool   fp16_scales;    /* round scales to fp16 before quantizing with them (spec D.3 deviation;
                               default false = reference behaviour) */
+    bool   mse;            /* group (and row) params by qc_quant_params_mse instead of min/max; also read
+                              by qc_rtn_quantize_opts. Default false. CPU only. */
 } qc_gptq_opts;
 
 typedef struct qc_gptq_stats {
@@ -73,6 +86,8 @@ qc_status qc_gptq_quantize_ref(float *W, float *H, int N, int K, const qc_gptq_o
 
 /* Round-to-nearest with the same quantizer and groups (g_idx = k / gs); W becomes W_hat. */
 qc_status qc_rtn_quantize(float *W, int N, int K, int bits, int group_size, bool sym, qc_qlinear *q);
+/* The same with the bits, group size, symmetry and mse of o (the rest of o is ignored). */
+qc_status qc_rtn_quantize_opts(float *W, int N, int K, const qc_gptq_opts *o, qc_qlinear *q);
 
 #ifdef __cplusplus
 }

@@ -67,7 +67,105 @@ static void test_quantizer(void **state) {
     assert_int_equal(qc_quant_code(3.5f, 1.0f, 0.0f, 15), 4);
 }
 
-typedef struct { int bits, gs; bool sym, act, stat; } cfg;
+/* sum |Q(x) - x|^2.4 over a slice with the given params: the MSE search's objective */
+static double norm24_err(const float *x, int n, int bits, float s, float z) {
+    double e = 0;
+    for (int i = 0; i < n; i++) {
+        int c = qc_quant_code(x[i], s, z, (1 << bits) - 1);
+        e += pow(fabs((double)s * (c - z) - x[i]), 2.4);
+    }
+    return e;
+}
+
+/* The MSE search (IST quant.py find_params with mse=True, norm 2.4, grid 100, maxshrink 0.8) on
+ * vectors whose answers were worked out by hand from the reference's formula:
+ * p = 1 - i/100 for i = 0..79; range [p xmin, p xmax]; s = (p xmax - p xmin) / maxq;
+ * z = (maxq+1)/2 (sym) or round(-p xmin / s); keep the strictly smallest sum |s (q - z) - x|^2.4. */
+static void test_quantizer_mse(void **state) {
+    (void)state;
+    float s, z;
+    /* exactly on the min/max grid: p = 1 has zero error and nothing is strictly smaller */
+    const float g[4] = {0, 1, 2, 3};
+    qc_quant_params_mse(g, 4, 1, 2, false, &s, &z);
+    QC_CHECK_NEAR(s, 1.0, 0);
+    QC_CHECK_NEAR(z, 0, 0);
+    /* asym 2-bit {0, 1, 2, 3, 9}: min/max gives s = 3, grid {0, 3, 6, 9}, err 1 + 1 = 2.
+     * p = 0.96: s = 2.88, z = 0, codes 0, 0, 1, 1, 3 -> errs 0, 1, .88, .12, .36 (9 - 8.64):
+     * 1 + .88^2.4 + .12^2.4 + .36^2.4 = 1.82809, the minimum (p = 0.95 gives 1.83469, p = 0.97 1.8355;
+     * lower p put more than the 9's error back). */
+    const float a[5] = {0, 1, 2, 3, 9};
+    qc_quant_params_mse(a, 5, 1, 2, false, &s, &z);
+    QC_CHECK_NEAR(s, 2.88, 1e-6);
+    QC_CHECK_NEAR(z, 0, 0);
+    QC_CHECK_NEAR(norm24_err(a, 5, 2, s, z), 1.828088, 1e-5);
+    /* stride: the same numbers every other element */
+    const float as[10] = {0, -7, 1, -7, 2, -7, 3, -7, 9, -7};
+    float s2, z2;
+    qc_quant_params_mse(as, 5, 2, 2, false, &s2, &z2);
+    QC_CHECK_NEAR(s2, s, 0);
+    QC_CHECK_NEAR(z2, z, 0);
+    /* sym 4-bit: xmax = |xmin| = 1, z stays 8; p = 0.94: s = 1.88/15 = 0.1253333, err 1.78690e-3
+     * (p = 0.95: 1.80904e-3; min/max p = 1: larger) */
+    const float b[7] = {-1.0f, -0.3f, 0.1f, 0.2f, 0.25f, 0.4f, 0.5f};
+    qc_quant_params_mse(b, 7, 1, 4, true, &s, &z);
+    QC_CHECK_NEAR(s, 1.88 / 15.0, 1e-7);
+    QC_CHECK_NEAR(z, 8, 0);
+    QC_CHECK_NEAR(norm24_err(b, 7, 4, s, z), 1.786903e-3, 1e-8);
+    /* asym 3-bit, same vector: [-1, 0.5] shrunk by p = 0.99: s = 1.485/7 = 0.2121429,
+     * z = round(0.99/0.2121429) = round(4.667) = 5, err 1.068820e-2 (p = 0.98: 1.069827e-2) */
+    qc_quant_params_mse(b, 7, 1, 3, false, &s, &z);
+    QC_CHECK_NEAR(s, 1.485 / 7.0, 1e-7);
+    QC_CHECK_NEAR(z, 5, 0);
+    QC_CHECK_NEAR(norm24_err(b, 7, 3, s, z), 1.068820e-2, 1e-7);
+    /* all zero: [-1, 1] as min/max, and every p quantizes 0 exactly: p = 1 kept */
+    const float zero[3] = {0, 0, 0};
+    qc_quant_params_mse(zero, 3, 1, 4, false, &s, &z);
+    QC_CHECK_NEAR(s, 2.0 / 15.0, 1e-7);
+}
+
+/* RTN with mse: each group's params are the search's, and never worse than min/max in its objective. */
+static void test_rtn_mse(void **state) {
+    (void)state;
+    const int N = 16, K = 256, gs = 64;
+    float *W0 = malloc(sizeof(float) * N * K), *W = malloc(sizeof(float) * N * K);
+    for (size_t i = 0; i < (size_t)N * K; i++) W0[i] = 0.05f * frand() * (i % 37 == 0 ? 4.0f : 1.0f);
+    for (int sym = 0; sym < 2; sym++) {
+        qc_gptq_opts o = qc_gptq_default_opts();
+        o.bits = 3;
+        o.group_size = gs;
+        o.sym = sym;
+        o.mse = true;
+        qc_qlinear q;
+        QC_CHECK_OK(qc_qlinear_alloc(&q, N, K, o.bits, gs, o.sym, false));
+        memcpy(W, W0, sizeof(float) * N * K);
+        QC_CHECK_OK(qc_rtn_quantize_opts(W, N, K, &o, &q));
+        int shrunk = 0;
+        for (int n = 0; n < N; n++)
+            for (int g = 0; g < K / gs; g++) {
+                const float *x = W0 + (size_t)n * K + g * gs;
+                float s, z, s0, z0;
+                qc_quant_params_mse(x, gs, 1, o.bits, o.sym, &s, &z);
+                qc_quant_params(x, gs, 1, o.bits, o.sym, &s0, &z0);
+                QC_CHECK_NEAR(q.scales[(size_t)g * N + n], s, 0);
+                assert_int_equal(q.zeros[(size_t)g * N + n], (int)z);
+                double e = norm24_err(x, gs, o.bits, s, z), e0 = norm24_err(x, gs, o.bits, s0, z0);
+                if (e > e0 * (1 + 1e-6)) fail_msg("row %d group %d: mse params err %g > min/max %g", n, g, e, e0);
+                shrunk += s < s0;
+                for (int k = 0; k < gs; k++) {
+                    int c = qc_quant_code(x[k], s, z, 7);
+                    assert_int_equal(q.codes[(size_t)n * K + g * gs + k], c);
+                    QC_CHECK_NEAR(W[(size_t)n * K + g * gs + k], s * (c - z), 0);
+                }
+            }
+        printf("rtn w3 g%d %s mse: %d of %d groups shrunk\n", gs, sym ? "sym" : "asym", shrunk, N * K / gs);
+        if (shrunk == 0) fail_msg("the search never shrank a range (outliers are there to make it)");
+        qc_qlinear_free(&q);
+    }
+    free(W0);
+    free(W);
+}
+
+typedef struct { int bits, gs; bool sym, act, stat, mse; } cfg;
 
 /* The blocked solver and the plain twin agree (quirk off: same parameter source). */
 static void test_blocked_vs_twin(void **state) {
@@ -77,9 +175,13 @@ static void test_blocked_vs_twin(void **state) {
     float *Wa = malloc(sizeof(float) * N * K), *Wb = malloc(sizeof(float) * N * K);
     float *Ha = malloc(sizeof(float) * K * K), *Hb = malloc(sizeof(float) * K * K);
     make_problem(N, K, n, W0, H0);
-    const cfg cases[] = {{4, 128, true, false, false}, {4, 128, false, true, false}, {3, 64, false, false, false},
-                         {2, 32, true, true, false},   {8, -1, true, false, false},  {4, 32, true, true, true},
-                         {3, 256, false, true, true},  {4, 64, true, false, true}};
+    const cfg cases[] = {{4, 128, true, false, false, false}, {4, 128, false, true, false, false},
+                         {3, 64, false, false, false, false},  {2, 32, true, true, false, false},
+                         {8, -1, true, false, false, false},   {4, 32, true, true, true, false},
+                         {3, 256, false, true, true, false},   {4, 64, true, false, true, false},
+                         /* with the MSE grid search for the group (and row) params */
+                         {4, 128, true, true, false, true}, {3, 64, false, false, false, true},
+                         {4, 32, false, true, true, true},  {3, -1, true, false, false, true}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         qc_gptq_opts o = qc_gptq_default_opts();
         o.bits = cases[c].bits;
@@ -87,6 +189,7 @@ static void test_blocked_vs_twin(void **state) {
         o.sym = cases[c].sym;
         o.act_order = cases[c].act;
         o.static_groups = cases[c].stat;
+        o.mse = cases[c].mse;
         o.ref_group_quirk = false;
         o.blocksize = 64;
         qc_qlinear qa, qb;
@@ -103,9 +206,9 @@ static void test_blocked_vs_twin(void **state) {
         for (size_t i = 0; i < (size_t)N * K; i++) diff += qa.codes[i] != qb.codes[i];
         for (int k = 0; k < K; k++) assert_int_equal(qa.g_idx[k], qb.g_idx[k]);
         double ea = rel_err(W0, Wa, H0, N, K), eb = rel_err(W0, Wb, H0, N, K);
-        printf("w%d g%-4d %s%s%s: codes differing %d/%d, rel err blocked %.4e twin %.4e, loss %.4g vs %.4g\n",
+        printf("w%d g%-4d %s%s%s%s: codes differing %d/%d, rel err blocked %.4e twin %.4e, loss %.4g vs %.4g\n",
                o.bits, o.group_size, o.sym ? "sym" : "asym", o.act_order ? " act" : "", o.static_groups ? " static" : "",
-               diff, N * K, ea, eb, sa.loss, sb.loss);
+               o.mse ? " mse" : "", diff, N * K, ea, eb, sa.loss, sb.loss);
         /* fp32 LAPACK vs fp64 scalar factorisation: a code may flip at a rounding tie, nothing more */
         if (diff > N * K / 200) fail_msg("%d codes differ (> 0.5%%)", diff);
         if (fabs(ea - eb) > 0.02 * eb) fail_msg("errors differ: %g vs %g", ea, eb);
@@ -228,6 +331,8 @@ static void test_bad_args(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantizer),
+        cmocka_unit_test(test_quantizer_mse),
+        cmocka_unit_test(test_rtn_mse),
         cmocka_unit_test(test_blocked_vs_twin),
         cmocka_unit_test(test_gptq_beats_rtn),
         cmocka_unit_test(test_dead_columns_and_act_order),

@@ -160,7 +160,8 @@ static const char k_every[] =
     "  - c4.txt\n"
     "awq_scale: llm-awq\n"
     "awq_clip: false\n"
-    "awq_search_samples: all\n";
+    "awq_search_samples: all\n"
+    "mse: true\n";
 
 static void test_every_key(void **state) {
     (void)state;
@@ -180,6 +181,7 @@ static void test_every_key(void **state) {
     assert_string_equal(r.awq_scale, "llm-awq");
     assert_false(r.awq_clip);
     assert_int_equal(r.awq_search_samples, 0);
+    assert_true(r.mse);
     assert_int_equal(r.n_calib, 2);
     assert_string_equal(r.calib[0].path, a);
     assert_string_equal(r.calib[0].format, "jsonl");
@@ -559,7 +561,7 @@ static void test_errors(void **state) {
     expect_fail("sym: 'true'\n", F, "t.yaml:1:6: sym: expected true or false, got the quoted string 'true'", NULL);
     expect_fail("damp: abc\n", F, "t.yaml:1:7: damp: expected a number, got 'abc'", NULL);
     expect_fail("damp: .nan\n", F, "t.yaml:1:7: damp: expected a finite number", NULL);
-    expect_fail("method: {a: 1}\n", F, "t.yaml:1:9: method: expected one of: gptq, awq, rtn, got a mapping", NULL);
+    expect_fail("method: {a: 1}\n", F, "t.yaml:1:9: method: expected one of: gptq, awq, rtn, awq+gptq, got a mapping", NULL);
     expect_fail("model: {a: 1}\n", F, "t.yaml:1:8: model: expected a path or hf:// reference, got a mapping", NULL);
     expect_fail("calib: [[a]]\n", F, "t.yaml:1:9: calib[0]: expected a path or a mapping {path, format, field, split, "
                 "weight}, got a list", NULL);
@@ -595,7 +597,7 @@ static void test_errors(void **state) {
     expect_fail("method: GPTQ\n", F, "t.yaml:1:9: method: 'GPTQ' is not one of: gptq, awq, rtn", NULL);
     expect_fail("format: gptq_v3\n", F, "t.yaml:1:9: format: 'gptq_v3' is not one of: gptq, gptq_v2, awq", NULL);
     expect_fail("sampling: random\n", F, "t.yaml:1:11: sampling: 'random' is not one of: gptq, awq", NULL);
-    expect_fail("method: ~\n", F, "t.yaml:1:9: method: expected one of: gptq, awq, rtn; got nothing (null)", NULL);
+    expect_fail("method: ~\n", F, "t.yaml:1:9: method: expected one of: gptq, awq, rtn, awq+gptq; got nothing (null)", NULL);
     expect_fail("device: gpu\n", F, "t.yaml:1:9: device: 'gpu' is not one of: cpu, cuda, cuda:N (N = 0 .. 255)", NULL);
     expect_fail("device: cuda:256\n", F, "t.yaml:1:9: device: 'cuda:256' is not one of", NULL);
     expect_fail("device: 'cuda:'\n", F, "t.yaml:1:9: device: the quoted string 'cuda:' is not one of", NULL);
@@ -643,9 +645,9 @@ static void test_conflicts(void **state) {
     expect_fail("format: awq\nact_order: true\n", F, "format 'awq' has no g_idx",
                 "but act_order is true without static_groups (t.yaml:2:12)");
     expect_fail("method: rtn\nact_order: true\n", F,
-                "t.yaml:2:12: act_order: true applies to method gptq only, but method is 'rtn' (t.yaml:1:9)", NULL);
+                "t.yaml:2:12: act_order: true applies to methods gptq and awq+gptq only, but method is 'rtn' (t.yaml:1:9)", NULL);
     expect_fail("method: awq\nstatic_groups: true\n", F,
-                "t.yaml:2:16: static_groups: true applies to method gptq only, but method is 'awq' (t.yaml:1:9)", NULL);
+                "t.yaml:2:16: static_groups: true applies to methods gptq and awq+gptq only, but method is 'awq' (t.yaml:1:9)", NULL);
     qc_recipe r;
     must_load(&r, "format: awq\nact_order: true\nstatic_groups: true\nsym: false\n"); /* static groups: contiguous */
     qc_recipe_free(&r);
@@ -695,7 +697,8 @@ static void test_example(void **state) {
         static const char *const names[] = {"model", "out", "method", "bits", "group_size", "sym", "act_order",
                                             "static_groups", "true_sequential", "damp", "calib", "sampling",
                                             "nsamples", "seqlen", "seed", "format", "device", "eval",
-                                            "awq_scale", "awq_clip", "awq_search_samples"};
+                                            "awq_scale", "awq_clip", "awq_search_samples",
+                                            "mse"};
         char key[40];
         snprintf(key, sizeof key, "\n%s:", names[k]);
         char hashed[44];
@@ -801,6 +804,49 @@ static void test_robustness(void **state) {
     free(buf);
 }
 
+/* mse (hashed only when true, so older recipes keep their hashes) and method awq+gptq (AWQ's defaults,
+ * GPTQ's solver options) */
+static void test_mse_and_awq_gptq(void **state) {
+    (void)state;
+    char h0[65], h1[65], h2[65];
+    hash_of("bits: 3\n", h0);
+    hash_of("bits: 3\nmse: false\n", h1);
+    hash_of("bits: 3\nmse: true\n", h2);
+    assert_string_equal(h0, h1);
+    assert_string_not_equal(h0, h2);
+    char *c = canon_of("bits: 3\nmse: true\n");
+    assert_non_null(strstr(c, "\"mse\":true"));
+    free(c);
+    c = canon_of("bits: 3\n");
+    assert_null(strstr(c, "mse"));
+    free(c);
+    qc_recipe r;
+    must_load(&r, "method: rtn\nmse: true\n");
+    assert_true(r.mse);
+    char *y = qc_recipe_to_yaml(&r);
+    assert_non_null(strstr(y, "\nmse: true\n"));
+    free(y);
+    QC_CHECK_OK(qc_recipe_set(&r, "mse", "false", "--no-mse"));
+    assert_false(r.mse);
+    qc_recipe_free(&r);
+    must_load(&r, "method: awq+gptq\n");
+    assert_false(r.sym);
+    assert_string_equal(r.sampling, "awq");
+    assert_int_equal(r.seqlen, 512);
+    assert_string_equal(r.format, "awq");
+    qc_recipe_free(&r);
+    must_load(&r, "method: awq+gptq\nbits: 3\nact_order: true\nmse: true\n");
+    assert_string_equal(r.format, "gptq_v2");
+    assert_true(r.act_order && r.mse);
+    qc_recipe_free(&r);
+    hash_of("method: awq\n", h0);
+    hash_of("method: awq+gptq\n", h1);
+    assert_string_not_equal(h0, h1);
+    expect_fail("method: awq\nmse: true\n", QC_ERR_FORMAT, "t.yaml:2:6: mse: true applies to the GPTQ quantizer",
+                "remove mse or use method awq+gptq");
+    expect_fail("method: awq+gptq\nformat: awq\nact_order: true\n", QC_ERR_FORMAT, "format 'awq' has no g_idx", NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),        cmocka_unit_test(test_every_key),
@@ -809,6 +855,7 @@ int main(void) {
         cmocka_unit_test(test_hash_stability),  cmocka_unit_test(test_errors),
         cmocka_unit_test(test_conflicts),       cmocka_unit_test(test_example),
         cmocka_unit_test(test_yaml_roundtrip),  cmocka_unit_test(test_robustness),
+        cmocka_unit_test(test_mse_and_awq_gptq),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
