@@ -384,6 +384,11 @@ static int run(int argc, char **argv) {
     }
     if ((st = qc_guard_lock_take(r.out, &lock))) goto out;
     if (qc_dir_exists(r.out) || qc_file_exists(r.out)) {
+        if (!overwrite && qc_dir_exists(work) && qc_workdir_finish_interrupted(work, r.out, hash)) {
+            fprintf(stderr, "qcal quantize: %s was already written by this recipe; the run that wrote it stopped while "
+                            "removing its work directory, which is now removed\nwrote %s\n", r.out, r.out);
+            goto out;
+        }
         if (!overwrite) {
             st = qc_fail(QC_ERR_ARG, "%s already exists (use --overwrite to replace a checkpoint qcal wrote)", r.out);
             goto out;
@@ -509,6 +514,9 @@ static int run(int argc, char **argv) {
                          .desc_act = r.act_order && !r.static_groups, .static_groups = r.static_groups,
                          .true_sequential = r.true_sequential, .v2 = po.format == QC_PACK_GPTQ_V2, .damp_percent = r.damp,
                          .quantizer = quantizer, .meta_json = meta, .report_json = rep_text};
+    /* from here a stop can leave the checkpoint written and the work directory not yet removed: say so
+     * (not with --keep-work, whose directory is meant to stay) */
+    if (!qc_cli_opt(k_opts, "keep-work")->set && (st = qc_workdir_mark_finishing(&wd, hash))) goto out;
     if (po.format == QC_PACK_AWQ) {
         qc_awq_config ac = {.bits = r.bits, .group_size = r.group_size, .quantizer = quantizer, .meta_json = meta,
                             .report_json = rep_text};
@@ -601,6 +609,7 @@ static int run(int argc, char **argv) {
                 (double)pr.gpu_peak_device / 1048576.0, (double)pr.gpu_peak_bytes / 1048576.0);
     if (st == QC_OK) {
         fprintf(stderr, "wrote %s\n", r.out);
+        qc_test_point("cleanup");
         if (!qc_cli_opt(k_opts, "keep-work")->set) qc_workdir_remove(&wd);
         /* qcal check on what was written: an error fails the run, the checkpoint stays for inspection */
         if ((st = qc_check_after_write(r.out, stderr, &n_check_err)) == QC_OK && n_check_err)

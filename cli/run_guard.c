@@ -1,5 +1,6 @@
 /* Path checks, the output lock, the stamped work directory and the run fingerprint (run_guard.h). */
 #include "run_guard.h"
+#include "qc_signal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -364,10 +365,49 @@ qc_status qc_workdir_confirm(qc_workdir *w, const char *key, const char *value, 
     return write_stamp(w);
 }
 
-void qc_workdir_remove(qc_workdir *w) {
-    clear_dir(w->path, false, true);
-    if (rmdir(w->path) != 0 && errno != ENOENT)
-        QC_LOGW("%s: left in place: %s (it holds files qcal did not write)", w->path, strerror(errno));
+static void remove_dir(const char *path) {
+    clear_dir(path, true, true);
+    qc_test_point("cleanup-stamp");
+    char *sp = qc_path_join(path, QC_WORK_STAMP);
+    if (sp && unlink(sp) != 0 && errno != ENOENT) QC_LOGW("%s: cannot remove: %s", sp, strerror(errno));
+    free(sp);
+    if (rmdir(path) != 0 && errno != ENOENT)
+        QC_LOGW("%s: left in place: %s (it holds files qcal did not write)", path, strerror(errno));
+}
+
+void qc_workdir_remove(qc_workdir *w) { remove_dir(w->path); }
+
+qc_status qc_workdir_mark_finishing(qc_workdir *w, const char *recipe_hash) {
+    cJSON_DeleteItemFromObjectCaseSensitive(w->stamp, "finishing");
+    if (!cJSON_AddStringToObject(w->stamp, "finishing", recipe_hash)) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    return write_stamp(w);
+}
+
+/* the string at key of the JSON file dir/name, or NULL */
+static char *json_string_at(const char *dir, const char *name, const char *key) {
+    char *p = qc_path_join(dir, name), *text = NULL, *v = NULL;
+    size_t len;
+    if (p && qc_read_file(p, 64u << 20, &text, &len) == QC_OK) {
+        cJSON *j = cJSON_ParseWithLength(text, len);
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, key);
+        if (cJSON_IsString(s)) v = qc_strdup(s->valuestring);
+        cJSON_Delete(j);
+    }
+    qc_error_clear();
+    free(p);
+    free(text);
+    return v;
+}
+
+bool qc_workdir_finish_interrupted(const char *path, const char *out, const char *recipe_hash) {
+    char *fin = json_string_at(path, QC_WORK_STAMP, "finishing"), *ver = json_string_at(path, QC_WORK_STAMP, "qcal_work_dir");
+    char *rep = json_string_at(out, "qcal_report.json", "recipe_sha256");
+    bool done = fin && ver && rep && strcmp(fin, recipe_hash) == 0 && strcmp(rep, recipe_hash) == 0;
+    free(fin);
+    free(ver);
+    free(rep);
+    if (done) remove_dir(path);
+    return done;
 }
 
 void qc_workdir_close(qc_workdir *w) {

@@ -71,8 +71,16 @@ qc_status qc_workdir_confirm(qc_workdir *w, const char *key, const char *value, 
 bool      qc_workdir_is_ours(const char *name);
 /* Removes our files from it (all but the stamp when keep_stamp), warning about others. */
 void      qc_workdir_clear(const qc_workdir *w, bool keep_stamp);
-/* Removes our files and the directory (left, with a warning, when it holds files not ours). */
+/* Removes our files and the directory (left, with a warning, when it holds files not ours). The stamp
+ * goes last, so an interrupted removal leaves a directory qcal still recognises. */
 void      qc_workdir_remove(qc_workdir *w);
+/* Sets the stamp's top-level key "finishing" to recipe_hash: written just before the checkpoint is, so that
+ * a run stopped between the checkpoint's rename and the work directory's removal can be recognised. */
+qc_status qc_workdir_mark_finishing(qc_workdir *w, const char *recipe_hash);
+/* Whether the work directory at path is ours, marked finishing with recipe_hash, and out holds a checkpoint
+ * whose qcal_report.json names the same recipe_sha256: the run already wrote its checkpoint and was stopped
+ * while cleaning up. Then the directory is removed (our files only, stamp last) and true returned. */
+bool      qc_workdir_finish_interrupted(const char *path, const char *out, const char *recipe_hash);
 void      qc_workdir_close(qc_workdir *w);
 
 /* Sizes and header hashes of model_dir's *.safetensors and the hash of its config.json, as a JSON

@@ -70,11 +70,13 @@ dur=$(echo "$(date +%s.%N) - $t0" | bc)
 mv "$T/out" "$T/ref"; REF=$T/ref
 echo "reference run: ${dur} s"
 
-# 1. SIGKILL at each phase (the test hook QCAL_TEST_KILL=NAME:N kills the process at the N-th NAME point)
+# 1. SIGKILL at each phase (the test hook QCAL_TEST_KILL=NAME:N kills the process at the N-th NAME point);
+#    cleanup / cleanup-stamp: after the checkpoint's rename, before and during the work directory's removal
+#    (the rerun must see the checkpoint written by this recipe, finish the removal and exit 0)
 SIG=9; DELAY=
 for spec in "phase:sampling:1" "phase:embed:1" "phase:load:1" "phase:forward:1" "phase:solve:2" \
             "phase:part:1" "phase:save:1" "phase:load:4" "phase:forward:13" "phase:solve:20" "phase:part:6" \
-            "phase:save:8" "phase:assembly:1" "tensor:1" "tensor:40" "tensor:90"; do
+            "phase:save:8" "phase:assembly:1" "tensor:1" "tensor:40" "tensor:90" "cleanup:1" "cleanup-stamp:1"; do
     KILL_ENV="QCAL_TEST_KILL=$spec" run_case "SIGKILL at $spec" "${GPTQ[@]}"
 done
 # 2. SIGKILL at random instants over the run
