@@ -613,12 +613,7 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
     for (int j = 0; j < qc_awq_n_candidates(mode, n_grid) && st == QC_OK; j++) {
         qc_awq_formula f;
         double r;
-        qc_awq_candidate(mode, n_grid, j, &f, &r);
-        qc_awq_scales(xm, wm, K, r, f == QC_AWQ_F_DUO, cand);
-        if (mode == QC_AWQ_SCALE_BEST && f == QC_AWQ_F_X) { /* the same scales as duo's at this r: its loss, no win */
-            qc_awq_scales(xm, wm, K, r, true, other);
-            if (memcmp(cand, other, sizeof(float) * K) == 0) continue;
-        }
+        if (!qc_awq_candidate_scales(mode, n_grid, j, xm, wm, K, &f, &r, cand, other)) continue;
         for (int i = 0; i < g->n; i++) {
             qc_linear_id l = g->layers[i];
             int N = layer->out_features[l];

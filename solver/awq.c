@@ -134,6 +134,15 @@ void qc_awq_candidate(qc_awq_scale_mode mode, int n_grid, int i, qc_awq_formula 
     *r = (double)(i % n_grid) / n_grid;
 }
 
+bool qc_awq_candidate_scales(qc_awq_scale_mode mode, int n_grid, int i, const float *x_mean, const float *w_mean,
+                             int K, qc_awq_formula *f, double *r, float *s, float *tmp) {
+    qc_awq_candidate(mode, n_grid, i, f, r);
+    qc_awq_scales(x_mean, w_mean, K, *r, *f == QC_AWQ_F_DUO, s);
+    if (mode != QC_AWQ_SCALE_BEST || *f != QC_AWQ_F_X) return true;
+    qc_awq_scales(x_mean, w_mean, K, *r, true, tmp); /* the same scales as duo's at this r: its loss, no win */
+    return memcmp(s, tmp, sizeof(float) * (size_t)K) != 0;
+}
+
 /* Rows of D per task of the quadratic form (a shape: it fixes the bits). */
 #define QUAD_ROWS 32
 

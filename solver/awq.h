@@ -55,6 +55,10 @@ typedef enum qc_awq_scale_mode {
  * be evaluated at all. */
 int  qc_awq_n_candidates(qc_awq_scale_mode mode, int n_grid);
 void qc_awq_candidate(qc_awq_scale_mode mode, int n_grid, int i, qc_awq_formula *f, double *r);
+/* Candidate i's formula, r and scales s[K] (qc_awq_scales of x_mean, w_mean); false when it need not be
+ * evaluated: under best, an x^r candidate whose scales equal duo's at the same r (tmp[K]: scratch). */
+bool qc_awq_candidate_scales(qc_awq_scale_mode mode, int n_grid, int i, const float *x_mean, const float *w_mean,
+                             int K, qc_awq_formula *f, double *r, float *s, float *tmp);
 
 /* The output error of a single linear from the Gram matrix of its inputs: for D = W - W_hat [N, K]
  * (row-major) and G = X^T X [K, K] (full, symmetric, row-major) returns tr(D G D^T) = sum over tokens

@@ -13,8 +13,9 @@ qc_gptq_opts qc_gptq_default_opts(void) {
                           .blocksize = 128, .ref_group_quirk = true};
 }
 
-void qc_quant_params(const float *x, int n, int stride, int bits, bool sym, float *scale, float *zero) {
-    int maxq = (1 << bits) - 1;
+/* The reference's range of x[0], x[stride], ...: [min(0, min x), max(0, max x)], symmetric when sym,
+ * [-1, 1] when both ends are 0. */
+static void quant_range(const float *x, int n, int stride, bool sym, float *lo, float *hi) {
     float xmin = 0.0f, xmax = 0.0f;
     for (int i = 0; i < n; i++) {
         float v = x[(size_t)i * stride];
@@ -29,6 +30,14 @@ void qc_quant_params(const float *x, int n, int stride, int bits, bool sym, floa
         xmin = -1.0f;
         xmax = 1.0f;
     }
+    *lo = xmin;
+    *hi = xmax;
+}
+
+void qc_quant_params(const float *x, int n, int stride, int bits, bool sym, float *scale, float *zero) {
+    int maxq = (1 << bits) - 1;
+    float xmin, xmax;
+    quant_range(x, n, stride, sym, &xmin, &xmax);
     float s = (xmax - xmin) / (float)maxq;
     *scale = s;
     *zero = sym ? (float)((maxq + 1) / 2) : rintf(-xmin / s);
@@ -36,20 +45,8 @@ void qc_quant_params(const float *x, int n, int stride, int bits, bool sym, floa
 
 void qc_quant_params_mse(const float *x, int n, int stride, int bits, bool sym, float *scale, float *zero) {
     int maxq = (1 << bits) - 1;
-    float xmin = 0.0f, xmax = 0.0f;
-    for (int i = 0; i < n; i++) {
-        float v = x[(size_t)i * stride];
-        xmin = v < xmin ? v : xmin;
-        xmax = v > xmax ? v : xmax;
-    }
-    if (sym) {
-        xmax = fabsf(xmin) > xmax ? fabsf(xmin) : xmax;
-        if (xmin < 0.0f) xmin = -xmax;
-    }
-    if (xmin == 0.0f && xmax == 0.0f) {
-        xmin = -1.0f;
-        xmax = 1.0f;
-    }
+    float xmin, xmax;
+    quant_range(x, n, stride, sym, &xmin, &xmax);
     float s = (xmax - xmin) / (float)maxq, z = sym ? (float)((maxq + 1) / 2) : rintf(-xmin / s);
     double best = INFINITY;
     for (int i = 0; i < QC_MSE_MAXSHRINK; i++) {
