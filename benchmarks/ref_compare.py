@@ -75,6 +75,8 @@ def main():
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS))
     ap.add_argument("--best", action="store_true", help="also qcal's default AWQ scale formula for the awq rows")
     ap.add_argument("--local-model", action="store_true", help="reference on benchmarks/ref_model.py (no transformers)")
+    ap.add_argument("--no-ref", action="store_true", help="run only qcal (the references' results come from OUT/results.jsonl)")
+    ap.add_argument("--tag", default="", help="suffix for qcal's implementation names (another machine's CPU: --tag @epyc)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--out", required=True)
     ap.add_argument("--table-only", action="store_true", help="only redraw OUT/table.md from OUT/results.jsonl")
@@ -113,7 +115,7 @@ def main():
                 if a.best and algo == "autoawq":
                     impls += [(d + "-best", "best") for d in a.devices]
                 for dev, scale in impls:
-                    key = (mname, seed, cfg, "qcal-" + dev)
+                    key = (mname, seed, cfg, "qcal-" + dev + a.tag)
                     if key in done:
                         continue
                     out = os.path.join(a.out, "ckpt")
@@ -123,10 +125,10 @@ def main():
                         "--nsamples", str(a.nsamples), "--seqlen", str(a.seqlen), "--seed", str(seed),
                         "--bits", str(bits), "--group-size", str(gs), "--device", dev.split("-")[0]]
                        + qcal_args(algo, bits, act, scale), log)
-                    record(model=mname, seed=seed, config=cfg, impl="qcal-" + dev, seconds=round(time.time() - t, 1),
+                    record(model=mname, seed=seed, config=cfg, impl="qcal-" + dev + a.tag, seconds=round(time.time() - t, 1),
                            ppl=ppl(a, out, log))
             todo = [c for c in a.configs if (mname, seed, c, CONFIGS[c][0]) not in done]
-            if todo:  # the reference: one process per seed for every configuration left
+            if todo and not a.no_ref:  # the reference: one process per seed for every configuration left
                 rdir = os.path.join(a.out, "ref")
                 subprocess.run(["rm", "-rf", rdir])
                 t = time.time()
@@ -151,6 +153,29 @@ def ms(v):
     m = statistics.mean(v)
     sd = statistics.stdev(v) if len(v) > 1 else 0.0
     return f"{m:.2f} ± {sd:.2f}", m
+
+
+def best_table(done):
+    """qcal's default AWQ (awq_scale best, impl qcal-*-best) against the better of the two references' means,
+    on the seeds all three have (issue 12: best <= min(AutoAWQ, llm-awq))."""
+    out = []
+    for mname in sorted({k[0] for k in done}):
+        for bits in (4, 3):
+            auto = {k[1]: r["ppl"] for k, r in done.items() if k[0] == mname and k[2] == f"awq_w{bits}" and k[3] == "autoawq"}
+            llm = {k[1]: r["ppl"] for k, r in done.items() if k[0] == mname and k[2] == f"llmawq_w{bits}" and k[3] == "llm-awq"}
+            for impl in sorted({k[3] for k in done if k[3].startswith("qcal-") and "-best" in k[3]}):
+                b = {k[1]: r["ppl"] for k, r in done.items() if k[0] == mname and k[2] == f"awq_w{bits}" and k[3] == impl}
+                seeds = sorted(set(b) & set(auto) & set(llm))
+                if not seeds:
+                    continue
+                if not out:
+                    out += ["", "awq_scale best (qcal's default) against the better reference, on the seeds all three ran:", "",
+                            "| model | bits | qcal best | AutoAWQ | llm-awq | min(refs) | Δ vs min | seeds |", "|---" * 8 + "|"]
+                m = [statistics.mean(d[x] for x in seeds) for d in (b, auto, llm)]
+                lo = min(m[1], m[2])
+                out.append(f"| {mname} | w{bits} ({impl}) | {ms([b[x] for x in seeds])[0]} | {ms([auto[x] for x in seeds])[0]} | "
+                           f"{ms([llm[x] for x in seeds])[0]} | {lo:.2f} | {100 * (m[0] - lo) / lo:+.2f}% | {' '.join(map(str, seeds))} |")
+    return out
 
 
 def table(done, a):
@@ -185,6 +210,7 @@ def table(done, a):
                     deltas.append("-")
             lines.append(f"| {mname} | {cfg} | {algo} {rs} (n={len(ref)}) | " + " | ".join(cells) + " | "
                          + " | ".join(deltas) + " |")
+    lines += best_table(done)
     t = "\n".join(lines) + "\n"
     open(os.path.join(a.out, "table.md"), "w").write(t)
     print(t)
