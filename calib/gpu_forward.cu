@@ -155,17 +155,14 @@ static __global__ void k_bias_add(float *y, const float *b, size_t n, int N) {
 typedef struct layer_layout {
     int    out[QC_LIN_COUNT], in[QC_LIN_COUNT];
     size_t w[QC_LIN_COUNT], b[QC_LIN_COUNT]; /* offsets; SIZE_MAX when absent */
-    size_t attn_norm, mlp_norm, q_norm, k_norm;
-    int    d, norm_dim;                      /* norm_dim: head_dim of q/k norms, 0 without */
+    size_t norm[QC_NORM_COUNT];              /* offsets (qc_norm_id order); SIZE_MAX when absent */
+    int    norm_len[QC_NORM_COUNT];          /* 0 when absent */
     size_t total;
 } layer_layout;
 
-static void layout_make(int d, int qd, int kvd, int ff, int norm_dim, const bool bias[QC_LIN_COUNT], layer_layout *lo) {
-    const int outs[QC_LIN_COUNT] = {qd, kvd, kvd, d, ff, ff, d};
-    const int ins[QC_LIN_COUNT] = {d, d, d, qd, d, d, ff};
+static void layout_make(const int outs[QC_LIN_COUNT], const int ins[QC_LIN_COUNT], const bool bias[QC_LIN_COUNT],
+                        const int norm_len[QC_NORM_COUNT], layer_layout *lo) {
     size_t off = 0;
-    lo->d = d;
-    lo->norm_dim = norm_dim;
     for (int l = 0; l < QC_LIN_COUNT; l++) {
         lo->out[l] = outs[l];
         lo->in[l] = ins[l];
@@ -178,24 +175,37 @@ static void layout_make(int d, int qd, int kvd, int ff, int norm_dim, const bool
         lo->b[l] = off;
         off = align_up(off + (size_t)outs[l] * sizeof(float));
     }
-    lo->attn_norm = off;
-    off = align_up(off + (size_t)d * sizeof(float));
-    lo->mlp_norm = off;
-    off = align_up(off + (size_t)d * sizeof(float));
-    lo->q_norm = lo->k_norm = SIZE_MAX;
-    if (norm_dim > 0) {
-        lo->q_norm = off;
-        off = align_up(off + (size_t)norm_dim * sizeof(float));
-        lo->k_norm = off;
-        off = align_up(off + (size_t)norm_dim * sizeof(float));
+    for (int k = 0; k < QC_NORM_COUNT; k++) {
+        lo->norm[k] = SIZE_MAX;
+        lo->norm_len[k] = norm_len[k];
+        if (!norm_len[k]) continue;
+        lo->norm[k] = off;
+        off = align_up(off + (size_t)norm_len[k] * sizeof(float));
     }
     lo->total = off;
 }
 
+/* The layout of a layer of this config (arch.h: shapes, biases, which norms exist). */
 static void layout_from_cfg(const qc_model_config *c, layer_layout *lo) {
-    bool bias[QC_LIN_COUNT] = {c->qkv_bias, c->qkv_bias, c->qkv_bias, c->o_bias, c->mlp_bias, c->mlp_bias, c->mlp_bias};
-    layout_make(c->hidden_size, c->n_heads * c->head_dim, c->n_kv_heads * c->head_dim, c->intermediate_size,
-                c->qk_norm ? c->head_dim : 0, bias, lo);
+    int outs[QC_LIN_COUNT], ins[QC_LIN_COUNT], norm_len[QC_NORM_COUNT];
+    bool bias[QC_LIN_COUNT];
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        qc_linear_shape(c, (qc_linear_id)l, &outs[l], &ins[l]);
+        bias[l] = qc_linear_has_bias(c, (qc_linear_id)l);
+    }
+    for (int k = 0; k < QC_NORM_COUNT; k++)
+        norm_len[k] = qc_norm_present(c, (qc_norm_id)k) ? qc_norm_dim(c, (qc_norm_id)k) : 0;
+    layout_make(outs, ins, bias, norm_len, lo);
+}
+
+extern "C" float **qc_gpu_layer_norm(qc_gpu_layer *L, qc_norm_id n) {
+    switch (n) {
+    case QC_NORM_ATTN: return &L->attn_norm;
+    case QC_NORM_MLP:  return &L->mlp_norm;
+    case QC_NORM_Q:    return &L->q_norm;
+    case QC_NORM_K:    return &L->k_norm;
+    default: QC_ASSERT(0); return NULL;
+    }
 }
 
 static void layout_bind(const layer_layout *lo, char *base, int index, qc_gpu_layer *L) {
@@ -207,10 +217,8 @@ static void layout_bind(const layer_layout *lo, char *base, int index, qc_gpu_la
         L->out_features[l] = lo->out[l];
         L->in_features[l] = lo->in[l];
     }
-    L->attn_norm = (float *)(base + lo->attn_norm);
-    L->mlp_norm = (float *)(base + lo->mlp_norm);
-    L->q_norm = lo->q_norm == SIZE_MAX ? NULL : (float *)(base + lo->q_norm);
-    L->k_norm = lo->k_norm == SIZE_MAX ? NULL : (float *)(base + lo->k_norm);
+    for (int k = 0; k < QC_NORM_COUNT; k++)
+        *qc_gpu_layer_norm(L, (qc_norm_id)k) = lo->norm[k] == SIZE_MAX ? NULL : (float *)(base + lo->norm[k]);
 }
 
 /* ---- forward scratch ---- */
@@ -522,8 +530,10 @@ static qc_status upload_with_layout(qc_gpu *g, const layer_layout *lo, const qc_
                            qc_linear_name((qc_linear_id)l), L->b[l] ? "has" : "lacks",
                            L->b[l] ? "has none" : "has one");
     }
-    if (!L->attn_norm || !L->mlp_norm || (L->q_norm != NULL) != (lo->norm_dim > 0) || (L->k_norm != NULL) != (lo->norm_dim > 0))
-        return qc_fail(QC_ERR_ARG, "layer %d: norm weights do not match the config", L->index);
+    qc_layer *Lm = (qc_layer *)L; /* qc_layer_norm only locates the fields */
+    for (int k = 0; k < QC_NORM_COUNT; k++)
+        if ((*qc_layer_norm(Lm, (qc_norm_id)k) != NULL) != (lo->norm_len[k] > 0))
+            return qc_fail(QC_ERR_ARG, "layer %d: norm weights do not match the config", L->index);
     char *base = NULL;
     char what[64];
     snprintf(what, sizeof what, "layer %d weights (fp16)", L->index);
@@ -549,10 +559,10 @@ static qc_status upload_with_layout(qc_gpu *g, const layer_layout *lo, const qc_
         }
         if (!st && L->b[l]) st = qc_gpu_upload(g, D.b[l], L->b[l], (size_t)lo->out[l] * sizeof(float));
     }
-    if (!st) st = qc_gpu_upload(g, D.attn_norm, L->attn_norm, (size_t)lo->d * sizeof(float));
-    if (!st) st = qc_gpu_upload(g, D.mlp_norm, L->mlp_norm, (size_t)lo->d * sizeof(float));
-    if (!st && lo->norm_dim) st = qc_gpu_upload(g, D.q_norm, L->q_norm, (size_t)lo->norm_dim * sizeof(float));
-    if (!st && lo->norm_dim) st = qc_gpu_upload(g, D.k_norm, L->k_norm, (size_t)lo->norm_dim * sizeof(float));
+    for (int k = 0; !st && k < QC_NORM_COUNT; k++)
+        if (lo->norm_len[k])
+            st = qc_gpu_upload(g, *qc_gpu_layer_norm(&D, (qc_norm_id)k), *qc_layer_norm(Lm, (qc_norm_id)k),
+                               (size_t)lo->norm_len[k] * sizeof(float));
     if (!st) st = qc_gpu_sync(g);
     qc_gpu_free(g, tmp);
     if (st) {
@@ -570,9 +580,10 @@ qc_status qc_gpu_layer_upload(qc_gpu *g, const qc_layer *L, qc_gpu_layer *out) {
                        "use qc_gpu_layer_upload_cfg", L->index);
     bool bias[QC_LIN_COUNT];
     for (int l = 0; l < QC_LIN_COUNT; l++) bias[l] = L->b[l] != NULL;
+    /* without the config: the two layer norms have the hidden width, q_proj's input */
+    const int norm_len[QC_NORM_COUNT] = {L->in_features[QC_LIN_Q], L->in_features[QC_LIN_Q], 0, 0};
     layer_layout lo;
-    layout_make(L->in_features[QC_LIN_Q], L->out_features[QC_LIN_Q], L->out_features[QC_LIN_K],
-                L->out_features[QC_LIN_GATE], 0, bias, &lo);
+    layout_make(L->out_features, L->in_features, bias, norm_len, &lo);
     return upload_with_layout(g, &lo, L, out);
 }
 
@@ -605,10 +616,10 @@ typedef struct load_item {
     size_t           pin_off;   /* in the pinned buffer */
 } load_item;
 
-#define MAX_ITEMS (2 * QC_LIN_COUNT + 4)
+#define MAX_ITEMS (2 * QC_LIN_COUNT + QC_NORM_COUNT)
 /* The tensors qc_gpu_loader_check_finite looks at, in qc_pl_check_layer's order: weight and bias of each
  * linear, then input_layernorm, post_attention_layernorm, q_norm, k_norm. */
-#define CHECK_T (2 * QC_LIN_COUNT + 4)
+#define CHECK_T (2 * QC_LIN_COUNT + QC_NORM_COUNT)
 
 typedef struct {
     const void        *p[CHECK_T];   /* NULL: absent */
@@ -683,23 +694,19 @@ static qc_status layer_items(const qc_gpu_loader *ld, int i, load_item *items, i
         pin = align_up(pin + (size_t)t_->nbytes);                                                               \
         n++;                                                                                                    \
     } while (0)
+    const qc_arch_desc *a = qc_arch_desc_of(m->cfg.arch);
     for (int l = 0; l < QC_LIN_COUNT; l++) {
-        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, qc_linear_name((qc_linear_id)l));
+        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->lin[l].name);
         ADD(lo->w[l], DST_F16, (int64_t)lo->out[l] * lo->in[l]);
         if (lo->b[l] != SIZE_MAX) {
-            snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, qc_linear_name((qc_linear_id)l));
+            snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, a->lin[l].name);
             ADD(lo->b[l], DST_F32, lo->out[l]);
         }
     }
-    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", i);
-    ADD(lo->attn_norm, DST_F32, lo->d);
-    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", i);
-    ADD(lo->mlp_norm, DST_F32, lo->d);
-    if (lo->norm_dim) {
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", i);
-        ADD(lo->q_norm, DST_F32, lo->norm_dim);
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", i);
-        ADD(lo->k_norm, DST_F32, lo->norm_dim);
+    for (int k = 0; k < QC_NORM_COUNT; k++) {
+        if (!lo->norm_len[k]) continue;
+        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->norm[k].name);
+        ADD(lo->norm[k], DST_F32, lo->norm_len[k]);
     }
 #undef ADD
     *n_items = n;
@@ -919,13 +926,11 @@ qc_status qc_gpu_loader_check_finite(qc_gpu_loader *ld, const qc_gpu_layer *L) {
         s.p[2 * l + 1] = L->b[l];
         s.n[2 * l + 1] = L->b[l] ? (unsigned long long)L->out_features[l] : 0;
     }
-    const float *norms[4] = {L->attn_norm, L->mlp_norm, L->q_norm, L->k_norm};
-    const int norm_len[4] = {lo->d, lo->d, lo->norm_dim, lo->norm_dim};
-    static const char *const norm_name[4] = {"input_layernorm.weight", "post_attention_layernorm.weight",
-                                             "self_attn.q_norm.weight", "self_attn.k_norm.weight"};
-    for (int k = 0; k < 4; k++) {
-        s.p[2 * QC_LIN_COUNT + k] = norms[k];
-        s.n[2 * QC_LIN_COUNT + k] = norms[k] ? (unsigned long long)norm_len[k] : 0;
+    const qc_arch_desc *a = qc_arch_desc_of(ld->m->cfg.arch);
+    for (int k = 0; k < QC_NORM_COUNT; k++) {
+        const float *nw = *qc_gpu_layer_norm((qc_gpu_layer *)L, (qc_norm_id)k);
+        s.p[2 * QC_LIN_COUNT + k] = nw;
+        s.n[2 * QC_LIN_COUNT + k] = nw ? (unsigned long long)lo->norm_len[k] : 0;
     }
     unsigned long long most = 0;
     for (int t = 0; t < CHECK_T; t++) most = s.n[t] > most ? s.n[t] : most;
@@ -944,10 +949,10 @@ qc_status qc_gpu_loader_check_finite(qc_gpu_loader *ld, const qc_gpu_layer *L) {
         int cols = 0;
         if (t < 2 * QC_LIN_COUNT) {
             qc_linear_id l = (qc_linear_id)(t / 2);
-            snprintf(name, sizeof name, "model.layers.%d.%s.%s", L->index, qc_linear_name(l), t % 2 ? "bias" : "weight");
+            snprintf(name, sizeof name, "model.layers.%d.%s.%s", L->index, a->lin[l].name, t % 2 ? "bias" : "weight");
             if (t % 2 == 0) cols = L->in_features[l];
         } else {
-            snprintf(name, sizeof name, "model.layers.%d.%s", L->index, norm_name[t - 2 * QC_LIN_COUNT]);
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", L->index, a->norm[t - 2 * QC_LIN_COUNT].name);
         }
         /* the device's value, then the file's (the message names what the file holds, as on the CPU) */
         float dev = 0.0f;

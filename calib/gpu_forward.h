@@ -48,6 +48,9 @@ typedef struct qc_gpu_layer {
     int       in_features[QC_LIN_COUNT];
 } qc_gpu_layer;
 
+/* The field holding norm n (qc_layer_norm's twin). */
+float **qc_gpu_layer_norm(qc_gpu_layer *L, qc_norm_id n);
+
 /* Bytes of device memory one layer slot takes (fp16 weights + fp32 biases and norms). */
 size_t qc_gpu_layer_bytes(const qc_model_config *cfg);
 

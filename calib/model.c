@@ -25,39 +25,6 @@
 /* Rows per task of the row-wise operations (norms, rotary, gating, residual adds). */
 #define EW_ROWS 64
 
-static const char *const k_linear_names[QC_LIN_COUNT] = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
-};
-
-const char *qc_linear_name(qc_linear_id id) {
-    QC_ASSERT(id >= 0 && id < QC_LIN_COUNT);
-    return k_linear_names[id];
-}
-
-static void linear_shape(const qc_model_config *c, qc_linear_id id, int *out, int *in) {
-    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    int ff = c->intermediate_size;
-    switch (id) {
-    case QC_LIN_Q:    *out = qd;  *in = d;  break;
-    case QC_LIN_K:    *out = kvd; *in = d;  break;
-    case QC_LIN_V:    *out = kvd; *in = d;  break;
-    case QC_LIN_O:    *out = d;   *in = qd; break;
-    case QC_LIN_GATE: *out = ff;  *in = d;  break;
-    case QC_LIN_UP:   *out = ff;  *in = d;  break;
-    case QC_LIN_DOWN: *out = d;   *in = ff; break;
-    default: QC_ASSERT(0);
-    }
-}
-
-static bool linear_has_bias(const qc_model_config *c, qc_linear_id id) {
-    switch (id) {
-    case QC_LIN_Q: case QC_LIN_K: case QC_LIN_V: return c->qkv_bias;
-    case QC_LIN_O: return c->o_bias;
-    default: return c->mlp_bias;
-    }
-}
-
 static bool is_float_dtype(qc_dtype dt) {
     return dt == QC_DTYPE_F32 || dt == QC_DTYPE_F16 || dt == QC_DTYPE_BF16 || dt == QC_DTYPE_F64;
 }
@@ -102,41 +69,35 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
     const qc_model_config *c = &m->cfg;
     int d = c->hidden_size;
     char name[256];
-    st = need_tensor(m, "model.embed_tokens.weight", c->vocab_size, d, &m->embed);
-    if (st == QC_OK) st = need_tensor(m, "model.norm.weight", d, -1, &m->final_norm);
+    const qc_arch_desc *a = qc_arch_desc_of(c->arch);
+    st = need_tensor(m, a->embed, c->vocab_size, d, &m->embed);
+    if (st == QC_OK) st = need_tensor(m, a->final_norm, d, -1, &m->final_norm);
     if (st == QC_OK) {
-        const qc_tensor *lm = qc_weights_find(m->weights, "lm_head.weight");
+        const qc_tensor *lm = qc_weights_find(m->weights, a->lm_head);
         if (c->tie_word_embeddings) {
             m->lm_head = m->embed; /* a stray lm_head.weight in a tied model is ignored, as transformers does */
         } else if (!lm) {
-            st = qc_fail(QC_ERR_FORMAT, "%s: tensor 'lm_head.weight' is missing and tie_word_embeddings is false",
-                         dir);
+            st = qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' is missing and tie_word_embeddings is false", dir, a->lm_head);
         } else {
-            st = need_tensor(m, "lm_head.weight", c->vocab_size, d, &m->lm_head);
+            st = need_tensor(m, a->lm_head, c->vocab_size, d, &m->lm_head);
         }
     }
     for (int i = 0; st == QC_OK && i < c->n_layers; i++) {
-        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", i);
-        st = need_tensor(m, name, d, -1, NULL);
-        if (st) break;
-        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", i);
-        st = need_tensor(m, name, d, -1, NULL);
-        if (st) break;
-        if (c->qk_norm) {
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", i);
-            if ((st = need_tensor(m, name, c->head_dim, -1, NULL))) break;
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", i);
-            if ((st = need_tensor(m, name, c->head_dim, -1, NULL))) break;
+        for (int k = 0; st == QC_OK && k < QC_NORM_COUNT; k++) {
+            if (!qc_norm_present(c, (qc_norm_id)k)) continue;
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->norm[k].name);
+            st = need_tensor(m, name, qc_norm_dim(c, (qc_norm_id)k), -1, NULL);
         }
+        if (st) break;
         for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) {
             int no, ni;
-            linear_shape(c, (qc_linear_id)l, &no, &ni);
-            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, k_linear_names[l]);
+            qc_linear_shape(c, (qc_linear_id)l, &no, &ni);
+            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, a->lin[l].name);
             if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) continue; /* checked when loaded */
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, k_linear_names[l]);
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->lin[l].name);
             st = need_tensor(m, name, no, ni, NULL);
-            if (st == QC_OK && linear_has_bias(c, (qc_linear_id)l)) {
-                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, k_linear_names[l]);
+            if (st == QC_OK && qc_linear_has_bias(c, (qc_linear_id)l)) {
+                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, a->lin[l].name);
                 st = need_tensor(m, name, no, -1, NULL);
             }
         }
@@ -174,6 +135,16 @@ static qc_status load_f32(const qc_model *m, const char *name, float **out) {
     return QC_OK;
 }
 
+float **qc_layer_norm(qc_layer *L, qc_norm_id n) {
+    switch (n) {
+    case QC_NORM_ATTN: return &L->attn_norm;
+    case QC_NORM_MLP:  return &L->mlp_norm;
+    case QC_NORM_Q:    return &L->q_norm;
+    case QC_NORM_K:    return &L->k_norm;
+    default: QC_ASSERT(0); return NULL;
+    }
+}
+
 qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
     memset(L, 0, sizeof *L);
     L->index = i;
@@ -181,19 +152,15 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
     if (i < 0 || i >= c->n_layers) return qc_fail(QC_ERR_ARG, "layer %d out of range [0, %d)", i, c->n_layers);
     char name[256];
     qc_status st;
-    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", i);
-    if ((st = load_f32(m, name, &L->attn_norm))) goto fail;
-    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", i);
-    if ((st = load_f32(m, name, &L->mlp_norm))) goto fail;
-    if (c->qk_norm) {
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", i);
-        if ((st = load_f32(m, name, &L->q_norm))) goto fail;
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", i);
-        if ((st = load_f32(m, name, &L->k_norm))) goto fail;
+    const qc_arch_desc *a = qc_arch_desc_of(c->arch);
+    for (int k = 0; k < QC_NORM_COUNT; k++) {
+        if (!qc_norm_present(c, (qc_norm_id)k)) continue;
+        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->norm[k].name);
+        if ((st = load_f32(m, name, qc_layer_norm(L, (qc_norm_id)k)))) goto fail;
     }
     for (int l = 0; l < QC_LIN_COUNT; l++) {
-        linear_shape(c, (qc_linear_id)l, &L->out_features[l], &L->in_features[l]);
-        snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, k_linear_names[l]);
+        qc_linear_shape(c, (qc_linear_id)l, &L->out_features[l], &L->in_features[l]);
+        snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, a->lin[l].name);
         if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) {
             int N = L->out_features[l], K = L->in_features[l];
             bool has_bias = false;
@@ -203,11 +170,11 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
                 st = qc_fail(QC_ERR_NOMEM, "out of memory");
                 goto fail;
             }
-            snprintf(name, sizeof name, "model.layers.%d.%s", i, k_linear_names[l]);
+            snprintf(name, sizeof name, "model.layers.%d.%s", i, a->lin[l].name);
             st = m->is_gptq ? qc_gptq_load_linear(m->weights, name, &m->gptq, N, K, L->w[l], L->b[l], &has_bias)
                             : qc_awq_load_linear(m->weights, name, &m->awq, N, K, L->w[l], L->b[l], &has_bias);
             if (st) goto fail;
-            if (has_bias != linear_has_bias(c, (qc_linear_id)l)) {
+            if (has_bias != qc_linear_has_bias(c, (qc_linear_id)l)) {
                 st = qc_fail(QC_ERR_FORMAT, "%s: '%s' %s a bias but config.json says it %s", m->dir, name,
                              has_bias ? "has" : "lacks", has_bias ? "has none" : "has one");
                 goto fail;
@@ -218,10 +185,10 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
             }
             continue;
         }
-        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, k_linear_names[l]);
+        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->lin[l].name);
         if ((st = load_f32(m, name, &L->w[l]))) goto fail;
-        if (linear_has_bias(c, (qc_linear_id)l)) {
-            snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, k_linear_names[l]);
+        if (qc_linear_has_bias(c, (qc_linear_id)l)) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, a->lin[l].name);
             if ((st = load_f32(m, name, &L->b[l]))) goto fail;
         }
     }

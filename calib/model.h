@@ -27,6 +27,7 @@
 #ifndef QC_MODEL_H
 #define QC_MODEL_H
 
+#include "arch.h"
 #include "awq_format.h"
 #include "gptq_format.h"
 #include "model_config.h"
@@ -36,15 +37,8 @@
 extern "C" {
 #endif
 
-/* The seven linear layers of a decoder layer. Append only. */
-typedef enum qc_linear_id {
-    QC_LIN_Q = 0, QC_LIN_K = 1, QC_LIN_V = 2, QC_LIN_O = 3,
-    QC_LIN_GATE = 4, QC_LIN_UP = 5, QC_LIN_DOWN = 6,
-    QC_LIN_COUNT = 7
-} qc_linear_id;
-
-/* "self_attn.q_proj", ..., "mlp.down_proj" */
-const char *qc_linear_name(qc_linear_id id);
+/* The linears (qc_linear_id), their names, shapes and biases, the norms, capture points and groups of
+ * each architecture: arch.h. */
 
 typedef struct qc_model {
     qc_model_config  cfg;
@@ -78,6 +72,10 @@ typedef struct qc_layer {
     int    out_features[QC_LIN_COUNT];
     int    in_features[QC_LIN_COUNT];
 } qc_layer;
+
+/* The field holding norm n (&L->attn_norm, ...): how code driven by the architecture's description
+ * (arch.h, qc_norm_id) reaches a norm. */
+float **qc_layer_norm(qc_layer *L, qc_norm_id n);
 
 /* Converts layer i's weights to FP32 (owned by *L until qc_layer_release). */
 qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L);

@@ -161,16 +161,6 @@ static bool capture(void *user, qc_linear_id which, const float *x, int n, int i
     return which != c->last;
 }
 
-/* The capture point whose input a linear consumes. */
-qc_linear_id qc_pl_input_of(qc_linear_id l) {
-    switch (l) {
-    case QC_LIN_Q: case QC_LIN_K: case QC_LIN_V: return QC_LIN_Q;
-    case QC_LIN_O: return QC_LIN_O;
-    case QC_LIN_GATE: case QC_LIN_UP: return QC_LIN_GATE;
-    default: return QC_LIN_DOWN;
-    }
-}
-
 /* tr(D H D^T) for D [N, K] and symmetric H [K, K]. */
 static double quad_form(const float *D, const float *H, int N, int K, float *tmp /* [N, K] */) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, K, K, 1.0f, D, K, H, K, 0.0f, tmp, K);
@@ -396,16 +386,14 @@ static float *hessian_buf(run_ctx *c, qc_linear_id cap, int K) {
 /* ---- GPTQ and RTN: per group, Hessians from the partly quantized layer, solve, then propagate ---- */
 static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
     const qc_pipeline_opts *o = c->o;
-    static const qc_linear_id ts_groups[4][3] = {{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, {QC_LIN_O, -1, -1},
-                                                 {QC_LIN_GATE, QC_LIN_UP, -1}, {QC_LIN_DOWN, -1, -1}};
+    const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
     qc_status st = QC_OK;
-    int n_groups = o->true_sequential ? 4 : 1;
+    int n_groups = o->true_sequential ? arch->n_seq : 1;
     for (int gi = 0; gi < n_groups && st == QC_OK; gi++) {
         qc_linear_id members[QC_LIN_COUNT];
         int nm = 0;
         if (o->true_sequential) {
-            for (int k = 0; k < 3; k++)
-                if ((int)ts_groups[gi][k] >= 0) members[nm++] = ts_groups[gi][k];
+            for (int k = 0; k < arch->seq[gi].n; k++) members[nm++] = arch->seq[gi].lin[k];
         } else {
             for (int k = 0; k < QC_LIN_COUNT; k++) members[nm++] = (qc_linear_id)k;
         }
@@ -421,7 +409,7 @@ static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
             name_report(c, li, l, layer);
             quant[l] = packable(c, layer->out_features[l], layer->in_features[l], &why[l]);
             if (!quant[l]) continue;
-            qc_linear_id cap = qc_pl_input_of(l);
+            qc_linear_id cap = qc_linear_input(&c->m->cfg, l);
             if (!cc.want[cap]) {
                 cc.want[cap] = any = true;
                 cc.K[cap] = layer->in_features[l];
@@ -455,7 +443,7 @@ static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
             }
             qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
             int N = layer->out_features[l], K = layer->in_features[l];
-            const float *H = c->Hs[qc_pl_input_of(l)];
+            const float *H = c->Hs[qc_linear_input(&c->m->cfg, l)];
             double ts = qc_time_now();
             memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K);
             memcpy(c->Hw, H, sizeof(float) * (size_t)K * K);
@@ -500,20 +488,21 @@ static bool awq_capture(void *user, qc_linear_id which, const float *x, int n, i
     return true;
 }
 
-/* module output for the scale search: which = QC_LIN_Q (self_attn), QC_LIN_O (o_proj),
- * QC_LIN_GATE (mlp) or QC_LIN_DOWN (down_proj); input A [nsamp * T, K], output out [nsamp * T, d]. */
-static qc_status awq_module(run_ctx *c, const qc_layer *L, qc_linear_id which, const float *A, int nsamp, float *out) {
-    int K = which == QC_LIN_O ? L->in_features[QC_LIN_O] : which == QC_LIN_DOWN ? L->in_features[QC_LIN_DOWN] : c->d;
+/* The output of the module g's search compares (arch.h qc_awq_module): input A [nsamp * T, K] (g's capture),
+ * output out [nsamp * T, d]. */
+static qc_status awq_module(run_ctx *c, const qc_layer *L, const qc_arch_awq *g, const float *A, int nsamp, float *out) {
+    qc_linear_id which = g->lin[0];
+    int K = qc_capture_width(&c->m->cfg, g->input);
     qc_status st = QC_OK;
     for (int s0 = 0; s0 < nsamp && st == QC_OK; s0 += c->batch) {
         int nb = nsamp - s0 < c->batch ? nsamp - s0 : c->batch;
         size_t r0 = (size_t)s0 * c->T;
         const float *a = A + r0 * K;
         float *y = out + r0 * c->d;
-        switch (which) {
-        case QC_LIN_Q: st = qc_attn_forward(c->f, L, a, y, nb, c->T); break;
-        case QC_LIN_GATE: st = qc_mlp_forward(c->f, L, a, y, nb * c->T); break;
-        default: /* per sample, so the rows' blocks never depend on the batch (any seqlen) */
+        switch (g->module) {
+        case QC_AWQ_MOD_ATTN: st = qc_attn_forward(c->f, L, a, y, nb, c->T); break;
+        case QC_AWQ_MOD_MLP: st = qc_mlp_forward(c->f, L, a, y, nb * c->T); break;
+        case QC_AWQ_MOD_LINEAR: /* per sample, so the rows' blocks never depend on the batch (any seqlen) */
             for (int s = 0; s < nb; s++)
                 qc_linear_apply(y + (size_t)s * c->T * c->d, a + (size_t)s * c->T * K, L->w[which], L->b[which], c->T,
                                 c->d, K);
@@ -523,22 +512,12 @@ static qc_status awq_module(run_ctx *c, const qc_layer *L, qc_linear_id which, c
     return st;
 }
 
-typedef qc_pl_awq_group awq_group;
+typedef qc_arch_awq awq_group;
 
-int qc_pl_awq_groups(const int *out_f, const int *in_f, qc_pl_awq_group g[4]) {
-    int ng = 0;
-    g[ng++] = (qc_pl_awq_group){QC_LIN_Q, {QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, -1};
-    if (out_f[QC_LIN_V] == out_f[QC_LIN_O] && in_f[QC_LIN_V] == in_f[QC_LIN_O]) /* no GQA: v_proj -> o_proj */
-        g[ng++] = (qc_pl_awq_group){QC_LIN_O, {QC_LIN_O}, 1, QC_LIN_V};
-    g[ng++] = (qc_pl_awq_group){QC_LIN_GATE, {QC_LIN_GATE, QC_LIN_UP}, 2, -1};
-    g[ng++] = (qc_pl_awq_group){QC_LIN_DOWN, {QC_LIN_DOWN}, 1, QC_LIN_UP};
-    return ng;
-}
-
-bool qc_pl_awq_group_quantized(const qc_pipeline_opts *o, const int *out_f, const int *in_f, const qc_pl_awq_group *g) {
+bool qc_pl_awq_group_quantized(const qc_pipeline_opts *o, const int *out_f, const int *in_f, const qc_arch_awq *g) {
     for (int i = 0; i < g->n; i++) {
         const char *why = NULL;
-        if (qc_pl_packable(o, out_f[g->layers[i]], in_f[g->layers[i]], &why)) return true;
+        if (qc_pl_packable(o, out_f[g->lin[i]], in_f[g->lin[i]], &why)) return true;
     }
     return false;
 }
@@ -562,9 +541,9 @@ typedef struct {
  * awq_plain_search) by forwards; the attention and MLP groups by forwards over search_windows()
  * evenly strided windows. */
 static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *g, float *s, awq_choice *best) {
-    int K = layer->in_features[g->layers[0]], gs = c->o->q.group_size, bits = c->o->q.bits, T = c->T;
+    int K = layer->in_features[g->lin[0]], gs = c->o->q.group_size, bits = c->o->q.bits, T = c->T;
     /* X^T X costs O(N K^2) a candidate, the forward O(rows N K): the cheaper one (a choice by shapes only) */
-    bool one = g->input == QC_LIN_O || g->input == QC_LIN_DOWN;
+    bool one = g->module == QC_AWQ_MOD_LINEAR;
     bool gram = one && !c->o->awq_plain_search && c->rows >= (size_t)K;
     int nw = one ? c->nsamples : search_windows(c);
     size_t rows_s = (size_t)nw * T, out_sz = rows_s * (size_t)c->d;
@@ -584,7 +563,7 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
                    sizeof(float) * (size_t)T * K);
     }
     for (int i = 0; i < g->n && st == QC_OK; i++) {
-        qc_linear_id l = g->layers[i];
+        qc_linear_id l = g->lin[i];
         if (!(Wc[i] = malloc(sizeof(float) * (size_t)layer->out_features[l] * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
     }
     if (st == QC_OK && gram && !(G = hessian_buf(c, g->input, K))) /* the report's Hessian buffer, free until then */
@@ -594,8 +573,8 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
         const float *ws[3];
         int ns[3];
         for (int i = 0; i < g->n; i++) {
-            ws[i] = layer->w[g->layers[i]];
-            ns[i] = layer->out_features[g->layers[i]];
+            ws[i] = layer->w[g->lin[i]];
+            ns[i] = layer->out_features[g->lin[i]];
         }
         qc_awq_w_mean(ws, ns, g->n, K, gs, wm);
         if (gram) {
@@ -603,7 +582,7 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
             for (int i = 0; i < K; i++)
                 for (int j = i + 1; j < K; j++) G[(size_t)j * K + i] = G[(size_t)i * K + j];
         } else {
-            st = awq_module(c, layer, g->input, Asub ? Asub : A, nw, ref);
+            st = awq_module(c, layer, g, Asub ? Asub : A, nw, ref);
         }
     }
     qc_layer trial = *layer;
@@ -615,7 +594,7 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
         double r;
         if (!qc_awq_candidate_scales(mode, n_grid, j, xm, wm, K, &f, &r, cand, other)) continue;
         for (int i = 0; i < g->n; i++) {
-            qc_linear_id l = g->layers[i];
+            qc_linear_id l = g->lin[i];
             int N = layer->out_features[l];
             for (int n = 0; n < N; n++)
                 for (int k = 0; k < K; k++) Wc[i][(size_t)n * K + k] = layer->w[l][(size_t)n * K + k] * cand[k];
@@ -626,12 +605,12 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
         }
         double loss = 0.0;
         if (gram) { /* D = W - W_hat; loss = tr(D G D^T) / (rows * N) */
-            int N = layer->out_features[g->layers[0]];
-            const float *W = layer->w[g->layers[0]];
+            int N = layer->out_features[g->lin[0]];
+            const float *W = layer->w[g->lin[0]];
             for (size_t i = 0; i < (size_t)N * K; i++) Wc[0][i] = W[i] - Wc[0][i];
             loss = qc_awq_quad_loss(Wc[0], G, N, K, c->tmp) / ((double)c->rows * N);
         } else {
-            if ((st = awq_module(c, &trial, g->input, Asub ? Asub : A, nw, out))) break;
+            if ((st = awq_module(c, &trial, g, Asub ? Asub : A, nw, out))) break;
             for (size_t i = 0; i < out_sz; i++) {
                 double dlt = (double)ref[i] - out[i];
                 loss += dlt * dlt;
@@ -671,12 +650,12 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
     /* 2. scale searches, all on the original weights (spec E.2 groups) */
     if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-search");
     awq_group groups[4];
-    int ng = qc_pl_awq_groups(layer->out_features, layer->in_features, groups);
+    int ng = qc_arch_awq_groups(&c->m->cfg, groups);
     float *scales[4] = {0};
     awq_choice choice[4];
     double t_search = qc_time_now();
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
-        int K = layer->in_features[groups[gi].layers[0]];
+        int K = layer->in_features[groups[gi].lin[0]];
         choice[gi] = (awq_choice){.ratio = -1.0, .loss = 0.0, .formula = QC_AWQ_F_NONE, .gram = false};
         if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
         else if (!qc_pl_awq_group_quantized(o, layer->out_features, layer->in_features, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
@@ -690,12 +669,12 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
         const awq_group *g = &groups[gi];
         const float *s = scales[gi];
-        int K = layer->in_features[g->layers[0]];
-        if (g->prev < 0) {
-            float *nw = g->input == QC_LIN_Q ? layer->attn_norm : layer->mlp_norm;
+        int K = layer->in_features[g->lin[0]];
+        if (g->prev_norm >= 0) {
+            float *nw = *qc_layer_norm(layer, (qc_norm_id)g->prev_norm);
             for (int k = 0; k < K; k++) nw[k] /= s[k];
         } else {
-            qc_linear_id p = (qc_linear_id)g->prev;
+            qc_linear_id p = (qc_linear_id)g->prev_lin;
             int Np = layer->out_features[p], Kp = layer->in_features[p];
             for (int n = Np - K; n < Np; n++) {
                 float inv = s[n - (Np - K)];
@@ -704,7 +683,7 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
             }
         }
         for (int i = 0; i < g->n; i++) {
-            qc_linear_id l = g->layers[i];
+            qc_linear_id l = g->lin[i];
             int N = layer->out_features[l];
             for (int n = 0; n < N; n++)
                 for (int k = 0; k < K; k++) layer->w[l][(size_t)n * K + k] *= s[k];
@@ -720,9 +699,10 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
     c->res->t_solve += qc_time_now() - t_search; /* the scale search is AWQ's solve */
     /* Hessians of the scaled inputs, for the error report; where the search left X^T X of the unscaled
      * inputs, 2/rows diag(1/s) X^T X diag(1/s) from it */
-    static const qc_linear_id caps[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
-    for (int k = 0; k < 4 && st == QC_OK; k++) {
-        int K = k == 1 ? layer->in_features[QC_LIN_O] : k == 3 ? layer->in_features[QC_LIN_DOWN] : c->d;
+    const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
+    const qc_linear_id *caps = arch->caps;
+    for (int k = 0; k < arch->n_caps && st == QC_OK; k++) {
+        int K = qc_capture_width(&c->m->cfg, caps[k]);
         int gi = 0;
         while (gi < ng && groups[gi].input != caps[k]) gi++;
         if (gi < ng && choice[gi].gram) {
@@ -757,15 +737,15 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
         }
         double t0 = qc_time_now();
         memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K); /* the scaled weight: W X = W_s X_s */
-        if (o->awq_clip && l != QC_LIN_Q && l != QC_LIN_K)
-            st = qc_awq_clip(layer->w[l], N, K, c->A[qc_pl_input_of((qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
+        if (o->awq_clip && !qc_arch_desc_of(c->m->cfg.arch)->lin[l].awq_no_clip)
+            st = qc_awq_clip(layer->w[l], N, K, c->A[qc_linear_input(&c->m->cfg, (qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
                              o->q.group_size, 512, 20, 0.5);
         if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
         if (st == QC_OK && o->awq_gptq) { /* GPTQ on the scaled (clipped) weight with its scaled inputs' Hessian */
             qc_gptq_opts go = o->q;
             go.sym = false;
             qc_gptq_stats gs;
-            memcpy(c->Hw, c->Hs[qc_pl_input_of((qc_linear_id)l)], sizeof(float) * (size_t)K * K);
+            memcpy(c->Hw, c->Hs[qc_linear_input(&c->m->cfg, (qc_linear_id)l)], sizeof(float) * (size_t)K * K);
             st = qc_gptq_quantize(layer->w[l], c->Hw, N, K, &go, &c->ql, &gs);
             r->damp = gs.damp_used;
             r->retries = gs.retries;
@@ -779,7 +759,7 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
         }
         r->seconds = qc_time_now() - t0;
         c->res->t_solve += r->seconds;
-        if ((st = finish_linear(c, li, (qc_linear_id)l, layer, c->Hs[qc_pl_input_of((qc_linear_id)l)])) == QC_OK)
+        if ((st = finish_linear(c, li, (qc_linear_id)l, layer, c->Hs[qc_linear_input(&c->m->cfg, (qc_linear_id)l)])) == QC_OK)
             st = report(c, li, (qc_linear_id)l);
     }
     return st;
@@ -884,9 +864,9 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
     c.tmp = malloc(sizeof(float) * (size_t)c.Kmax * c.Kmax);
     bool ok = res->lin && (!o->keep_fake || res->fake) && c.X && c.xs && c.Hw && c.Wo && c.tmp;
     if (ok && o->method == QC_METHOD_AWQ) {
-        int K[QC_LIN_COUNT] = {[QC_LIN_Q] = d, [QC_LIN_O] = qd, [QC_LIN_GATE] = d, [QC_LIN_DOWN] = ff};
-        for (int k = 0; k < QC_LIN_COUNT && ok; k++)
-            if (K[k]) ok = (c.A[k] = qc_aligned_alloc(c.rows * K[k] * sizeof(float))) != NULL;
+        const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
+        for (int k = 0; k < arch->n_caps && ok; k++)
+            ok = (c.A[arch->caps[k]] = qc_aligned_alloc(c.rows * qc_capture_width(cfg, arch->caps[k]) * sizeof(float))) != NULL;
     }
     if (!ok) {
         st = qc_fail(QC_ERR_NOMEM, "quantize: cannot allocate the calibration activations for %zu tokens (hidden %d)",

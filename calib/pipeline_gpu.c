@@ -305,10 +305,8 @@ static qc_status finish_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *la
 
 /* ---- GPTQ / RTN ---- */
 
-/* The input width of a capture point: q/gate d, o heads * head_dim, down intermediate. */
-static int cap_width(const gctx *c, qc_linear_id cap) {
-    return cap == QC_LIN_O ? c->qd : cap == QC_LIN_DOWN ? c->ff : c->d;
-}
+/* The input width of a capture point (arch.h). */
+static int cap_width(const gctx *c, qc_linear_id cap) { return qc_capture_width(&c->m->cfg, cap); }
 
 /* qc_pl_check_hessian for a device Hessian: its diagonal (K floats) is enough, since a non-finite input
  * row makes its whole row and column of H non-finite. */
@@ -365,7 +363,7 @@ static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *lay
     qc_linear_report *r = rep_of(c, li, l);
     int N = r->N, K = r->K;
     size_t nk = (size_t)N * K;
-    const float *H = c->Hs[qc_pl_input_of(l)];
+    const float *H = c->Hs[qc_linear_input(&c->m->cfg, l)];
     double ts = qc_time_now(), ref = 0;
     qc_status st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
     if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float));
@@ -412,16 +410,14 @@ static qc_status run_in_place(gctx *c, const qc_gpu_layer *layer, int halves) {
 
 static qc_status gptq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     const qc_pipeline_opts *o = c->o;
-    static const int ts_groups[4][3] = {{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, {QC_LIN_O, -1, -1},
-                                        {QC_LIN_GATE, QC_LIN_UP, -1}, {QC_LIN_DOWN, -1, -1}};
+    const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
     qc_status st = QC_OK;
-    int n_groups = o->true_sequential ? 4 : 1;
+    int n_groups = o->true_sequential ? arch->n_seq : 1;
     for (int gi = 0; gi < n_groups && st == QC_OK; gi++) {
         qc_linear_id members[QC_LIN_COUNT];
         int nm = 0;
         if (o->true_sequential) {
-            for (int k = 0; k < 3; k++)
-                if (ts_groups[gi][k] >= 0) members[nm++] = (qc_linear_id)ts_groups[gi][k];
+            for (int k = 0; k < arch->seq[gi].n; k++) members[nm++] = arch->seq[gi].lin[k];
         } else {
             for (int k = 0; k < QC_LIN_COUNT; k++) members[nm++] = (qc_linear_id)k;
         }
@@ -441,7 +437,7 @@ static qc_status gptq_layer(gctx *c, int li, qc_gpu_layer *layer) {
             name_report(c, li, l, layer);
             quant[l] = packable(c, layer->out_features[l], layer->in_features[l], &why[l]);
             if (!quant[l]) continue;
-            qc_linear_id cap = qc_pl_input_of(l);
+            qc_linear_id cap = qc_linear_input(&c->m->cfg, l);
             if (!hc.want[cap]) {
                 hc.want[cap] = any = true;
                 st = hessian_buf(c, cap, layer->in_features[l]);
@@ -477,7 +473,7 @@ static qc_status gptq_layer(gctx *c, int li, qc_gpu_layer *layer) {
             }
             bool last = true;
             for (int k2 = k + 1; k2 < nm; k2++)
-                if (quant[members[k2]] && qc_pl_input_of(members[k2]) == qc_pl_input_of(l)) last = false;
+                if (quant[members[k2]] && qc_linear_input(&c->m->cfg, members[k2]) == qc_linear_input(&c->m->cfg, l)) last = false;
             st = solve_linear(c, li, l, layer, last);
         }
         /* the group's Hessians are consumed: give the memory back for the next group's */
@@ -506,27 +502,28 @@ static bool awq_capture(void *user, qc_linear_id which, const uint16_t *x, int n
     return a->st == QC_OK;
 }
 
-/* The module whose output the scale search compares: self_attn (Q), o_proj (O), mlp (GATE), down_proj (DOWN). */
-/* A: [nsamp * T, K] fp16 on the device (the capture, or the search's windows gathered). */
-static qc_status awq_module(gctx *c, const qc_gpu_layer *L, qc_linear_id which, const uint16_t *A, int nsamp,
+/* The output of the module g's search compares (arch.h qc_awq_module).
+ * A: [nsamp * T, K] fp16 on the device (the capture, or the search's windows gathered). */
+static qc_status awq_module(gctx *c, const qc_gpu_layer *L, const qc_arch_awq *g, const uint16_t *A, int nsamp,
                             float *out) {
-    int K = cap_width(c, which);
+    qc_linear_id which = g->lin[0];
+    int K = cap_width(c, g->input);
     qc_status st = QC_OK;
     for (int s0 = 0; s0 < nsamp && st == QC_OK; s0 += c->batch) {
         int nb = nsamp - s0 < c->batch ? nsamp - s0 : c->batch;
         size_t r0 = (size_t)s0 * c->T;
         const uint16_t *a = A + r0 * K;
         float *y = out + r0 * c->d;
-        switch (which) {
-        case QC_LIN_Q: st = qc_gpu_attn_forward(c->f, L, a, y, nb, c->T); break;
-        case QC_LIN_GATE: st = qc_gpu_mlp_forward(c->f, L, a, y, nb * c->T); break;
-        default: st = qc_gpu_linear(c->g, a, L->w[which], L->b[which], y, nb * c->T, c->d, K, 0.0f); break;
+        switch (g->module) {
+        case QC_AWQ_MOD_ATTN: st = qc_gpu_attn_forward(c->f, L, a, y, nb, c->T); break;
+        case QC_AWQ_MOD_MLP: st = qc_gpu_mlp_forward(c->f, L, a, y, nb * c->T); break;
+        case QC_AWQ_MOD_LINEAR: st = qc_gpu_linear(c->g, a, L->w[which], L->b[which], y, nb * c->T, c->d, K, 0.0f); break;
         }
     }
     return st;
 }
 
-typedef qc_pl_awq_group awq_group;
+typedef qc_arch_awq awq_group;
 
 /* The search's choice for one group. */
 typedef struct {
@@ -538,9 +535,9 @@ typedef struct {
  * the same windows (awq_search_samples for attention and MLP, every window for the one-linear
  * groups), every candidate by forwards (no X^T X path). */
 static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group *gr, float *s, awq_choice *best) {
-    int K = layer->in_features[gr->layers[0]], gs = c->o->q.group_size, bits = c->o->q.bits, T = c->T;
+    int K = layer->in_features[gr->lin[0]], gs = c->o->q.group_size, bits = c->o->q.bits, T = c->T;
     int n = c->o->awq_search_samples;
-    int nw = gr->input == QC_LIN_O || gr->input == QC_LIN_DOWN || n <= 0 || n >= c->nsamples ? c->nsamples : n;
+    int nw = gr->module == QC_AWQ_MOD_LINEAR || n <= 0 || n >= c->nsamples ? c->nsamples : n;
     size_t out_n = (size_t)nw * T * (size_t)c->d;
     const uint16_t *A = c->A[gr->input];
     uint16_t *Asub = NULL;
@@ -559,12 +556,12 @@ static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group 
         const uint16_t *ws[3];
         int ns[3];
         for (int i = 0; i < gr->n; i++) {
-            ws[i] = layer->w[gr->layers[i]];
-            ns[i] = layer->out_features[gr->layers[i]];
+            ws[i] = layer->w[gr->lin[i]];
+            ns[i] = layer->out_features[gr->lin[i]];
         }
         st = qc_gpu_awq_w_mean(c->g, ws, ns, gr->n, K, gs, wm);
     }
-    if (st == QC_OK) st = awq_module(c, layer, gr->input, A, nw, c->ref);
+    if (st == QC_OK) st = awq_module(c, layer, gr, A, nw, c->ref);
     qc_gpu_layer trial = *layer;
     const int n_grid = 20;
     qc_awq_scale_mode mode = c->o->awq_scale;
@@ -575,11 +572,11 @@ static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group 
         if (!qc_awq_candidate_scales(mode, n_grid, j, xm, wm, K, &f, &r, cand, other)) continue;
         st = qc_gpu_upload(c->g, c->sdev, cand, sizeof(float) * K);
         for (int i = 0; i < gr->n && st == QC_OK; i++) {
-            qc_linear_id l = gr->layers[i];
+            qc_linear_id l = gr->lin[i];
             st = qc_gpu_awq_scaled_qdq(c->g, layer->w[l], c->sdev, layer->out_features[l], K, bits, gs, c->trial[i]);
             trial.w[l] = c->trial[i];
         }
-        if (st == QC_OK) st = awq_module(c, &trial, gr->input, A, nw, c->out);
+        if (st == QC_OK) st = awq_module(c, &trial, gr, A, nw, c->out);
         double loss = 0;
         if (st == QC_OK) st = qc_gpu_sqdiff_sum(c->g, c->ref, c->out, out_n, &loss);
         if (st) break;
@@ -623,12 +620,12 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     /* 2. scale searches on the original weights (spec E.2 groups) */
     if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-search");
     awq_group groups[4];
-    int ng = qc_pl_awq_groups(layer->out_features, layer->in_features, groups);
+    int ng = qc_arch_awq_groups(&c->m->cfg, groups);
     float *scales[4] = {0};
     awq_choice choice[4];
     double t_search = qc_time_now();
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
-        int K = layer->in_features[groups[gi].layers[0]];
+        int K = layer->in_features[groups[gi].lin[0]];
         choice[gi] = (awq_choice){.ratio = -1.0, .loss = 0.0, .formula = QC_AWQ_F_NONE};
         if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
         else if (!qc_pl_awq_group_quantized(o, layer->out_features, layer->in_features, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
@@ -641,19 +638,19 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     /* 3. fold: previous op /= s, the scaled linears' columns *= s, their cached inputs /= s */
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
         const awq_group *gr = &groups[gi];
-        int K = layer->in_features[gr->layers[0]];
+        int K = layer->in_features[gr->lin[0]];
         st = qc_gpu_upload(c->g, c->sdev, scales[gi], sizeof(float) * K);
         if (st) break;
-        if (gr->prev < 0) {
-            st = qc_gpu_div_vec_f32(c->g, gr->input == QC_LIN_Q ? layer->attn_norm : layer->mlp_norm, K, c->sdev);
+        if (gr->prev_norm >= 0) {
+            st = qc_gpu_div_vec_f32(c->g, *qc_gpu_layer_norm(layer, (qc_norm_id)gr->prev_norm), K, c->sdev);
         } else {
-            qc_linear_id p = (qc_linear_id)gr->prev;
+            qc_linear_id p = (qc_linear_id)gr->prev_lin;
             int Np = layer->out_features[p], Kp = layer->in_features[p];
             st = qc_gpu_div_rows_f16(c->g, layer->w[p], Np, Kp, Np - K, K, c->sdev);
             if (st == QC_OK && layer->b[p]) st = qc_gpu_div_vec_f32(c->g, layer->b[p] + (Np - K), K, c->sdev);
         }
         for (int i = 0; i < gr->n && st == QC_OK; i++) {
-            qc_linear_id l = gr->layers[i];
+            qc_linear_id l = gr->lin[i];
             st = qc_gpu_scale_cols_f16(c->g, layer->w[l], layer->out_features[l], K, c->sdev);
             qc_linear_report *r = rep_of(c, li, l);
             r->awq_ratio = choice[gi].ratio;
@@ -666,9 +663,10 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     if (st == QC_OK) st = qc_gpu_sync(c->g);
     c->res->t_solve += qc_time_now() - t_search;
     /* Hessians of the scaled inputs, for the error report */
-    static const qc_linear_id caps[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
+    const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
+    const qc_linear_id *caps = arch->caps;
     double th = qc_time_now();
-    for (int k = 0; k < 4 && st == QC_OK; k++) {
+    for (int k = 0; k < arch->n_caps && st == QC_OK; k++) {
         int K = cap_width(c, caps[k]);
         st = hessian_buf(c, caps[k], K);
         for (size_t r0 = 0; r0 < c->rows && st == QC_OK; r0 += (size_t)c->batch * c->T) {
@@ -691,12 +689,12 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
             continue;
         }
         double t0 = qc_time_now(), ref = 0;
-        const float *H = c->Hs[qc_pl_input_of((qc_linear_id)l)];
+        const float *H = c->Hs[qc_linear_input(&c->m->cfg, (qc_linear_id)l)];
         st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
         if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float)); /* the scaled weight */
         if (st == QC_OK) st = qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &ref);
-        if (st == QC_OK && o->awq_clip && l != QC_LIN_Q && l != QC_LIN_K)
-            st = qc_gpu_awq_clip(c->g, c->W32, N, K, c->A[qc_pl_input_of((qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
+        if (st == QC_OK && o->awq_clip && !qc_arch_desc_of(c->m->cfg.arch)->lin[l].awq_no_clip)
+            st = qc_gpu_awq_clip(c->g, c->W32, N, K, c->A[qc_linear_input(&c->m->cfg, (qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
                                  o->q.group_size, 512, 20, 0.5);
         if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
         if (st == QC_OK) st = qc_awq_quantize_gpu(c->sv, c->W32, N, K, o->q.bits, o->q.group_size, &c->ql, o->keep_fake);
@@ -798,10 +796,12 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     c.ff = cfg->intermediate_size;
     c.Kmax = c.ff > d ? c.ff : d;
     if (c.qd > c.Kmax) c.Kmax = c.qd;
-    int kvd = cfg->n_kv_heads * cfg->head_dim;
-    size_t nk[4] = {(size_t)c.qd * d, (size_t)kvd * d, (size_t)d * c.qd, (size_t)c.ff * d};
     size_t nkmax = 0;
-    for (int i = 0; i < 4; i++) nkmax = nk[i] > nkmax ? nk[i] : nkmax;
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        int N, K;
+        qc_linear_shape(cfg, (qc_linear_id)l, &N, &K);
+        nkmax = (size_t)N * K > nkmax ? (size_t)N * K : nkmax;
+    }
     int Nmax = c.ff > c.qd ? c.ff : c.qd;
     if (d > Nmax) Nmax = d;
 
@@ -837,9 +837,9 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     if ((st = qc_gpu_alloc(c.g, (void **)&c.W32, sizeof(float) * nkmax, "an fp32 weight"))) goto out;
     if ((st = qc_gpu_alloc(c.g, (void **)&c.Wo, sizeof(float) * nkmax, "an fp32 weight copy"))) goto out;
     if (o->method == QC_METHOD_AWQ) {
-        static const qc_linear_id caps[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
-        for (int k = 0; k < 4 && st == QC_OK; k++)
-            st = qc_gpu_alloc(c.g, (void **)&c.A[caps[k]], c.rows * cap_width(&c, caps[k]) * sizeof(uint16_t),
+        const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
+        for (int k = 0; k < arch->n_caps && st == QC_OK; k++)
+            st = qc_gpu_alloc(c.g, (void **)&c.A[arch->caps[k]], c.rows * cap_width(&c, arch->caps[k]) * sizeof(uint16_t),
                               "AWQ's captured linear inputs");
         if (st == QC_OK) st = qc_gpu_alloc(c.g, (void **)&c.ref, c.rows * d * sizeof(float), "AWQ's reference outputs");
         if (st == QC_OK) st = qc_gpu_alloc(c.g, (void **)&c.out, c.rows * d * sizeof(float), "AWQ's trial outputs");

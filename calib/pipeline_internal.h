@@ -44,23 +44,13 @@ void      qc_pl_part_free(qc_pl_parts *p);
 /* The embedding, final norm and (untied) head as F16, to path. */
 qc_status qc_pl_write_base_part(const qc_model *m, const char *path);
 qc_status qc_pl_push_str(char ***arr, int *n, const char *s);
-/* The capture point whose input a linear consumes (q/k/v -> Q, gate/up -> GATE). */
-qc_linear_id qc_pl_input_of(qc_linear_id l);
+/* The capture points, groups and folds of each architecture: arch.h (qc_linear_input, qc_arch_awq_groups,
+ * qc_arch_desc's seq). */
 
-
-/* AWQ's scale groups (spec E.2): the linears sharing one input and the operation that absorbs 1/s. */
-typedef struct {
-    qc_linear_id input;     /* capture point: the scaled linears' shared input */
-    qc_linear_id layers[3];
-    int n;
-    int prev;               /* -1: the RMSNorm before it; else the linear whose rows absorb 1/s */
-} qc_pl_awq_group;
-/* The groups of a layer with these linear shapes (indexed by qc_linear_id): 3, or 4 without GQA. */
-int  qc_pl_awq_groups(const int *out_features, const int *in_features, qc_pl_awq_group g[4]);
 /* Whether any linear of g will be quantized (a group kept whole in F16 is not searched: nothing to
  * protect, and AutoAWQ would not run on such shapes at all). */
 bool qc_pl_awq_group_quantized(const qc_pipeline_opts *o, const int *out_features, const int *in_features,
-                               const qc_pl_awq_group *g);
+                               const qc_arch_awq *g);
 
 /* QC_ERR_NUMERIC naming the layer and capture point when the Hessian H [K, K] is not finite. */
 qc_status qc_pl_check_hessian(const float *H, int K, int li, qc_linear_id cap);

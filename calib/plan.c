@@ -54,7 +54,12 @@ typedef struct {
     uint64_t rows, brows;                 /* calibration rows; rows per forward batch */
     int      N[QC_LIN_COUNT], K[QC_LIN_COUNT];
     bool     bias[QC_LIN_COUNT], quant[QC_LIN_COUNT], cap_used[QC_LIN_COUNT];
-    bool     qk_norm, tied;
+    bool     tied;
+    bool     no_clip[QC_LIN_COUNT];       /* AWQ's clip search skips it */
+    int      n_caps, capw[QC_LIN_COUNT];  /* capture points k_caps[0 .. n_caps - 1]; width by capture id */
+    qc_linear_id k_caps[QC_LIN_COUNT];
+    int      norm_len[QC_NORM_COUNT];     /* 0: absent */
+    const qc_arch_desc *arch;
     uint64_t nkmax, nk_sum;
     uint64_t layer_f32;                   /* one decoder layer in FP32: weights, biases, norms */
     uint64_t stored_sum, pinned_max, raw_max, tensor_max; /* decoder layers as stored */
@@ -64,11 +69,9 @@ typedef struct {
     int      part_tensors;
 } shapes;
 
-static const qc_linear_id k_caps[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
-
-static int cap_width(const shapes *s, qc_linear_id cap) {
-    return cap == QC_LIN_O ? s->qd : cap == QC_LIN_DOWN ? s->ff : s->d;
-}
+/* The capture points and their widths come from the architecture's description (arch.h); the shapes
+ * struct keeps them so that llama8b_shapes (the H100 timing reference) can fill them without a config. */
+static int cap_width(const shapes *s, qc_linear_id cap) { return s->capw[cap]; }
 
 static size_t dtype_size(qc_dtype dt) {
     return dt == QC_DTYPE_F32 || dt == QC_DTYPE_I32 ? 4 : dt == QC_DTYPE_F16 || dt == QC_DTYPE_BF16 ? 2 : 1;
@@ -138,7 +141,7 @@ static void linear_tensors(const qc_plan_in *in, const shapes *s, int li, qc_lin
     int N = s->N[l], K = s->K[l], b = in->bits, G = s->G[l];
     bool awq = in->format == QC_PACK_AWQ;
     char base[128];
-    snprintf(base, sizeof base, "model.layers.%d.%s", li, qc_linear_name(l));
+    snprintf(base, sizeof base, "model.layers.%d.%s", li, s->arch->lin[l].name);
     if (s->quant[l]) {
         snprintf(nm, sizeof nm, "%s.qweight", base);
         if (awq) hdr_add(h, nm, "I32", 2, K, N / 8, (uint64_t)K * (N / 8) * 4);
@@ -165,22 +168,17 @@ static void linear_tensors(const qc_plan_in *in, const shapes *s, int li, qc_lin
 static void layer_tensors(const qc_plan_in *in, const shapes *s, int li, st_hdr *h) {
     for (int l = 0; l < QC_LIN_COUNT; l++) linear_tensors(in, s, li, (qc_linear_id)l, h);
     char nm[192];
-    snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", li);
-    hdr_add(h, nm, "F16", 1, s->d, 0, (uint64_t)s->d * 2);
-    snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", li);
-    hdr_add(h, nm, "F16", 1, s->d, 0, (uint64_t)s->d * 2);
-    if (s->qk_norm) {
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.q_norm.weight", li);
-        hdr_add(h, nm, "F16", 1, s->hd, 0, (uint64_t)s->hd * 2);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_norm.weight", li);
-        hdr_add(h, nm, "F16", 1, s->hd, 0, (uint64_t)s->hd * 2);
+    for (int k = 0; k < QC_NORM_COUNT; k++) {
+        if (!s->norm_len[k]) continue;
+        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, s->arch->norm[k].name);
+        hdr_add(h, nm, "F16", 1, s->norm_len[k], 0, (uint64_t)s->norm_len[k] * 2);
     }
 }
 
 static void base_tensors(const shapes *s, st_hdr *h) {
-    hdr_add(h, "model.embed_tokens.weight", "F16", 2, s->vocab, s->d, (uint64_t)s->vocab * s->d * 2);
-    hdr_add(h, "model.norm.weight", "F16", 1, s->d, 0, (uint64_t)s->d * 2);
-    if (!s->tied) hdr_add(h, "lm_head.weight", "F16", 2, s->vocab, s->d, (uint64_t)s->vocab * s->d * 2);
+    hdr_add(h, s->arch->embed, "F16", 2, s->vocab, s->d, (uint64_t)s->vocab * s->d * 2);
+    hdr_add(h, s->arch->final_norm, "F16", 1, s->d, 0, (uint64_t)s->d * 2);
+    if (!s->tied) hdr_add(h, s->arch->lm_head, "F16", 2, s->vocab, s->d, (uint64_t)s->vocab * s->d * 2);
 }
 
 /* The GPU driver's default batch (pipeline_gpu.c): 16384 tokens at d = 4096, fewer for wider models. */
@@ -214,9 +212,8 @@ static uint64_t gpu_slot_bytes(const shapes *s) {
     for (int l = 0; l < QC_LIN_COUNT; l++) off = align256(off + (uint64_t)s->N[l] * s->K[l] * 2);
     for (int l = 0; l < QC_LIN_COUNT; l++)
         if (s->bias[l]) off = align256(off + (uint64_t)s->N[l] * 4);
-    off = align256(off + (uint64_t)s->d * 4);
-    off = align256(off + (uint64_t)s->d * 4);
-    if (s->qk_norm) off = align256(align256(off + (uint64_t)s->hd * 4) + (uint64_t)s->hd * 4);
+    for (int k = 0; k < QC_NORM_COUNT; k++)
+        if (s->norm_len[k]) off = align256(off + (uint64_t)s->norm_len[k] * 4);
     return off;
 }
 
@@ -235,11 +232,21 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
     s->n = in->nsamples;
     s->rows = (uint64_t)in->nsamples * (uint64_t)in->seqlen;
     s->tied = c->tie_word_embeddings;
-    s->qk_norm = c->qk_norm;
-    const int N[QC_LIN_COUNT] = {s->qd, s->kvd, s->kvd, s->d, s->ff, s->ff, s->d};
-    const int K[QC_LIN_COUNT] = {s->d, s->d, s->d, s->qd, s->d, s->d, s->ff};
-    const bool bias[QC_LIN_COUNT] = {c->qkv_bias, c->qkv_bias, c->qkv_bias, c->o_bias,
-                                     c->mlp_bias, c->mlp_bias, c->mlp_bias};
+    s->arch = qc_arch_desc_of(c->arch);
+    int N[QC_LIN_COUNT], K[QC_LIN_COUNT];
+    bool bias[QC_LIN_COUNT];
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        qc_linear_shape(c, (qc_linear_id)l, &N[l], &K[l]);
+        bias[l] = qc_linear_has_bias(c, (qc_linear_id)l);
+        s->no_clip[l] = s->arch->lin[l].awq_no_clip;
+    }
+    s->n_caps = s->arch->n_caps;
+    for (int k = 0; k < s->n_caps; k++) {
+        s->k_caps[k] = s->arch->caps[k];
+        s->capw[s->k_caps[k]] = qc_capture_width(c, s->k_caps[k]);
+    }
+    for (int k = 0; k < QC_NORM_COUNT; k++)
+        s->norm_len[k] = qc_norm_present(c, (qc_norm_id)k) ? qc_norm_dim(c, (qc_norm_id)k) : 0;
     qc_pipeline_opts po = {.method = in->method, .format = in->format};
     po.q.bits = in->bits;
     po.q.group_size = in->group_size;
@@ -253,38 +260,38 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
         s->G[l] = in->group_size > 0 ? K[l] / in->group_size : 1;
         const char *why = NULL;
         s->quant[l] = qc_pl_packable(&po, N[l], K[l], &why);
-        if (s->quant[l] || in->method == QC_METHOD_AWQ) s->cap_used[qc_pl_input_of((qc_linear_id)l)] = true;
+        if (s->quant[l] || in->method == QC_METHOD_AWQ) s->cap_used[qc_linear_input(c, (qc_linear_id)l)] = true;
         uint64_t nk = (uint64_t)N[l] * K[l];
         s->nk_sum += nk;
         if (nk > s->nkmax) s->nkmax = nk;
         s->layer_f32 += 4 * nk + (bias[l] ? 4 * (uint64_t)N[l] : 0);
     }
-    s->layer_f32 += 8 * (uint64_t)s->d + (s->qk_norm ? 8 * (uint64_t)s->hd : 0);
+    for (int k = 0; k < QC_NORM_COUNT; k++) s->layer_f32 += 4 * (uint64_t)s->norm_len[k];
     /* the decoder layers as stored: what the CPU driver leaves resident, the GPU loader's staging */
     char name[256];
     for (int i = 0; i < s->L; i++) {
         uint64_t sum = 0, pin = 0;
         for (int l = 0; l < QC_LIN_COUNT; l++) {
             qc_dtype dt;
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, qc_linear_name((qc_linear_id)l));
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, s->arch->lin[l].name);
             uint64_t b = tensor_bytes(m, name, (uint64_t)N[l] * K[l], &dt);
             sum += b;
             pin = align256(pin + b);
             if (b > s->tensor_max) s->tensor_max = b;
             if (dt == QC_DTYPE_F32 && b > s->raw_max) s->raw_max = b; /* F32 -> F16 through the staging buffer */
             if (bias[l]) {
-                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, qc_linear_name((qc_linear_id)l));
+                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, s->arch->lin[l].name);
                 b = tensor_bytes(m, name, (uint64_t)N[l], &dt);
                 sum += b;
                 pin = align256(pin + b);
                 if (dt != QC_DTYPE_F32 && b > s->raw_max) s->raw_max = b;
             }
         }
-        const char *norms[4] = {"input_layernorm", "post_attention_layernorm", "self_attn.q_norm", "self_attn.k_norm"};
-        for (int k = 0; k < (s->qk_norm ? 4 : 2); k++) {
+        for (int k = 0; k < QC_NORM_COUNT; k++) {
+            if (!s->norm_len[k]) continue;
             qc_dtype dt;
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, norms[k]);
-            uint64_t b = tensor_bytes(m, name, (uint64_t)(k < 2 ? s->d : s->hd), &dt);
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, s->arch->norm[k].name);
+            uint64_t b = tensor_bytes(m, name, (uint64_t)s->norm_len[k], &dt);
             sum += b;
             pin = align256(pin + b);
             if (dt != QC_DTYPE_F32 && b > s->raw_max) s->raw_max = b;
@@ -386,7 +393,7 @@ static void linear_ws_make(const qc_plan_in *in, const shapes *s, linear_ws *w) 
         if (sv > w->solver) w->solver = sv;
         uint64_t q = N * K + 2 * G * N * 4 + K * 4;                              /* codes, scales, zeros, g_idx */
         if (q > w->qlin) w->qlin = q;
-        if (in->method == QC_METHOD_AWQ && l != QC_LIN_Q && l != QC_LIN_K) {
+        if (in->method == QC_METHOD_AWQ && !s->no_clip[l]) {
             uint64_t ts = s->rows < 512 ? s->rows : 512, gs = in->group_size > 0 ? (uint64_t)in->group_size : K;
             uint64_t cl = ts * gs * 4 + 2 * ts * N * 4 + 2 * N * gs * 4 + 4 * N * 4;
             if (cl > w->clip) w->clip = cl;
@@ -450,8 +457,8 @@ static void host_phases(const qc_plan_in *in, const shapes *s, int threads, uint
         if (!awq) add(t, QC_PLAN_BATCH, s->brows * s->d * 4, "batch copy of X [%" PRIu64 ", %d] f32", s->brows, s->d);
         add(t, QC_PLAN_BATCH, cpu_fwd_bytes(s, s->batch, s->T), "forward scratch, %d x %d tokens", s->batch, s->T);
         uint64_t hs = 0;
-        for (int k = 0; k < 4; k++)
-            if (s->cap_used[k_caps[k]]) hs += 4 * (uint64_t)cap_width(s, k_caps[k]) * cap_width(s, k_caps[k]);
+        for (int k = 0; k < s->n_caps; k++)
+            if (s->cap_used[s->k_caps[k]]) hs += 4 * (uint64_t)cap_width(s, s->k_caps[k]) * cap_width(s, s->k_caps[k]);
         add(t, QC_PLAN_FIXED, hs, "input Hessians, one per capture point");
         add(t, QC_PLAN_FIXED, w.hw + 2 * w.wo, "solver copies (Hw %.0f MiB, Wo, tmp)", w.hw / 1048576.0);
         add(t, QC_PLAN_FIXED, s->layer_f32, "the layer in FP32");
@@ -544,9 +551,9 @@ static void gpu_memory(const qc_plan_in *in, shapes *s, uint64_t dev_free, qc_pl
     add(&fx, QC_PLAN_BATCH, gpu_fwd_bytes(s, batch), "forward scratch, %d x %d tokens", batch, s->T);
     /* what comes and goes: the embedding table while X is gathered, the Hessians while a group is solved */
     uint64_t emb = s->embed_bytes + s->rows * 4, hess = 0, hess_max = 0;
-    for (int k = 0; k < 4; k++) {
-        if (!s->cap_used[k_caps[k]]) continue;
-        uint64_t h = 4 * (uint64_t)cap_width(s, k_caps[k]) * cap_width(s, k_caps[k]);
+    for (int k = 0; k < s->n_caps; k++) {
+        if (!s->cap_used[s->k_caps[k]]) continue;
+        uint64_t h = 4 * (uint64_t)cap_width(s, s->k_caps[k]) * cap_width(s, s->k_caps[k]);
         hess += h;
         if (h > hess_max) hess_max = h;
     }
@@ -692,6 +699,15 @@ static shapes llama8b_shapes(void) {
         s.quant[l] = true;
         s.nk_sum += (uint64_t)N[l] * K[l];
     }
+    const qc_arch_desc *a = qc_arch_desc_of(QC_ARCH_LLAMA);
+    s.arch = a;
+    s.n_caps = a->n_caps;
+    for (int k = 0; k < a->n_caps; k++) s.k_caps[k] = a->caps[k];
+    s.capw[QC_LIN_Q] = s.capw[QC_LIN_GATE] = s.d;
+    s.capw[QC_LIN_O] = s.qd;
+    s.capw[QC_LIN_DOWN] = s.ff;
+    for (int l = 0; l < QC_LIN_COUNT; l++) s.no_clip[l] = a->lin[l].awq_no_clip;
+    s.norm_len[QC_NORM_ATTN] = s.norm_len[QC_NORM_MLP] = s.d;
     return s;
 }
 
@@ -700,8 +716,8 @@ static void eta(const qc_plan_in *in, const shapes *s, double gflops, qc_plan *p
     double R = (double)s->rows, T = s->T, L = s->L;
     layer_flops f = flops_of(s, R, T);
     double hess = 0;
-    for (int k = 0; k < 4; k++)
-        if (s->cap_used[k_caps[k]]) hess += R * (double)cap_width(s, k_caps[k]) * cap_width(s, k_caps[k]);
+    for (int k = 0; k < s->n_caps; k++)
+        if (s->cap_used[s->k_caps[k]]) hess += R * (double)cap_width(s, s->k_caps[k]) * cap_width(s, s->k_caps[k]);
     /* The AWQ search runs the attention and MLP modules once for the reference and once per grid point
      * over its windows; a one-linear module (down_proj, o_proj without GQA) over every window, on the
      * CPU from X^T X when there are at least K rows (pipeline.c: awq_search). */
@@ -716,7 +732,7 @@ static void eta(const qc_plan_in *in, const shapes *s, double gflops, qc_plan *p
     }
     double clip = 0;
     for (int l = 0; l < QC_LIN_COUNT && awq; l++)
-        if (s->quant[l] && l != QC_LIN_Q && l != QC_LIN_K) clip += 2.0 * s->N[l] * s->K[l] * (R < 512 ? R : 512) * 10;
+        if (s->quant[l] && !s->no_clip[l]) clip += 2.0 * s->N[l] * s->K[l] * (R < 512 ? R : 512) * 10;
     double scalar = 0, sol = solve_flops(s, gptq, &scalar);
     double written = (double)p->work_disk_final + (double)p->out_disk;
     /* the snapshots written: every layer with save_every 0 (the CLI's default), about one otherwise (both

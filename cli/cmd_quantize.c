@@ -262,12 +262,11 @@ static qc_status early_checks(const qc_recipe *r, const char *const *eval_files,
 
 /* Whether the run's format can hold at least one linear of the model (else nothing would be quantized). */
 static qc_status check_some_packable(const qc_model *m, const qc_pipeline_opts *po) {
-    const qc_model_config *c = &m->cfg;
-    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, ff = c->intermediate_size;
-    int N[QC_LIN_COUNT] = {qd, kvd, kvd, d, ff, ff, d}, K[QC_LIN_COUNT] = {d, d, d, qd, d, d, ff};
     const char *why = NULL, *first = NULL;
     for (int l = 0; l < QC_LIN_COUNT; l++) {
-        if (qc_pl_packable(po, N[l], K[l], &why)) return QC_OK;
+        int N, K;
+        qc_linear_shape(&m->cfg, (qc_linear_id)l, &N, &K);
+        if (qc_pl_packable(po, N, K, &why)) return QC_OK;
         if (!first) first = why;
     }
     return qc_fail(QC_ERR_ARG, "with bits %d and group size %d the %s format can hold none of this model's linears "
@@ -589,9 +588,11 @@ static int run(int argc, char **argv) {
             n_q, pr.n_lin - n_q, n_raised, worst, worst_name);
     if (method == QC_METHOD_AWQ) { /* a group's choice is on each of its linears: count it at its first */
         int won[3] = {0};
+        const qc_arch_desc *arch = qc_arch_desc_of(m->cfg.arch);
         for (int i = 0; i < pr.n_lin; i++) {
             const qc_linear_report *l = &pr.lin[i];
-            bool first = l->lin == QC_LIN_Q || l->lin == QC_LIN_O || l->lin == QC_LIN_GATE || l->lin == QC_LIN_DOWN;
+            bool first = false;
+            for (int g = 0; g < arch->n_awq; g++) first |= l->lin == arch->awq[g].lin[0];
             if (first && l->awq_formula >= QC_AWQ_F_NONE && l->awq_formula <= QC_AWQ_F_X) won[l->awq_formula]++;
         }
         char sw[80] = "";

@@ -1,5 +1,7 @@
 #include "model_config.h"
 
+#include "arch.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -7,16 +9,10 @@
 #include <string.h>
 
 #define QC_CONFIG_MAX_BYTES (16u * 1024u * 1024u)
-#define SUPPORTED "supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
 
 const char *qc_arch_name(qc_arch arch) {
-    switch (arch) {
-    case QC_ARCH_LLAMA:   return "llama";
-    case QC_ARCH_MISTRAL: return "mistral";
-    case QC_ARCH_QWEN2:   return "qwen2";
-    case QC_ARCH_QWEN3:   return "qwen3";
-    }
-    return "unknown";
+    const qc_arch_desc *a = qc_arch_desc_of(arch);
+    return a ? a->model_type : "unknown";
 }
 
 /* Reads an integer field. Absent or null: *out = def and OK when `required` is false. */
@@ -128,25 +124,24 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
     const char *name = NULL;
     if (cJSON_IsArray(archs) && cJSON_GetArraySize(archs) > 0 && cJSON_IsString(cJSON_GetArrayItem(archs, 0)))
         name = cJSON_GetArrayItem(archs, 0)->valuestring;
-    static const struct { const char *arch, *type; qc_arch id; } known[] = {
-        {"LlamaForCausalLM", "llama", QC_ARCH_LLAMA},
-        {"MistralForCausalLM", "mistral", QC_ARCH_MISTRAL},
-        {"Qwen2ForCausalLM", "qwen2", QC_ARCH_QWEN2},
-        {"Qwen3ForCausalLM", "qwen3", QC_ARCH_QWEN3},
-    };
+    int n_known;
+    const qc_arch_desc *known = qc_arch_descs(&n_known);
     int found = -1;
-    for (int i = 0; i < 4; i++) {
-        if (name ? strcmp(name, known[i].arch) == 0
-                 : (cJSON_IsString(mt) && strcmp(mt->valuestring, known[i].type) == 0))
+    for (int i = 0; i < n_known; i++) {
+        if (name ? strcmp(name, known[i].class_name) == 0
+                 : (cJSON_IsString(mt) && strcmp(mt->valuestring, known[i].model_type) == 0))
             found = i;
     }
     if (found < 0) {
-        st = qc_fail(QC_ERR_UNSUPPORTED, "%s: architecture \"%s\" is not supported (" SUPPORTED ")", what,
-                     name ? name : cJSON_IsString(mt) ? mt->valuestring : "(none given)");
+        char list[512] = "";
+        for (int i = 0, o = 0; i < n_known && o < (int)sizeof list; i++)
+            o += snprintf(list + o, sizeof list - (size_t)o, "%s%s", i ? ", " : "", known[i].class_name);
+        st = qc_fail(QC_ERR_UNSUPPORTED, "%s: architecture \"%s\" is not supported (supported: %s)", what,
+                     name ? name : cJSON_IsString(mt) ? mt->valuestring : "(none given)", list);
         goto done;
     }
     c->arch = known[found].id;
-    snprintf(c->arch_name, sizeof c->arch_name, "%s", known[found].arch);
+    snprintf(c->arch_name, sizeof c->arch_name, "%s", known[found].class_name);
 
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
     if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0) {

@@ -1,7 +1,8 @@
 /*
  * model_config.h - a Hugging Face config.json turned into the description of a decoder model.
  *
- * Supported architectures (config "architectures"[0], or "model_type" when that is absent):
+ * Supported architectures (config "architectures"[0], or "model_type" when that is absent; their layer
+ * layouts are described in arch.h, which also lists the names this parser accepts):
  *   LlamaForCausalLM    model_type llama    (attention_bias/mlp_bias optional)
  *   MistralForCausalLM  model_type mistral  (sliding_window)
  *   Qwen2ForCausalLM    model_type qwen2    (q/k/v biases; use_sliding_window)

@@ -1,6 +1,8 @@
 /* Synthetic model directories (see synth.h). */
 #include "synth.h"
 
+#include "arch.h"
+
 #include "tokenizer.h"
 
 #include <cjson/cJSON.h>
@@ -153,29 +155,68 @@ static bool plan_add(plan *p, tensor_kind kind, int64_t rows, int64_t cols, int 
     return true;
 }
 
+/* The preset's shapes as the config the written config.json describes (what arch.h needs). */
+static qc_status spec_config(const qc_synth_spec *s, qc_model_config *c) {
+    memset(c, 0, sizeof *c);
+    int n;
+    const qc_arch_desc *a = qc_arch_descs(&n);
+    int found = -1;
+    for (int i = 0; i < n; i++)
+        if (strcmp(a[i].class_name, s->architecture) == 0) found = i;
+    if (found < 0) return qc_fail(QC_ERR_UNSUPPORTED, "synth: %s: architecture %s is not supported", s->name, s->architecture);
+    c->arch = a[found].id;
+    c->hidden_size = s->hidden_size;
+    c->intermediate_size = s->intermediate_size;
+    c->n_heads = s->n_heads;
+    c->n_kv_heads = s->n_kv_heads;
+    c->head_dim = s->head_dim;
+    c->vocab_size = s->vocab_size;
+    c->qkv_bias = s->qkv_bias;
+    c->qk_norm = s->qk_norm;
+    c->tie_word_embeddings = s->tie_word_embeddings;
+    return QC_OK;
+}
+
+/* The tensors in the order transformers registers them (arch.h's linears in order, each with its bias; a
+ * norm right after the last linear of its module, e.g. self_attn.q_norm after o_proj; the layer norms
+ * last), so that tensor t's values (seeded by its index) do not depend on how the description is laid out. */
 static qc_status make_plan(const qc_synth_spec *s, int n_layers, plan *p) {
-    const int64_t d = s->hidden_size, ff = s->intermediate_size, hd = s->head_dim;
-    const int64_t q = (int64_t)s->n_heads * hd, kv = (int64_t)s->n_kv_heads * hd;
-    bool ok = plan_add(p, K_WEIGHT, s->vocab_size, d, -1, "model.embed_tokens.weight");
+    qc_model_config c;
+    qc_status st = spec_config(s, &c);
+    if (st) return st;
+    const qc_arch_desc *a = qc_arch_desc_of(c.arch);
+    const int64_t d = s->hidden_size;
+    char what[48]; /* plan_tensor's name holds "model.layers.N." and this */
+    bool ok = plan_add(p, K_WEIGHT, s->vocab_size, d, -1, a->embed);
     for (int i = 0; ok && i < n_layers; i++) {
-        ok = plan_add(p, K_WEIGHT, q, d, i, "self_attn.q_proj.weight");
-        if (ok && s->qkv_bias) ok = plan_add(p, K_BIAS, q, 0, i, "self_attn.q_proj.bias");
-        ok = ok && plan_add(p, K_WEIGHT, kv, d, i, "self_attn.k_proj.weight");
-        if (ok && s->qkv_bias) ok = plan_add(p, K_BIAS, kv, 0, i, "self_attn.k_proj.bias");
-        ok = ok && plan_add(p, K_WEIGHT, kv, d, i, "self_attn.v_proj.weight");
-        if (ok && s->qkv_bias) ok = plan_add(p, K_BIAS, kv, 0, i, "self_attn.v_proj.bias");
-        ok = ok && plan_add(p, K_WEIGHT, d, q, i, "self_attn.o_proj.weight");
-        if (ok && s->qk_norm)
-            ok = plan_add(p, K_NORM, hd, 0, i, "self_attn.q_norm.weight") &&
-                 plan_add(p, K_NORM, hd, 0, i, "self_attn.k_norm.weight");
-        ok = ok && plan_add(p, K_WEIGHT, ff, d, i, "mlp.gate_proj.weight") &&
-             plan_add(p, K_WEIGHT, ff, d, i, "mlp.up_proj.weight") &&
-             plan_add(p, K_WEIGHT, d, ff, i, "mlp.down_proj.weight") &&
-             plan_add(p, K_NORM, d, 0, i, "input_layernorm.weight") &&
-             plan_add(p, K_NORM, d, 0, i, "post_attention_layernorm.weight");
+        bool norm_done[QC_NORM_COUNT] = {0};
+        for (int l = 0; ok && l < QC_LIN_COUNT; l++) {
+            int N, K;
+            qc_linear_shape(&c, (qc_linear_id)l, &N, &K);
+            snprintf(what, sizeof what, "%s.weight", a->lin[l].name);
+            ok = plan_add(p, K_WEIGHT, N, K, i, what);
+            if (ok && qc_linear_has_bias(&c, (qc_linear_id)l)) {
+                snprintf(what, sizeof what, "%s.bias", a->lin[l].name);
+                ok = plan_add(p, K_BIAS, N, 0, i, what);
+            }
+            const char *dot = strchr(a->lin[l].name, '.');
+            size_t mod = dot ? (size_t)(dot - a->lin[l].name) : 0;
+            bool last_of_module = mod > 0 && (l + 1 == QC_LIN_COUNT || strncmp(a->lin[l + 1].name, a->lin[l].name, mod + 1) != 0);
+            for (int k = 0; ok && last_of_module && k < QC_NORM_COUNT; k++) {
+                if (!qc_norm_present(&c, (qc_norm_id)k) || strncmp(a->norm[k].name, a->lin[l].name, mod + 1) != 0) continue;
+                snprintf(what, sizeof what, "%s.weight", a->norm[k].name);
+                ok = plan_add(p, K_NORM, qc_norm_dim(&c, (qc_norm_id)k), 0, i, what);
+                norm_done[k] = true;
+            }
+        }
+        for (int k = 0; ok && k < QC_NORM_COUNT; k++) {
+            if (norm_done[k] || !qc_norm_present(&c, (qc_norm_id)k)) continue;
+            snprintf(what, sizeof what, "%s.weight", a->norm[k].name);
+            ok = plan_add(p, K_NORM, qc_norm_dim(&c, (qc_norm_id)k), 0, i, what);
+        }
     }
-    ok = ok && plan_add(p, K_NORM, d, 0, -1, "model.norm.weight");
-    if (ok && !s->tie_word_embeddings) ok = plan_add(p, K_WEIGHT, s->vocab_size, d, -1, "lm_head.weight");
+    ok = ok && plan_add(p, K_NORM, d, 0, -1, a->final_norm);
+    if (ok && !s->tie_word_embeddings) ok = plan_add(p, K_WEIGHT, s->vocab_size, d, -1, a->lm_head);
     if (!ok) return qc_fail(QC_ERR_NOMEM, "synth: out of memory");
     return QC_OK;
 }

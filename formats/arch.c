@@ -1,0 +1,134 @@
+#include "arch.h"
+
+/* The Llama layer, which Mistral, Qwen2 and Qwen3 share: pre-norm attention (q/k/v from the normed input,
+ * o_proj from the heads) and a gated SiLU MLP; biases per the config's flags; Qwen3's per-head q/k norms
+ * exist when the config says qk_norm. */
+#define LLAMA_LINEARS                                                                   \
+    {                                                                                   \
+        {"self_attn.q_proj", QC_DIM_Q, QC_DIM_HIDDEN, QC_BIAS_QKV, QC_LIN_Q, true},     \
+        {"self_attn.k_proj", QC_DIM_KV, QC_DIM_HIDDEN, QC_BIAS_QKV, QC_LIN_Q, true},    \
+        {"self_attn.v_proj", QC_DIM_KV, QC_DIM_HIDDEN, QC_BIAS_QKV, QC_LIN_Q},          \
+        {"self_attn.o_proj", QC_DIM_HIDDEN, QC_DIM_Q, QC_BIAS_O, QC_LIN_O},             \
+        {"mlp.gate_proj", QC_DIM_FF, QC_DIM_HIDDEN, QC_BIAS_MLP, QC_LIN_GATE},          \
+        {"mlp.up_proj", QC_DIM_FF, QC_DIM_HIDDEN, QC_BIAS_MLP, QC_LIN_GATE},            \
+        {"mlp.down_proj", QC_DIM_HIDDEN, QC_DIM_FF, QC_BIAS_MLP, QC_LIN_DOWN},          \
+    }
+#define LLAMA_NORMS                                                                     \
+    {                                                                                   \
+        {"input_layernorm", QC_DIM_HIDDEN, false},                                      \
+        {"post_attention_layernorm", QC_DIM_HIDDEN, false},                             \
+        {"self_attn.q_norm", QC_DIM_HEAD, true},                                        \
+        {"self_attn.k_norm", QC_DIM_HEAD, true},                                        \
+    }
+#define LLAMA_LAYER                                                                     \
+    .lin = LLAMA_LINEARS, .norm = LLAMA_NORMS,                                          \
+    .caps = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN}, .n_caps = 4,                \
+    .seq = {{{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3}, {{QC_LIN_O}, 1}, {{QC_LIN_GATE, QC_LIN_UP}, 2}, \
+            {{QC_LIN_DOWN}, 1}},                                                        \
+    .n_seq = 4,                                                                         \
+    .awq = {{QC_LIN_Q, QC_AWQ_MOD_ATTN, {QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, QC_NORM_ATTN, -1, false}, \
+            {QC_LIN_O, QC_AWQ_MOD_LINEAR, {QC_LIN_O}, 1, -1, QC_LIN_V, true},           \
+            {QC_LIN_GATE, QC_AWQ_MOD_MLP, {QC_LIN_GATE, QC_LIN_UP}, 2, QC_NORM_MLP, -1, false}, \
+            {QC_LIN_DOWN, QC_AWQ_MOD_LINEAR, {QC_LIN_DOWN}, 1, -1, QC_LIN_UP, false}},  \
+    .n_awq = 4,                                                                         \
+    .embed = "model.embed_tokens.weight", .final_norm = "model.norm.weight", .lm_head = "lm_head.weight"
+
+static const qc_arch_desc k_descs[] = {
+    {.id = QC_ARCH_LLAMA, .class_name = "LlamaForCausalLM", .model_type = "llama", LLAMA_LAYER},
+    {.id = QC_ARCH_MISTRAL, .class_name = "MistralForCausalLM", .model_type = "mistral", LLAMA_LAYER},
+    {.id = QC_ARCH_QWEN2, .class_name = "Qwen2ForCausalLM", .model_type = "qwen2", LLAMA_LAYER},
+    {.id = QC_ARCH_QWEN3, .class_name = "Qwen3ForCausalLM", .model_type = "qwen3", LLAMA_LAYER},
+};
+#define N_DESCS ((int)(sizeof k_descs / sizeof k_descs[0]))
+
+const qc_arch_desc *qc_arch_descs(int *n) {
+    *n = N_DESCS;
+    return k_descs;
+}
+
+const qc_arch_desc *qc_arch_desc_of(qc_arch arch) {
+    for (int i = 0; i < N_DESCS; i++)
+        if (k_descs[i].id == arch) return &k_descs[i];
+    return NULL;
+}
+
+static const qc_arch_desc *desc(const qc_model_config *cfg) {
+    const qc_arch_desc *a = qc_arch_desc_of(cfg->arch);
+    QC_ASSERT(a != NULL);
+    return a;
+}
+
+int qc_arch_dim_value(const qc_model_config *c, qc_arch_dim dim) {
+    switch (dim) {
+    case QC_DIM_HIDDEN: return c->hidden_size;
+    case QC_DIM_Q:      return c->n_heads * c->head_dim;
+    case QC_DIM_KV:     return c->n_kv_heads * c->head_dim;
+    case QC_DIM_FF:     return c->intermediate_size;
+    case QC_DIM_HEAD:   return c->head_dim;
+    }
+    QC_ASSERT(0);
+    return 0;
+}
+
+const char *qc_linear_name(qc_linear_id l) {
+    QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
+    return k_descs[0].lin[l].name;
+}
+
+void qc_linear_shape(const qc_model_config *c, qc_linear_id l, int *out, int *in) {
+    QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
+    const qc_arch_linear *d = &desc(c)->lin[l];
+    *out = qc_arch_dim_value(c, d->out);
+    *in = qc_arch_dim_value(c, d->in);
+}
+
+bool qc_linear_has_bias(const qc_model_config *c, qc_linear_id l) {
+    QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
+    switch (desc(c)->lin[l].bias) {
+    case QC_BIAS_NONE: return false;
+    case QC_BIAS_QKV:  return c->qkv_bias;
+    case QC_BIAS_O:    return c->o_bias;
+    case QC_BIAS_MLP:  return c->mlp_bias;
+    }
+    return false;
+}
+
+qc_linear_id qc_linear_input(const qc_model_config *c, qc_linear_id l) {
+    QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
+    return desc(c)->lin[l].input;
+}
+
+int qc_capture_width(const qc_model_config *c, qc_linear_id cap) {
+    const qc_arch_desc *a = desc(c);
+    for (int l = 0; l < QC_LIN_COUNT; l++)
+        if (a->lin[l].input == cap) return qc_arch_dim_value(c, a->lin[l].in);
+    QC_ASSERT(0 && "not a capture point");
+    return 0;
+}
+
+bool qc_norm_present(const qc_model_config *c, qc_norm_id n) {
+    QC_ASSERT(n >= 0 && n < QC_NORM_COUNT);
+    const qc_arch_norm *d = &desc(c)->norm[n];
+    return d->name && (!d->if_qk_norm || c->qk_norm);
+}
+
+int qc_norm_dim(const qc_model_config *c, qc_norm_id n) {
+    QC_ASSERT(n >= 0 && n < QC_NORM_COUNT);
+    return qc_arch_dim_value(c, desc(c)->norm[n].dim);
+}
+
+int qc_arch_awq_groups(const qc_model_config *c, qc_arch_awq g[4]) {
+    const qc_arch_desc *a = desc(c);
+    int ng = 0;
+    for (int i = 0; i < a->n_awq; i++) {
+        const qc_arch_awq *w = &a->awq[i];
+        if (w->if_square) { /* v_proj -> o_proj only when v's output is o's input and o is square (no GQA) */
+            int pn, pk, n, k;
+            qc_linear_shape(c, (qc_linear_id)w->prev_lin, &pn, &pk);
+            qc_linear_shape(c, w->lin[0], &n, &k);
+            if (!(pn == n && pk == k)) continue;
+        }
+        g[ng++] = *w;
+    }
+    return ng;
+}

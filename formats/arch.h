@@ -1,0 +1,144 @@
+/*
+ * arch.h - one description per decoder architecture: everything qcal knows about a layer's layout.
+ *
+ * A description names a decoder layer's linears (tensor path, shape in config terms, which config flag
+ * gives it a bias, the capture point whose rows it consumes), its norms, the capture points in forward
+ * order, the true-sequential groups, and AWQ's scale groups with the operation each folds 1/s into.
+ * The CPU forward (calib/model.c), the GPU forward and loader (calib/gpu_forward.cu), both pipeline
+ * drivers (calib/pipeline.c, calib/pipeline_gpu.c), the preflight plan (calib/plan.c), the memory
+ * estimate of `qcal quantize` and `qcal synth` read it, so adding an architecture means adding its
+ * description here (plus its config.json fields in model_config.c and any new kernel), not editing
+ * each of them.
+ *
+ *   const qc_arch_desc *a = qc_arch_desc_of(cfg.arch);
+ *   for (int l = 0; l < QC_LIN_COUNT; l++) {
+ *       int out, in;
+ *       qc_linear_shape(&cfg, l, &out, &in);       // rows = out_features, cols = in_features
+ *       printf("model.layers.0.%s.weight\n", a->lin[l].name);
+ *   }
+ *   for (int g = 0; g < a->n_seq; g++) ...          // true-sequential groups, a->seq[g].lin[0 .. n-1]
+ *
+ * Descriptions are static constant data: never freed, safe from any thread.
+ */
+#ifndef QC_ARCH_H
+#define QC_ARCH_H
+
+#include "model_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The seven linear layers of a decoder layer. Append only: values index reports and resume state. */
+typedef enum qc_linear_id {
+    QC_LIN_Q = 0, QC_LIN_K = 1, QC_LIN_V = 2, QC_LIN_O = 3,
+    QC_LIN_GATE = 4, QC_LIN_UP = 5, QC_LIN_DOWN = 6,
+    QC_LIN_COUNT = 7
+} qc_linear_id;
+
+/* A width in config terms. */
+typedef enum qc_arch_dim {
+    QC_DIM_HIDDEN = 0,  /* hidden_size */
+    QC_DIM_Q,           /* n_heads * head_dim */
+    QC_DIM_KV,          /* n_kv_heads * head_dim */
+    QC_DIM_FF,          /* intermediate_size */
+    QC_DIM_HEAD,        /* head_dim */
+} qc_arch_dim;
+
+/* Which config flag gives a linear a bias. */
+typedef enum qc_arch_bias {
+    QC_BIAS_NONE = 0,   /* never */
+    QC_BIAS_QKV,        /* qkv_bias (Qwen2; Llama attention_bias) */
+    QC_BIAS_O,          /* o_bias (Llama attention_bias) */
+    QC_BIAS_MLP,        /* mlp_bias */
+} qc_arch_bias;
+
+typedef struct qc_arch_linear {
+    const char  *name;       /* tensor path below "model.layers.N.", e.g. "self_attn.q_proj" */
+    qc_arch_dim  out, in;    /* out_features (rows), in_features (columns) */
+    qc_arch_bias bias;
+    qc_linear_id input;      /* the capture point whose rows it consumes (q, k, v: QC_LIN_Q) */
+    bool         awq_no_clip;/* AWQ's clipping search skips it (q/k: their outputs meet in the attention
+                                scores, which the per-linear output error does not see) */
+} qc_arch_linear;
+
+/* The norms of a decoder layer (qc_layer's attn_norm, mlp_norm, q_norm, k_norm). */
+typedef enum qc_norm_id { QC_NORM_ATTN = 0, QC_NORM_MLP = 1, QC_NORM_Q = 2, QC_NORM_K = 3, QC_NORM_COUNT = 4 } qc_norm_id;
+
+typedef struct qc_arch_norm {
+    const char  *name;       /* below "model.layers.N.", without ".weight"; NULL: the architecture has none */
+    qc_arch_dim  dim;
+    bool         if_qk_norm; /* present only when the config's qk_norm is set */
+} qc_arch_norm;
+
+/* A true-sequential group: linears solved together, from the Hessians of one forward of the layer with
+ * the groups before it already quantized. */
+typedef struct qc_arch_seq {
+    qc_linear_id lin[QC_LIN_COUNT];
+    int          n;
+} qc_arch_seq;
+
+/* An AWQ scale group (spec E.2): linears sharing one input, scaled by s, and the operation whose output
+ * is divided by s so that the layer's function is unchanged. */
+/* The module whose output AWQ's scale search compares for a group. */
+typedef enum qc_awq_module {
+    QC_AWQ_MOD_ATTN = 0,     /* the attention block without its residual (model.h qc_attn_forward) */
+    QC_AWQ_MOD_MLP,          /* the MLP block without its residual (qc_mlp_forward) */
+    QC_AWQ_MOD_LINEAR,       /* the group's one linear (its loss is exact from X^T X) */
+} qc_awq_module;
+
+typedef struct qc_arch_awq {
+    qc_linear_id input;      /* capture point: the scaled linears' shared input */
+    qc_awq_module module;
+    qc_linear_id lin[3];
+    int          n;
+    int          prev_norm;  /* fold into this norm (qc_norm_id), or -1 */
+    int          prev_lin;   /* else into the last in_features output rows of this linear (qc_linear_id) */
+    bool         if_square;  /* only when prev_lin's output has as many rows as lin[0] has columns and
+                                lin[0] is square in that sense (v_proj -> o_proj without GQA) */
+} qc_arch_awq;
+
+typedef struct qc_arch_desc {
+    qc_arch        id;
+    const char    *class_name;   /* config "architectures"[0], e.g. "LlamaForCausalLM" */
+    const char    *model_type;   /* config "model_type", e.g. "llama" */
+    qc_arch_linear lin[QC_LIN_COUNT];
+    qc_arch_norm   norm[QC_NORM_COUNT];
+    qc_linear_id   caps[QC_LIN_COUNT]; /* capture points in forward order */
+    int            n_caps;
+    qc_arch_seq    seq[QC_LIN_COUNT];  /* true-sequential groups in order */
+    int            n_seq;
+    qc_arch_awq    awq[4];             /* AWQ scale groups in order */
+    int            n_awq;
+    const char    *embed;        /* "model.embed_tokens.weight" */
+    const char    *final_norm;   /* "model.norm.weight" */
+    const char    *lm_head;      /* "lm_head.weight" (the embedding when tie_word_embeddings) */
+} qc_arch_desc;
+
+/* The description of arch; NULL for a value that is not a qc_arch. */
+const qc_arch_desc *qc_arch_desc_of(qc_arch arch);
+/* The descriptions in qc_arch order: *n of them. */
+const qc_arch_desc *qc_arch_descs(int *n);
+
+/* A qc_arch_dim's value for this config. */
+int          qc_arch_dim_value(const qc_model_config *cfg, qc_arch_dim dim);
+/* "self_attn.q_proj", ... (the Llama names; qc_arch_desc_of(arch)->lin[l].name for a given model). */
+const char  *qc_linear_name(qc_linear_id l);
+/* A linear's shape and whether it has a bias, for this config. */
+void         qc_linear_shape(const qc_model_config *cfg, qc_linear_id l, int *out_features, int *in_features);
+bool         qc_linear_has_bias(const qc_model_config *cfg, qc_linear_id l);
+/* The capture point whose rows linear l consumes. */
+qc_linear_id qc_linear_input(const qc_model_config *cfg, qc_linear_id l);
+/* The width of a capture point's rows (in_features of the linears it feeds). */
+int          qc_capture_width(const qc_model_config *cfg, qc_linear_id cap);
+/* Whether a norm exists for this config, and its length. */
+bool         qc_norm_present(const qc_model_config *cfg, qc_norm_id n);
+int          qc_norm_dim(const qc_model_config *cfg, qc_norm_id n);
+/* The AWQ scale groups that apply to a layer of this config (if_square checked against the config's
+ * shapes): writes up to 4 to g, returns how many. */
+int          qc_arch_awq_groups(const qc_model_config *cfg, qc_arch_awq g[4]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QC_ARCH_H */
