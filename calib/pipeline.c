@@ -283,26 +283,13 @@ typedef struct {
     qc_fwd *f;
     qc_qlinear ql;
     qc_pl_parts part;
-    int done, total;
+    qc_layer *layer;             /* the layer being quantized (FP32, modified in place) */
+    qc_pl_driver drv;            /* the shared schedule (pipeline_driver.c) */
 } run_ctx;
 
 bool qc_pl_packable(const qc_pipeline_opts *o, int N, int K, const char **why) {
     if (o->format == QC_PACK_AWQ) return qc_awq_shape_ok(N, K, o->q.bits, o->q.group_size, why);
     return qc_gptq_shape_ok(N, K, o->q.bits, o->q.group_size, why);
-}
-
-static bool packable(const run_ctx *c, int N, int K, const char **why) { return qc_pl_packable(c->o, N, K, why); }
-
-static void name_report(run_ctx *c, int li, qc_linear_id l, const qc_layer *layer) {
-    qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
-    r->layer = li;
-    r->lin = l;
-    r->N = layer->out_features[l];
-    r->K = layer->in_features[l];
-    r->awq_ratio = -1.0;
-    r->awq_formula = QC_AWQ_F_NONE;
-    r->awq_loss = 0.0;
-    snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_linear_name(l));
 }
 
 /* After a solver left W_hat in layer->w[l] and the codes in c->ql: the output error against Wref
@@ -349,13 +336,6 @@ static qc_status keep_unquantized(run_ctx *c, int li, qc_linear_id l, const qc_l
     return st;
 }
 
-static qc_status report(run_ctx *c, int li, qc_linear_id l) {
-    c->done++;
-    if (c->o->on_linear && !c->o->on_linear(c->o->user, &c->res->lin[li * QC_LIN_COUNT + l], c->done, c->total))
-        return qc_fail(QC_ERR_CANCELLED, "quantize: cancelled");
-    return QC_OK;
-}
-
 /* H <- 2/rows * H, mirrored from the upper triangle ssyrk filled. */
 static void finish_hessian(float *H, int K, int64_t rows) {
     float scale = 2.0f / (float)rows;
@@ -383,94 +363,89 @@ static float *hessian_buf(run_ctx *c, qc_linear_id cap, int K) {
     return c->Hs[cap];
 }
 
-/* ---- GPTQ and RTN: per group, Hessians from the partly quantized layer, solve, then propagate ---- */
-static qc_status gptq_layer(run_ctx *c, int li, qc_layer *layer) {
-    const qc_pipeline_opts *o = c->o;
-    const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
+/* ---- GPTQ and RTN (the driver's schedule: pipeline_driver.c) ---- */
+
+/* The layer (already-quantized groups in place) on every sample, accumulating the wanted Hessians; stops
+ * after the last wanted capture point. */
+static qc_status cpu_hessians(void *be, int li, int gi, int n_groups, const bool want[QC_LIN_COUNT]) {
+    (void)gi, (void)n_groups;
+    run_ctx *c = be;
+    const qc_model_config *cfg = &c->m->cfg;
+    const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
+    capture_ctx cc;
+    memset(&cc, 0, sizeof cc);
+    cc.last = QC_LIN_Q;
+    cc.T = c->T;
     qc_status st = QC_OK;
-    int n_groups = o->true_sequential ? arch->n_seq : 1;
-    for (int gi = 0; gi < n_groups && st == QC_OK; gi++) {
-        qc_linear_id members[QC_LIN_COUNT];
-        int nm = 0;
-        if (o->true_sequential) {
-            for (int k = 0; k < arch->seq[gi].n; k++) members[nm++] = arch->seq[gi].lin[k];
-        } else {
-            for (int k = 0; k < QC_LIN_COUNT; k++) members[nm++] = (qc_linear_id)k;
-        }
-        bool quant[QC_LIN_COUNT] = {0};
-        const char *why[QC_LIN_COUNT] = {0};
-        capture_ctx cc;
-        memset(&cc, 0, sizeof cc);
-        cc.last = QC_LIN_Q;
-        cc.T = c->T;
-        bool any = false;
-        for (int k = 0; k < nm && st == QC_OK; k++) {
-            qc_linear_id l = members[k];
-            name_report(c, li, l, layer);
-            quant[l] = packable(c, layer->out_features[l], layer->in_features[l], &why[l]);
-            if (!quant[l]) continue;
-            qc_linear_id cap = qc_linear_input(&c->m->cfg, l);
-            if (!cc.want[cap]) {
-                cc.want[cap] = any = true;
-                cc.K[cap] = layer->in_features[l];
-                if (!(cc.H[cap] = hessian_buf(c, cap, cc.K[cap]))) st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
-                if (cap > cc.last) cc.last = cap;
-            }
-        }
-        if (st == QC_OK && any) {
-            /* run the layer (already-quantized groups in place) and accumulate the Hessians */
-            if (o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "forward");
-            double tf = qc_time_now();
-            for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
-                int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
-                memcpy(c->xs, c->X + (size_t)s0 * c->T * c->d, sizeof(float) * (size_t)nb * c->T * c->d);
-                st = qc_layer_forward(c->f, layer, c->xs, nb, c->T, capture, &cc);
-            }
-            c->res->t_forward += qc_time_now() - tf - cc.t_hess;
-            c->res->t_hessian += cc.t_hess;
-            for (int k = 0; k < QC_LIN_COUNT; k++)
-                if (cc.want[k] && st == QC_OK) {
-                    finish_hessian(cc.H[k], cc.K[k], cc.rows[k]);
-                    st = qc_pl_check_hessian(cc.H[k], cc.K[k], li, (qc_linear_id)k);
-                }
-        }
-        if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "solve");
-        for (int k = 0; k < nm && st == QC_OK; k++) {
-            qc_linear_id l = members[k];
-            if (!quant[l]) {
-                if ((st = keep_unquantized(c, li, l, layer, why[l])) == QC_OK) st = report(c, li, l);
-                continue;
-            }
-            qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
-            int N = layer->out_features[l], K = layer->in_features[l];
-            const float *H = c->Hs[qc_linear_input(&c->m->cfg, l)];
-            double ts = qc_time_now();
-            memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K);
-            memcpy(c->Hw, H, sizeof(float) * (size_t)K * K);
-            if ((st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, o->q.sym, false))) break;
-            if (o->method == QC_METHOD_GPTQ) {
-                qc_gptq_stats gs;
-                st = qc_gptq_quantize(layer->w[l], c->Hw, N, K, &o->q, &c->ql, &gs);
-                r->damp = gs.damp_used;
-                r->retries = gs.retries;
-                r->dead_cols = gs.dead_cols;
-            } else {
-                st = qc_rtn_quantize_opts(layer->w[l], N, K, &o->q, &c->ql);
-            }
-            if (st) {
-                qc_error_prefix("%s", r->name);
-                break;
-            }
-            r->seconds = qc_time_now() - ts;
-            c->res->t_solve += r->seconds;
-            if ((st = finish_linear(c, li, l, layer, H)) == QC_OK) st = report(c, li, l);
-        }
+    for (int k = 0; k < arch->n_caps && st == QC_OK; k++) { /* in forward order: the last wanted one stops it */
+        qc_linear_id cap = arch->caps[k];
+        if (!want[cap]) continue;
+        cc.want[cap] = true;
+        cc.K[cap] = qc_capture_width(cfg, cap);
+        cc.last = cap;
+        if (!(cc.H[cap] = hessian_buf(c, cap, cc.K[cap]))) st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
     }
-    /* the quantized layer's output is the next layer's input */
     double tf = qc_time_now();
     for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
         int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
-        st = qc_layer_forward(c->f, layer, c->X + (size_t)s0 * c->T * c->d, nb, c->T, NULL, NULL);
+        memcpy(c->xs, c->X + (size_t)s0 * c->T * c->d, sizeof(float) * (size_t)nb * c->T * c->d);
+        st = qc_layer_forward(c->f, c->layer, c->xs, nb, c->T, capture, &cc);
+    }
+    c->res->t_forward += qc_time_now() - tf - cc.t_hess;
+    c->res->t_hessian += cc.t_hess;
+    for (int k = 0; k < QC_LIN_COUNT; k++)
+        if (cc.want[k] && st == QC_OK) {
+            finish_hessian(cc.H[k], cc.K[k], cc.rows[k]);
+            st = qc_pl_check_hessian(cc.H[k], cc.K[k], li, (qc_linear_id)k);
+        }
+    return st;
+}
+
+static qc_status cpu_solve(void *be, int li, qc_linear_id l, bool last_user) {
+    (void)last_user; /* the solver works on a copy of H */
+    run_ctx *c = be;
+    const qc_pipeline_opts *o = c->o;
+    qc_layer *layer = c->layer;
+    qc_linear_report *r = qc_pl_row(&c->drv, li, l);
+    int N = layer->out_features[l], K = layer->in_features[l];
+    const float *H = c->Hs[qc_linear_input(&c->m->cfg, l)];
+    double ts = qc_time_now();
+    memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K);
+    memcpy(c->Hw, H, sizeof(float) * (size_t)K * K);
+    qc_status st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, o->q.sym, false);
+    if (st) return st;
+    if (o->method == QC_METHOD_GPTQ) {
+        qc_gptq_stats gs;
+        st = qc_gptq_quantize(layer->w[l], c->Hw, N, K, &o->q, &c->ql, &gs);
+        r->damp = gs.damp_used;
+        r->retries = gs.retries;
+        r->dead_cols = gs.dead_cols;
+    } else {
+        st = qc_rtn_quantize_opts(layer->w[l], N, K, &o->q, &c->ql);
+    }
+    if (st) {
+        qc_error_prefix("%s", r->name);
+        return st;
+    }
+    r->seconds = qc_time_now() - ts;
+    c->res->t_solve += r->seconds;
+    return finish_linear(c, li, l, layer, H);
+}
+
+static qc_status cpu_keep_f16(void *be, int li, qc_linear_id l, const char *why) {
+    run_ctx *c = be;
+    return keep_unquantized(c, li, l, c->layer, why);
+}
+
+/* the quantized layer's output is the next layer's input */
+static qc_status cpu_propagate(void *be, int li, int n_groups) {
+    (void)li, (void)n_groups;
+    run_ctx *c = be;
+    qc_status st = QC_OK;
+    double tf = qc_time_now();
+    for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
+        int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+        st = qc_layer_forward(c->f, c->layer, c->X + (size_t)s0 * c->T * c->d, nb, c->T, NULL, NULL);
     }
     c->res->t_forward += qc_time_now() - tf;
     return st;
@@ -528,19 +503,12 @@ static int search_windows(const run_ctx *c) {
     return n <= 0 || n >= c->nsamples ? c->nsamples : n;
 }
 
-/* The search's choice for one group. */
-typedef struct {
-    double ratio, loss;
-    qc_awq_formula formula;
-    bool gram;  /* c->Hs[input] holds the unscaled X^T X (full), for the error report's Hessian */
-} awq_choice;
-
 /* Grid search of E.3 for one group on the original weights (per formula, qc_awq_candidate's order);
  * writes the best scales to s. A group whose module is one linear (o_proj, down_proj) is scored on
  * every window, through G = X^T X (qc_awq_quad_loss) when there are at least K rows, else (or with
  * awq_plain_search) by forwards; the attention and MLP groups by forwards over search_windows()
  * evenly strided windows. */
-static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *g, float *s, awq_choice *best) {
+static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *g, float *s, qc_pl_awq_choice *best) {
     int K = layer->in_features[g->lin[0]], gs = c->o->q.group_size, bits = c->o->q.bits, T = c->T;
     /* X^T X costs O(N K^2) a candidate, the forward O(rows N K): the cheaper one (a choice by shapes only) */
     bool one = g->module == QC_AWQ_MOD_LINEAR;
@@ -633,74 +601,68 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
     return st;
 }
 
-static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
-    const qc_pipeline_opts *o = c->o;
+/* The original layer on all samples: every linear's input, and the next layer's input. */
+static qc_status cpu_awq_capture(void *be, int li) {
+    (void)li;
+    run_ctx *c = be;
     qc_status st = QC_OK;
-    for (int l = 0; l < QC_LIN_COUNT; l++) name_report(c, li, (qc_linear_id)l, layer);
-    /* 1. the original layer on all samples: every linear's input, and the next layer's input */
     awq_capture_ctx ac = {0};
     for (int k = 0; k < QC_LIN_COUNT; k++) ac.A[k] = c->A[k];
     double tf = qc_time_now();
     for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
         int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
         ac.row0 = (size_t)s0 * c->T;
-        st = qc_layer_forward(c->f, layer, c->X + ac.row0 * c->d, nb, c->T, awq_capture, &ac);
+        st = qc_layer_forward(c->f, c->layer, c->X + ac.row0 * c->d, nb, c->T, awq_capture, &ac);
     }
     c->res->t_forward += qc_time_now() - tf;
-    /* 2. scale searches, all on the original weights (spec E.2 groups) */
-    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-search");
-    awq_group groups[4];
-    int ng = qc_arch_awq_groups(&c->m->cfg, groups);
-    float *scales[4] = {0};
-    awq_choice choice[4];
-    double t_search = qc_time_now();
-    for (int gi = 0; gi < ng && st == QC_OK; gi++) {
-        int K = layer->in_features[groups[gi].lin[0]];
-        choice[gi] = (awq_choice){.ratio = -1.0, .loss = 0.0, .formula = QC_AWQ_F_NONE, .gram = false};
-        if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
-        else if (!qc_pl_awq_group_quantized(o, layer->out_features, layer->in_features, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
-            for (int k = 0; k < K; k++) scales[gi][k] = 1.0f;
-        } else {
-            st = awq_search(c, layer, &groups[gi], scales[gi], &choice[gi]);
+    return st;
+}
+
+static qc_status cpu_awq_search(void *be, int li, const qc_arch_awq *g, float *s, qc_pl_awq_choice *best) {
+    (void)li;
+    run_ctx *c = be;
+    return awq_search(c, c->layer, g, s, best);
+}
+
+/* previous op /= s, scaled linears' columns *= s, their cached inputs /= s */
+static qc_status cpu_awq_fold(void *be, int li, const qc_arch_awq *g, const float *s) {
+    (void)li;
+    run_ctx *c = be;
+    qc_layer *layer = c->layer;
+    int K = layer->in_features[g->lin[0]];
+    if (g->prev_norm >= 0) {
+        float *nw = *qc_layer_norm(layer, (qc_norm_id)g->prev_norm);
+        for (int k = 0; k < K; k++) nw[k] /= s[k];
+    } else {
+        qc_linear_id p = (qc_linear_id)g->prev_lin;
+        int Np = layer->out_features[p], Kp = layer->in_features[p];
+        for (int n = Np - K; n < Np; n++) {
+            float inv = s[n - (Np - K)];
+            for (int k = 0; k < Kp; k++) layer->w[p][(size_t)n * Kp + k] /= inv;
+            if (layer->b[p]) layer->b[p][n] /= inv;
         }
-        if (st) qc_error_prefix("model.layers.%d awq scale search", li);
     }
-    /* 3. fold the scales: previous op /= s, scaled linears' columns *= s, their cached inputs /= s */
-    for (int gi = 0; gi < ng && st == QC_OK; gi++) {
-        const awq_group *g = &groups[gi];
-        const float *s = scales[gi];
-        int K = layer->in_features[g->lin[0]];
-        if (g->prev_norm >= 0) {
-            float *nw = *qc_layer_norm(layer, (qc_norm_id)g->prev_norm);
-            for (int k = 0; k < K; k++) nw[k] /= s[k];
-        } else {
-            qc_linear_id p = (qc_linear_id)g->prev_lin;
-            int Np = layer->out_features[p], Kp = layer->in_features[p];
-            for (int n = Np - K; n < Np; n++) {
-                float inv = s[n - (Np - K)];
-                for (int k = 0; k < Kp; k++) layer->w[p][(size_t)n * Kp + k] /= inv;
-                if (layer->b[p]) layer->b[p][n] /= inv;
-            }
-        }
-        for (int i = 0; i < g->n; i++) {
-            qc_linear_id l = g->lin[i];
-            int N = layer->out_features[l];
-            for (int n = 0; n < N; n++)
-                for (int k = 0; k < K; k++) layer->w[l][(size_t)n * K + k] *= s[k];
-            qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
-            r->awq_ratio = choice[gi].ratio;
-            r->awq_formula = choice[gi].formula;
-            r->awq_loss = choice[gi].loss;
-        }
-        float *A = c->A[g->input];
-        for (size_t r = 0; r < c->rows; r++)
-            for (int k = 0; k < K; k++) A[r * K + k] /= s[k];
+    for (int i = 0; i < g->n; i++) {
+        qc_linear_id l = g->lin[i];
+        int N = layer->out_features[l];
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) layer->w[l][(size_t)n * K + k] *= s[k];
     }
-    c->res->t_solve += qc_time_now() - t_search; /* the scale search is AWQ's solve */
-    /* Hessians of the scaled inputs, for the error report; where the search left X^T X of the unscaled
-     * inputs, 2/rows diag(1/s) X^T X diag(1/s) from it */
+    float *A = c->A[g->input];
+    for (size_t r = 0; r < c->rows; r++)
+        for (int k = 0; k < K; k++) A[r * K + k] /= s[k];
+    return QC_OK;
+}
+
+/* Hessians of the scaled inputs, for the error report (and awq+gptq); where the search left X^T X of the
+ * unscaled inputs, 2/rows diag(1/s) X^T X diag(1/s) from it */
+static qc_status cpu_awq_hessians(void *be, int li, const qc_arch_awq *groups, int ng, float *const *scales,
+                                  const qc_pl_awq_choice *choice) {
+    (void)li;
+    run_ctx *c = be;
     const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
     const qc_linear_id *caps = arch->caps;
+    qc_status st = QC_OK;
     for (int k = 0; k < arch->n_caps && st == QC_OK; k++) {
         int K = qc_capture_width(&c->m->cfg, caps[k]);
         int gi = 0;
@@ -724,62 +686,69 @@ static qc_status awq_layer(run_ctx *c, int li, qc_layer *layer) {
         finish_hessian(H, K, (int64_t)c->rows);
         c->res->t_hessian += qc_time_now() - th;
     }
-    for (int gi = 0; gi < 4; gi++) free(scales[gi]);
-    /* 4. clipping (not for q/k), 5. quantization */
-    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-quantize");
-    for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
-        qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
-        int N = layer->out_features[l], K = layer->in_features[l];
-        const char *why = NULL;
-        if (!packable(c, N, K, &why)) {
-            if ((st = keep_unquantized(c, li, (qc_linear_id)l, layer, why)) == QC_OK) st = report(c, li, (qc_linear_id)l);
-            continue;
-        }
-        double t0 = qc_time_now();
-        memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K); /* the scaled weight: W X = W_s X_s */
-        if (o->awq_clip && !qc_arch_desc_of(c->m->cfg.arch)->lin[l].awq_no_clip)
-            st = qc_awq_clip(layer->w[l], N, K, c->A[qc_linear_input(&c->m->cfg, (qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
-                             o->q.group_size, 512, 20, 0.5);
-        if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
-        if (st == QC_OK && o->awq_gptq) { /* GPTQ on the scaled (clipped) weight with its scaled inputs' Hessian */
-            qc_gptq_opts go = o->q;
-            go.sym = false;
-            qc_gptq_stats gs;
-            memcpy(c->Hw, c->Hs[qc_linear_input(&c->m->cfg, (qc_linear_id)l)], sizeof(float) * (size_t)K * K);
-            st = qc_gptq_quantize(layer->w[l], c->Hw, N, K, &go, &c->ql, &gs);
-            r->damp = gs.damp_used;
-            r->retries = gs.retries;
-            r->dead_cols = gs.dead_cols;
-        } else if (st == QC_OK) {
-            st = qc_awq_quantize(layer->w[l], N, K, o->q.bits, o->q.group_size, &c->ql);
-        }
-        if (st) {
-            qc_error_prefix("%s", r->name);
-            break;
-        }
-        r->seconds = qc_time_now() - t0;
-        c->res->t_solve += r->seconds;
-        if ((st = finish_linear(c, li, (qc_linear_id)l, layer, c->Hs[qc_linear_input(&c->m->cfg, (qc_linear_id)l)])) == QC_OK)
-            st = report(c, li, (qc_linear_id)l);
-    }
     return st;
 }
+
+/* clipping (unless exempt), then round-to-nearest, or with awq_gptq the GPTQ solver */
+static qc_status cpu_awq_quantize(void *be, int li, qc_linear_id l) {
+    run_ctx *c = be;
+    const qc_pipeline_opts *o = c->o;
+    qc_layer *layer = c->layer;
+    qc_linear_report *r = qc_pl_row(&c->drv, li, l);
+    int N = layer->out_features[l], K = layer->in_features[l];
+    qc_linear_id cap = qc_linear_input(&c->m->cfg, l);
+    qc_status st = QC_OK;
+    double t0 = qc_time_now();
+    memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K); /* the scaled weight: W X = W_s X_s */
+    if (o->awq_clip && !qc_arch_desc_of(c->m->cfg.arch)->lin[l].awq_no_clip)
+        st = qc_awq_clip(layer->w[l], N, K, c->A[cap], (int64_t)c->rows, o->q.bits, o->q.group_size, 512, 20, 0.5);
+    if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
+    if (st == QC_OK && o->awq_gptq) { /* GPTQ on the scaled (clipped) weight with its scaled inputs' Hessian */
+        qc_gptq_opts go = o->q;
+        go.sym = false;
+        qc_gptq_stats gs;
+        memcpy(c->Hw, c->Hs[cap], sizeof(float) * (size_t)K * K);
+        st = qc_gptq_quantize(layer->w[l], c->Hw, N, K, &go, &c->ql, &gs);
+        r->damp = gs.damp_used;
+        r->retries = gs.retries;
+        r->dead_cols = gs.dead_cols;
+    } else if (st == QC_OK) {
+        st = qc_awq_quantize(layer->w[l], N, K, o->q.bits, o->q.group_size, &c->ql);
+    }
+    if (st) {
+        qc_error_prefix("%s", r->name);
+        return st;
+    }
+    r->seconds = qc_time_now() - t0;
+    c->res->t_solve += r->seconds;
+    return finish_linear(c, li, l, layer, c->Hs[cap]);
+}
+
+static const qc_pl_backend_ops k_cpu_ops = {
+    .hessians = cpu_hessians,
+    .solve = cpu_solve,
+    .keep_f16 = cpu_keep_f16,
+    .group_done = NULL,
+    .propagate = cpu_propagate,
+    .awq_capture = cpu_awq_capture,
+    .awq_search = cpu_awq_search,
+    .awq_fold = cpu_awq_fold,
+    .awq_hessians = cpu_awq_hessians,
+    .awq_quantize = cpu_awq_quantize,
+};
 
 /* Norms into the layer's part, the part to disk, the loader-exact fake layer kept for evaluation. */
 static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
     const qc_model_config *cfg = &c->m->cfg;
-    int d = c->d;
     double tw = qc_time_now();
     char nm[192], path[4096];
-    snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", li);
-    qc_status st = qc_pl_part_add_f16(&c->part, nm, layer->attn_norm, d, 0);
-    snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", li);
-    if (st == QC_OK) st = qc_pl_part_add_f16(&c->part, nm, layer->mlp_norm, d, 0);
-    if (st == QC_OK && layer->q_norm) {
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.q_norm.weight", li);
-        st = qc_pl_part_add_f16(&c->part, nm, layer->q_norm, cfg->head_dim, 0);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_norm.weight", li);
-        if (st == QC_OK) st = qc_pl_part_add_f16(&c->part, nm, layer->k_norm, cfg->head_dim, 0);
+    const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
+    qc_status st = QC_OK;
+    for (int k = 0; k < QC_NORM_COUNT && st == QC_OK; k++) {
+        const float *nw = *qc_layer_norm(layer, (qc_norm_id)k);
+        if (!nw) continue;
+        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->norm[k].name);
+        st = qc_pl_part_add_f16(&c->part, nm, nw, qc_norm_dim(cfg, (qc_norm_id)k), 0);
     }
     snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
     if (st == QC_OK) st = qc_pl_part_write(&c->part, path);
@@ -805,14 +774,12 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
         fk->out_features[l] = layer->out_features[l];
         fk->in_features[l] = layer->in_features[l];
     }
-    float **norms[4] = {&layer->attn_norm, &layer->mlp_norm, &layer->q_norm, &layer->k_norm};
-    float **dst[4] = {&fk->attn_norm, &fk->mlp_norm, &fk->q_norm, &fk->k_norm};
-    int len[4] = {d, d, cfg->head_dim, cfg->head_dim};
-    for (int k = 0; k < 4; k++) {
-        *dst[k] = *norms[k];
-        *norms[k] = NULL;
-        if (*dst[k])
-            for (int i = 0; i < len[k]; i++) (*dst[k])[i] = qc_fp16_to_f32(qc_f32_to_fp16((*dst[k])[i]));
+    for (int k = 0; k < QC_NORM_COUNT; k++) {
+        float **src = qc_layer_norm(layer, (qc_norm_id)k), **dst = qc_layer_norm(fk, (qc_norm_id)k);
+        *dst = *src;
+        *src = NULL;
+        if (*dst)
+            for (int i = 0, n = qc_norm_dim(cfg, (qc_norm_id)k); i < n; i++) (*dst)[i] = qc_fp16_to_f32(qc_f32_to_fp16((*dst)[i]));
     }
     fk->index = li;
     return QC_OK;
@@ -846,10 +813,13 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
     c.batch = (o->batch_tokens > 0 ? o->batch_tokens : 8192) / T;
     if (c.batch < 1) c.batch = 1;
     if (c.batch > nsamples) c.batch = nsamples;
-    c.total = L * QC_LIN_COUNT;
-    int qd = cfg->n_heads * cfg->head_dim, ff = cfg->intermediate_size;
-    c.Kmax = ff > d ? ff : d;
-    if (qd > c.Kmax) c.Kmax = qd;
+    c.drv = (qc_pl_driver){.m = m, .o = o, .res = res, .ops = &k_cpu_ops, .be = &c, .total = L * QC_LIN_COUNT};
+    for (int l = 0; l < QC_LIN_COUNT; l++) { /* bounds every linear's N and K (Wo holds N x K) */
+        int N, K;
+        qc_linear_shape(cfg, (qc_linear_id)l, &N, &K);
+        c.Kmax = N > c.Kmax ? N : c.Kmax;
+        c.Kmax = K > c.Kmax ? K : c.Kmax;
+    }
 
     qc_status st = QC_OK;
     res->lin = calloc((size_t)L * QC_LIN_COUNT, sizeof *res->lin);
@@ -883,7 +853,7 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
     if (start > 0) {
         QC_LOGI("resuming at layer %d of %d: layers 0-%d and their activations come from %s", start, L, start - 1,
                 o->work_dir);
-        c.done = start * QC_LIN_COUNT;
+        c.drv.done = start * QC_LIN_COUNT;
     } else {
         if (o->on_phase) o->on_phase(o->user, -1, L, "embed");
         if ((st = qc_model_embed(m, ids, (int)c.rows, c.X))) goto out;
@@ -902,7 +872,9 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
         if (o->on_phase) o->on_phase(o->user, li, L, "load");
         if ((st = qc_layer_load(m, li, &layer))) break;
         st = qc_pl_check_layer(cfg, &layer, li);
-        if (st == QC_OK) st = o->method == QC_METHOD_AWQ ? awq_layer(&c, li, &layer) : gptq_layer(&c, li, &layer);
+        c.layer = &layer;
+        if (st == QC_OK) st = qc_pl_layer(&c.drv, li);
+        c.layer = NULL;
         if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, L, "part");
         if (st == QC_OK) st = layer_epilogue(&c, li, &layer);
         qc_pl_part_free(&c.part);

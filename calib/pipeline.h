@@ -1,6 +1,10 @@
 /*
  * pipeline.h - quantize a model one decoder layer at a time (spec D.1, D.2).
  *
+ * The schedule below is written once (pipeline_driver.c) from the architecture's description (arch.h: the
+ * groups, capture points and folds named here are Llama's) and runs on a CPU backend (pipeline.c, FP32) or a
+ * CUDA one (pipeline_gpu.c, --device cuda), which do the arithmetic.
+ *
  * The calibration windows are embedded once into X [nsamples * seqlen, d] (FP32). For each layer:
  * its weights are converted from the mmapped files; for each group of the schedule
  * (true-sequential: {q,k,v}, {o}, {gate,up}, {down}; otherwise all seven at once) the layer runs on X

@@ -80,7 +80,7 @@ typedef struct {
     const qc_model         *m;
     const qc_pipeline_opts *o;
     qc_pipeline_result     *res;
-    int                     d, T, nsamples, batch, qd, ff, Kmax, NKmax;
+    int                     d, T, nsamples, batch, Kmax, NKmax;
     size_t                  rows;
     float                  *X;               /* [rows, d] the current layer's input */
     float                  *xs;              /* [batch * T, d] scratch copy */
@@ -97,7 +97,8 @@ typedef struct {
     qc_gpu_solver          *sv;
     qc_qlinear              ql;
     qc_pl_parts             part;
-    int                     done, total;
+    qc_gpu_layer           *layer;           /* the layer being quantized (device, modified in place) */
+    qc_pl_driver            drv;             /* the shared schedule (pipeline_driver.c) */
     float                  *xh;              /* host copy of X for x.bin [rows, d]; NULL: no resume state */
     bool                    xh_pinned;
     double                  last_save;
@@ -154,28 +155,7 @@ static qc_status part_writer_start(gctx *c, const char *path, int li, bool save_
     return st;
 }
 
-static bool packable(const gctx *c, int N, int K, const char **why) { return qc_pl_packable(c->o, N, K, why); }
-
-static qc_linear_report *rep_of(gctx *c, int li, qc_linear_id l) { return &c->res->lin[li * QC_LIN_COUNT + l]; }
-
-static void name_report(gctx *c, int li, qc_linear_id l, const qc_gpu_layer *layer) {
-    qc_linear_report *r = rep_of(c, li, l);
-    r->layer = li;
-    r->lin = l;
-    r->N = layer->out_features[l];
-    r->K = layer->in_features[l];
-    r->awq_ratio = -1.0;
-    r->awq_formula = QC_AWQ_F_NONE;
-    r->awq_loss = 0.0;
-    snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_linear_name(l));
-}
-
-static qc_status report(gctx *c, int li, qc_linear_id l) {
-    c->done++;
-    if (c->o->on_linear && !c->o->on_linear(c->o->user, rep_of(c, li, l), c->done, c->total))
-        return qc_fail(QC_ERR_CANCELLED, "quantize: cancelled");
-    return QC_OK;
-}
+static qc_linear_report *rep_of(gctx *c, int li, qc_linear_id l) { return qc_pl_row(&c->drv, li, l); }
 
 /* A device fp32 vector -> host floats (malloc'd). */
 static qc_status download_f32(gctx *c, const float *dev, size_t n, float **out) {
@@ -391,8 +371,7 @@ static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *lay
     }
     r->seconds = qc_time_now() - ts;
     c->res->t_solve += r->seconds;
-    if ((st = finish_linear(c, li, l, layer, gptq ? NULL : H, ref)) == QC_OK) st = report(c, li, l);
-    return st;
+    return finish_linear(c, li, l, layer, gptq ? NULL : H, ref);
 }
 
 /* X <- the given halves of the layer applied to X (all samples, in place). */
@@ -408,84 +387,77 @@ static qc_status run_in_place(gctx *c, const qc_gpu_layer *layer, int halves) {
     return st;
 }
 
-static qc_status gptq_layer(gctx *c, int li, qc_gpu_layer *layer) {
-    const qc_pipeline_opts *o = c->o;
+/* The layer's block of group gi (both blocks when every linear is one group) on every sample, from X
+ * (the blocks before it already applied for good), accumulating the wanted Hessians. */
+static qc_status gpu_hessians(void *be, int li, int gi, int n_groups, const bool want[QC_LIN_COUNT]) {
+    gctx *c = be;
     const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
+    int halves = n_groups > 1 ? arch->seq[gi].block : QC_GPU_BOTH_HALVES;
     qc_status st = QC_OK;
-    int n_groups = o->true_sequential ? arch->n_seq : 1;
-    for (int gi = 0; gi < n_groups && st == QC_OK; gi++) {
-        qc_linear_id members[QC_LIN_COUNT];
-        int nm = 0;
-        if (o->true_sequential) {
-            for (int k = 0; k < arch->seq[gi].n; k++) members[nm++] = arch->seq[gi].lin[k];
-        } else {
-            for (int k = 0; k < QC_LIN_COUNT; k++) members[nm++] = (qc_linear_id)k;
-        }
-        /* True-sequential: once q/k/v/o are final, the attention half is applied to X for good (X becomes
-         * the post-attention residual), and the MLP groups only run the MLP half: no recomputation. */
-        int halves = !o->true_sequential ? QC_GPU_BOTH_HALVES : gi < 2 ? QC_GPU_ATTN_HALF : QC_GPU_MLP_HALF;
-        if (o->true_sequential && gi == 2 && (st = run_in_place(c, layer, QC_GPU_ATTN_HALF))) break;
-        bool quant[QC_LIN_COUNT] = {0};
-        const char *why[QC_LIN_COUNT] = {0};
-        hcap hc;
-        memset(&hc, 0, sizeof hc);
-        hc.c = c;
-        hc.last = QC_LIN_Q;
-        bool any = false;
-        for (int k = 0; k < nm && st == QC_OK; k++) {
-            qc_linear_id l = members[k];
-            name_report(c, li, l, layer);
-            quant[l] = packable(c, layer->out_features[l], layer->in_features[l], &why[l]);
-            if (!quant[l]) continue;
-            qc_linear_id cap = qc_linear_input(&c->m->cfg, l);
-            if (!hc.want[cap]) {
-                hc.want[cap] = any = true;
-                st = hessian_buf(c, cap, layer->in_features[l]);
-                if (cap > hc.last) hc.last = cap;
-            }
-        }
-        if (st == QC_OK && any) {
-            if (o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "forward");
-            double tf = qc_time_now();
-            for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
-                int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
-                st = qc_gpu_copy(c->g, c->xs, c->X + (size_t)s0 * c->T * c->d, sizeof(float) * (size_t)nb * c->T * c->d);
-                if (st == QC_OK) st = qc_gpu_layer_forward_half(c->f, layer, c->xs, nb, c->T, halves, hessian_capture, &hc);
-                if (st == QC_OK) st = hc.st;
-            }
-            for (int k = 0; k < QC_LIN_COUNT && st == QC_OK; k++)
-                if (hc.want[k]) {
-                    size_t K = (size_t)cap_width(c, (qc_linear_id)k);
-                    st = qc_gpu_scale_f32(c->g, c->Hs[k], K * K, 2.0f / (float)hc.rows[k]);
-                }
-            if (st == QC_OK) st = qc_gpu_sync(c->g);
-            c->res->t_forward += qc_time_now() - tf - hc.t_hess;
-            c->res->t_hessian += hc.t_hess;
-            for (int k = 0; k < QC_LIN_COUNT && st == QC_OK; k++)
-                if (hc.want[k]) st = check_hessian(c, (qc_linear_id)k, li);
-        }
-        if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "solve");
-        for (int k = 0; k < nm && st == QC_OK; k++) {
-            qc_linear_id l = members[k];
-            if (!quant[l]) {
-                if ((st = keep_unquantized(c, li, l, layer, why[l])) == QC_OK) st = report(c, li, l);
-                continue;
-            }
-            bool last = true;
-            for (int k2 = k + 1; k2 < nm; k2++)
-                if (quant[members[k2]] && qc_linear_input(&c->m->cfg, members[k2]) == qc_linear_input(&c->m->cfg, l)) last = false;
-            st = solve_linear(c, li, l, layer, last);
-        }
-        /* the group's Hessians are consumed: give the memory back for the next group's */
-        if (o->true_sequential)
-            for (int k = 0; k < QC_LIN_COUNT; k++)
-                if (hc.want[k]) {
-                    qc_gpu_free(c->g, c->Hs[k]);
-                    c->Hs[k] = NULL;
-                }
+    hcap hc;
+    memset(&hc, 0, sizeof hc);
+    hc.c = c;
+    hc.last = QC_LIN_Q;
+    for (int k = 0; k < arch->n_caps && st == QC_OK; k++) { /* in forward order: the last wanted one stops it */
+        qc_linear_id cap = arch->caps[k];
+        if (!want[cap]) continue;
+        hc.want[cap] = true;
+        hc.last = cap;
+        st = hessian_buf(c, cap, cap_width(c, cap));
     }
-    if (st == QC_OK) st = run_in_place(c, layer, o->true_sequential ? QC_GPU_MLP_HALF : QC_GPU_BOTH_HALVES);
+    double tf = qc_time_now();
+    for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
+        int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+        st = qc_gpu_copy(c->g, c->xs, c->X + (size_t)s0 * c->T * c->d, sizeof(float) * (size_t)nb * c->T * c->d);
+        if (st == QC_OK) st = qc_gpu_layer_forward_half(c->f, c->layer, c->xs, nb, c->T, halves, hessian_capture, &hc);
+        if (st == QC_OK) st = hc.st;
+    }
+    for (int k = 0; k < QC_LIN_COUNT && st == QC_OK; k++)
+        if (hc.want[k]) {
+            size_t K = (size_t)cap_width(c, (qc_linear_id)k);
+            st = qc_gpu_scale_f32(c->g, c->Hs[k], K * K, 2.0f / (float)hc.rows[k]);
+        }
+    if (st == QC_OK) st = qc_gpu_sync(c->g);
+    c->res->t_forward += qc_time_now() - tf - hc.t_hess;
+    c->res->t_hessian += hc.t_hess;
+    for (int k = 0; k < QC_LIN_COUNT && st == QC_OK; k++)
+        if (hc.want[k]) st = check_hessian(c, (qc_linear_id)k, li);
     return st;
+}
+
+static qc_status gpu_solve(void *be, int li, qc_linear_id l, bool last_user) {
+    gctx *c = be;
+    return solve_linear(c, li, l, c->layer, last_user);
+}
+
+static qc_status gpu_keep_f16(void *be, int li, qc_linear_id l, const char *why) {
+    gctx *c = be;
+    return keep_unquantized(c, li, l, c->layer, why);
+}
+
+/* True-sequential: the group's Hessians are consumed (their memory goes back for the next group's), and
+ * once a block's groups are all final the block is applied to X for good (X becomes the residual after
+ * it), so the next block's groups run only their own block: nothing is recomputed. */
+static qc_status gpu_group_done(void *be, int li, int gi, int n_groups, const bool want[QC_LIN_COUNT]) {
+    (void)li;
+    gctx *c = be;
+    if (n_groups == 1) return QC_OK;
+    const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
+    for (int k = 0; k < QC_LIN_COUNT; k++)
+        if (want[k]) {
+            qc_gpu_free(c->g, c->Hs[k]);
+            c->Hs[k] = NULL;
+        }
+    if (gi + 1 < n_groups && arch->seq[gi + 1].block != arch->seq[gi].block)
+        return run_in_place(c, c->layer, arch->seq[gi].block);
+    return QC_OK;
+}
+
+static qc_status gpu_propagate(void *be, int li, int n_groups) {
+    (void)li;
+    gctx *c = be;
+    const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
+    return run_in_place(c, c->layer, n_groups > 1 ? arch->seq[n_groups - 1].block : QC_GPU_BOTH_HALVES);
 }
 
 /* ---- AWQ ---- */
@@ -525,16 +497,10 @@ static qc_status awq_module(gctx *c, const qc_gpu_layer *L, const qc_arch_awq *g
 
 typedef qc_arch_awq awq_group;
 
-/* The search's choice for one group. */
-typedef struct {
-    double ratio, loss;
-    qc_awq_formula formula;
-} awq_choice;
-
 /* pipeline.c's awq_search on the device: the same candidates in the same order, the same tie rule and
  * the same windows (awq_search_samples for attention and MLP, every window for the one-linear
  * groups), every candidate by forwards (no X^T X path). */
-static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group *gr, float *s, awq_choice *best) {
+static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group *gr, float *s, qc_pl_awq_choice *best) {
     int K = layer->in_features[gr->lin[0]], gs = c->o->q.group_size, bits = c->o->q.bits, T = c->T;
     int n = c->o->awq_search_samples;
     int nw = gr->module == QC_AWQ_MOD_LINEAR || n <= 0 || n >= c->nsamples ? c->nsamples : n;
@@ -602,69 +568,63 @@ static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group 
     return st;
 }
 
-static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
-    const qc_pipeline_opts *o = c->o;
+/* The original layer on all samples: every linear's input, and the next layer's input. */
+static qc_status gpu_awq_capture(void *be, int li) {
+    (void)li;
+    gctx *c = be;
     qc_status st = QC_OK;
-    for (int l = 0; l < QC_LIN_COUNT; l++) name_report(c, li, (qc_linear_id)l, layer);
-    /* 1. the original layer on all samples: every linear's input, and the next layer's input */
     acap ac = {.c = c};
     double tf = qc_time_now();
     for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
         int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
         ac.row0 = (size_t)s0 * c->T;
-        st = qc_gpu_layer_forward(c->f, layer, c->X + ac.row0 * c->d, nb, c->T, awq_capture, &ac);
+        st = qc_gpu_layer_forward(c->f, c->layer, c->X + ac.row0 * c->d, nb, c->T, awq_capture, &ac);
         if (st == QC_OK) st = ac.st;
     }
     if (st == QC_OK) st = qc_gpu_sync(c->g);
     c->res->t_forward += qc_time_now() - tf;
-    /* 2. scale searches on the original weights (spec E.2 groups) */
-    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-search");
-    awq_group groups[4];
-    int ng = qc_arch_awq_groups(&c->m->cfg, groups);
-    float *scales[4] = {0};
-    awq_choice choice[4];
-    double t_search = qc_time_now();
-    for (int gi = 0; gi < ng && st == QC_OK; gi++) {
-        int K = layer->in_features[groups[gi].lin[0]];
-        choice[gi] = (awq_choice){.ratio = -1.0, .loss = 0.0, .formula = QC_AWQ_F_NONE};
-        if (!(scales[gi] = malloc(sizeof(float) * K))) st = qc_fail(QC_ERR_NOMEM, "out of memory");
-        else if (!qc_pl_awq_group_quantized(o, layer->out_features, layer->in_features, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
-            for (int k = 0; k < K; k++) scales[gi][k] = 1.0f;
-        } else {
-            st = awq_search(c, layer, &groups[gi], scales[gi], &choice[gi]);
-        }
-        if (st) qc_error_prefix("model.layers.%d awq scale search", li);
+    return st;
+}
+
+static qc_status gpu_awq_search(void *be, int li, const qc_arch_awq *g, float *s, qc_pl_awq_choice *best) {
+    (void)li;
+    gctx *c = be;
+    return awq_search(c, c->layer, g, s, best);
+}
+
+/* previous op /= s, the scaled linears' columns *= s, their cached inputs /= s */
+static qc_status gpu_awq_fold(void *be, int li, const qc_arch_awq *gr, const float *s) {
+    (void)li;
+    gctx *c = be;
+    qc_gpu_layer *layer = c->layer;
+    int K = layer->in_features[gr->lin[0]];
+    qc_status st = qc_gpu_upload(c->g, c->sdev, s, sizeof(float) * K);
+    if (st) return st;
+    if (gr->prev_norm >= 0) {
+        st = qc_gpu_div_vec_f32(c->g, *qc_gpu_layer_norm(layer, (qc_norm_id)gr->prev_norm), K, c->sdev);
+    } else {
+        qc_linear_id p = (qc_linear_id)gr->prev_lin;
+        int Np = layer->out_features[p], Kp = layer->in_features[p];
+        st = qc_gpu_div_rows_f16(c->g, layer->w[p], Np, Kp, Np - K, K, c->sdev);
+        if (st == QC_OK && layer->b[p]) st = qc_gpu_div_vec_f32(c->g, layer->b[p] + (Np - K), K, c->sdev);
     }
-    /* 3. fold: previous op /= s, the scaled linears' columns *= s, their cached inputs /= s */
-    for (int gi = 0; gi < ng && st == QC_OK; gi++) {
-        const awq_group *gr = &groups[gi];
-        int K = layer->in_features[gr->lin[0]];
-        st = qc_gpu_upload(c->g, c->sdev, scales[gi], sizeof(float) * K);
-        if (st) break;
-        if (gr->prev_norm >= 0) {
-            st = qc_gpu_div_vec_f32(c->g, *qc_gpu_layer_norm(layer, (qc_norm_id)gr->prev_norm), K, c->sdev);
-        } else {
-            qc_linear_id p = (qc_linear_id)gr->prev_lin;
-            int Np = layer->out_features[p], Kp = layer->in_features[p];
-            st = qc_gpu_div_rows_f16(c->g, layer->w[p], Np, Kp, Np - K, K, c->sdev);
-            if (st == QC_OK && layer->b[p]) st = qc_gpu_div_vec_f32(c->g, layer->b[p] + (Np - K), K, c->sdev);
-        }
-        for (int i = 0; i < gr->n && st == QC_OK; i++) {
-            qc_linear_id l = gr->lin[i];
-            st = qc_gpu_scale_cols_f16(c->g, layer->w[l], layer->out_features[l], K, c->sdev);
-            qc_linear_report *r = rep_of(c, li, l);
-            r->awq_ratio = choice[gi].ratio;
-            r->awq_formula = choice[gi].formula;
-            r->awq_loss = choice[gi].loss;
-        }
-        if (st == QC_OK) st = qc_gpu_div_cols_act_f16(c->g, c->A[gr->input], (int64_t)c->rows, K, c->sdev);
+    for (int i = 0; i < gr->n && st == QC_OK; i++) {
+        qc_linear_id l = gr->lin[i];
+        st = qc_gpu_scale_cols_f16(c->g, layer->w[l], layer->out_features[l], K, c->sdev);
     }
-    for (int gi = 0; gi < 4; gi++) free(scales[gi]);
-    if (st == QC_OK) st = qc_gpu_sync(c->g);
-    c->res->t_solve += qc_time_now() - t_search;
-    /* Hessians of the scaled inputs, for the error report */
+    if (st == QC_OK) st = qc_gpu_div_cols_act_f16(c->g, c->A[gr->input], (int64_t)c->rows, K, c->sdev);
+    if (st == QC_OK) st = qc_gpu_sync(c->g); /* c->sdev is reused by the next fold */
+    return st;
+}
+
+/* Hessians of the scaled inputs, for the error report */
+static qc_status gpu_awq_hessians(void *be, int li, const qc_arch_awq *groups, int ng, float *const *scales,
+                                  const qc_pl_awq_choice *choice) {
+    (void)li, (void)groups, (void)ng, (void)scales, (void)choice;
+    gctx *c = be;
     const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
     const qc_linear_id *caps = arch->caps;
+    qc_status st = QC_OK;
     double th = qc_time_now();
     for (int k = 0; k < arch->n_caps && st == QC_OK; k++) {
         int K = cap_width(c, caps[k]);
@@ -677,55 +637,63 @@ static qc_status awq_layer(gctx *c, int li, qc_gpu_layer *layer) {
     }
     if (st == QC_OK) st = qc_gpu_sync(c->g);
     c->res->t_hessian += qc_time_now() - th;
-    /* 4. clipping (not q/k), 5. quantization */
-    if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, c->m->cfg.n_layers, "awq-quantize");
-    for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
-        qc_linear_report *r = rep_of(c, li, (qc_linear_id)l);
-        int N = r->N, K = r->K;
-        size_t nk = (size_t)N * K;
-        const char *why = NULL;
-        if (!packable(c, N, K, &why)) {
-            if ((st = keep_unquantized(c, li, (qc_linear_id)l, layer, why)) == QC_OK) st = report(c, li, (qc_linear_id)l);
-            continue;
-        }
-        double t0 = qc_time_now(), ref = 0;
-        const float *H = c->Hs[qc_linear_input(&c->m->cfg, (qc_linear_id)l)];
-        st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
-        if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float)); /* the scaled weight */
-        if (st == QC_OK) st = qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &ref);
-        if (st == QC_OK && o->awq_clip && !qc_arch_desc_of(c->m->cfg.arch)->lin[l].awq_no_clip)
-            st = qc_gpu_awq_clip(c->g, c->W32, N, K, c->A[qc_linear_input(&c->m->cfg, (qc_linear_id)l)], (int64_t)c->rows, o->q.bits,
-                                 o->q.group_size, 512, 20, 0.5);
-        if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
-        if (st == QC_OK) st = qc_awq_quantize_gpu(c->sv, c->W32, N, K, o->q.bits, o->q.group_size, &c->ql, o->keep_fake);
-        if (st == QC_OK) st = qc_gpu_sync(c->g);
-        if (st) {
-            qc_error_prefix("%s", r->name);
-            break;
-        }
-        r->seconds = qc_time_now() - t0;
-        c->res->t_solve += r->seconds;
-        if ((st = finish_linear(c, li, (qc_linear_id)l, layer, H, ref)) == QC_OK) st = report(c, li, (qc_linear_id)l);
-    }
     return st;
 }
+
+/* clipping (unless exempt), then round-to-nearest */
+static qc_status gpu_awq_quantize(void *be, int li, qc_linear_id l) {
+    gctx *c = be;
+    const qc_pipeline_opts *o = c->o;
+    qc_gpu_layer *layer = c->layer;
+    qc_linear_report *r = rep_of(c, li, l);
+    int N = r->N, K = r->K;
+    size_t nk = (size_t)N * K;
+    double t0 = qc_time_now(), ref = 0;
+    qc_linear_id cap = qc_linear_input(&c->m->cfg, l);
+    const float *H = c->Hs[cap];
+    qc_status st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
+    if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float)); /* the scaled weight */
+    if (st == QC_OK) st = qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &ref);
+    if (st == QC_OK && o->awq_clip && !qc_arch_desc_of(c->m->cfg.arch)->lin[l].awq_no_clip)
+        st = qc_gpu_awq_clip(c->g, c->W32, N, K, c->A[cap], (int64_t)c->rows, o->q.bits, o->q.group_size, 512, 20, 0.5);
+    if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
+    if (st == QC_OK) st = qc_awq_quantize_gpu(c->sv, c->W32, N, K, o->q.bits, o->q.group_size, &c->ql, o->keep_fake);
+    if (st == QC_OK) st = qc_gpu_sync(c->g);
+    if (st) {
+        qc_error_prefix("%s", r->name);
+        return st;
+    }
+    r->seconds = qc_time_now() - t0;
+    c->res->t_solve += r->seconds;
+    return finish_linear(c, li, l, layer, H, ref);
+}
+
+static const qc_pl_backend_ops k_gpu_ops = {
+    .hessians = gpu_hessians,
+    .solve = gpu_solve,
+    .keep_f16 = gpu_keep_f16,
+    .group_done = gpu_group_done,
+    .propagate = gpu_propagate,
+    .awq_capture = gpu_awq_capture,
+    .awq_search = gpu_awq_search,
+    .awq_fold = gpu_awq_fold,
+    .awq_hessians = gpu_awq_hessians,
+    .awq_quantize = gpu_awq_quantize,
+};
 
 /* Norms into the part; the part, the report rows and (at a save boundary) X to the writer thread; the fake
  * layer's norms and biases. */
 static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
     const qc_model_config *cfg = &c->m->cfg;
-    int d = c->d;
     double tw = qc_time_now();
     char nm[192], path[4096];
-    snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", li);
-    qc_status st = part_add_dev_f32(c, nm, layer->attn_norm, d);
-    snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", li);
-    if (st == QC_OK) st = part_add_dev_f32(c, nm, layer->mlp_norm, d);
-    if (st == QC_OK && layer->q_norm) {
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.q_norm.weight", li);
-        st = part_add_dev_f32(c, nm, layer->q_norm, cfg->head_dim);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_norm.weight", li);
-        if (st == QC_OK) st = part_add_dev_f32(c, nm, layer->k_norm, cfg->head_dim);
+    const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
+    qc_status st = QC_OK;
+    for (int k = 0; k < QC_NORM_COUNT && st == QC_OK; k++) {
+        const float *nw = *qc_gpu_layer_norm((qc_gpu_layer *)layer, (qc_norm_id)k);
+        if (!nw) continue;
+        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->norm[k].name);
+        st = part_add_dev_f32(c, nm, nw, qc_norm_dim(cfg, (qc_norm_id)k));
     }
     snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
     /* the previous layer's part and state are on disk (and xh is free) once its job is joined */
@@ -751,10 +719,9 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
             fk->in_features[l] = layer->in_features[l];
             st = fake_vec(c, layer->b[l], layer->out_features[l], &fk->b[l]);
         }
-        if (st == QC_OK) st = fake_vec(c, layer->attn_norm, d, &fk->attn_norm);
-        if (st == QC_OK) st = fake_vec(c, layer->mlp_norm, d, &fk->mlp_norm);
-        if (st == QC_OK) st = fake_vec(c, layer->q_norm, cfg->head_dim, &fk->q_norm);
-        if (st == QC_OK) st = fake_vec(c, layer->k_norm, cfg->head_dim, &fk->k_norm);
+        for (int k = 0; k < QC_NORM_COUNT && st == QC_OK; k++)
+            st = fake_vec(c, *qc_gpu_layer_norm((qc_gpu_layer *)layer, (qc_norm_id)k), qc_norm_dim(cfg, (qc_norm_id)k),
+                          qc_layer_norm(fk, (qc_norm_id)k));
     }
     c->res->t_write += qc_time_now() - tw;
     return st;
@@ -791,19 +758,16 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     c.T = T;
     c.nsamples = nsamples;
     c.rows = (size_t)nsamples * T;
-    c.total = L * QC_LIN_COUNT;
-    c.qd = cfg->n_heads * cfg->head_dim;
-    c.ff = cfg->intermediate_size;
-    c.Kmax = c.ff > d ? c.ff : d;
-    if (c.qd > c.Kmax) c.Kmax = c.qd;
+    c.drv = (qc_pl_driver){.m = m, .o = o, .res = res, .ops = &k_gpu_ops, .be = &c, .total = L * QC_LIN_COUNT};
     size_t nkmax = 0;
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    int Nmax = 0;
+    for (int l = 0; l < QC_LIN_COUNT; l++) { /* the widest linear's shapes (arch.h) */
         int N, K;
         qc_linear_shape(cfg, (qc_linear_id)l, &N, &K);
         nkmax = (size_t)N * K > nkmax ? (size_t)N * K : nkmax;
+        Nmax = N > Nmax ? N : Nmax;
+        c.Kmax = K > c.Kmax ? K : c.Kmax;
     }
-    int Nmax = c.ff > c.qd ? c.ff : c.qd;
-    if (d > Nmax) Nmax = d;
 
     base_args ba = {.m = m};
     host_job base = {0};
@@ -890,7 +854,7 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     if (start > 0) {
         QC_LOGI("resuming at layer %d of %d: layers 0-%d and their activations come from %s", start, L, start - 1,
                 o->work_dir);
-        c.done = start * QC_LIN_COUNT;
+        c.drv.done = start * QC_LIN_COUNT;
         if (start < L && (st = qc_gpu_upload(c.g, c.X, c.xh, xbytes))) goto out;
     } else {
         if (o->on_phase) o->on_phase(o->user, -1, L, "embed");
@@ -913,7 +877,9 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         if ((st = qc_gpu_loader_get(c.ld, li, &layer))) break;
         if (li + 1 < L && (st = qc_gpu_loader_prefetch(c.ld, li + 1))) break;
         if ((st = qc_gpu_loader_check_finite(c.ld, layer))) break;
-        st = o->method == QC_METHOD_AWQ ? awq_layer(&c, li, layer) : gptq_layer(&c, li, layer);
+        c.layer = layer;
+        st = qc_pl_layer(&c.drv, li);
+        c.layer = NULL;
         if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, L, "part");
         if (st == QC_OK) st = layer_epilogue(&c, li, layer);
         qc_pl_part_free(&c.part);

@@ -57,6 +57,64 @@ qc_status qc_pl_check_hessian(const float *H, int K, int li, qc_linear_id cap);
 /* Sets the F16 guard of qc_pl_to_f16 for the run in progress. */
 void qc_pl_set_clamp_f16(bool clamp);
 
+/* ---- the layer driver (pipeline_driver.c) ----
+ * One schedule for both backends (the CPU in pipeline.c, CUDA in pipeline_gpu.c), read from the
+ * architecture's description (arch.h): which linears are quantized or kept in F16 (qc_pl_packable), the
+ * true-sequential groups and the capture points each needs, the Hessian passes, solves, reports and
+ * progress callbacks; for AWQ the capture pass, the scale groups, their searches and folds, the error
+ * report's Hessians and each linear's clipping and quantization, in that order. A backend keeps its own
+ * copy of the current layer (host FP32 or device FP16) and does the arithmetic on it. */
+
+/* An AWQ group's search result. */
+typedef struct qc_pl_awq_choice {
+    double ratio, loss;         /* ratio -1: not searched (the group is kept in F16) */
+    qc_awq_formula formula;
+    bool gram;                  /* CPU: the search left the unscaled X^T X of the group's input in its Hessian */
+} qc_pl_awq_choice;
+
+typedef struct qc_pl_backend_ops {
+    /* GPTQ/RTN, before solving group gi of n_groups (n_groups 1: every linear at once): run the layer on
+     * every sample with the groups before it in place, and leave 2/rows X^T X of each capture point in want,
+     * checked finite, where solve finds it. */
+    qc_status (*hessians)(void *be, int li, int gi, int n_groups, const bool want[QC_LIN_COUNT]);
+    /* Solves linear l (GPTQ or RTN per the options) from its input's Hessian, puts W_hat into the layer,
+     * packs it into the layer's part and fills its report row. last_user: no later linear of this group reads
+     * the same Hessian (the solver may consume it). */
+    qc_status (*solve)(void *be, int li, qc_linear_id l, bool last_user);
+    /* Linear l goes into the part as F16 (why: the reason, for its report row), declared unquantized. */
+    qc_status (*keep_f16)(void *be, int li, qc_linear_id l, const char *why);
+    /* After group gi's solves; may be NULL. */
+    qc_status (*group_done)(void *be, int li, int gi, int n_groups, const bool want[QC_LIN_COUNT]);
+    /* The activations <- the quantized layer applied to them (n_groups as for hessians). */
+    qc_status (*propagate)(void *be, int li, int n_groups);
+    /* AWQ: the original layer over every sample keeping every capture point's input; the activations <- its
+     * output (the next layer's input is the FP layer's). */
+    qc_status (*awq_capture)(void *be, int li);
+    /* The grid search of group g on the original weights: s [in_features] <- the chosen scales. */
+    qc_status (*awq_search)(void *be, int li, const qc_arch_awq *g, float *s, qc_pl_awq_choice *best);
+    /* Folds s: the previous operation's output / s, g's linears' columns * s, the kept inputs / s. */
+    qc_status (*awq_fold)(void *be, int li, const qc_arch_awq *g, const float *s);
+    /* The Hessians of the scaled inputs at every capture point (for the error report and awq+gptq). */
+    qc_status (*awq_hessians)(void *be, int li, const qc_arch_awq *g, int ng, float *const *scales,
+                              const qc_pl_awq_choice *choice);
+    /* Clips (unless the description exempts l) and quantizes linear l, packs it, fills its report row. */
+    qc_status (*awq_quantize)(void *be, int li, qc_linear_id l);
+} qc_pl_backend_ops;
+
+typedef struct qc_pl_driver {
+    const qc_model          *m;
+    const qc_pipeline_opts  *o;
+    qc_pipeline_result      *res;     /* res->lin [n_layers * QC_LIN_COUNT] allocated by the backend */
+    const qc_pl_backend_ops *ops;
+    void                    *be;      /* the backend's context, passed to every op */
+    int                      done, total; /* linears reported so far / in the run (progress) */
+} qc_pl_driver;
+
+/* Quantizes layer li on the backend (method per d->o) and reports each linear. */
+qc_status qc_pl_layer(qc_pl_driver *d, int li);
+/* Layer li's report row of linear l. */
+qc_linear_report *qc_pl_row(qc_pl_driver *d, int li, qc_linear_id l);
+
 /* The CUDA pipeline (pipeline_gpu.c; pipeline_nogpu.c in a CPU-only build says there is no backend). */
 qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsamples, int seqlen,
                               const qc_pipeline_opts *o, qc_pipeline_result *res);

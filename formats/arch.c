@@ -23,8 +23,8 @@
 #define LLAMA_LAYER                                                                     \
     .lin = LLAMA_LINEARS, .norm = LLAMA_NORMS,                                          \
     .caps = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN}, .n_caps = 4,                \
-    .seq = {{{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3}, {{QC_LIN_O}, 1}, {{QC_LIN_GATE, QC_LIN_UP}, 2}, \
-            {{QC_LIN_DOWN}, 1}},                                                        \
+    .seq = {{{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, QC_BLOCK_ATTN}, {{QC_LIN_O}, 1, QC_BLOCK_ATTN},    \
+            {{QC_LIN_GATE, QC_LIN_UP}, 2, QC_BLOCK_MLP}, {{QC_LIN_DOWN}, 1, QC_BLOCK_MLP}},                 \
     .n_seq = 4,                                                                         \
     .awq = {{QC_LIN_Q, QC_AWQ_MOD_ATTN, {QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, QC_NORM_ATTN, -1, false}, \
             {QC_LIN_O, QC_AWQ_MOD_LINEAR, {QC_LIN_O}, 1, -1, QC_LIN_V, true},           \

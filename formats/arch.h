@@ -76,7 +76,13 @@ typedef struct qc_arch_norm {
 typedef struct qc_arch_seq {
     qc_linear_id lin[QC_LIN_COUNT];
     int          n;
+    int          block;      /* the residual block its linears are in: QC_BLOCK_ATTN or QC_BLOCK_MLP (once a
+                                block's groups are all solved, a driver may apply that block to its
+                                activations for good instead of recomputing it for the next groups) */
 } qc_arch_seq;
+
+/* A decoder layer's residual blocks, as bits (the GPU forward runs either or both). */
+enum { QC_BLOCK_ATTN = 1, QC_BLOCK_MLP = 2, QC_BLOCK_BOTH = 3 };
 
 /* An AWQ scale group (spec E.2): linears sharing one input, scaled by s, and the operation whose output
  * is divided by s so that the layer's function is unchanged. */

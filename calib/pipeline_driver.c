@@ -1,0 +1,144 @@
+/*
+ * pipeline_driver.c - the schedule of one decoder layer's quantization, shared by the CPU and CUDA
+ * backends (pipeline_internal.h: qc_pl_backend_ops). Everything architecture-specific comes from arch.h.
+ */
+#include "pipeline_internal.h"
+
+#include "qc_common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+qc_linear_report *qc_pl_row(qc_pl_driver *d, int li, qc_linear_id l) {
+    return &d->res->lin[(size_t)li * QC_LIN_COUNT + l];
+}
+
+static void name_row(qc_pl_driver *d, int li, qc_linear_id l) {
+    const qc_model_config *cfg = &d->m->cfg;
+    qc_linear_report *r = qc_pl_row(d, li, l);
+    r->layer = li;
+    r->lin = l;
+    qc_linear_shape(cfg, l, &r->N, &r->K);
+    r->awq_ratio = -1.0;
+    r->awq_formula = QC_AWQ_F_NONE;
+    r->awq_loss = 0.0;
+    snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_arch_desc_of(cfg->arch)->lin[l].name);
+}
+
+static qc_status report(qc_pl_driver *d, int li, qc_linear_id l) {
+    d->done++;
+    if (d->o->on_linear && !d->o->on_linear(d->o->user, qc_pl_row(d, li, l), d->done, d->total))
+        return qc_fail(QC_ERR_CANCELLED, "quantize: cancelled");
+    return QC_OK;
+}
+
+static void phase(qc_pl_driver *d, int li, const char *what) {
+    if (d->o->on_phase) d->o->on_phase(d->o->user, li, d->m->cfg.n_layers, what);
+}
+
+/* GPTQ and RTN: per group (true-sequential) or all at once, the Hessians from the partly quantized layer,
+ * the solves; then the quantized layer's output is the next layer's input (GPTQ propagates quantized
+ * outputs). */
+static qc_status gptq_layer(qc_pl_driver *d, int li) {
+    const qc_pipeline_opts *o = d->o;
+    const qc_model_config *cfg = &d->m->cfg;
+    const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
+    qc_status st = QC_OK;
+    int n_groups = o->true_sequential ? arch->n_seq : 1;
+    for (int gi = 0; gi < n_groups && st == QC_OK; gi++) {
+        qc_linear_id members[QC_LIN_COUNT];
+        int nm = 0;
+        if (o->true_sequential) {
+            for (int k = 0; k < arch->seq[gi].n; k++) members[nm++] = arch->seq[gi].lin[k];
+        } else {
+            for (int k = 0; k < QC_LIN_COUNT; k++) members[nm++] = (qc_linear_id)k;
+        }
+        bool quant[QC_LIN_COUNT] = {0}, want[QC_LIN_COUNT] = {0}, any = false;
+        const char *why[QC_LIN_COUNT] = {0};
+        for (int k = 0; k < nm; k++) {
+            qc_linear_id l = members[k];
+            name_row(d, li, l);
+            qc_linear_report *r = qc_pl_row(d, li, l);
+            quant[l] = qc_pl_packable(o, r->N, r->K, &why[l]);
+            if (quant[l]) want[qc_linear_input(cfg, l)] = any = true;
+        }
+        if (any) {
+            phase(d, li, "forward");
+            st = d->ops->hessians(d->be, li, gi, n_groups, want);
+        }
+        if (st == QC_OK) phase(d, li, "solve");
+        for (int k = 0; k < nm && st == QC_OK; k++) {
+            qc_linear_id l = members[k];
+            if (!quant[l]) {
+                if ((st = d->ops->keep_f16(d->be, li, l, why[l])) == QC_OK) st = report(d, li, l);
+                continue;
+            }
+            bool last = true;
+            for (int k2 = k + 1; k2 < nm; k2++)
+                if (quant[members[k2]] && qc_linear_input(cfg, members[k2]) == qc_linear_input(cfg, l)) last = false;
+            if ((st = d->ops->solve(d->be, li, l, last)) == QC_OK) st = report(d, li, l);
+        }
+        if (st == QC_OK && d->ops->group_done) st = d->ops->group_done(d->be, li, gi, n_groups, want);
+    }
+    if (st == QC_OK) st = d->ops->propagate(d->be, li, n_groups);
+    return st;
+}
+
+/* AWQ (spec E.1): the capture pass on the original layer, the scale searches (all on the original
+ * weights), the folds, the scaled inputs' Hessians, then clipping and quantization linear by linear. */
+static qc_status awq_layer(qc_pl_driver *d, int li) {
+    const qc_pipeline_opts *o = d->o;
+    const qc_model_config *cfg = &d->m->cfg;
+    qc_status st = QC_OK;
+    int out_f[QC_LIN_COUNT], in_f[QC_LIN_COUNT];
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        name_row(d, li, (qc_linear_id)l);
+        out_f[l] = qc_pl_row(d, li, (qc_linear_id)l)->N;
+        in_f[l] = qc_pl_row(d, li, (qc_linear_id)l)->K;
+    }
+    st = d->ops->awq_capture(d->be, li);
+    if (st == QC_OK) phase(d, li, "awq-search");
+    qc_arch_awq groups[4];
+    int ng = qc_arch_awq_groups(cfg, groups);
+    float *scales[4] = {0};
+    qc_pl_awq_choice choice[4];
+    double t_search = qc_time_now();
+    for (int gi = 0; gi < ng && st == QC_OK; gi++) {
+        int K = in_f[groups[gi].lin[0]];
+        choice[gi] = (qc_pl_awq_choice){.ratio = -1.0, .loss = 0.0, .formula = QC_AWQ_F_NONE, .gram = false};
+        if (!(scales[gi] = malloc(sizeof(float) * (size_t)K))) {
+            st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        } else if (!qc_pl_awq_group_quantized(o, out_f, in_f, &groups[gi])) { /* nothing of it is quantized: nothing to protect */
+            for (int k = 0; k < K; k++) scales[gi][k] = 1.0f;
+        } else {
+            st = d->ops->awq_search(d->be, li, &groups[gi], scales[gi], &choice[gi]);
+        }
+        if (st) qc_error_prefix("model.layers.%d awq scale search", li);
+    }
+    for (int gi = 0; gi < ng && st == QC_OK; gi++) {
+        st = d->ops->awq_fold(d->be, li, &groups[gi], scales[gi]);
+        for (int i = 0; i < groups[gi].n; i++) {
+            qc_linear_report *r = qc_pl_row(d, li, groups[gi].lin[i]);
+            r->awq_ratio = choice[gi].ratio;
+            r->awq_formula = choice[gi].formula;
+            r->awq_loss = choice[gi].loss;
+        }
+    }
+    d->res->t_solve += qc_time_now() - t_search; /* the scale search is AWQ's solve */
+    if (st == QC_OK) st = d->ops->awq_hessians(d->be, li, groups, ng, scales, choice);
+    for (int gi = 0; gi < 4; gi++) free(scales[gi]);
+    if (st == QC_OK) phase(d, li, "awq-quantize");
+    for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
+        const char *why = NULL;
+        if (!qc_pl_packable(o, out_f[l], in_f[l], &why)) st = d->ops->keep_f16(d->be, li, (qc_linear_id)l, why);
+        else st = d->ops->awq_quantize(d->be, li, (qc_linear_id)l);
+        if (st == QC_OK) st = report(d, li, (qc_linear_id)l);
+    }
+    return st;
+}
+
+qc_status qc_pl_layer(qc_pl_driver *d, int li) {
+    return d->o->method == QC_METHOD_AWQ ? awq_layer(d, li) : gptq_layer(d, li);
+}

@@ -1,0 +1,1 @@
+qc_test(test_arch test_arch.c LABELS unit)

@@ -1,0 +1,182 @@
+/* Architecture descriptions (formats/arch.h): every description is self-consistent (the invariants the
+ * forwards, the layer driver and the plan rely on), and the config-dependent answers (shapes, biases,
+ * norms, AWQ groups under GQA) are right for each supported architecture. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arch.h"
+#include "testutil.h"
+
+/* A config of this architecture with distinct widths, so a wrong dimension cannot pass by accident. */
+static qc_model_config config_of(qc_arch arch, int kv_heads) {
+    qc_model_config c;
+    memset(&c, 0, sizeof c);
+    c.arch = arch;
+    c.hidden_size = 64;
+    c.n_heads = 4;
+    c.n_kv_heads = kv_heads;
+    c.head_dim = 24;  /* q width 96 != hidden 64 (as Qwen3 allows) */
+    c.intermediate_size = 160;
+    c.vocab_size = 256;
+    return c;
+}
+
+static bool is_capture(const qc_arch_desc *a, qc_linear_id id) {
+    for (int k = 0; k < a->n_caps; k++)
+        if (a->caps[k] == id) return true;
+    return false;
+}
+
+static void test_descriptions_consistent(void **state) {
+    (void)state;
+    int n;
+    const qc_arch_desc *all = qc_arch_descs(&n);
+    assert_true(n >= 4);
+    for (int i = 0; i < n; i++) {
+        const qc_arch_desc *a = &all[i];
+        assert_ptr_equal(qc_arch_desc_of(a->id), a);
+        assert_non_null(a->class_name);
+        assert_non_null(a->model_type);
+        assert_non_null(a->embed);
+        assert_non_null(a->final_norm);
+        assert_non_null(a->lm_head);
+        for (int j = 0; j < i; j++) {
+            assert_int_not_equal(all[j].id, a->id);
+            assert_string_not_equal(all[j].class_name, a->class_name);
+        }
+        qc_model_config c = config_of(a->id, 2);
+        /* linears: named uniquely, fed by a listed capture point whose width is their in_features */
+        for (int l = 0; l < QC_LIN_COUNT; l++) {
+            assert_non_null(a->lin[l].name);
+            for (int m = 0; m < l; m++) assert_string_not_equal(a->lin[m].name, a->lin[l].name);
+            assert_true(is_capture(a, a->lin[l].input));
+            assert_int_equal(a->lin[a->lin[l].input].input, a->lin[l].input); /* a capture is named by its own consumer */
+            int N, K;
+            qc_linear_shape(&c, (qc_linear_id)l, &N, &K);
+            assert_true(N > 0 && K > 0);
+            assert_int_equal(qc_capture_width(&c, a->lin[l].input), K);
+        }
+        /* capture points in forward order, each listed once */
+        for (int k = 0; k < a->n_caps; k++)
+            for (int m = 0; m < k; m++) assert_int_not_equal(a->caps[m], a->caps[k]);
+        /* true-sequential groups: every linear exactly once; a group's block is attention or MLP, and blocks
+         * do not interleave (a block, once left, is final) */
+        int seen[QC_LIN_COUNT] = {0};
+        for (int g = 0; g < a->n_seq; g++) {
+            assert_true(a->seq[g].n > 0);
+            assert_true(a->seq[g].block == QC_BLOCK_ATTN || a->seq[g].block == QC_BLOCK_MLP);
+            if (g > 0) assert_true(a->seq[g].block >= a->seq[g - 1].block);
+            for (int k = 0; k < a->seq[g].n; k++) seen[a->seq[g].lin[k]]++;
+        }
+        for (int l = 0; l < QC_LIN_COUNT; l++) assert_int_equal(seen[l], 1);
+        /* AWQ groups: members share the group's input; a fold target is a norm or a linear, never both; a
+         * linear fold target's output rows can absorb the scales (its out_features >= the group's K) */
+        for (int g = 0; g < a->n_awq; g++) {
+            const qc_arch_awq *w = &a->awq[g];
+            assert_true(w->n >= 1 && w->n <= 3);
+            assert_true(is_capture(a, w->input));
+            for (int k = 0; k < w->n; k++) assert_int_equal(a->lin[w->lin[k]].input, w->input);
+            assert_true((w->prev_norm >= 0) != (w->prev_lin >= 0));
+            if (w->module == QC_AWQ_MOD_LINEAR) assert_int_equal(w->n, 1);
+            if (w->prev_lin >= 0) {
+                int pn, pk, gn, gk;
+                qc_linear_shape(&c, (qc_linear_id)w->prev_lin, &pn, &pk);
+                qc_linear_shape(&c, w->lin[0], &gn, &gk);
+                if (!w->if_square) assert_true(pn >= gk);
+            } else {
+                assert_true(w->prev_norm < QC_NORM_COUNT);
+                assert_non_null(a->norm[w->prev_norm].name);
+            }
+        }
+        /* the attention and MLP layer norms always exist; q/k norms only with the config's flag */
+        assert_true(qc_norm_present(&c, QC_NORM_ATTN));
+        assert_true(qc_norm_present(&c, QC_NORM_MLP));
+        assert_int_equal(qc_norm_dim(&c, QC_NORM_ATTN), c.hidden_size);
+    }
+}
+
+static void test_llama_layout(void **state) {
+    (void)state;
+    qc_model_config c = config_of(QC_ARCH_LLAMA, 2);
+    static const struct { qc_linear_id l; const char *name; int N, K; qc_linear_id in; } want[] = {
+        {QC_LIN_Q, "self_attn.q_proj", 96, 64, QC_LIN_Q},   {QC_LIN_K, "self_attn.k_proj", 48, 64, QC_LIN_Q},
+        {QC_LIN_V, "self_attn.v_proj", 48, 64, QC_LIN_Q},   {QC_LIN_O, "self_attn.o_proj", 64, 96, QC_LIN_O},
+        {QC_LIN_GATE, "mlp.gate_proj", 160, 64, QC_LIN_GATE}, {QC_LIN_UP, "mlp.up_proj", 160, 64, QC_LIN_GATE},
+        {QC_LIN_DOWN, "mlp.down_proj", 64, 160, QC_LIN_DOWN},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        int N, K;
+        qc_linear_shape(&c, want[i].l, &N, &K);
+        assert_string_equal(qc_arch_desc_of(QC_ARCH_LLAMA)->lin[want[i].l].name, want[i].name);
+        assert_string_equal(qc_linear_name(want[i].l), want[i].name);
+        assert_int_equal(N, want[i].N);
+        assert_int_equal(K, want[i].K);
+        assert_int_equal(qc_linear_input(&c, want[i].l), want[i].in);
+        assert_false(qc_linear_has_bias(&c, want[i].l));
+    }
+    assert_int_equal(qc_capture_width(&c, QC_LIN_O), 96);
+    assert_int_equal(qc_capture_width(&c, QC_LIN_DOWN), 160);
+    /* biases per the config's flags */
+    c.qkv_bias = true;
+    assert_true(qc_linear_has_bias(&c, QC_LIN_K));
+    assert_false(qc_linear_has_bias(&c, QC_LIN_O));
+    c.o_bias = c.mlp_bias = true;
+    assert_true(qc_linear_has_bias(&c, QC_LIN_O));
+    assert_true(qc_linear_has_bias(&c, QC_LIN_DOWN));
+    /* q/k norms: Qwen3's flag */
+    assert_false(qc_norm_present(&c, QC_NORM_Q));
+    c.qk_norm = true;
+    assert_true(qc_norm_present(&c, QC_NORM_K));
+    assert_int_equal(qc_norm_dim(&c, QC_NORM_Q), 24);
+}
+
+/* AWQ's v_proj -> o_proj group exists only without GQA (spec E.2). */
+static void test_awq_groups_gqa(void **state) {
+    (void)state;
+    qc_arch_awq g[4];
+    qc_model_config gqa = config_of(QC_ARCH_QWEN2, 2);
+    assert_int_equal(qc_arch_awq_groups(&gqa, g), 3);
+    assert_int_equal(g[0].input, QC_LIN_Q);
+    assert_int_equal(g[0].prev_norm, QC_NORM_ATTN);
+    assert_int_equal(g[1].input, QC_LIN_GATE);
+    assert_int_equal(g[2].input, QC_LIN_DOWN);
+    assert_int_equal(g[2].prev_lin, QC_LIN_UP);
+    qc_model_config mha = config_of(QC_ARCH_LLAMA, 4);
+    mha.head_dim = 16; /* q width == hidden: o_proj square, v_proj's output is o_proj's input */
+    assert_int_equal(qc_arch_awq_groups(&mha, g), 4);
+    assert_int_equal(g[1].input, QC_LIN_O);
+    assert_int_equal(g[1].prev_lin, QC_LIN_V);
+    assert_int_equal(g[1].module, QC_AWQ_MOD_LINEAR);
+}
+
+/* config.json's architecture names are the descriptions'. */
+static void test_config_names(void **state) {
+    (void)state;
+    int n;
+    const qc_arch_desc *all = qc_arch_descs(&n);
+    for (int i = 0; i < n; i++) {
+        char json[512];
+        snprintf(json, sizeof json, "{\"architectures\": [\"%s\"], \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                 "\"num_attention_heads\": 4, \"intermediate_size\": 96, \"vocab_size\": 256}", all[i].class_name);
+        qc_model_config c;
+        QC_CHECK_OK(qc_model_config_parse(json, strlen(json), "config.json", &c));
+        assert_int_equal(c.arch, all[i].id);
+        assert_string_equal(qc_arch_name(c.arch), all[i].model_type);
+        snprintf(json, sizeof json, "{\"model_type\": \"%s\", \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                 "\"num_attention_heads\": 4, \"intermediate_size\": 96, \"vocab_size\": 256}", all[i].model_type);
+        QC_CHECK_OK(qc_model_config_parse(json, strlen(json), "config.json", &c));
+        assert_int_equal(c.arch, all[i].id);
+    }
+    qc_model_config c;
+    const char *bad = "{\"architectures\": [\"GPT2LMHeadModel\"], \"hidden_size\": 64}";
+    QC_CHECK_FAILS(qc_model_config_parse(bad, strlen(bad), "config.json", &c), QC_ERR_UNSUPPORTED, "Qwen3ForCausalLM");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_descriptions_consistent), cmocka_unit_test(test_llama_layout),
+        cmocka_unit_test(test_awq_groups_gqa), cmocka_unit_test(test_config_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
