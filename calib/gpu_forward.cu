@@ -611,6 +611,8 @@ enum { DST_F16 = 0, DST_F32 = 1 };
 
 typedef struct load_item {
     const qc_tensor *t;
+    const void      *src;       /* the bytes read: the tensor, or a fused tensor's rows for one linear */
+    size_t           nbytes, numel;
     size_t           dst_off;   /* in the slot */
     int              dst_kind;  /* DST_F16 (weights) or DST_F32 (biases, norms) */
     size_t           pin_off;   /* in the pinned buffer */
@@ -677,7 +679,8 @@ static qc_status layer_items(const qc_gpu_loader *ld, int i, load_item *items, i
     char name[256];
     int n = 0;
     size_t pin = 0;
-#define ADD(off, kind, numel_expected)                                                                          \
+/* elements [el0, el0 + cnt) of tensor `name`, which must have numel_expected elements */
+#define ADD_SLICE(off, kind, numel_expected, el0, cnt)                                                          \
     do {                                                                                                        \
         const qc_tensor *t_ = qc_weights_find(m->weights, name);                                               \
         if (!t_) return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' is missing", m->dir, name);                     \
@@ -687,20 +690,28 @@ static qc_status layer_items(const qc_gpu_loader *ld, int i, load_item *items, i
         if (t_->numel != (int64_t)(numel_expected) || !t_->data)                                                \
             return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' has %lld elements, expected %lld", m->dir, name,     \
                            (long long)t_->numel, (long long)(numel_expected));                                  \
+        size_t es_ = (size_t)t_->nbytes / (size_t)t_->numel;                                                    \
         items[n].t = t_;                                                                                        \
+        items[n].src = (const unsigned char *)t_->data + (size_t)(el0) * es_;                                   \
+        items[n].numel = (size_t)(cnt);                                                                         \
+        items[n].nbytes = (size_t)(cnt) * es_;                                                                  \
         items[n].dst_off = (off);                                                                               \
         items[n].dst_kind = (kind);                                                                             \
         items[n].pin_off = pin;                                                                                 \
-        pin = align_up(pin + (size_t)t_->nbytes);                                                               \
+        pin = align_up(pin + items[n].nbytes);                                                                  \
         n++;                                                                                                    \
     } while (0)
+#define ADD(off, kind, numel_expected) ADD_SLICE(off, kind, numel_expected, 0, numel_expected)
     const qc_arch_desc *a = qc_arch_desc_of(m->cfg.arch);
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
-        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->lin[l].name);
-        ADD(lo->w[l], DST_F16, (int64_t)lo->out[l] * lo->in[l]);
+    for (int l = 0; l < QC_LIN_COUNT; l++) { /* a fused tensor (arch.h): each linear reads its rows */
+        const char *tensor;
+        int row0, rows;
+        qc_linear_storage(&m->cfg, (qc_linear_id)l, &tensor, &row0, &rows);
+        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, tensor);
+        ADD_SLICE(lo->w[l], DST_F16, (int64_t)rows * lo->in[l], (int64_t)row0 * lo->in[l], (int64_t)lo->out[l] * lo->in[l]);
         if (lo->b[l] != SIZE_MAX) {
-            snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, a->lin[l].name);
-            ADD(lo->b[l], DST_F32, lo->out[l]);
+            snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, tensor);
+            ADD_SLICE(lo->b[l], DST_F32, rows, row0, lo->out[l]);
         }
     }
     for (int k = 0; k < QC_NORM_COUNT; k++) {
@@ -709,6 +720,7 @@ static qc_status layer_items(const qc_gpu_loader *ld, int i, load_item *items, i
         ADD(lo->norm[k], DST_F32, lo->norm_len[k]);
     }
 #undef ADD
+#undef ADD_SLICE
     *n_items = n;
     *pin_total = pin;
     return QC_OK;
@@ -737,8 +749,8 @@ static qc_status load_job(qc_gpu_loader *ld, int i) {
     QC_ASSERT(pin_total <= ld->pinned_bytes);
     QC_CU(cudaSetDevice(g->device));
     for (int k = 0; k < n; k++) { /* start the kernel's readahead of the whole layer */
-        uintptr_t p = (uintptr_t)items[k].t->data, a = p & ~(uintptr_t)(page_size() - 1);
-        madvise((void *)a, (size_t)(p - a) + (size_t)items[k].t->nbytes, MADV_WILLNEED);
+        uintptr_t p = (uintptr_t)items[k].src, a = p & ~(uintptr_t)(page_size() - 1);
+        madvise((void *)a, (size_t)(p - a) + items[k].nbytes, MADV_WILLNEED);
     }
     /* the pinned buffer may still feed the previous layer's copies */
     if (ld->copy_pending) QC_CU(cudaEventSynchronize(ld->loaded[ld->prev_slot]));
@@ -748,11 +760,11 @@ static qc_status load_job(qc_gpu_loader *ld, int i) {
     char *slot = ld->slot_mem[s];
     for (int k = 0; k < n; k++) {
         const load_item *it = &items[k];
-        size_t nb = (size_t)it->t->nbytes, numel = (size_t)it->t->numel;
+        size_t nb = it->nbytes, numel = it->numel;
         unsigned char *src = ld->pinned + it->pin_off;
         double t0 = qc_time_now();
-        memcpy(src, it->t->data, nb);
-        drop_pages(it->t->data, nb);
+        memcpy(src, it->src, nb);
+        drop_pages(it->src, nb);
         ld->job_read_s += qc_time_now() - t0;
         if (!needs_conversion(it)) {
             QC_CU(cudaMemcpyAsync(slot + it->dst_off, src, nb, cudaMemcpyHostToDevice, g->copy_stream));
@@ -824,8 +836,8 @@ qc_status qc_gpu_loader_create(qc_gpu *g, const qc_model *m, qc_gpu_loader **out
         if ((st = layer_items(ld, i, items, &n, &pin))) break;
         if (pin > ld->pinned_bytes) ld->pinned_bytes = pin;
         for (int k = 0; k < n; k++)
-            if (needs_conversion(&items[k]) && !converts_in_place(&items[k]) && items[k].t->nbytes > ld->raw_bytes)
-                ld->raw_bytes = items[k].t->nbytes;
+            if (needs_conversion(&items[k]) && !converts_in_place(&items[k]) && items[k].nbytes > ld->raw_bytes)
+                ld->raw_bytes = items[k].nbytes;
     }
     for (int s = 0; !st && s < 2; s++) {
         st = qc_gpu_alloc(g, (void **)&ld->slot_mem[s], ld->lo.total, "layer weights slot (fp16)");

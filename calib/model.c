@@ -89,15 +89,18 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
             st = need_tensor(m, name, qc_norm_dim(c, (qc_norm_id)k), -1, NULL);
         }
         if (st) break;
-        for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) {
-            int no, ni;
+        for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) { /* each stored tensor once (fused: all rows) */
+            if (!qc_linear_first_of_tensor(c, (qc_linear_id)l)) continue;
+            int no, ni, row0;
+            const char *tensor;
             qc_linear_shape(c, (qc_linear_id)l, &no, &ni);
-            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, a->lin[l].name);
+            qc_linear_storage(c, (qc_linear_id)l, &tensor, &row0, &no);
+            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, tensor);
             if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) continue; /* checked when loaded */
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->lin[l].name);
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, tensor);
             st = need_tensor(m, name, no, ni, NULL);
             if (st == QC_OK && qc_linear_has_bias(c, (qc_linear_id)l)) {
-                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, a->lin[l].name);
+                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, tensor);
                 st = need_tensor(m, name, no, -1, NULL);
             }
         }
@@ -152,48 +155,85 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
     if (i < 0 || i >= c->n_layers) return qc_fail(QC_ERR_ARG, "layer %d out of range [0, %d)", i, c->n_layers);
     char name[256];
     qc_status st;
+    float *full_w = NULL, *full_b = NULL;
     const qc_arch_desc *a = qc_arch_desc_of(c->arch);
     for (int k = 0; k < QC_NORM_COUNT; k++) {
         if (!qc_norm_present(c, (qc_norm_id)k)) continue;
         snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->norm[k].name);
         if ((st = load_f32(m, name, qc_layer_norm(L, (qc_norm_id)k)))) goto fail;
     }
+    /* each stored tensor is read once: a fused one whole (into full_w/full_b), then sliced */
     for (int l = 0; l < QC_LIN_COUNT; l++) {
         qc_linear_shape(c, (qc_linear_id)l, &L->out_features[l], &L->in_features[l]);
-        snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, a->lin[l].name);
-        if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) {
-            int N = L->out_features[l], K = L->in_features[l];
-            bool has_bias = false;
-            L->w[l] = qc_aligned_alloc(sizeof(float) * (size_t)N * K);
-            L->b[l] = qc_aligned_alloc(sizeof(float) * (size_t)N);
-            if (!L->w[l] || !L->b[l]) {
-                st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        const char *tensor;
+        int row0, rows, N = L->out_features[l], K = L->in_features[l];
+        qc_linear_storage(c, (qc_linear_id)l, &tensor, &row0, &rows);
+        bool fused = rows != N;
+        if (fused && row0 == 0) {
+            qc_aligned_free(full_w);
+            qc_aligned_free(full_b);
+            full_w = full_b = NULL;
+        }
+        if (!fused || row0 == 0) {
+            float *w = NULL, *b = NULL;
+            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, tensor);
+            if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) {
+                bool has_bias = false;
+                w = qc_aligned_alloc(sizeof(float) * (size_t)rows * K);
+                b = qc_aligned_alloc(sizeof(float) * (size_t)rows);
+                if (!w || !b) {
+                    qc_aligned_free(w);
+                    qc_aligned_free(b);
+                    st = qc_fail(QC_ERR_NOMEM, "out of memory");
+                    goto fail;
+                }
+                snprintf(name, sizeof name, "model.layers.%d.%s", i, tensor);
+                st = m->is_gptq ? qc_gptq_load_linear(m->weights, name, &m->gptq, rows, K, w, b, &has_bias)
+                                : qc_awq_load_linear(m->weights, name, &m->awq, rows, K, w, b, &has_bias);
+                if (st == QC_OK && has_bias != qc_linear_has_bias(c, (qc_linear_id)l))
+                    st = qc_fail(QC_ERR_FORMAT, "%s: '%s' %s a bias but config.json says it %s", m->dir, name,
+                                 has_bias ? "has" : "lacks", has_bias ? "has none" : "has one");
+                if (st == QC_OK && !has_bias) {
+                    qc_aligned_free(b);
+                    b = NULL;
+                }
+            } else {
+                snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, tensor);
+                st = load_f32(m, name, &w);
+                if (st == QC_OK && qc_linear_has_bias(c, (qc_linear_id)l)) {
+                    snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, tensor);
+                    st = load_f32(m, name, &b);
+                }
+            }
+            if (st) {
+                qc_aligned_free(w);
+                qc_aligned_free(b);
                 goto fail;
             }
-            snprintf(name, sizeof name, "model.layers.%d.%s", i, a->lin[l].name);
-            st = m->is_gptq ? qc_gptq_load_linear(m->weights, name, &m->gptq, N, K, L->w[l], L->b[l], &has_bias)
-                            : qc_awq_load_linear(m->weights, name, &m->awq, N, K, L->w[l], L->b[l], &has_bias);
-            if (st) goto fail;
-            if (has_bias != qc_linear_has_bias(c, (qc_linear_id)l)) {
-                st = qc_fail(QC_ERR_FORMAT, "%s: '%s' %s a bias but config.json says it %s", m->dir, name,
-                             has_bias ? "has" : "lacks", has_bias ? "has none" : "has one");
-                goto fail;
+            if (!fused) {
+                L->w[l] = w;
+                L->b[l] = b;
+                continue;
             }
-            if (!has_bias) {
-                qc_aligned_free(L->b[l]);
-                L->b[l] = NULL;
-            }
-            continue;
+            full_w = w;
+            full_b = b;
         }
-        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->lin[l].name);
-        if ((st = load_f32(m, name, &L->w[l]))) goto fail;
-        if (qc_linear_has_bias(c, (qc_linear_id)l)) {
-            snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, a->lin[l].name);
-            if ((st = load_f32(m, name, &L->b[l]))) goto fail;
+        /* a slice: rows [row0, row0 + N) of the fused tensor */
+        L->w[l] = qc_aligned_alloc(sizeof(float) * (size_t)N * K);
+        if (full_b) L->b[l] = qc_aligned_alloc(sizeof(float) * (size_t)N);
+        if (!L->w[l] || (full_b && !L->b[l])) {
+            st = qc_fail(QC_ERR_NOMEM, "out of memory");
+            goto fail;
         }
+        memcpy(L->w[l], full_w + (size_t)row0 * K, sizeof(float) * (size_t)N * K);
+        if (full_b) memcpy(L->b[l], full_b + row0, sizeof(float) * (size_t)N);
     }
+    qc_aligned_free(full_w);
+    qc_aligned_free(full_b);
     return QC_OK;
 fail:
+    qc_aligned_free(full_w);
+    qc_aligned_free(full_b);
     qc_layer_release(L);
     return st;
 }

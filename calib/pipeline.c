@@ -132,6 +132,113 @@ qc_status qc_pl_part_write(qc_pl_parts *p, const char *path) {
     return st;
 }
 
+static int part_find(const qc_pl_parts *p, const char *name) {
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->t[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* Concatenates the slices' tensors src[0..n) (same dtype and rank; 1-D along dim 0, 2-D along `axis`) into
+ * a new tensor of the part named `name`. */
+static qc_status part_concat(qc_pl_parts *p, const char *name, const int *src, int n, int axis) {
+    const qc_pl_tensor *t0 = &p->t[src[0]];
+    size_t es = t0->nbytes / (size_t)(t0->shape[0] * (t0->ndim == 2 ? t0->shape[1] : 1));
+    int64_t d0 = 0, d1 = t0->ndim == 2 ? t0->shape[1] : 0;
+    size_t total = 0;
+    if (t0->ndim == 2 && axis == 1) {
+        d0 = t0->shape[0];
+        d1 = 0;
+    }
+    for (int i = 0; i < n; i++) {
+        const qc_pl_tensor *t = &p->t[src[i]];
+        bool ok = t->dtype == t0->dtype && t->ndim == t0->ndim &&
+                  (t0->ndim == 1 || (axis == 0 ? t->shape[1] == t0->shape[1] : t->shape[0] == t0->shape[0]));
+        if (!ok) return qc_fail(QC_ERR_FORMAT, "%s: the slices of a fused tensor disagree in shape", name);
+        if (t0->ndim == 1 || axis == 0) d0 += t->shape[0];
+        else d1 += t->shape[1];
+        total += t->nbytes;
+    }
+    unsigned char *out = malloc(total + 1);
+    if (!out) return qc_fail(QC_ERR_NOMEM, "out of memory fusing %s", name);
+    if (t0->ndim == 1 || axis == 0) { /* rows after rows */
+        size_t o = 0;
+        for (int i = 0; i < n; i++) {
+            memcpy(out + o, p->t[src[i]].data, p->t[src[i]].nbytes);
+            o += p->t[src[i]].nbytes;
+        }
+    } else { /* each row: the slices' columns side by side */
+        size_t o = 0;
+        for (int64_t r = 0; r < d0; r++)
+            for (int i = 0; i < n; i++) {
+                const qc_pl_tensor *t = &p->t[src[i]];
+                size_t rb = (size_t)t->shape[1] * es;
+                memcpy(out + o, (const unsigned char *)t->data + (size_t)r * rb, rb);
+                o += rb;
+            }
+    }
+    return qc_pl_part_add(p, name, t0->dtype, t0->ndim, d0, t0->ndim == 2 ? d1 : 0, out, total);
+}
+
+qc_status qc_pl_part_fuse(qc_pl_parts *p, const qc_model_config *cfg, int li) {
+    const qc_arch_desc *a = qc_arch_desc_of(cfg->arch);
+    /* packed tensors are per output column (N last): qweight, qzeros, scales join along dim 1; an F16 weight
+     * [N, K] and a bias [N] along dim 0; g_idx [K] is the same for every slice (one Hessian) */
+    static const struct { const char *suffix; int axis; } parts[] = {
+        {"qweight", 1}, {"qzeros", 1}, {"scales", 1}, {"g_idx", -1}, {"weight", 0}, {"bias", 0},
+    };
+    char nm[sizeof p->t[0].name];
+    for (int l0 = 0; l0 < QC_LIN_COUNT; l0++) {
+        if (!a->lin[l0].tensor) continue;
+        int n = 0, lins[QC_LIN_COUNT];
+        for (int l = l0; l < QC_LIN_COUNT && a->lin[l].tensor && strcmp(a->lin[l].tensor, a->lin[l0].tensor) == 0; l++)
+            lins[n++] = l;
+        for (size_t k = 0; k < sizeof parts / sizeof *parts; k++) {
+            int src[QC_LIN_COUNT], found = 0;
+            for (int i = 0; i < n; i++) {
+                snprintf(nm, sizeof nm, "model.layers.%d.%s.%s", li, a->lin[lins[i]].name, parts[k].suffix);
+                if ((src[i] = part_find(p, nm)) >= 0) found++;
+            }
+            if (found == 0) continue;
+            snprintf(nm, sizeof nm, "model.layers.%d.%s.%s", li, a->lin[l0].tensor, parts[k].suffix);
+            if (found != n) return qc_fail(QC_ERR_FORMAT, "%s: only %d of %d slices have it", nm, found, n);
+            qc_status st = QC_OK;
+            if (parts[k].axis < 0) { /* identical in every slice: keep the first */
+                for (int i = 1; i < n && st == QC_OK; i++)
+                    if (p->t[src[i]].nbytes != p->t[src[0]].nbytes ||
+                        memcmp(p->t[src[i]].data, p->t[src[0]].data, p->t[src[0]].nbytes) != 0)
+                        st = qc_fail(QC_ERR_FORMAT, "%s: the slices' g_idx differ", nm);
+                if (st == QC_OK) snprintf(p->t[src[0]].name, sizeof p->t[src[0]].name, "%s", nm);
+                for (int i = 1; i < n; i++) p->t[src[i]].name[0] = 0; /* dropped below */
+            } else {
+                st = part_concat(p, nm, src, n, parts[k].axis);
+                for (int i = 0; i < n && st == QC_OK; i++) p->t[src[i]].name[0] = 0;
+            }
+            if (st) return st;
+        }
+        l0 += n - 1;
+    }
+    int w = 0; /* drop the slices, keeping the order of the rest */
+    for (int i = 0; i < p->n; i++) {
+        if (p->t[i].name[0] == 0) {
+            free(p->t[i].data);
+            continue;
+        }
+        p->t[w++] = p->t[i];
+    }
+    p->n = w;
+    return QC_OK;
+}
+
+qc_status qc_pl_push_module(qc_pipeline_result *res, const qc_model_config *cfg, int li, qc_linear_id l) {
+    if (!qc_linear_first_of_tensor(cfg, l)) return QC_OK; /* a fused tensor: named once, at its first slice */
+    const char *tensor;
+    int row0, rows;
+    qc_linear_storage(cfg, l, &tensor, &row0, &rows);
+    char nm[256];
+    snprintf(nm, sizeof nm, "model.layers.%d.%s", li, tensor);
+    return qc_pl_push_str(&res->unquantized, &res->n_unq, nm);
+}
+
 void qc_pl_part_free(qc_pl_parts *p) {
     for (int i = 0; i < p->n; i++) free(p->t[i].data);
     free(p->t);
@@ -332,7 +439,7 @@ static qc_status keep_unquantized(run_ctx *c, int li, qc_linear_id l, const qc_l
         snprintf(nm, sizeof nm, "%s.bias", r->name);
         st = qc_pl_part_add_f16(&c->part, nm, layer->b[l], r->N, 0);
     }
-    if (st == QC_OK) st = qc_pl_push_str(&c->res->unquantized, &c->res->n_unq, r->name);
+    if (st == QC_OK) st = qc_pl_push_module(c->res, &c->m->cfg, li, l);
     return st;
 }
 
@@ -750,6 +857,7 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
         snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->norm[k].name);
         st = qc_pl_part_add_f16(&c->part, nm, nw, qc_norm_dim(cfg, (qc_norm_id)k), 0);
     }
+    if (st == QC_OK) st = qc_pl_part_fuse(&c->part, cfg, li);
     snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
     if (st == QC_OK) st = qc_pl_part_write(&c->part, path);
     if (st == QC_OK) st = qc_pl_push_str(&c->res->parts, &c->res->n_parts, path);

@@ -34,6 +34,22 @@ static qc_status report(qc_pl_driver *d, int li, qc_linear_id l) {
     return QC_OK;
 }
 
+/* Whether linear l goes into the checkpoint packed: its shape fits the format and, stored fused, so do all
+ * its tensor's other slices (a fused tensor is packed whole or kept whole). */
+static bool packable(qc_pl_driver *d, qc_linear_id l, const char **why) {
+    const qc_model_config *cfg = &d->m->cfg;
+    const char *t, *tm;
+    int r0, rows, N, K;
+    qc_linear_storage(cfg, l, &t, &r0, &rows);
+    for (int m = 0; m < QC_LIN_COUNT; m++) {
+        qc_linear_storage(cfg, (qc_linear_id)m, &tm, &r0, &rows);
+        if (m != (int)l && strcmp(tm, t) != 0) continue;
+        qc_linear_shape(cfg, (qc_linear_id)m, &N, &K);
+        if (!qc_pl_packable(d->o, N, K, why)) return false;
+    }
+    return true;
+}
+
 static void phase(qc_pl_driver *d, int li, const char *what) {
     if (d->o->on_phase) d->o->on_phase(d->o->user, li, d->m->cfg.n_layers, what);
 }
@@ -60,8 +76,7 @@ static qc_status gptq_layer(qc_pl_driver *d, int li) {
         for (int k = 0; k < nm; k++) {
             qc_linear_id l = members[k];
             name_row(d, li, l);
-            qc_linear_report *r = qc_pl_row(d, li, l);
-            quant[l] = qc_pl_packable(o, r->N, r->K, &why[l]);
+            quant[l] = packable(d, l, &why[l]);
             if (quant[l]) want[qc_linear_input(cfg, l)] = any = true;
         }
         if (any) {
@@ -132,7 +147,7 @@ static qc_status awq_layer(qc_pl_driver *d, int li) {
     if (st == QC_OK) phase(d, li, "awq-quantize");
     for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
         const char *why = NULL;
-        if (!qc_pl_packable(o, out_f[l], in_f[l], &why)) st = d->ops->keep_f16(d->be, li, (qc_linear_id)l, why);
+        if (!packable(d, (qc_linear_id)l, &why)) st = d->ops->keep_f16(d->be, li, (qc_linear_id)l, why);
         else st = d->ops->awq_quantize(d->be, li, (qc_linear_id)l);
         if (st == QC_OK) st = report(d, li, (qc_linear_id)l);
     }

@@ -213,7 +213,7 @@ static qc_status keep_unquantized(gctx *c, int li, qc_linear_id l, const qc_gpu_
         snprintf(nm, sizeof nm, "%s.bias", r->name);
         st = part_add_dev_f32(c, nm, layer->b[l], r->N);
     }
-    if (st == QC_OK) st = qc_pl_push_str(&c->res->unquantized, &c->res->n_unq, r->name);
+    if (st == QC_OK) st = qc_pl_push_module(c->res, &c->m->cfg, li, l);
     return st;
 }
 
@@ -695,6 +695,7 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
         snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->norm[k].name);
         st = part_add_dev_f32(c, nm, nw, qc_norm_dim(cfg, (qc_norm_id)k));
     }
+    if (st == QC_OK) st = qc_pl_part_fuse(&c->part, cfg, li);
     snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
     /* the previous layer's part and state are on disk (and xh is free) once its job is joined */
     qc_status js = host_job_join(&c->wr);

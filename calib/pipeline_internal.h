@@ -41,6 +41,12 @@ qc_status qc_pl_part_add_f16(qc_pl_parts *p, const char *name, const float *x, i
 /* Writes the buffered tensors as one safetensors file (atomically). */
 qc_status qc_pl_part_write(qc_pl_parts *p, const char *path);
 void      qc_pl_part_free(qc_pl_parts *p);
+/* Joins the tensors of linears stored fused (arch.h: Phi-3's qkv_proj, gate_up_proj) into the fused tensors
+ * of layer li, as the checkpoint stores them: packed tensors along N, F16 weights and biases along rows, one
+ * g_idx (identical across slices). The slices' tensors leave the part. */
+qc_status qc_pl_part_fuse(qc_pl_parts *p, const qc_model_config *cfg, int li);
+/* Declares linear l of layer li unquantized in res: its stored module's name, once per fused tensor. */
+qc_status qc_pl_push_module(qc_pipeline_result *res, const qc_model_config *cfg, int li, qc_linear_id l);
 /* The embedding, final norm and (untied) head as F16, to path. */
 qc_status qc_pl_write_base_part(const qc_model *m, const char *path);
 qc_status qc_pl_push_str(char ***arr, int *n, const char *s);

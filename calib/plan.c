@@ -56,6 +56,9 @@ typedef struct {
     bool     bias[QC_LIN_COUNT], quant[QC_LIN_COUNT], cap_used[QC_LIN_COUNT];
     bool     tied;
     bool     no_clip[QC_LIN_COUNT];       /* AWQ's clip search skips it */
+    bool     first[QC_LIN_COUNT];         /* the first (or only) linear of its stored tensor */
+    int      srows[QC_LIN_COUNT];         /* its stored tensor's rows (fused: all slices') */
+    const char *tensor[QC_LIN_COUNT];     /* its stored tensor's path below model.layers.N. */
     int      n_caps, capw[QC_LIN_COUNT];  /* capture points k_caps[0 .. n_caps - 1]; width by capture id */
     qc_linear_id k_caps[QC_LIN_COUNT];
     int      norm_len[QC_NORM_COUNT];     /* 0: absent */
@@ -137,11 +140,12 @@ static uint64_t hdr_total(const st_hdr *h) { return h->closed + hdr_file(h); }
 
 /* One linear's tensors in a part (and the checkpoint). */
 static void linear_tensors(const qc_plan_in *in, const shapes *s, int li, qc_linear_id l, st_hdr *h) {
+    if (!s->first[l]) return; /* a fused tensor: written once, with every slice's rows */
     char nm[192];
-    int N = s->N[l], K = s->K[l], b = in->bits, G = s->G[l];
+    int N = s->srows[l], K = s->K[l], b = in->bits, G = s->G[l];
     bool awq = in->format == QC_PACK_AWQ;
     char base[128];
-    snprintf(base, sizeof base, "model.layers.%d.%s", li, s->arch->lin[l].name);
+    snprintf(base, sizeof base, "model.layers.%d.%s", li, s->tensor[l]);
     if (s->quant[l]) {
         snprintf(nm, sizeof nm, "%s.qweight", base);
         if (awq) hdr_add(h, nm, "I32", 2, K, N / 8, (uint64_t)K * (N / 8) * 4);
@@ -239,6 +243,9 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
         qc_linear_shape(c, (qc_linear_id)l, &N[l], &K[l]);
         bias[l] = qc_linear_has_bias(c, (qc_linear_id)l);
         s->no_clip[l] = s->arch->lin[l].awq_no_clip;
+        int row0;
+        qc_linear_storage(c, (qc_linear_id)l, &s->tensor[l], &row0, &s->srows[l]);
+        s->first[l] = row0 == 0;
     }
     s->n_caps = s->arch->n_caps;
     for (int k = 0; k < s->n_caps; k++) {
@@ -273,15 +280,16 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
         uint64_t sum = 0, pin = 0;
         for (int l = 0; l < QC_LIN_COUNT; l++) {
             qc_dtype dt;
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, s->arch->lin[l].name);
-            uint64_t b = tensor_bytes(m, name, (uint64_t)N[l] * K[l], &dt);
+            if (!s->first[l]) continue; /* a fused tensor is stored (and staged) once */
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, s->tensor[l]);
+            uint64_t b = tensor_bytes(m, name, (uint64_t)s->srows[l] * K[l], &dt);
             sum += b;
             pin = align256(pin + b);
             if (b > s->tensor_max) s->tensor_max = b;
             if (dt == QC_DTYPE_F32 && b > s->raw_max) s->raw_max = b; /* F32 -> F16 through the staging buffer */
             if (bias[l]) {
-                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, s->arch->lin[l].name);
-                b = tensor_bytes(m, name, (uint64_t)N[l], &dt);
+                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, s->tensor[l]);
+                b = tensor_bytes(m, name, (uint64_t)s->srows[l], &dt);
                 sum += b;
                 pin = align256(pin + b);
                 if (dt != QC_DTYPE_F32 && b > s->raw_max) s->raw_max = b;
@@ -706,7 +714,12 @@ static shapes llama8b_shapes(void) {
     s.capw[QC_LIN_Q] = s.capw[QC_LIN_GATE] = s.d;
     s.capw[QC_LIN_O] = s.qd;
     s.capw[QC_LIN_DOWN] = s.ff;
-    for (int l = 0; l < QC_LIN_COUNT; l++) s.no_clip[l] = a->lin[l].awq_no_clip;
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        s.no_clip[l] = a->lin[l].awq_no_clip;
+        s.first[l] = true;
+        s.srows[l] = N[l];
+        s.tensor[l] = a->lin[l].name;
+    }
     s.norm_len[QC_NORM_ATTN] = s.norm_len[QC_NORM_MLP] = s.d;
     return s;
 }

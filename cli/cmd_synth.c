@@ -20,7 +20,7 @@ const qc_cmd qc_cmd_synth = {
         "\"qcal_synthetic_note\", which also records the real layer count).\n"
         "\n"
         "Presets (--list prints their shapes): llama-3.1-8b, llama-3.1-70b, llama-2-7b, llama-2-13b,\n"
-        "llama-2-70b, mistral-7b (v0.1), qwen2.5-7b, qwen3-8b.\n"
+        "llama-2-70b, mistral-7b (v0.1), qwen2.5-7b, qwen3-8b, phi-3-mini.\n"
         "Shards of at most 5 GB with model.safetensors.index.json, as transformers writes them. The\n"
         "tokenizer is byte-level (256 byte tokens, no merges) with the model's BOS/EOS at their real ids,\n"
         "unless --tokenizer copies a real one. Everything is written into DIR.tmp-XXXXXX and renamed to\n"

@@ -1,5 +1,7 @@
 #include "arch.h"
 
+#include <string.h>
+
 /* The Llama layer, which Mistral, Qwen2 and Qwen3 share: pre-norm attention (q/k/v from the normed input,
  * o_proj from the heads) and a gated SiLU MLP; biases per the config's flags; Qwen3's per-head q/k norms
  * exist when the config says qk_norm. */
@@ -20,8 +22,9 @@
         {"self_attn.q_norm", QC_DIM_HEAD, true},                                        \
         {"self_attn.k_norm", QC_DIM_HEAD, true},                                        \
     }
-#define LLAMA_LAYER                                                                     \
-    .lin = LLAMA_LINEARS, .norm = LLAMA_NORMS,                                          \
+/* everything but the linears */
+#define LLAMA_COMMON                                                                    \
+    .norm = LLAMA_NORMS,                                                                \
     .caps = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN}, .n_caps = 4,                \
     .seq = {{{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, QC_BLOCK_ATTN}, {{QC_LIN_O}, 1, QC_BLOCK_ATTN},    \
             {{QC_LIN_GATE, QC_LIN_UP}, 2, QC_BLOCK_MLP}, {{QC_LIN_DOWN}, 1, QC_BLOCK_MLP}},                 \
@@ -33,11 +36,26 @@
     .n_awq = 4,                                                                         \
     .embed = "model.embed_tokens.weight", .final_norm = "model.norm.weight", .lm_head = "lm_head.weight"
 
+/* Phi-3: the Llama layer with q/k/v stored as one qkv_proj and gate/up as one gate_up_proj (gate rows
+ * first, as Phi3MLP chunks them); no biases, no q/k norms. AWQ's clip search runs on the whole qkv_proj
+ * as AutoAWQ's does for Phi-3 (its name matches none of AutoAWQ's exemptions). */
+#define PHI3_LINEARS                                                                                    \
+    {                                                                                                   \
+        {"self_attn.qkv_proj[q]", QC_DIM_Q, QC_DIM_HIDDEN, QC_BIAS_NONE, QC_LIN_Q, false, "self_attn.qkv_proj"}, \
+        {"self_attn.qkv_proj[k]", QC_DIM_KV, QC_DIM_HIDDEN, QC_BIAS_NONE, QC_LIN_Q, false, "self_attn.qkv_proj"}, \
+        {"self_attn.qkv_proj[v]", QC_DIM_KV, QC_DIM_HIDDEN, QC_BIAS_NONE, QC_LIN_Q, false, "self_attn.qkv_proj"}, \
+        {"self_attn.o_proj", QC_DIM_HIDDEN, QC_DIM_Q, QC_BIAS_NONE, QC_LIN_O, false, NULL},                \
+        {"mlp.gate_up_proj[gate]", QC_DIM_FF, QC_DIM_HIDDEN, QC_BIAS_NONE, QC_LIN_GATE, false, "mlp.gate_up_proj"}, \
+        {"mlp.gate_up_proj[up]", QC_DIM_FF, QC_DIM_HIDDEN, QC_BIAS_NONE, QC_LIN_GATE, false, "mlp.gate_up_proj"}, \
+        {"mlp.down_proj", QC_DIM_HIDDEN, QC_DIM_FF, QC_BIAS_NONE, QC_LIN_DOWN, false, NULL},               \
+    }
+
 static const qc_arch_desc k_descs[] = {
-    {.id = QC_ARCH_LLAMA, .class_name = "LlamaForCausalLM", .model_type = "llama", LLAMA_LAYER},
-    {.id = QC_ARCH_MISTRAL, .class_name = "MistralForCausalLM", .model_type = "mistral", LLAMA_LAYER},
-    {.id = QC_ARCH_QWEN2, .class_name = "Qwen2ForCausalLM", .model_type = "qwen2", LLAMA_LAYER},
-    {.id = QC_ARCH_QWEN3, .class_name = "Qwen3ForCausalLM", .model_type = "qwen3", LLAMA_LAYER},
+    {.id = QC_ARCH_LLAMA, .class_name = "LlamaForCausalLM", .model_type = "llama", .lin = LLAMA_LINEARS, LLAMA_COMMON},
+    {.id = QC_ARCH_MISTRAL, .class_name = "MistralForCausalLM", .model_type = "mistral", .lin = LLAMA_LINEARS, LLAMA_COMMON},
+    {.id = QC_ARCH_QWEN2, .class_name = "Qwen2ForCausalLM", .model_type = "qwen2", .lin = LLAMA_LINEARS, LLAMA_COMMON},
+    {.id = QC_ARCH_QWEN3, .class_name = "Qwen3ForCausalLM", .model_type = "qwen3", .lin = LLAMA_LINEARS, LLAMA_COMMON},
+    {.id = QC_ARCH_PHI3, .class_name = "Phi3ForCausalLM", .model_type = "phi3", .lin = PHI3_LINEARS, LLAMA_COMMON},
 };
 #define N_DESCS ((int)(sizeof k_descs / sizeof k_descs[0]))
 
@@ -91,6 +109,36 @@ bool qc_linear_has_bias(const qc_model_config *c, qc_linear_id l) {
     case QC_BIAS_MLP:  return c->mlp_bias;
     }
     return false;
+}
+
+void qc_linear_storage(const qc_model_config *c, qc_linear_id l, const char **tensor, int *row0, int *rows) {
+    QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
+    const qc_arch_desc *a = desc(c);
+    int out, in;
+    qc_linear_shape(c, l, &out, &in);
+    if (!a->lin[l].tensor) {
+        *tensor = a->lin[l].name;
+        *row0 = 0;
+        *rows = out;
+        return;
+    }
+    *tensor = a->lin[l].tensor;
+    *row0 = *rows = 0;
+    for (int m = 0; m < QC_LIN_COUNT; m++) {
+        if (!a->lin[m].tensor || strcmp(a->lin[m].tensor, a->lin[l].tensor) != 0) continue;
+        int o, i;
+        qc_linear_shape(c, (qc_linear_id)m, &o, &i);
+        if (m < (int)l) *row0 += o;
+        *rows += o;
+    }
+}
+
+bool qc_linear_first_of_tensor(const qc_model_config *c, qc_linear_id l) {
+    QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
+    const char *t;
+    int row0, rows;
+    qc_linear_storage(c, l, &t, &row0, &rows);
+    return row0 == 0;
 }
 
 qc_linear_id qc_linear_input(const qc_model_config *c, qc_linear_id l) {

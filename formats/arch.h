@@ -60,6 +60,12 @@ typedef struct qc_arch_linear {
     qc_linear_id input;      /* the capture point whose rows it consumes (q, k, v: QC_LIN_Q) */
     bool         awq_no_clip;/* AWQ's clipping search skips it (q/k: their outputs meet in the attention
                                 scores, which the per-linear output error does not see) */
+    const char  *tensor;     /* NULL: stored as name.weight; else a slice of rows of this fused tensor
+                                (e.g. Phi-3's "self_attn.qkv_proj"): the linears sharing it are consecutive,
+                                in row order. Loaded as separate linears and written back fused; GPTQ, RTN
+                                and AWQ treat output rows independently, so quantizing the slices (one
+                                input, one Hessian, one packability decision for all) gives the fused
+                                tensor's codes. */
 } qc_arch_linear;
 
 /* The norms of a decoder layer (qc_layer's attn_norm, mlp_norm, q_norm, k_norm). */
@@ -133,6 +139,12 @@ const char  *qc_linear_name(qc_linear_id l);
 /* A linear's shape and whether it has a bias, for this config. */
 void         qc_linear_shape(const qc_model_config *cfg, qc_linear_id l, int *out_features, int *in_features);
 bool         qc_linear_has_bias(const qc_model_config *cfg, qc_linear_id l);
+/* Where linear l is stored: the tensor path below "model.layers.N." (without ".weight"), the first row of
+ * l's slice in it and the tensor's rows (row0 0 and rows == out_features unless fused). */
+void         qc_linear_storage(const qc_model_config *cfg, qc_linear_id l, const char **tensor, int *row0, int *rows);
+/* Whether l is the first (or only) linear stored in its tensor: code that visits stored tensors once
+ * visits them at their first linear. */
+bool         qc_linear_first_of_tensor(const qc_model_config *cfg, qc_linear_id l);
 /* The capture point whose rows linear l consumes. */
 qc_linear_id qc_linear_input(const qc_model_config *cfg, qc_linear_id l);
 /* The width of a capture point's rows (in_features of the linears it feeds). */

@@ -198,10 +198,19 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
         c->qk_norm = true;
         if ((st = get_bool(root, "use_sliding_window", false, what, &use_sw))) goto done;
         break;
+    case QC_ARCH_PHI3: { /* Phi3Attention rotates the first partial_rotary_factor of each head only */
+        double prf;
+        if ((st = get_num(root, "partial_rotary_factor", 1.0, 0.0, 1.0, what, &prf))) goto done;
+        if (prf != 1.0) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: partial_rotary_factor %g is not supported (only 1.0)", what, prf);
+            goto done;
+        }
+        break; /* the window (Phi-3-mini: 2047) applies to every layer, as Mistral's */
+    }
     }
     if (use_sw) {
         if ((st = get_int(root, "sliding_window", false, 0, 0, 1 << 30, what, &c->sliding_window))) goto done;
-        if (c->arch != QC_ARCH_MISTRAL) {
+        if (c->arch == QC_ARCH_QWEN2 || c->arch == QC_ARCH_QWEN3) {
             /* Qwen2/3 apply the window only to layers >= max_window_layers; qcal supports the
              * common case where the window never applies. */
             int mwl;

@@ -7,6 +7,8 @@
  *   MistralForCausalLM  model_type mistral  (sliding_window)
  *   Qwen2ForCausalLM    model_type qwen2    (q/k/v biases; use_sliding_window)
  *   Qwen3ForCausalLM    model_type qwen3    (per-head q/k RMSNorm, explicit head_dim)
+ *   Phi3ForCausalLM     model_type phi3     (fused qkv_proj and gate_up_proj; sliding_window; rope_scaling
+ *                                            longrope/su is not supported, partial_rotary_factor must be 1)
  * hidden_act must be "silu"; rope_scaling may be null, "default", "linear" or "llama3"
  * (transformers v5 spells it "rope_parameters"). Anything else is QC_ERR_UNSUPPORTED with a message
  * listing what is supported.
@@ -31,6 +33,7 @@ typedef enum qc_arch {
     QC_ARCH_MISTRAL = 1,
     QC_ARCH_QWEN2   = 2,
     QC_ARCH_QWEN3   = 3,
+    QC_ARCH_PHI3    = 4,
 } qc_arch;
 
 typedef enum qc_rope_type {

@@ -70,6 +70,13 @@ static const qc_synth_spec k_presets[] = {
      .rms_norm_eps = 1e-6, .qk_norm = true, .max_window_layers = 36, .bos_token_id = 151643,
      .eos_token_id = 151645, .bos_token = "<|endoftext|>", .eos_token = "<|im_end|>", .add_bos = false,
      .vocab_layout = QC_SYNTH_VOCAB_BYTELEVEL, .torch_dtype = "bfloat16"},
+    {.name = "phi-3-mini", .hf_id = "microsoft/Phi-3-mini-4k-instruct", .architecture = "Phi3ForCausalLM",
+     .model_type = "phi3", .hidden_size = 3072, .intermediate_size = 8192, .n_layers = 32, .n_heads = 32,
+     .n_kv_heads = 32, .head_dim = 96, .vocab_size = 32064, .max_position_embeddings = 4096,
+     .rope_theta = 10000.0, .rms_norm_eps = 1e-5, .sliding_window = 2047,
+     SPM_TOK, /* the real config's eos_token_id is 32000 (<|endoftext|>, an added token); the synthetic
+               * SentencePiece-layout tokenizer keeps </s> at 2 */
+     .torch_dtype = "bfloat16"},
 };
 #define N_PRESETS ((int)(sizeof k_presets / sizeof k_presets[0]))
 
@@ -191,13 +198,17 @@ static qc_status make_plan(const qc_synth_spec *s, int n_layers, plan *p) {
     for (int i = 0; ok && i < n_layers; i++) {
         bool norm_done[QC_NORM_COUNT] = {0};
         for (int l = 0; ok && l < QC_LIN_COUNT; l++) {
-            int N, K;
+            int N, K, row0;
+            const char *tensor;
             qc_linear_shape(&c, (qc_linear_id)l, &N, &K);
-            snprintf(what, sizeof what, "%s.weight", a->lin[l].name);
-            ok = plan_add(p, K_WEIGHT, N, K, i, what);
-            if (ok && qc_linear_has_bias(&c, (qc_linear_id)l)) {
-                snprintf(what, sizeof what, "%s.bias", a->lin[l].name);
-                ok = plan_add(p, K_BIAS, N, 0, i, what);
+            qc_linear_storage(&c, (qc_linear_id)l, &tensor, &row0, &N); /* a fused tensor once, whole */
+            if (row0 == 0) {
+                snprintf(what, sizeof what, "%s.weight", tensor);
+                ok = plan_add(p, K_WEIGHT, N, K, i, what);
+                if (ok && qc_linear_has_bias(&c, (qc_linear_id)l)) {
+                    snprintf(what, sizeof what, "%s.bias", tensor);
+                    ok = plan_add(p, K_BIAS, N, 0, i, what);
+                }
             }
             const char *dot = strchr(a->lin[l].name, '.');
             size_t mod = dot ? (size_t)(dot - a->lin[l].name) : 0;

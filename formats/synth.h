@@ -93,7 +93,7 @@ typedef struct qc_synth_spec {
 } qc_synth_spec;
 
 /* The built-in presets (llama-3.1-8b, llama-3.1-70b, llama-2-7b, llama-2-13b, llama-2-70b, mistral-7b,
- * qwen2.5-7b, qwen3-8b), with the values of the real models' config.json. */
+ * qwen2.5-7b, qwen3-8b, phi-3-mini), with the values of the real models' config.json. */
 const qc_synth_spec *qc_synth_presets(int *count);
 /* The preset named `name`, or NULL. */
 const qc_synth_spec *qc_synth_find(const char *name);

@@ -4,7 +4,8 @@ records transformers' F32 logits for a fixed input. The outputs are test fixture
 pass (tests/data/arch/<name>/). Needs torch + transformers (run it where they are installed; the
 files it writes are committed, so the tests themselves need neither).
 
-usage: make_arch_fixtures.py OUTDIR
+usage: make_arch_fixtures.py OUTDIR [NAME ...]   (default: every variant; each variant's weights depend only on
+                                                  its own seed, so one can be made alone)
 """
 import json
 import os
@@ -31,6 +32,8 @@ VARIANTS = {
     "mistral-swa": ("mistral", dict(sliding_window=8, tie_word_embeddings=False)),
     "qwen2": ("qwen2", dict(tie_word_embeddings=True, use_sliding_window=False)),
     "qwen3": ("qwen3", dict(head_dim=32, tie_word_embeddings=False, use_sliding_window=False)),
+    # fused qkv_proj / gate_up_proj, a sliding window; pad_token_id inside the toy vocabulary
+    "phi3": ("phi3", dict(sliding_window=8, tie_word_embeddings=False, pad_token_id=0)),
 }
 
 
@@ -39,7 +42,10 @@ def main():
     torch.manual_seed(0)
     ids = torch.randint(3, VOCAB, (1, T))
     ids[0, 0] = 1
+    only = sys.argv[2:]
     for name, (mt, extra) in VARIANTS.items():
+        if only and name not in only:
+            continue
         kw = dict(BASE)
         kw.update(extra)
         cfg = AutoConfig.for_model(mt, **kw)

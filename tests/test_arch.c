@@ -57,6 +57,16 @@ static void test_descriptions_consistent(void **state) {
             assert_true(N > 0 && K > 0);
             assert_int_equal(qc_capture_width(&c, a->lin[l].input), K);
         }
+        /* the slices of a fused tensor are consecutive and share their input */
+        for (int l = 1; l < QC_LIN_COUNT; l++) {
+            if (!a->lin[l].tensor) continue;
+            for (int m = 0; m + 1 < l; m++)
+                if (a->lin[m].tensor && strcmp(a->lin[m].tensor, a->lin[l].tensor) == 0) {
+                    assert_non_null(a->lin[l - 1].tensor);
+                    assert_string_equal(a->lin[l - 1].tensor, a->lin[l].tensor);
+                    assert_int_equal(a->lin[m].input, a->lin[l].input);
+                }
+        }
         /* capture points in forward order, each listed once */
         for (int k = 0; k < a->n_caps; k++)
             for (int m = 0; m < k; m++) assert_int_not_equal(a->caps[m], a->caps[k]);
@@ -150,6 +160,38 @@ static void test_awq_groups_gqa(void **state) {
     assert_int_equal(g[1].module, QC_AWQ_MOD_LINEAR);
 }
 
+/* Phi-3 stores q/k/v and gate/up fused: each linear is a row range of its tensor, read and written once. */
+static void test_phi3_storage(void **state) {
+    (void)state;
+    qc_model_config c = config_of(QC_ARCH_PHI3, 2); /* q 96 rows, k and v 48 each, gate and up 160 */
+    static const struct { qc_linear_id l; const char *tensor; int row0, rows; bool first; } want[] = {
+        {QC_LIN_Q, "self_attn.qkv_proj", 0, 192, true},     {QC_LIN_K, "self_attn.qkv_proj", 96, 192, false},
+        {QC_LIN_V, "self_attn.qkv_proj", 144, 192, false},  {QC_LIN_O, "self_attn.o_proj", 0, 64, true},
+        {QC_LIN_GATE, "mlp.gate_up_proj", 0, 320, true},    {QC_LIN_UP, "mlp.gate_up_proj", 160, 320, false},
+        {QC_LIN_DOWN, "mlp.down_proj", 0, 64, true},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        const char *t;
+        int row0, rows;
+        qc_linear_storage(&c, want[i].l, &t, &row0, &rows);
+        assert_string_equal(t, want[i].tensor);
+        assert_int_equal(row0, want[i].row0);
+        assert_int_equal(rows, want[i].rows);
+        assert_int_equal(qc_linear_first_of_tensor(&c, want[i].l), want[i].first);
+    }
+    /* unfused architectures: every linear its own tensor */
+    qc_model_config l = config_of(QC_ARCH_LLAMA, 2);
+    for (int k = 0; k < QC_LIN_COUNT; k++) {
+        const char *t;
+        int row0, rows, N, K;
+        qc_linear_storage(&l, (qc_linear_id)k, &t, &row0, &rows);
+        qc_linear_shape(&l, (qc_linear_id)k, &N, &K);
+        assert_string_equal(t, qc_linear_name((qc_linear_id)k));
+        assert_int_equal(row0, 0);
+        assert_int_equal(rows, N);
+    }
+}
+
 /* config.json's architecture names are the descriptions'. */
 static void test_config_names(void **state) {
     (void)state;
@@ -176,7 +218,7 @@ static void test_config_names(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_descriptions_consistent), cmocka_unit_test(test_llama_layout),
-        cmocka_unit_test(test_awq_groups_gqa), cmocka_unit_test(test_config_names),
+        cmocka_unit_test(test_awq_groups_gqa), cmocka_unit_test(test_phi3_storage), cmocka_unit_test(test_config_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -260,7 +260,7 @@ static void run_layers(const char *dir, const char *label, int nseq, int T) {
 }
 
 static const char *const k_fixtures[] = {
-    "llama-bias-untied", "llama3-rope", "llama-linear-rope", "mistral-swa", "qwen2", "qwen3",
+    "llama-bias-untied", "llama3-rope", "llama-linear-rope", "mistral-swa", "qwen2", "qwen3", "phi3",
 };
 
 static void test_arch_layers(void **state) {

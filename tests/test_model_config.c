@@ -72,6 +72,23 @@ static void test_rope(void **state) {
                    QC_ERR_FORMAT, "original_max_position_embeddings");
 }
 
+static void test_phi3(void **state) {
+    (void)state;
+    qc_model_config c;
+    QC_CHECK_OK(parse("{\"architectures\": [\"Phi3ForCausalLM\"], " BASE ", \"sliding_window\": 2047, "
+                      "\"rope_scaling\": null, \"pad_token_id\": 32000, \"original_max_position_embeddings\": 4096}", &c));
+    assert_int_equal(c.arch, QC_ARCH_PHI3);
+    assert_int_equal(c.sliding_window, 2047); /* every layer, as transformers' Phi3 */
+    assert_false(c.qkv_bias);
+    assert_false(c.qk_norm);
+    assert_int_equal(c.head_dim, 16);
+    QC_CHECK_FAILS(parse("{\"model_type\": \"phi3\", " BASE ", \"partial_rotary_factor\": 0.5}", &c),
+                   QC_ERR_UNSUPPORTED, "partial_rotary_factor");
+    QC_CHECK_FAILS(parse("{\"model_type\": \"phi3\", " BASE ", \"rope_scaling\": {\"type\": \"longrope\", "
+                         "\"short_factor\": [1.0], \"long_factor\": [1.0]}}", &c),
+                   QC_ERR_UNSUPPORTED, "longrope");
+}
+
 static void test_errors(void **state) {
     (void)state;
     qc_model_config c;
@@ -111,7 +128,7 @@ static void test_real_configs(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_llama_defaults), cmocka_unit_test(test_architectures), cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_llama_defaults), cmocka_unit_test(test_architectures), cmocka_unit_test(test_rope), cmocka_unit_test(test_phi3),
         cmocka_unit_test(test_errors), cmocka_unit_test(test_real_configs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
