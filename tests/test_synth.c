@@ -57,19 +57,21 @@ static void test_presets_match_real_configs(void **state) {
     (void)state;
     int n;
     assert_non_null(qc_synth_presets(&n));
-    assert_int_equal(n, 8);
-    /* name, hidden, ffn, layers, heads, kv, vocab, max_pos, theta, eps, bos, eos (from the hub's config.json) */
-    static const struct { const char *name; int d, ff, L, h, kv, V, maxpos; double theta, eps; int bos, eos; } want[] = {
-        {"llama-3.1-8b", 4096, 14336, 32, 32, 8, 128256, 131072, 500000, 1e-5, 128000, 128001},
-        {"llama-3.1-70b", 8192, 28672, 80, 64, 8, 128256, 131072, 500000, 1e-5, 128000, 128001},
-        {"llama-2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000, 1e-5, 1, 2},
-        {"llama-2-13b", 5120, 13824, 40, 40, 40, 32000, 4096, 10000, 1e-5, 1, 2},
-        {"llama-2-70b", 8192, 28672, 80, 64, 8, 32000, 4096, 10000, 1e-5, 1, 2},
-        {"mistral-7b", 4096, 14336, 32, 32, 8, 32000, 32768, 10000, 1e-5, 1, 2},
-        {"qwen2.5-7b", 3584, 18944, 28, 28, 4, 152064, 131072, 1e6, 1e-6, 151643, 151643},
-        {"qwen3-8b", 4096, 12288, 36, 32, 8, 151936, 40960, 1e6, 1e-6, 151643, 151645},
+    assert_int_equal(n, 9);
+    /* name, hidden, ffn, layers, heads, kv, vocab, max_pos, theta, eps, bos, eos (from the hub's config.json; Phi-3's
+     * eos is the synthetic tokenizer's </s>, the real config says 32000), head_dim */
+    static const struct { const char *name; int d, ff, L, h, kv, V, maxpos; double theta, eps; int bos, eos, hd; } want[] = {
+        {"llama-3.1-8b", 4096, 14336, 32, 32, 8, 128256, 131072, 500000, 1e-5, 128000, 128001, 128},
+        {"llama-3.1-70b", 8192, 28672, 80, 64, 8, 128256, 131072, 500000, 1e-5, 128000, 128001, 128},
+        {"llama-2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000, 1e-5, 1, 2, 128},
+        {"llama-2-13b", 5120, 13824, 40, 40, 40, 32000, 4096, 10000, 1e-5, 1, 2, 128},
+        {"llama-2-70b", 8192, 28672, 80, 64, 8, 32000, 4096, 10000, 1e-5, 1, 2, 128},
+        {"mistral-7b", 4096, 14336, 32, 32, 8, 32000, 32768, 10000, 1e-5, 1, 2, 128},
+        {"qwen2.5-7b", 3584, 18944, 28, 28, 4, 152064, 131072, 1e6, 1e-6, 151643, 151643, 128},
+        {"qwen3-8b", 4096, 12288, 36, 32, 8, 151936, 40960, 1e6, 1e-6, 151643, 151645, 128},
+        {"phi-3-mini", 3072, 8192, 32, 32, 32, 32064, 4096, 10000, 1e-5, 1, 2, 96},
     };
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 9; i++) {
         const qc_synth_spec *s = qc_synth_find(want[i].name);
         assert_non_null(s);
         assert_int_equal(s->hidden_size, want[i].d);
@@ -77,7 +79,7 @@ static void test_presets_match_real_configs(void **state) {
         assert_int_equal(s->n_layers, want[i].L);
         assert_int_equal(s->n_heads, want[i].h);
         assert_int_equal(s->n_kv_heads, want[i].kv);
-        assert_int_equal(s->head_dim, 128);
+        assert_int_equal(s->head_dim, want[i].hd);
         assert_int_equal(s->vocab_size, want[i].V);
         assert_int_equal(s->max_position_embeddings, want[i].maxpos);
         QC_CHECK_NEAR(s->rope_theta, want[i].theta, 0);
@@ -122,7 +124,8 @@ static void test_tiny_models_load_and_run(void **state) {
         assert_int_equal(m->cfg.qk_norm, s.qk_norm);
         assert_int_equal(m->cfg.qkv_bias, s.qkv_bias);
         assert_int_equal(m->cfg.rope_type, s.rope_llama3 ? QC_ROPE_LLAMA3 : QC_ROPE_DEFAULT);
-        assert_int_equal(m->cfg.sliding_window, strcmp(s.model_type, "mistral") == 0 ? 4096 : 0);
+        assert_int_equal(m->cfg.sliding_window, strcmp(s.model_type, "mistral") == 0 ? 4096
+                                                : strcmp(s.model_type, "phi3") == 0   ? 2047 : 0);
         assert_string_equal(m->cfg.torch_dtype, "bfloat16");
 
         qc_tokenizer *tok;
