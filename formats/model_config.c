@@ -199,8 +199,11 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
         if ((st = get_bool(root, "use_sliding_window", false, what, &use_sw))) goto done;
         break;
     case QC_ARCH_PHI3: { /* Phi3Attention rotates the first partial_rotary_factor of each head only */
-        double prf;
+        double prf, prf5;
         if ((st = get_num(root, "partial_rotary_factor", 1.0, 0.0, 1.0, what, &prf))) goto done;
+        const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters"); /* transformers v5 */
+        if (cJSON_IsObject(rp) && (st = get_num(rp, "partial_rotary_factor", 1.0, 0.0, 1.0, what, &prf5))) goto done;
+        if (cJSON_IsObject(rp) && prf5 != 1.0) prf = prf5;
         if (prf != 1.0) {
             st = qc_fail(QC_ERR_UNSUPPORTED, "%s: partial_rotary_factor %g is not supported (only 1.0)", what, prf);
             goto done;

@@ -84,6 +84,9 @@ static void test_phi3(void **state) {
     assert_int_equal(c.head_dim, 16);
     QC_CHECK_FAILS(parse("{\"model_type\": \"phi3\", " BASE ", \"partial_rotary_factor\": 0.5}", &c),
                    QC_ERR_UNSUPPORTED, "partial_rotary_factor");
+    QC_CHECK_FAILS(parse("{\"model_type\": \"phi3\", " BASE ", \"rope_parameters\": {\"rope_type\": \"default\", "
+                         "\"rope_theta\": 10000.0, \"partial_rotary_factor\": 0.75}}", &c),
+                   QC_ERR_UNSUPPORTED, "partial_rotary_factor");
     QC_CHECK_FAILS(parse("{\"model_type\": \"phi3\", " BASE ", \"rope_scaling\": {\"type\": \"longrope\", "
                          "\"short_factor\": [1.0], \"long_factor\": [1.0]}}", &c),
                    QC_ERR_UNSUPPORTED, "longrope");
