@@ -86,16 +86,18 @@ static qc_status check_finite_named(const float *x, size_t n, int cols, const ch
 }
 
 qc_status qc_pl_check_layer(const qc_model_config *cfg, const qc_layer *layer, int li) {
+    const qc_arch_desc *a = qc_arch_desc_of(cfg->arch);
     qc_status st = QC_OK;
     for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) {
         int N = layer->out_features[l], K = layer->in_features[l];
-        st = check_finite_named(layer->w[l], (size_t)N * K, K, "model.layers.%d.%s.weight", li, qc_linear_name(l));
-        if (st == QC_OK) st = check_finite_named(layer->b[l], (size_t)N, 0, "model.layers.%d.%s.bias", li, qc_linear_name(l));
+        st = check_finite_named(layer->w[l], (size_t)N * K, K, "model.layers.%d.%s.weight", li, a->lin[l].name);
+        if (st == QC_OK) st = check_finite_named(layer->b[l], (size_t)N, 0, "model.layers.%d.%s.bias", li, a->lin[l].name);
     }
-    if (st == QC_OK) st = check_finite_named(layer->attn_norm, (size_t)cfg->hidden_size, 0, "model.layers.%d.%s", li, "input_layernorm.weight");
-    if (st == QC_OK) st = check_finite_named(layer->mlp_norm, (size_t)cfg->hidden_size, 0, "model.layers.%d.%s", li, "post_attention_layernorm.weight");
-    if (st == QC_OK) st = check_finite_named(layer->q_norm, (size_t)cfg->head_dim, 0, "model.layers.%d.%s", li, "self_attn.q_norm.weight");
-    if (st == QC_OK) st = check_finite_named(layer->k_norm, (size_t)cfg->head_dim, 0, "model.layers.%d.%s", li, "self_attn.k_norm.weight");
+    for (int k = 0; st == QC_OK && k < QC_NORM_COUNT; k++) {
+        const float *nw = *qc_layer_norm((qc_layer *)layer, (qc_norm_id)k);
+        if (nw) st = check_finite_named(nw, (size_t)qc_norm_dim(cfg, (qc_norm_id)k), 0, "model.layers.%d.%s.weight", li,
+                                        a->norm[k].name);
+    }
     return st;
 }
 
@@ -454,12 +456,12 @@ static void finish_hessian(float *H, int K, int64_t rows) {
         }
 }
 
-qc_status qc_pl_check_hessian(const float *H, int K, int li, qc_linear_id cap) {
+qc_status qc_pl_check_hessian(const qc_model_config *cfg, const float *H, int K, int li, qc_linear_id cap) {
     for (int i = 0; i < K; i++) /* a non-finite input row makes its whole row and column of H non-finite */
         if (!isfinite(H[(size_t)i * K + i]))
             return qc_fail(QC_ERR_NUMERIC, "model.layers.%d: the calibration activations entering %s are not finite "
                            "(Hessian diagonal %d is %g): the model overflows on this calibration text in FP32 or "
-                           "its weights are broken", li, qc_linear_name(cap), i, (double)H[(size_t)i * K + i]);
+                           "its weights are broken", li, qc_arch_desc_of(cfg->arch)->lin[cap].name, i, (double)H[(size_t)i * K + i]);
     return QC_OK;
 }
 
@@ -503,7 +505,7 @@ static qc_status cpu_hessians(void *be, int li, int gi, int n_groups, const bool
     for (int k = 0; k < QC_LIN_COUNT; k++)
         if (cc.want[k] && st == QC_OK) {
             finish_hessian(cc.H[k], cc.K[k], cc.rows[k]);
-            st = qc_pl_check_hessian(cc.H[k], cc.K[k], li, (qc_linear_id)k);
+            st = qc_pl_check_hessian(cfg, cc.H[k], cc.K[k], li, (qc_linear_id)k);
         }
     return st;
 }

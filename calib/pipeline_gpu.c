@@ -300,7 +300,7 @@ static qc_status check_hessian(gctx *c, qc_linear_id cap, int li) {
             st = qc_fail(QC_ERR_NUMERIC, "model.layers.%d: the calibration activations entering %s are not finite "
                          "(Hessian diagonal %d is %g): the model overflows on this calibration text (the GPU feeds "
                          "the linears F16 inputs, as an F16 model does; --device cpu computes in FP32) or its "
-                         "weights are broken", li, qc_linear_name(cap), i, (double)dg[i]);
+                         "weights are broken", li, qc_arch_desc_of(c->m->cfg.arch)->lin[cap].name, i, (double)dg[i]);
     free(dg);
     return st;
 }
@@ -330,7 +330,7 @@ static bool hessian_capture(void *user, qc_linear_id which, const uint16_t *x, i
 static qc_status hessian_buf(gctx *c, qc_linear_id cap, int K) {
     if (!c->Hs[cap]) {
         char what[64];
-        snprintf(what, sizeof what, "the Hessian of %s inputs (%d x %d)", qc_linear_name(cap), K, K);
+        snprintf(what, sizeof what, "the Hessian of %s inputs (%d x %d)", qc_arch_desc_of(c->m->cfg.arch)->lin[cap].name, K, K);
         qc_status st = qc_gpu_alloc(c->g, (void **)&c->Hs[cap], sizeof(float) * (size_t)K * K, what);
         if (st) return st;
     }

@@ -59,7 +59,7 @@ bool qc_pl_awq_group_quantized(const qc_pipeline_opts *o, const int *out_feature
                                const qc_arch_awq *g);
 
 /* QC_ERR_NUMERIC naming the layer and capture point when the Hessian H [K, K] is not finite. */
-qc_status qc_pl_check_hessian(const float *H, int K, int li, qc_linear_id cap);
+qc_status qc_pl_check_hessian(const qc_model_config *cfg, const float *H, int K, int li, qc_linear_id cap);
 /* Sets the F16 guard of qc_pl_to_f16 for the run in progress. */
 void qc_pl_set_clamp_f16(bool clamp);
 
