@@ -4,17 +4,19 @@
  * A description names a decoder layer's linears (tensor path, shape in config terms, which config flag
  * gives it a bias, the capture point whose rows it consumes), its norms, the capture points in forward
  * order, the true-sequential groups, and AWQ's scale groups with the operation each folds 1/s into.
- * The CPU forward (calib/model.c), the GPU forward and loader (calib/gpu_forward.cu), both pipeline
- * drivers (calib/pipeline.c, calib/pipeline_gpu.c), the preflight plan (calib/plan.c), the memory
- * estimate of `qcal quantize` and `qcal synth` read it, so adding an architecture means adding its
- * description here (plus its config.json fields in model_config.c and any new kernel), not editing
- * each of them.
+ * The CPU forward (calib/model.c), the GPU forward and loader (calib/gpu_forward.cu), the layer driver
+ * (calib/pipeline_driver.c) and its CPU and CUDA backends (calib/pipeline.c, calib/pipeline_gpu.c), the
+ * preflight plan (calib/plan.c), `qcal quantize`'s checks and `qcal synth` read it, so adding an
+ * architecture means adding its description here (plus its config.json fields in model_config.c and any
+ * new kernel), not editing each of them.
  *
  *   const qc_arch_desc *a = qc_arch_desc_of(cfg.arch);
  *   for (int l = 0; l < QC_LIN_COUNT; l++) {
- *       int out, in;
+ *       int out, in, row0, rows;
+ *       const char *tensor;
  *       qc_linear_shape(&cfg, l, &out, &in);       // rows = out_features, cols = in_features
- *       printf("model.layers.0.%s.weight\n", a->lin[l].name);
+ *       qc_linear_storage(&cfg, l, &tensor, &row0, &rows);  // fused (Phi-3): rows [row0, row0 + out)
+ *       printf("%s: model.layers.0.%s.weight\n", a->lin[l].name, tensor);
  *   }
  *   for (int g = 0; g < a->n_seq; g++) ...          // true-sequential groups, a->seq[g].lin[0 .. n-1]
  *
