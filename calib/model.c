@@ -53,6 +53,66 @@ static qc_status need_tensor(const qc_model *m, const char *name, int64_t d0, in
     return QC_OK;
 }
 
+/* "model.layers.i.<rel>.<suffix>" under the description's name, else under its alternative (transformers 5's
+ * names for Mixtral) when the model has that one: name receives the one to read. */
+static void moe_name(const qc_model *m, int i, const char *rel, const char *alt, const char *suffix, char *name,
+                     size_t size) {
+    snprintf(name, size, "model.layers.%d.%s.%s", i, rel, suffix);
+    if (alt && !qc_weights_find(m->weights, name)) {
+        char a[256];
+        snprintf(a, sizeof a, "model.layers.%d.%s.%s", i, alt, suffix);
+        if (qc_weights_find(m->weights, a)) snprintf(name, size, "%s", a);
+    }
+}
+
+/* The fused 3-D experts tensor `<experts>.<what>` of layer i, checked to be [E, d1, d2]; NULL when absent. */
+static qc_status fused_experts(const qc_model *m, int i, int which, const qc_tensor **out) {
+    const qc_model_config *c = &m->cfg;
+    const qc_arch_moe *moe = qc_arch_desc_of(c->arch)->moe;
+    char name[256];
+    moe_name(m, i, moe->experts, moe->alt_experts, moe->fused[which], name, sizeof name);
+    *out = NULL;
+    const qc_tensor *t = qc_weights_find(m->weights, name);
+    if (!t) return QC_OK;
+    int64_t d1 = which == 0 ? 2 * (int64_t)c->moe_intermediate_size : c->hidden_size;
+    int64_t d2 = which == 0 ? c->hidden_size : c->moe_intermediate_size;
+    if (!is_float_dtype(t->dtype) || t->ndim != 3 || t->shape[0] != c->n_experts || t->shape[1] != d1 ||
+        t->shape[2] != d2)
+        return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' must be a floating [%d, %lld, %lld] (the experts fused as "
+                       "transformers 5 stores them)", m->dir, name, c->n_experts, (long long)d1, (long long)d2);
+    *out = t;
+    return QC_OK;
+}
+
+/* An MoE layer's router, shared-expert gate and experts (per expert, packed or plain, or fused 3-D). */
+static qc_status check_moe(const qc_model *m, int i) {
+    const qc_model_config *c = &m->cfg;
+    const qc_arch_moe *moe = qc_arch_desc_of(c->arch)->moe;
+    char name[256], path[192];
+    int d = c->hidden_size;
+    moe_name(m, i, moe->router, moe->alt_router, "weight", name, sizeof name);
+    qc_status st = need_tensor(m, name, c->n_experts, d, NULL);
+    if (st == QC_OK && moe->shared_gate) {
+        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, moe->shared_gate);
+        st = need_tensor(m, name, 1, d, NULL);
+    }
+    const qc_tensor *fz[2] = {NULL, NULL};
+    for (int k = 0; k < 2 && st == QC_OK; k++) st = fused_experts(m, i, k, &fz[k]);
+    for (int e = 0; e < c->n_experts && st == QC_OK; e++)
+        for (int j = 0; j < 3 && st == QC_OK; j++) {
+            qc_linear_id l = QC_LIN_EXPERT(e, j);
+            int no, ni;
+            qc_linear_shape(c, l, &no, &ni);
+            qc_linear_path(c, l, path, sizeof path);
+            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, path);
+            if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) continue;
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, path);
+            if (!qc_weights_find(m->weights, name) && fz[j == 2 ? 1 : 0]) continue;
+            st = need_tensor(m, name, no, ni, NULL);
+        }
+    return st;
+}
+
 qc_status qc_model_open(const char *dir, qc_model **out) {
     *out = NULL;
     qc_model *m = calloc(1, sizeof *m);
@@ -90,7 +150,7 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
         }
         if (st) break;
         for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) { /* each stored tensor once (fused: all rows) */
-            if (!qc_linear_first_of_tensor(c, (qc_linear_id)l)) continue;
+            if (!qc_linear_present(c, i, (qc_linear_id)l) || !qc_linear_first_of_tensor(c, (qc_linear_id)l)) continue;
             int no, ni, row0;
             const char *tensor;
             qc_linear_shape(c, (qc_linear_id)l, &no, &ni);
@@ -104,6 +164,7 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
                 st = need_tensor(m, name, no, -1, NULL);
             }
         }
+        if (st == QC_OK && qc_layer_is_moe(c, i)) st = check_moe(m, i);
     }
     if (st != QC_OK) {
         qc_model_free(m);
@@ -148,6 +209,70 @@ float **qc_layer_norm(qc_layer *L, qc_norm_id n) {
     }
 }
 
+/* One expert linear of layer i: packed (GPTQ/AWQ checkpoint), per-expert 2-D, or its slice of the fused
+ * 3-D tensor. */
+static qc_status load_expert(const qc_model *m, int i, qc_linear_id l, const qc_tensor *const fz[2], float **out) {
+    const qc_model_config *c = &m->cfg;
+    char name[256], path[192];
+    int N, K, e, j;
+    qc_linear_shape(c, l, &N, &K);
+    qc_linear_expert(l, &e, &j);
+    qc_linear_path(c, l, path, sizeof path);
+    snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, path);
+    if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) {
+        bool has_bias = false;
+        float *w = qc_aligned_alloc(sizeof(float) * (size_t)N * K), *b = qc_aligned_alloc(sizeof(float) * (size_t)N);
+        qc_status st = (!w || !b) ? qc_fail(QC_ERR_NOMEM, "out of memory") : QC_OK;
+        snprintf(name, sizeof name, "model.layers.%d.%s", i, path);
+        if (st == QC_OK)
+            st = m->is_gptq ? qc_gptq_load_linear(m->weights, name, &m->gptq, N, K, w, b, &has_bias)
+                            : qc_awq_load_linear(m->weights, name, &m->awq, N, K, w, b, &has_bias);
+        if (st == QC_OK && has_bias) st = qc_fail(QC_ERR_FORMAT, "%s: '%s' has a bias; experts have none", m->dir, name);
+        qc_aligned_free(b);
+        if (st) {
+            qc_aligned_free(w);
+            return st;
+        }
+        *out = w;
+        return QC_OK;
+    }
+    snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, path);
+    const qc_tensor *f = fz[j == 2 ? 1 : 0];
+    if (qc_weights_find(m->weights, name) || !f) return load_f32(m, name, out);
+    /* fused: gate_up [E, 2 * ff, d] (gate rows, then up rows), down [E, d, ff] */
+    int64_t off = (int64_t)e * f->shape[1] * f->shape[2] + (j == 1 ? (int64_t)N * K : 0);
+    float *w = qc_aligned_alloc(sizeof(float) * (size_t)N * K);
+    if (!w) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    qc_status st = qc_tensor_read_f32(f, off, (int64_t)N * K, w);
+    if (st) {
+        qc_aligned_free(w);
+        return st;
+    }
+    *out = w;
+    return QC_OK;
+}
+
+static qc_status load_moe(const qc_model *m, int i, qc_layer *L) {
+    const qc_model_config *c = &m->cfg;
+    const qc_arch_moe *moe = qc_arch_desc_of(c->arch)->moe;
+    char name[256];
+    moe_name(m, i, moe->router, moe->alt_router, "weight", name, sizeof name);
+    qc_status st = load_f32(m, name, &L->router);
+    if (st == QC_OK && moe->shared_gate) {
+        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, moe->shared_gate);
+        st = load_f32(m, name, &L->shared_gate);
+    }
+    const qc_tensor *fz[2] = {NULL, NULL};
+    for (int k = 0; k < 2 && st == QC_OK; k++) st = fused_experts(m, i, k, &fz[k]);
+    for (int l = QC_LIN_COUNT; l < qc_arch_n_lin(c) && st == QC_OK; l++) {
+        qc_linear_shape(c, (qc_linear_id)l, &L->out_features[l], &L->in_features[l]);
+        st = load_expert(m, i, (qc_linear_id)l, fz, &L->w[l]);
+    }
+    for (int k = 0; k < 2; k++)
+        if (fz[k]) qc_tensor_drop_pages(fz[k]);
+    return st;
+}
+
 qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
     memset(L, 0, sizeof *L);
     L->index = i;
@@ -165,6 +290,7 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
     /* each stored tensor is read once: a fused one whole (into full_w/full_b), then sliced */
     for (int l = 0; l < QC_LIN_COUNT; l++) {
         qc_linear_shape(c, (qc_linear_id)l, &L->out_features[l], &L->in_features[l]);
+        if (!qc_linear_present(c, i, (qc_linear_id)l)) continue;
         const char *tensor;
         int row0, rows, N = L->out_features[l], K = L->in_features[l];
         qc_linear_storage(c, (qc_linear_id)l, &tensor, &row0, &rows);
@@ -230,6 +356,8 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
     }
     qc_aligned_free(full_w);
     qc_aligned_free(full_b);
+    full_w = full_b = NULL;
+    if (qc_layer_is_moe(c, i) && (st = load_moe(m, i, L))) goto fail;
     return QC_OK;
 fail:
     qc_aligned_free(full_w);
@@ -243,10 +371,12 @@ void qc_layer_release(qc_layer *L) {
     qc_aligned_free(L->mlp_norm);
     qc_aligned_free(L->q_norm);
     qc_aligned_free(L->k_norm);
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    for (int l = 0; l < QC_LIN_MAX; l++) {
         qc_aligned_free(L->w[l]);
         qc_aligned_free(L->b[l]);
     }
+    qc_aligned_free(L->router);
+    qc_aligned_free(L->shared_gate);
     memset(L, 0, sizeof *L);
 }
 
@@ -261,6 +391,14 @@ struct qc_fwd {
     float *att;     /* [rows, n_heads * hd] attention output (input of o_proj) */
     float *h1, *h2; /* [rows, ff] gate and up */
     float *tmp;     /* [rows, d] */
+    /* MoE layers (NULL for dense models) */
+    float *xg, *yg; /* [rows, d] one expert's gathered rows, its output */
+    float *logits;  /* [rows, n_experts] router logits */
+    int   *top;     /* [rows, k] chosen experts */
+    float *topw;    /* [rows, k] their routing weights */
+    int   *gidx;    /* [rows] the rows gathered for one expert */
+    float *gw;      /* [rows] and their weights */
+    const bool *moe_all; /* [n_experts] or NULL: experts whose down capture gets every row (qc_fwd_moe_all_rows) */
     float **scores; /* [n_scores][ATTN_BLOCK, seqlen]: one score block per pool thread */
     int    n_scores;
     float *cos, *sin; /* [seqlen, hd/2] */
@@ -316,7 +454,24 @@ qc_status qc_fwd_create(const qc_model_config *c, int max_seqs, int seqlen, qc_f
     f->seqlen = seqlen;
     size_t d = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim;
     size_t kvd = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->intermediate_size;
+    if ((size_t)c->moe_intermediate_size > ff) ff = (size_t)c->moe_intermediate_size;
+    if ((size_t)c->shared_expert_intermediate_size > ff) ff = (size_t)c->shared_expert_intermediate_size;
     size_t half = (size_t)c->head_dim / 2;
+    if (c->n_experts > 0) {
+        size_t E = (size_t)c->n_experts, k = (size_t)c->n_experts_per_tok;
+        f->xg = qc_aligned_alloc(rows * d * sizeof(float));
+        f->yg = qc_aligned_alloc(rows * d * sizeof(float));
+        f->logits = qc_aligned_alloc(rows * E * sizeof(float));
+        f->top = malloc(rows * k * sizeof(int));
+        f->topw = malloc(rows * k * sizeof(float));
+        f->gidx = malloc(rows * sizeof(int));
+        f->gw = malloc(rows * sizeof(float));
+        if (!f->xg || !f->yg || !f->logits || !f->top || !f->topw || !f->gidx || !f->gw) {
+            qc_fwd_free(f);
+            return qc_fail(QC_ERR_NOMEM, "forward: cannot allocate the MoE buffers for %d x %d tokens", max_seqs,
+                           seqlen);
+        }
+    }
     f->xn = qc_aligned_alloc(rows * d * sizeof(float));
     f->q = qc_aligned_alloc(rows * qd * sizeof(float));
     f->k = qc_aligned_alloc(rows * kvd * sizeof(float));
@@ -339,6 +494,8 @@ qc_status qc_fwd_create(const qc_model_config *c, int max_seqs, int seqlen, qc_f
     return QC_OK;
 }
 
+void qc_fwd_moe_all_rows(qc_fwd *f, const bool *experts) { f->moe_all = experts; }
+
 void qc_fwd_free(qc_fwd *f) {
     if (!f) return;
     qc_aligned_free(f->xn);
@@ -349,6 +506,13 @@ void qc_fwd_free(qc_fwd *f) {
     qc_aligned_free(f->h1);
     qc_aligned_free(f->h2);
     qc_aligned_free(f->tmp);
+    qc_aligned_free(f->xg);
+    qc_aligned_free(f->yg);
+    qc_aligned_free(f->logits);
+    free(f->top);
+    free(f->topw);
+    free(f->gidx);
+    free(f->gw);
     for (int i = 0; i < f->n_scores; i++) qc_aligned_free(f->scores[i]);
     free(f->scores);
     qc_aligned_free(f->cos);
@@ -604,20 +768,149 @@ static qc_status attn_block(qc_fwd *f, const qc_layer *L, const float *xn, float
     return QC_OK;
 }
 
-/* MLP without the residual: out = down(silu(gate(xn)) * up(xn)); rows in sequences of T. */
-static qc_status mlp_block(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n, int T,
-                           qc_capture_fn capture, void *user, bool *stopped) {
-    const qc_model_config *c = &f->cfg;
-    int d = c->hidden_size, ff = c->intermediate_size;
-    linear(f->h1, xn, L->w[QC_LIN_GATE], L->b[QC_LIN_GATE], n, T, ff, d);
-    linear(f->h2, xn, L->w[QC_LIN_UP], L->b[QC_LIN_UP], n, T, ff, d);
+/* A gated MLP without the residual: out = down(silu(gate(xn)) * up(xn)) with the linears in slots g, g + 1,
+ * g + 2 (gate, up, down) and width ff; rows in sequences of T. The activations go to capture as `down`. */
+static qc_status gated_mlp(qc_fwd *f, const qc_layer *L, int g, qc_linear_id down, const float *xn, float *out, int n,
+                           int T, qc_capture_fn capture, void *user, bool *stopped) {
+    int d = f->cfg.hidden_size, ff = L->out_features[g];
+    linear(f->h1, xn, L->w[g], L->b[g], n, T, ff, d);
+    linear(f->h2, xn, L->w[g + 1], L->b[g + 1], n, T, ff, d);
     ew_run(&(ew_ctx){.op = EW_SILU_MUL, .y = f->h1, .x = f->h2, .n = n, .dim = ff});
-    if (capture && !capture(user, QC_LIN_DOWN, f->h1, n, ff)) {
+    if (capture && !capture(user, down, f->h1, n, ff)) {
         *stopped = true;
         return QC_OK;
     }
-    linear(out, f->h1, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], n, T, d, ff);
+    linear(out, f->h1, L->w[g + 2], L->b[g + 2], n, T, d, ff);
     return QC_OK;
+}
+
+/* The router: logits [n, E] -> per row the top k experts (descending probability; ties to the lower id,
+ * as torch.topk on CPU) and their weights: the softmax (FP32) over all experts, renormalized over the k
+ * when the config (or the architecture) says so. */
+static void moe_route(qc_fwd *f, const float *logits, int n) {
+    const qc_model_config *c = &f->cfg;
+    int E = c->n_experts, k = c->n_experts_per_tok;
+    bool renorm = c->norm_topk_prob || qc_arch_desc_of(c->arch)->moe->always_renorm;
+    for (int r = 0; r < n; r++) {
+        const float *lg = logits + (size_t)r * E;
+        float mx = lg[0], sum = 0.0f;
+        for (int e = 1; e < E; e++) mx = lg[e] > mx ? lg[e] : mx;
+        for (int e = 0; e < E; e++) sum += expf(lg[e] - mx);
+        int *top = f->top + (size_t)r * k;
+        float *w = f->topw + (size_t)r * k, wsum = 0.0f;
+        for (int i = 0; i < k; i++) { /* selection: k is small */
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                bool taken = false;
+                for (int j = 0; j < i; j++) taken |= top[j] == e;
+                if (!taken && (best < 0 || lg[e] > lg[best])) best = e;
+            }
+            top[i] = best;
+            w[i] = expf(lg[best] - mx) / sum;
+            wsum += w[i];
+        }
+        if (renorm)
+            for (int i = 0; i < k; i++) w[i] /= wsum;
+    }
+}
+
+/* Gathers the rows routed to expert e into f->xg (row order), their ids and weights; returns how many. */
+static int moe_gather(qc_fwd *f, const float *xn, int n, int e) {
+    int k = f->cfg.n_experts_per_tok, d = f->cfg.hidden_size, ne = 0;
+    for (int r = 0; r < n; r++)
+        for (int i = 0; i < k; i++)
+            if (f->top[(size_t)r * k + i] == e) {
+                memcpy(f->xg + (size_t)ne * d, xn + (size_t)r * d, sizeof(float) * (size_t)d);
+                f->gidx[ne] = r;
+                f->gw[ne++] = f->topw[(size_t)r * k + i];
+            }
+    return ne;
+}
+
+/* A mixture-of-experts block without the residual: out = sum over each row's top-k experts of weight *
+ * expert(xn) (experts in id order, as transformers adds them), plus sigmoid(shared_gate . xn) *
+ * shared_expert(xn) where the layer has one. Captures in qc_arch_caps order. */
+static qc_status moe_block(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n, int T,
+                           qc_capture_fn capture, void *user, bool *stopped) {
+    const qc_model_config *c = &f->cfg;
+    int d = c->hidden_size, E = c->n_experts, mff = c->moe_intermediate_size;
+    bool shared = L->w[QC_LIN_GATE] != NULL;
+    linear(f->logits, xn, L->router, NULL, n, T, E, d);
+    moe_route(f, f->logits, n);
+    if (capture) {
+        if (!capture(user, QC_LIN_GATE, xn, n, d)) goto stop;
+        for (int e = 0; e < E; e++) {
+            int ne = moe_gather(f, xn, n, e);
+            if (!capture(user, QC_LIN_EXPERT(e, 0), f->xg, ne, d)) goto stop;
+        }
+    }
+    memset(out, 0, sizeof(float) * (size_t)n * d);
+    float *sh = NULL;
+    if (shared) { /* its output waits in yg's rows until the experts are added (transformers' order) */
+        qc_status st = gated_mlp(f, L, QC_LIN_GATE, QC_LIN_DOWN, xn, f->yg, n, T, capture, user, stopped);
+        if (st || *stopped) return st;
+        sh = f->yg;
+        float *keep = qc_aligned_alloc(sizeof(float) * (size_t)n * d);
+        if (!keep) return qc_fail(QC_ERR_NOMEM, "forward: out of memory for the shared expert");
+        for (int r = 0; r < n; r++) {
+            float z = 0.0f;
+            for (int i = 0; i < d; i++) z += L->shared_gate[i] * xn[(size_t)r * d + i];
+            float g = 1.0f / (1.0f + expf(-z));
+            for (int i = 0; i < d; i++) keep[(size_t)r * d + i] = g * sh[(size_t)r * d + i];
+        }
+        sh = keep;
+    }
+    for (int e = 0; e < E; e++) {
+        int ne = moe_gather(f, xn, n, e);
+        qc_linear_id g = QC_LIN_EXPERT(e, 0);
+        if (capture && f->moe_all && f->moe_all[e]) { /* its down input over every row, for the capture only */
+            linear(f->h1, xn, L->w[g], NULL, n, T, mff, d);
+            linear(f->h2, xn, L->w[g + 1], NULL, n, T, mff, d);
+            ew_run(&(ew_ctx){.op = EW_SILU_MUL, .y = f->h1, .x = f->h2, .n = n, .dim = mff});
+            if (!capture(user, QC_LIN_EXPERT(e, 2), f->h1, n, mff)) goto stop_free;
+            if (ne == 0) continue;
+            for (int i = 0; i < ne; i++) /* the routed rows' activations, gathered */
+                memmove(f->h2 + (size_t)i * mff, f->h1 + (size_t)f->gidx[i] * mff, sizeof(float) * (size_t)mff);
+            linear(f->yg, f->h2, L->w[g + 2], NULL, ne, ne, d, mff);
+            for (int i = 0; i < ne; i++) {
+                float *o = out + (size_t)f->gidx[i] * d, w = f->gw[i];
+                const float *y = f->yg + (size_t)i * d;
+                for (int j = 0; j < d; j++) o[j] += w * y[j];
+            }
+            continue;
+        }
+        if (ne == 0) {
+            if (capture && !capture(user, QC_LIN_EXPERT(e, 2), f->h1, 0, mff)) goto stop_free;
+            continue;
+        }
+        linear(f->h1, f->xg, L->w[g], NULL, ne, ne, mff, d);
+        linear(f->h2, f->xg, L->w[g + 1], NULL, ne, ne, mff, d);
+        ew_run(&(ew_ctx){.op = EW_SILU_MUL, .y = f->h1, .x = f->h2, .n = ne, .dim = mff});
+        if (capture && !capture(user, QC_LIN_EXPERT(e, 2), f->h1, ne, mff)) goto stop_free;
+        linear(f->yg, f->h1, L->w[g + 2], NULL, ne, ne, d, mff);
+        for (int i = 0; i < ne; i++) {
+            float *o = out + (size_t)f->gidx[i] * d, w = f->gw[i];
+            const float *y = f->yg + (size_t)i * d;
+            for (int j = 0; j < d; j++) o[j] += w * y[j];
+        }
+    }
+    if (sh) {
+        ew_run(&(ew_ctx){.op = EW_ADD, .y = out, .x = sh, .n = n, .dim = d});
+        qc_aligned_free(sh);
+    }
+    return QC_OK;
+stop_free:
+    qc_aligned_free(sh);
+stop:
+    *stopped = true;
+    return QC_OK;
+}
+
+/* The MLP half of layer L: its MoE block, or its dense MLP. */
+static qc_status mlp_block(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n, int T,
+                           qc_capture_fn capture, void *user, bool *stopped) {
+    if (L->router) return moe_block(f, L, xn, out, n, T, capture, user, stopped);
+    return gated_mlp(f, L, QC_LIN_GATE, QC_LIN_DOWN, xn, out, n, T, capture, user, stopped);
 }
 
 qc_status qc_attn_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int nseq, int T) {
@@ -646,7 +939,7 @@ qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int
     ew_run(&(ew_ctx){.op = EW_ADD, .y = x, .x = f->tmp, .n = n, .dim = d});
 
     rmsnorm(f->xn, x, L->mlp_norm, n, d, c->rms_norm_eps);
-    if (capture && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
+    if (capture && !L->router && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
     if ((st = mlp_block(f, L, f->xn, f->tmp, n, T, capture, user, &stopped)) || stopped) return st;
     ew_run(&(ew_ctx){.op = EW_ADD, .y = x, .x = f->tmp, .n = n, .dim = d});
     return check_finite(x, (size_t)n * d, L->index, "the layer output");

@@ -67,10 +67,14 @@ typedef struct qc_layer {
     float *attn_norm;                  /* [d] input_layernorm */
     float *mlp_norm;                   /* [d] post_attention_layernorm */
     float *q_norm, *k_norm;            /* [head_dim] (Qwen3), else NULL */
-    float *w[QC_LIN_COUNT];            /* (rows = out_features, cols = in_features), row-major */
-    float *b[QC_LIN_COUNT];            /* [out_features], or NULL when the linear has no bias */
-    int    out_features[QC_LIN_COUNT];
-    int    in_features[QC_LIN_COUNT];
+    /* by slot (arch.h: QC_LIN_Q .. QC_LIN_DOWN, then the experts' QC_LIN_EXPERT(e, j)); an absent slot
+     * (qc_linear_present false) has w NULL */
+    float *w[QC_LIN_MAX];              /* (rows = out_features, cols = in_features), row-major */
+    float *b[QC_LIN_MAX];              /* [out_features], or NULL when the linear has no bias */
+    int    out_features[QC_LIN_MAX];
+    int    in_features[QC_LIN_MAX];
+    float *router;                     /* MoE layer: [n_experts, d] router weight (kept F32/F16, never quantized) */
+    float *shared_gate;                /* Qwen2-MoE: [d] the shared expert's gate, else NULL */
 } qc_layer;
 
 /* The field holding norm n (&L->attn_norm, ...): how code driven by the architecture's description
@@ -92,8 +96,10 @@ qc_status qc_fwd_create(const qc_model_config *cfg, int max_seqs, int seqlen, qc
 void      qc_fwd_free(qc_fwd *f);
 
 /* Called with the input of a linear layer: x is [n, in] row-major, valid during the call.
- * Called once for QC_LIN_Q (the input shared by q, k and v), QC_LIN_O, QC_LIN_GATE (shared by gate
- * and up) and QC_LIN_DOWN, in that order. Returning false stops the layer there: qc_layer_forward
+ * Called once per capture point in the order of qc_arch_caps: QC_LIN_Q (the input shared by q, k and v),
+ * QC_LIN_O, QC_LIN_GATE (shared by gate and up) and QC_LIN_DOWN; in an MoE layer each expert's
+ * QC_LIN_EXPERT(e, 0) gets the rows the router sent to expert e (in row order) and QC_LIN_EXPERT(e, 2)
+ * their activations, after the shared expert's (or nothing, n = 0, for an expert no row chose). Returning false stops the layer there: qc_layer_forward
  * then returns QC_OK and leaves x unspecified (callers that stop early run on a copy). */
 typedef bool (*qc_capture_fn)(void *user, qc_linear_id which, const float *x, int n, int in);
 
@@ -101,6 +107,11 @@ typedef bool (*qc_capture_fn)(void *user, qc_linear_id which, const float *x, in
  * to themselves (causal, from position 0). capture may be NULL. */
 qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int T,
                            qc_capture_fn capture, void *user);
+
+/* MoE calibration: while experts is not NULL, expert e with experts[e] set gets its QC_LIN_EXPERT(e, 2)
+ * capture over every row of the batch (each row run through it), not only the rows routed to it; the
+ * layer's output keeps the real routing. The array must outlive its use; NULL turns it off. */
+void      qc_fwd_moe_all_rows(qc_fwd *f, const bool *experts);
 
 /* The two halves of a layer without their residual connections, on normed inputs (AWQ runs them as
  * the modules whose outputs its scale search compares):

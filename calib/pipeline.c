@@ -88,11 +88,20 @@ static qc_status check_finite_named(const float *x, size_t n, int cols, const ch
 qc_status qc_pl_check_layer(const qc_model_config *cfg, const qc_layer *layer, int li) {
     const qc_arch_desc *a = qc_arch_desc_of(cfg->arch);
     qc_status st = QC_OK;
-    for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) {
+    char path[128];
+    for (int l = 0; st == QC_OK && l < qc_arch_n_lin(cfg); l++) {
+        if (!layer->w[l]) continue;
         int N = layer->out_features[l], K = layer->in_features[l];
-        st = check_finite_named(layer->w[l], (size_t)N * K, K, "model.layers.%d.%s.weight", li, a->lin[l].name);
-        if (st == QC_OK) st = check_finite_named(layer->b[l], (size_t)N, 0, "model.layers.%d.%s.bias", li, a->lin[l].name);
+        qc_linear_path(cfg, (qc_linear_id)l, path, sizeof path);
+        st = check_finite_named(layer->w[l], (size_t)N * K, K, "model.layers.%d.%s.weight", li, path);
+        if (st == QC_OK) st = check_finite_named(layer->b[l], (size_t)N, 0, "model.layers.%d.%s.bias", li, path);
     }
+    if (st == QC_OK && layer->router)
+        st = check_finite_named(layer->router, (size_t)cfg->n_experts * cfg->hidden_size, cfg->hidden_size,
+                                "model.layers.%d.%s.weight", li, a->moe->router);
+    if (st == QC_OK && layer->shared_gate)
+        st = check_finite_named(layer->shared_gate, (size_t)cfg->hidden_size, 0, "model.layers.%d.%s.weight", li,
+                                a->moe->shared_gate);
     for (int k = 0; st == QC_OK && k < QC_NORM_COUNT; k++) {
         const float *nw = *qc_layer_norm((qc_layer *)layer, (qc_norm_id)k);
         if (nw) st = check_finite_named(nw, (size_t)qc_norm_dim(cfg, (qc_norm_id)k), 0, "model.layers.%d.%s.weight", li,
@@ -235,8 +244,9 @@ qc_status qc_pl_push_module(qc_pipeline_result *res, const qc_model_config *cfg,
     if (!qc_linear_first_of_tensor(cfg, l)) return QC_OK; /* a fused tensor: named once, at its first slice */
     const char *tensor;
     int row0, rows;
-    qc_linear_storage(cfg, l, &tensor, &row0, &rows);
-    char nm[256];
+    char nm[256], path[128];
+    if ((int)l >= QC_LIN_COUNT) tensor = qc_linear_path(cfg, l, path, sizeof path); /* an expert: stored alone */
+    else qc_linear_storage(cfg, l, &tensor, &row0, &rows);
     snprintf(nm, sizeof nm, "model.layers.%d.%s", li, tensor);
     return qc_pl_push_str(&res->unquantized, &res->n_unq, nm);
 }
@@ -249,10 +259,10 @@ void qc_pl_part_free(qc_pl_parts *p) {
 
 /* ---- Hessian capture ---- */
 typedef struct {
-    bool   want[QC_LIN_COUNT];   /* capture ids wanted in this pass */
-    float *H[QC_LIN_COUNT];      /* [K, K] upper triangle accumulated */
-    int    K[QC_LIN_COUNT];
-    int64_t rows[QC_LIN_COUNT];
+    bool   want[QC_LIN_MAX];     /* capture ids wanted in this pass */
+    float *H[QC_LIN_MAX];        /* [K, K] upper triangle accumulated */
+    int    K[QC_LIN_MAX];
+    int64_t rows[QC_LIN_MAX];
     qc_linear_id last;           /* stop after this capture */
     double t_hess;
     int    T;                    /* rows per sample (the Hessian sums samples in order) */
@@ -386,9 +396,15 @@ typedef struct {
     size_t rows;
     float *X;                    /* [rows, d] the current layer's input */
     float *xs;                   /* [batch * T, d] scratch copy */
-    float *Hs[QC_LIN_COUNT];     /* Hessians per capture point [K, K] */
+    float *Hs[QC_LIN_MAX];       /* Hessians per capture point [K, K] */
     float *Hw, *Wo, *tmp;        /* [Kmax, Kmax], [Kmax, Kmax], [Kmax, Kmax] */
-    float *A[QC_LIN_COUNT];      /* AWQ: whole inputs per capture point [rows, K] */
+    float *A[QC_LIN_MAX];        /* AWQ: whole inputs per capture point [Arows, K] */
+    size_t Arows[QC_LIN_MAX];    /* rows held: c->rows, or an expert's routed rows (grown as they arrive) */
+    size_t Acap[QC_LIN_MAX];     /* an expert's buffer capacity in rows */
+    /* MoE: the layer's experts' routed calibration rows (-1: not yet counted) and which fell below
+     * moe_min_tokens */
+    int64_t moe_rows[QC_EXPERTS_MAX];
+    bool    moe_low[QC_EXPERTS_MAX];
     qc_fwd *f;
     qc_qlinear ql;
     qc_pl_parts part;
@@ -404,7 +420,7 @@ bool qc_pl_packable(const qc_pipeline_opts *o, int N, int K, const char **why) {
 /* After a solver left W_hat in layer->w[l] and the codes in c->ql: the output error against Wref
  * under H, packing, the bias, and the loader-exact fake weight. */
 static qc_status finish_linear(run_ctx *c, int li, qc_linear_id l, qc_layer *layer, const float *H) {
-    qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
+    qc_linear_report *r = qc_pl_row(&c->drv, li, l);
     int N = layer->out_features[l], K = layer->in_features[l];
     double ref = quad_form(c->Wo, H, N, K, c->tmp);
     for (size_t i = 0; i < (size_t)N * K; i++) c->Wo[i] -= layer->w[l][i];
@@ -432,7 +448,7 @@ static qc_status finish_linear(run_ctx *c, int li, qc_linear_id l, qc_layer *lay
 
 /* A linear the format cannot hold: its (possibly scaled) weight goes out as F16, declared. */
 static qc_status keep_unquantized(run_ctx *c, int li, qc_linear_id l, const qc_layer *layer, const char *why) {
-    qc_linear_report *r = &c->res->lin[li * QC_LIN_COUNT + l];
+    qc_linear_report *r = qc_pl_row(&c->drv, li, l);
     snprintf(r->reason, sizeof r->reason, "kept in F16: %s", why ? why : "shape not supported");
     char nm[192];
     snprintf(nm, sizeof nm, "%s.weight", r->name);
@@ -456,12 +472,18 @@ static void finish_hessian(float *H, int K, int64_t rows) {
         }
 }
 
+/* The linear whose inputs capture point cap holds (its path below model.layers.N.). */
+static const char *cap_name(const qc_model_config *cfg, qc_linear_id cap) {
+    static _Thread_local char buf[128];
+    return qc_linear_path(cfg, cap, buf, sizeof buf);
+}
+
 qc_status qc_pl_check_hessian(const qc_model_config *cfg, const float *H, int K, int li, qc_linear_id cap) {
     for (int i = 0; i < K; i++) /* a non-finite input row makes its whole row and column of H non-finite */
         if (!isfinite(H[(size_t)i * K + i]))
             return qc_fail(QC_ERR_NUMERIC, "model.layers.%d: the calibration activations entering %s are not finite "
                            "(Hessian diagonal %d is %g): the model overflows on this calibration text in FP32 or "
-                           "its weights are broken", li, qc_arch_desc_of(cfg->arch)->lin[cap].name, i, (double)H[(size_t)i * K + i]);
+                           "its weights are broken", li, cap_name(cfg, cap), i, (double)H[(size_t)i * K + i]);
     return QC_OK;
 }
 
@@ -476,37 +498,98 @@ static float *hessian_buf(run_ctx *c, qc_linear_id cap, int K) {
 
 /* The layer (already-quantized groups in place) on every sample, accumulating the wanted Hessians; stops
  * after the last wanted capture point. */
-static qc_status cpu_hessians(void *be, int li, int gi, int n_groups, const bool want[QC_LIN_COUNT]) {
-    (void)gi, (void)n_groups;
-    run_ctx *c = be;
+/* One pass of the layer over every sample accumulating the Hessians of the capture points in want
+ * (stopping after the last wanted one in forward order); all_rows: experts whose down input is every row
+ * sent through them (NULL: the routed rows). Leaves each 2/rows X^T X in c->Hs and the rows in rows_out. */
+static qc_status hessian_pass(run_ctx *c, int li, const bool *want, const bool *all_rows, int64_t *rows_out) {
     const qc_model_config *cfg = &c->m->cfg;
-    const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
-    capture_ctx cc;
-    memset(&cc, 0, sizeof cc);
-    cc.last = QC_LIN_Q;
-    cc.T = c->T;
-    qc_status st = QC_OK;
-    for (int k = 0; k < arch->n_caps && st == QC_OK; k++) { /* in forward order: the last wanted one stops it */
-        qc_linear_id cap = arch->caps[k];
-        if (!want[cap]) continue;
-        cc.want[cap] = true;
-        cc.K[cap] = qc_capture_width(cfg, cap);
-        cc.last = cap;
-        if (!(cc.H[cap] = hessian_buf(c, cap, cc.K[cap]))) st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
+    capture_ctx *cc = calloc(1, sizeof *cc);
+    qc_linear_id *caps = malloc(sizeof(qc_linear_id) * QC_LIN_MAX);
+    qc_status st = cc && caps ? QC_OK : qc_fail(QC_ERR_NOMEM, "out of memory");
+    if (st) {
+        free(cc), free(caps);
+        return st;
     }
+    cc->last = QC_LIN_Q;
+    cc->T = c->T;
+    int n_caps = qc_arch_caps(cfg, li, caps);
+    for (int k = 0; k < n_caps && st == QC_OK; k++) { /* in forward order: the last wanted one stops it */
+        qc_linear_id cap = caps[k];
+        if (!want[cap]) continue;
+        cc->want[cap] = true;
+        cc->K[cap] = qc_capture_width(cfg, cap);
+        cc->last = cap;
+        if (!(cc->H[cap] = hessian_buf(c, cap, cc->K[cap]))) st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
+    }
+    qc_fwd_moe_all_rows(c->f, all_rows);
     double tf = qc_time_now();
     for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
         int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
         memcpy(c->xs, c->X + (size_t)s0 * c->T * c->d, sizeof(float) * (size_t)nb * c->T * c->d);
-        st = qc_layer_forward(c->f, c->layer, c->xs, nb, c->T, capture, &cc);
+        st = qc_layer_forward(c->f, c->layer, c->xs, nb, c->T, capture, cc);
     }
-    c->res->t_forward += qc_time_now() - tf - cc.t_hess;
-    c->res->t_hessian += cc.t_hess;
-    for (int k = 0; k < QC_LIN_COUNT; k++)
-        if (cc.want[k] && st == QC_OK) {
-            finish_hessian(cc.H[k], cc.K[k], cc.rows[k]);
-            st = qc_pl_check_hessian(cfg, cc.H[k], cc.K[k], li, (qc_linear_id)k);
+    qc_fwd_moe_all_rows(c->f, NULL);
+    c->res->t_forward += qc_time_now() - tf - cc->t_hess;
+    c->res->t_hessian += cc->t_hess;
+    for (int k = 0; k < n_caps && st == QC_OK; k++) {
+        qc_linear_id cap = caps[k];
+        if (!cc->want[cap]) continue;
+        rows_out[cap] = cc->rows[cap];
+        if (cc->rows[cap] == 0) continue; /* an expert no row reached: handled by the caller */
+        finish_hessian(cc->H[cap], cc->K[cap], cc->rows[cap]);
+        st = qc_pl_check_hessian(cfg, cc->H[cap], cc->K[cap], li, cap);
+    }
+    free(cc);
+    free(caps);
+    return st;
+}
+
+/* The threshold below which an expert counts as under-covered. */
+static int64_t moe_min_rows(const run_ctx *c) {
+    return c->o->moe_min_tokens >= 0 ? c->o->moe_min_tokens : c->m->cfg.hidden_size;
+}
+
+/* The layer (already-quantized groups in place) on every sample, accumulating the wanted Hessians; stops
+ * after the last wanted capture point. In an MoE layer each expert's Hessians come from the rows routed to
+ * it; an expert with fewer than moe_min_tokens of them gets, under moe_low all-tokens, the Hessians of every
+ * row sent through it (gate/up: the block's input, the layer's QC_LIN_GATE capture; down: a second pass
+ * that runs every row through that expert for its capture only), under rtn none (it is rounded). */
+static qc_status cpu_hessians(void *be, int li, int gi, int n_groups, const bool *want) {
+    (void)gi, (void)n_groups;
+    run_ctx *c = be;
+    const qc_model_config *cfg = &c->m->cfg;
+    bool moe = qc_layer_is_moe(cfg, li);
+    bool *w = malloc(QC_LIN_MAX * sizeof(bool));
+    int64_t *rows = calloc(QC_LIN_MAX, sizeof(int64_t));
+    if (!w || !rows) {
+        free(w), free(rows);
+        return qc_fail(QC_ERR_NOMEM, "out of memory");
+    }
+    memcpy(w, want, QC_LIN_MAX * sizeof(bool));
+    for (int e = 0; moe && e < cfg->n_experts; e++) /* every-row gate/up Hessians ride on the block's input */
+        if (w[QC_LIN_EXPERT(e, 0)] && c->o->moe_low == QC_MOE_LOW_ALL_TOKENS) w[QC_LIN_GATE] = true;
+    qc_status st = hessian_pass(c, li, w, NULL, rows);
+    if (st == QC_OK && moe) {
+        bool *again = calloc(QC_LIN_MAX, sizeof(bool)), *all = calloc(QC_EXPERTS_MAX, sizeof(bool)), redo = false;
+        if (!again || !all) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        for (int e = 0; st == QC_OK && e < cfg->n_experts; e++) {
+            qc_linear_id g = QC_LIN_EXPERT(e, 0), dn = QC_LIN_EXPERT(e, 2);
+            if (w[g] || w[dn]) c->moe_rows[e] = w[g] ? rows[g] : rows[dn];
+            c->moe_low[e] = c->moe_rows[e] < (moe_min_rows(c) > 1 ? moe_min_rows(c) : 1); /* none: always low */
+            if (!c->moe_low[e] || c->o->moe_low != QC_MOE_LOW_ALL_TOKENS) continue;
+            if (w[g]) { /* the block's input, every row */
+                int K = cfg->hidden_size;
+                if (!hessian_buf(c, g, K)) st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
+                else memcpy(c->Hs[g], c->Hs[QC_LIN_GATE], sizeof(float) * (size_t)K * K);
+            }
+            if (w[dn]) again[dn] = all[e] = redo = true;
         }
+        if (st == QC_OK && redo) st = hessian_pass(c, li, again, all, rows);
+        free(again);
+        free(all);
+    }
+    free(w);
+    free(rows);
     return st;
 }
 
@@ -519,11 +602,20 @@ static qc_status cpu_solve(void *be, int li, qc_linear_id l, bool last_user) {
     int N = layer->out_features[l], K = layer->in_features[l];
     const float *H = c->Hs[qc_linear_input(&c->m->cfg, l)];
     double ts = qc_time_now();
+    int e, j;
+    bool rtn = o->method != QC_METHOD_GPTQ;
+    r->tokens = c->rows;
+    if (qc_linear_expert(l, &e, &j)) {
+        r->tokens = c->moe_rows[e];
+        bool low = c->moe_low[e];
+        snprintf(r->coverage, sizeof r->coverage, "%s", !low ? "routed" : o->moe_low == QC_MOE_LOW_RTN ? "rtn" : "all-tokens");
+        if (low && o->moe_low == QC_MOE_LOW_RTN) rtn = true;
+    }
     memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K);
-    memcpy(c->Hw, H, sizeof(float) * (size_t)K * K);
     qc_status st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, o->q.sym, false);
     if (st) return st;
-    if (o->method == QC_METHOD_GPTQ) {
+    memcpy(c->Hw, H, sizeof(float) * (size_t)K * K);
+    if (!rtn) {
         qc_gptq_stats gs;
         st = qc_gptq_quantize(layer->w[l], c->Hw, N, K, &o->q, &c->ql, &gs);
         r->damp = gs.damp_used;
@@ -562,38 +654,73 @@ static qc_status cpu_propagate(void *be, int li, int n_groups) {
 
 /* ---- AWQ ---- */
 typedef struct {
-    float *A[QC_LIN_COUNT];
-    size_t row0;
+    run_ctx *c;
+    size_t   row0;
+    bool     nomem;
 } awq_capture_ctx;
 
+/* A capture point's rows: at the batch's place for the layer-wide points, appended for an expert's (its
+ * routed rows, in batch and row order). */
 static bool awq_capture(void *user, qc_linear_id which, const float *x, int n, int in) {
     awq_capture_ctx *a = user;
-    memcpy(a->A[which] + a->row0 * in, x, sizeof(float) * (size_t)n * in);
+    run_ctx *c = a->c;
+    if ((int)which < QC_LIN_COUNT) {
+        memcpy(c->A[which] + a->row0 * in, x, sizeof(float) * (size_t)n * in);
+        return true;
+    }
+    if (c->Arows[which] + (size_t)n > c->Acap[which]) {
+        size_t cap = c->Acap[which] ? c->Acap[which] : 256;
+        while (cap < c->Arows[which] + (size_t)n) cap *= 2;
+        float *p = realloc(c->A[which], sizeof(float) * cap * (size_t)in);
+        if (!p) {
+            a->nomem = true;
+            return false;
+        }
+        c->A[which] = p;
+        c->Acap[which] = cap;
+    }
+    memcpy(c->A[which] + c->Arows[which] * in, x, sizeof(float) * (size_t)n * in);
+    c->Arows[which] += (size_t)n;
     return true;
 }
 
-/* The output of the module g's search compares (arch.h qc_awq_module): input A [nsamp * T, K] (g's capture),
- * output out [nsamp * T, d]. */
-static qc_status awq_module(run_ctx *c, const qc_layer *L, const qc_arch_awq *g, const float *A, int nsamp, float *out) {
+/* The output of the module g's search compares (arch.h qc_awq_module): input A [rows, K] (g's capture; whole
+ * windows of T rows except for a linear module), output out [rows, d]. */
+static qc_status awq_module(run_ctx *c, const qc_layer *L, const qc_arch_awq *g, const float *A, size_t rows, float *out) {
     qc_linear_id which = g->lin[0];
-    int K = qc_capture_width(&c->m->cfg, g->input);
+    int K = qc_capture_width(&c->m->cfg, g->input), T = c->T, d = c->d;
     qc_status st = QC_OK;
+    if (g->module == QC_AWQ_MOD_LINEAR) { /* T rows at a time, so the rows' blocks never depend on the batch */
+        int N = L->out_features[which];
+        for (size_t r0 = 0; r0 < rows; r0 += (size_t)T) {
+            int n = rows - r0 < (size_t)T ? (int)(rows - r0) : T;
+            qc_linear_apply(out + r0 * N, A + r0 * K, L->w[which], L->b[which], n, N, K);
+        }
+        return st;
+    }
+    int nsamp = (int)(rows / (size_t)T);
     for (int s0 = 0; s0 < nsamp && st == QC_OK; s0 += c->batch) {
         int nb = nsamp - s0 < c->batch ? nsamp - s0 : c->batch;
-        size_t r0 = (size_t)s0 * c->T;
+        size_t r0 = (size_t)s0 * T;
         const float *a = A + r0 * K;
-        float *y = out + r0 * c->d;
+        float *y = out + r0 * d;
         switch (g->module) {
-        case QC_AWQ_MOD_ATTN: st = qc_attn_forward(c->f, L, a, y, nb, c->T); break;
-        case QC_AWQ_MOD_MLP: st = qc_mlp_forward(c->f, L, a, y, nb * c->T); break;
-        case QC_AWQ_MOD_LINEAR: /* per sample, so the rows' blocks never depend on the batch (any seqlen) */
-            for (int s = 0; s < nb; s++)
-                qc_linear_apply(y + (size_t)s * c->T * c->d, a + (size_t)s * c->T * K, L->w[which], L->b[which], c->T,
-                                c->d, K);
-            break;
+        case QC_AWQ_MOD_ATTN: st = qc_attn_forward(c->f, L, a, y, nb, T); break;
+        case QC_AWQ_MOD_MLP:
+        case QC_AWQ_MOD_MOE: st = qc_mlp_forward(c->f, L, a, y, nb * T); break; /* the MoE block when L has a router */
+        case QC_AWQ_MOD_LINEAR: break;
         }
     }
     return st;
+}
+
+/* An expert whose routed calibration rows fall below moe_min_tokens (AWQ: its down projection's search and
+ * its clipping are skipped: it is rounded to nearest, scaled only as its block's input group). */
+static bool expert_low(const run_ctx *c, qc_linear_id l) {
+    int e, j;
+    if (!qc_linear_expert(l, &e, &j)) return false;
+    int64_t thr = c->o->moe_min_tokens >= 0 ? c->o->moe_min_tokens : c->m->cfg.hidden_size;
+    return (int64_t)c->Arows[QC_LIN_EXPERT(e, 0)] < (thr > 1 ? thr : 1);
 }
 
 typedef qc_arch_awq awq_group;
@@ -619,20 +746,31 @@ static int search_windows(const run_ctx *c) {
  * evenly strided windows. */
 static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *g, float *s, qc_pl_awq_choice *best) {
     int K = layer->in_features[g->lin[0]], gs = c->o->q.group_size, bits = c->o->q.bits, T = c->T;
+    size_t in_rows = c->Arows[g->input];
+    best->ratio = -1.0;
+    best->formula = QC_AWQ_F_NONE;
+    best->loss = 0.0;
+    best->gram = false;
+    if (in_rows == 0 || expert_low(c, g->lin[0])) { /* an under-covered expert: no scales to search */
+        for (int k = 0; k < K; k++) s[k] = 1.0f;
+        return QC_OK;
+    }
     /* X^T X costs O(N K^2) a candidate, the forward O(rows N K): the cheaper one (a choice by shapes only) */
     bool one = g->module == QC_AWQ_MOD_LINEAR;
-    bool gram = one && !c->o->awq_plain_search && c->rows >= (size_t)K;
+    bool gram = one && !c->o->awq_plain_search && in_rows >= (size_t)K;
     int nw = one ? c->nsamples : search_windows(c);
-    size_t rows_s = (size_t)nw * T, out_sz = rows_s * (size_t)c->d;
+    size_t rows_s = one ? in_rows : (size_t)nw * T, out_sz = rows_s * (size_t)c->d;
     const float *A = c->A[g->input];
     float *ref = NULL, *out = NULL, *Asub = NULL, *G = NULL;
     float *xm = malloc(sizeof(float) * K), *wm = malloc(sizeof(float) * K), *cand = malloc(sizeof(float) * K);
-    float *other = malloc(sizeof(float) * K), *Wc[3] = {0};
+    float *other = malloc(sizeof(float) * K), **Wc = calloc((size_t)g->n, sizeof(float *));
+    const float **ws = calloc((size_t)g->n, sizeof(float *));
+    int *ns = calloc((size_t)g->n, sizeof(int));
     qc_status st = QC_OK;
-    if (!xm || !wm || !cand || !other) st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for the scale search");
+    if (!xm || !wm || !cand || !other || !Wc || !ws || !ns) st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for the scale search");
     if (st == QC_OK && !gram && (!(ref = malloc(sizeof(float) * out_sz)) || !(out = malloc(sizeof(float) * out_sz))))
         st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for the scale search's outputs [%zu, %d]", rows_s, c->d);
-    if (st == QC_OK && nw < c->nsamples) { /* the search's windows, gathered: window i * nsamples / nw */
+    if (st == QC_OK && !one && nw < c->nsamples) { /* the search's windows, gathered: window i * nsamples / nw */
         if (!(Asub = qc_aligned_alloc(sizeof(float) * rows_s * K)))
             st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for the search's %d windows", nw);
         for (int i = 0; st == QC_OK && i < nw; i++)
@@ -646,20 +784,18 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
     if (st == QC_OK && gram && !(G = hessian_buf(c, g->input, K))) /* the report's Hessian buffer, free until then */
         st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for X^T X [%d, %d]", K, K);
     if (st == QC_OK) {
-        qc_awq_x_mean(A, (int64_t)c->rows, K, xm);
-        const float *ws[3];
-        int ns[3];
+        qc_awq_x_mean(A, (int64_t)in_rows, K, xm);
         for (int i = 0; i < g->n; i++) {
             ws[i] = layer->w[g->lin[i]];
             ns[i] = layer->out_features[g->lin[i]];
         }
         qc_awq_w_mean(ws, ns, g->n, K, gs, wm);
         if (gram) {
-            qc_hessian_accumulate(G, K, A, (int64_t)c->rows, T);
+            qc_hessian_accumulate(G, K, A, (int64_t)in_rows, T);
             for (int i = 0; i < K; i++)
                 for (int j = i + 1; j < K; j++) G[(size_t)j * K + i] = G[(size_t)i * K + j];
         } else {
-            st = awq_module(c, layer, g, Asub ? Asub : A, nw, ref);
+            st = awq_module(c, layer, g, Asub ? Asub : A, rows_s, ref);
         }
     }
     qc_layer trial = *layer;
@@ -685,9 +821,9 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
             int N = layer->out_features[g->lin[0]];
             const float *W = layer->w[g->lin[0]];
             for (size_t i = 0; i < (size_t)N * K; i++) Wc[0][i] = W[i] - Wc[0][i];
-            loss = qc_awq_quad_loss(Wc[0], G, N, K, c->tmp) / ((double)c->rows * N);
+            loss = qc_awq_quad_loss(Wc[0], G, N, K, c->tmp) / ((double)in_rows * N);
         } else {
-            if ((st = awq_module(c, &trial, g, Asub ? Asub : A, nw, out))) break;
+            if ((st = awq_module(c, &trial, g, Asub ? Asub : A, rows_s, out))) break;
             for (size_t i = 0; i < out_sz; i++) {
                 double dlt = (double)ref[i] - out[i];
                 loss += dlt * dlt;
@@ -706,7 +842,8 @@ static qc_status awq_search(run_ctx *c, const qc_layer *layer, const awq_group *
     best->gram = gram;
     free(ref); free(out); free(xm); free(wm); free(cand); free(other);
     qc_aligned_free(Asub);
-    for (int i = 0; i < 3; i++) free(Wc[i]);
+    for (int i = 0; Wc && i < g->n; i++) free(Wc[i]);
+    free(Wc), free(ws), free(ns);
     return st;
 }
 
@@ -715,13 +852,14 @@ static qc_status cpu_awq_capture(void *be, int li) {
     (void)li;
     run_ctx *c = be;
     qc_status st = QC_OK;
-    awq_capture_ctx ac = {0};
-    for (int k = 0; k < QC_LIN_COUNT; k++) ac.A[k] = c->A[k];
+    awq_capture_ctx ac = {.c = c};
+    for (int k = QC_LIN_COUNT; k < QC_LIN_MAX; k++) c->Arows[k] = 0; /* experts' rows arrive per batch */
     double tf = qc_time_now();
     for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
         int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
         ac.row0 = (size_t)s0 * c->T;
         st = qc_layer_forward(c->f, c->layer, c->X + ac.row0 * c->d, nb, c->T, awq_capture, &ac);
+        if (st == QC_OK && ac.nomem) st = qc_fail(QC_ERR_NOMEM, "awq: out of memory for the experts' inputs");
     }
     c->res->t_forward += qc_time_now() - tf;
     return st;
@@ -751,15 +889,31 @@ static qc_status cpu_awq_fold(void *be, int li, const qc_arch_awq *g, const floa
             if (layer->b[p]) layer->b[p][n] /= inv;
         }
     }
+    bool *seen = calloc(QC_LIN_MAX, sizeof(bool));
+    if (!seen) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    seen[g->input] = true;
     for (int i = 0; i < g->n; i++) {
         qc_linear_id l = g->lin[i];
         int N = layer->out_features[l];
         for (int n = 0; n < N; n++)
             for (int k = 0; k < K; k++) layer->w[l][(size_t)n * K + k] *= s[k];
+        seen[qc_linear_input(&c->m->cfg, l)] = true;
     }
-    float *A = c->A[g->input];
-    for (size_t r = 0; r < c->rows; r++)
-        for (int k = 0; k < K; k++) A[r * K + k] /= s[k];
+    if (g->module == QC_AWQ_MOD_MOE) { /* the router and the shared expert's gate read the block's input too:
+                                          their columns * s keep the routing (AutoAWQ leaves them unscaled) */
+        int E = c->m->cfg.n_experts;
+        for (int e = 0; layer->router && e < E; e++)
+            for (int k = 0; k < K; k++) layer->router[(size_t)e * K + k] *= s[k];
+        for (int k = 0; layer->shared_gate && k < K; k++) layer->shared_gate[k] *= s[k];
+    }
+    for (int cap = 0; cap < QC_LIN_MAX; cap++) { /* every kept input of the scaled linears (an MoE group: the
+                                                   block's and each expert's rows of it) */
+        if (!seen[cap] || !c->A[cap]) continue;
+        float *A = c->A[cap];
+        for (size_t r = 0; r < c->Arows[cap]; r++)
+            for (int k = 0; k < K; k++) A[r * K + k] /= s[k];
+    }
+    free(seen);
     return QC_OK;
 }
 
@@ -769,16 +923,18 @@ static qc_status cpu_awq_hessians(void *be, int li, const qc_arch_awq *groups, i
                                   const qc_pl_awq_choice *choice) {
     (void)li;
     run_ctx *c = be;
-    const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
-    const qc_linear_id *caps = arch->caps;
+    qc_linear_id *caps = malloc(sizeof(qc_linear_id) * QC_LIN_MAX);
+    if (!caps) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    int n_caps = qc_arch_caps(&c->m->cfg, li, caps);
     qc_status st = QC_OK;
-    for (int k = 0; k < arch->n_caps && st == QC_OK; k++) {
+    for (int k = 0; k < n_caps && st == QC_OK; k++) {
         int K = qc_capture_width(&c->m->cfg, caps[k]);
+        int64_t rows = (int64_t)c->Arows[caps[k]];
         int gi = 0;
         while (gi < ng && groups[gi].input != caps[k]) gi++;
         if (gi < ng && choice[gi].gram) {
             double th = qc_time_now();
-            float *H = c->Hs[caps[k]], scale = 2.0f / (float)c->rows;
+            float *H = c->Hs[caps[k]], scale = 2.0f / (float)rows;
             const float *sc = scales[gi];
             for (int i = 0; i < K; i++)
                 for (int j = 0; j < K; j++) H[(size_t)i * K + j] = H[(size_t)i * K + j] / sc[i] / sc[j] * scale;
@@ -791,10 +947,13 @@ static qc_status cpu_awq_hessians(void *be, int li, const qc_arch_awq *groups, i
             break;
         }
         double th = qc_time_now();
-        qc_hessian_accumulate(H, K, c->A[caps[k]], (int64_t)c->rows, c->T); /* H is zeroed */
-        finish_hessian(H, K, (int64_t)c->rows);
+        if (rows > 0) { /* an expert no row reached keeps a zero Hessian (its error is reported as 0) */
+            qc_hessian_accumulate(H, K, c->A[caps[k]], rows, c->T); /* H is zeroed */
+            finish_hessian(H, K, rows);
+        }
         c->res->t_hessian += qc_time_now() - th;
     }
+    free(caps);
     return st;
 }
 
@@ -809,10 +968,17 @@ static qc_status cpu_awq_quantize(void *be, int li, qc_linear_id l) {
     qc_status st = QC_OK;
     double t0 = qc_time_now();
     memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K); /* the scaled weight: W X = W_s X_s */
-    if (o->awq_clip && !qc_arch_desc_of(c->m->cfg.arch)->lin[l].awq_no_clip)
-        st = qc_awq_clip(layer->w[l], N, K, c->A[cap], (int64_t)c->rows, o->q.bits, o->q.group_size, 512, 20, 0.5);
+    int e, j;
+    bool low = expert_low(c, l), no_clip = (int)l < QC_LIN_COUNT && qc_arch_desc_of(c->m->cfg.arch)->lin[l].awq_no_clip;
+    r->tokens = (int64_t)c->rows;
+    if (qc_linear_expert(l, &e, &j)) { /* AWQ has one policy for an under-covered expert: round to nearest */
+        r->tokens = (int64_t)c->Arows[QC_LIN_EXPERT(e, 0)];
+        snprintf(r->coverage, sizeof r->coverage, "%s", low ? "rtn" : "routed");
+    }
+    if (o->awq_clip && !no_clip && !low && c->Arows[cap] > 0)
+        st = qc_awq_clip(layer->w[l], N, K, c->A[cap], (int64_t)c->Arows[cap], o->q.bits, o->q.group_size, 512, 20, 0.5);
     if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);
-    if (st == QC_OK && o->awq_gptq) { /* GPTQ on the scaled (clipped) weight with its scaled inputs' Hessian */
+    if (st == QC_OK && o->awq_gptq && !low) { /* GPTQ on the scaled (clipped) weight with its scaled inputs' Hessian */
         qc_gptq_opts go = o->q;
         go.sym = false;
         qc_gptq_stats gs;
@@ -859,6 +1025,14 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
         snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->norm[k].name);
         st = qc_pl_part_add_f16(&c->part, nm, nw, qc_norm_dim(cfg, (qc_norm_id)k), 0);
     }
+    if (st == QC_OK && layer->router) { /* the router and shared-expert gate stay F16, never quantized */
+        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->moe->router);
+        st = qc_pl_part_add_f16(&c->part, nm, layer->router, cfg->n_experts, cfg->hidden_size);
+    }
+    if (st == QC_OK && layer->shared_gate) {
+        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->moe->shared_gate);
+        st = qc_pl_part_add_f16(&c->part, nm, layer->shared_gate, 1, cfg->hidden_size);
+    }
     if (st == QC_OK) st = qc_pl_part_fuse(&c->part, cfg, li);
     snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
     if (st == QC_OK) st = qc_pl_part_write(&c->part, path);
@@ -868,7 +1042,8 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
     if (st != QC_OK || !c->o->keep_fake) return st;
     /* the fake-quantized layer: loader-exact quantized weights, F16-rounded everything else */
     qc_layer *fk = &c->res->fake[li];
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    for (int l = 0; l < qc_arch_n_lin(cfg); l++) {
+        if (!layer->w[l]) continue; /* absent in this layer */
         if (fk->w[l]) {
             qc_aligned_free(layer->w[l]);
         } else {
@@ -883,6 +1058,14 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
             for (int i = 0; i < layer->out_features[l]; i++) fk->b[l][i] = qc_fp16_to_f32(qc_f32_to_fp16(fk->b[l][i]));
         fk->out_features[l] = layer->out_features[l];
         fk->in_features[l] = layer->in_features[l];
+    }
+    float **gates[2][2] = {{&layer->router, &fk->router}, {&layer->shared_gate, &fk->shared_gate}};
+    for (int k = 0; k < 2; k++) {
+        float *g = *gates[k][0];
+        *gates[k][1] = g;
+        *gates[k][0] = NULL;
+        for (int i = 0, n = (k ? 1 : cfg->n_experts) * cfg->hidden_size; g && i < n; i++)
+            g[i] = qc_fp16_to_f32(qc_f32_to_fp16(g[i]));
     }
     for (int k = 0; k < QC_NORM_COUNT; k++) {
         float **src = qc_layer_norm(layer, (qc_norm_id)k), **dst = qc_layer_norm(fk, (qc_norm_id)k);
@@ -923,8 +1106,10 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
     c.batch = (o->batch_tokens > 0 ? o->batch_tokens : 8192) / T;
     if (c.batch < 1) c.batch = 1;
     if (c.batch > nsamples) c.batch = nsamples;
-    c.drv = (qc_pl_driver){.m = m, .o = o, .res = res, .ops = &k_cpu_ops, .be = &c, .total = L * QC_LIN_COUNT};
-    for (int l = 0; l < QC_LIN_COUNT; l++) { /* bounds every linear's N and K (Wo holds N x K) */
+    int stride = qc_arch_n_lin(cfg);
+    c.drv = (qc_pl_driver){.m = m, .o = o, .res = res, .ops = &k_cpu_ops, .be = &c,
+                           .total = qc_pl_count_linears(cfg, L)};
+    for (int l = 0; l < stride; l++) { /* bounds every linear's N and K (Wo holds N x K) */
         int N, K;
         qc_linear_shape(cfg, (qc_linear_id)l, &N, &K);
         c.Kmax = N > c.Kmax ? N : c.Kmax;
@@ -932,7 +1117,8 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
     }
 
     qc_status st = QC_OK;
-    res->lin = calloc((size_t)L * QC_LIN_COUNT, sizeof *res->lin);
+    res->lin = calloc((size_t)L * stride, sizeof *res->lin);
+    res->lin_stride = stride;
     if (o->keep_fake) {
         res->fake = calloc((size_t)L, sizeof *res->fake);
         res->n_layers = L;
@@ -943,10 +1129,12 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
     c.Wo = malloc(sizeof(float) * (size_t)c.Kmax * c.Kmax);
     c.tmp = malloc(sizeof(float) * (size_t)c.Kmax * c.Kmax);
     bool ok = res->lin && (!o->keep_fake || res->fake) && c.X && c.xs && c.Hw && c.Wo && c.tmp;
-    if (ok && o->method == QC_METHOD_AWQ) {
+    if (ok && o->method == QC_METHOD_AWQ) { /* the layer-wide capture points; experts' grow as rows arrive */
         const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
-        for (int k = 0; k < arch->n_caps && ok; k++)
+        for (int k = 0; k < arch->n_caps && ok; k++) {
             ok = (c.A[arch->caps[k]] = qc_aligned_alloc(c.rows * qc_capture_width(cfg, arch->caps[k]) * sizeof(float))) != NULL;
+            c.Arows[arch->caps[k]] = c.rows;
+        }
     }
     if (!ok) {
         st = qc_fail(QC_ERR_NOMEM, "quantize: cannot allocate the calibration activations for %zu tokens (hidden %d)",
@@ -963,7 +1151,7 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
     if (start > 0) {
         QC_LOGI("resuming at layer %d of %d: layers 0-%d and their activations come from %s", start, L, start - 1,
                 o->work_dir);
-        c.drv.done = start * QC_LIN_COUNT;
+        c.drv.done = qc_pl_count_linears(cfg, start);
     } else {
         if (o->on_phase) o->on_phase(o->user, -1, L, "embed");
         if ((st = qc_model_embed(m, ids, (int)c.rows, c.X))) goto out;
@@ -983,6 +1171,7 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
         if ((st = qc_layer_load(m, li, &layer))) break;
         st = qc_pl_check_layer(cfg, &layer, li);
         c.layer = &layer;
+        for (int e = 0; e < QC_EXPERTS_MAX; e++) c.moe_rows[e] = -1, c.moe_low[e] = false;
         if (st == QC_OK) st = qc_pl_layer(&c.drv, li);
         c.layer = NULL;
         if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, L, "part");
@@ -1006,14 +1195,13 @@ out:
     qc_fwd_free(c.f);
     qc_aligned_free(c.X);
     qc_aligned_free(c.xs);
-    for (int k = 0; k < QC_LIN_COUNT; k++) {
-        free(c.Hs[k]);
-        qc_aligned_free(c.A[k]);
-    }
+    for (int k = 0; k < QC_LIN_MAX; k++) free(c.Hs[k]);
+    for (int k = 0; k < QC_LIN_COUNT; k++) qc_aligned_free(c.A[k]);
+    for (int k = QC_LIN_COUNT; k < QC_LIN_MAX; k++) free(c.A[k]); /* realloc'd */
     free(c.Hw);
     free(c.Wo);
     free(c.tmp);
-    res->n_lin = L * QC_LIN_COUNT;
+    res->n_lin = L * stride;
     if (st != QC_OK) {
         qc_linear_report *keep = res->lin;
         res->lin = NULL;

@@ -64,7 +64,19 @@ typedef struct qc_linear_report {
     double awq_ratio;        /* AWQ: chosen grid point of the scale group this linear belongs to (-1: none) */
     qc_awq_formula awq_formula; /* AWQ: the scale formula of that grid point (QC_AWQ_F_NONE: none) */
     double awq_loss;         /* AWQ: the group's search loss at that point, mean squared module-output error */
+    int64_t tokens;          /* calibration rows its Hessian saw under the real routing (an expert: the rows
+                                routed to it; any other linear: every row); -1: not recorded */
+    char   coverage[16];     /* MoE experts: "routed", "all-tokens" (too few routed rows: the Hessian of
+                                every row through it) or "rtn" (too few: rounded to nearest); else "" */
 } qc_linear_report;
+
+/* What a mixture-of-experts run does with an expert whose routed calibration rows are fewer than
+ * moe_min_tokens. */
+typedef enum qc_moe_low {
+    QC_MOE_LOW_ALL_TOKENS = 0, /* its Hessian from every calibration row sent through it (the layer's output
+                                  keeps the real routing) */
+    QC_MOE_LOW_RTN = 1,        /* round to nearest */
+} qc_moe_low;
 
 typedef struct qc_pipeline_opts {
     qc_method    method;
@@ -85,6 +97,10 @@ typedef struct qc_pipeline_opts {
                                     inputs instead of round-to-nearest; the next layer's input stays the FP
                                     layer's output. CPU only. */
     int          batch_tokens;   /* rows per forward batch (0: 8192) */
+    /* MoE: an expert with fewer routed calibration rows than moe_min_tokens (< 0: its gate's in_features)
+     * is handled per moe_low; router and shared-expert gates are never quantized. */
+    int          moe_min_tokens;
+    qc_moe_low   moe_low;
     const char  *work_dir;       /* created if missing */
     bool         keep_fake;      /* keep the fake-quantized layers (loader-exact: fp16 scales) for evaluation */
     int          device;         /* -1: the CPU; N >= 0: CUDA device N (pipeline_gpu.c) */
@@ -102,8 +118,10 @@ typedef struct qc_pipeline_opts {
 } qc_pipeline_opts;
 
 typedef struct qc_pipeline_result {
-    qc_linear_report *lin;       /* [n_lin] */
+    qc_linear_report *lin;       /* [n_lin]: n_layers rows of lin_stride slots (arch.h); rows of absent slots
+                                    (an MoE layer's dense MLP, say) have an empty name */
     int     n_lin;
+    int     lin_stride;
     double  t_embed, t_forward, t_hessian, t_solve, t_write;
     double  t_read;              /* GPU: seconds reading layers from the files (overlapped, in the loader thread) */
     double  t_read_wait;         /* GPU: seconds the pipeline waited for a layer to arrive */

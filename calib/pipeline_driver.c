@@ -11,7 +11,15 @@
 #include <string.h>
 
 qc_linear_report *qc_pl_row(qc_pl_driver *d, int li, qc_linear_id l) {
-    return &d->res->lin[(size_t)li * QC_LIN_COUNT + l];
+    QC_ASSERT((int)l < d->res->lin_stride);
+    return &d->res->lin[(size_t)li * d->res->lin_stride + l];
+}
+
+int qc_pl_count_linears(const qc_model_config *cfg, int n_layers) {
+    int n = 0;
+    for (int li = 0; li < n_layers; li++)
+        for (int l = 0; l < qc_arch_n_lin(cfg); l++) n += qc_linear_present(cfg, li, (qc_linear_id)l);
+    return n;
 }
 
 static void name_row(qc_pl_driver *d, int li, qc_linear_id l) {
@@ -23,7 +31,9 @@ static void name_row(qc_pl_driver *d, int li, qc_linear_id l) {
     r->awq_ratio = -1.0;
     r->awq_formula = QC_AWQ_F_NONE;
     r->awq_loss = 0.0;
-    snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_arch_desc_of(cfg->arch)->lin[l].name);
+    r->tokens = -1;
+    char path[128];
+    snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_linear_path(cfg, l, path, sizeof path));
 }
 
 static qc_status report(qc_pl_driver *d, int li, qc_linear_id l) {
@@ -39,6 +49,10 @@ static bool packable(qc_pl_driver *d, qc_linear_id l, const char **why) {
     const qc_model_config *cfg = &d->m->cfg;
     const char *t, *tm;
     int r0, rows, N, K;
+    if ((int)l >= QC_LIN_COUNT) { /* an expert: stored alone */
+        qc_linear_shape(cfg, l, &N, &K);
+        return qc_pl_packable(d->o, N, K, why);
+    }
     qc_linear_storage(cfg, l, &t, &r0, &rows);
     for (int m = 0; m < QC_LIN_COUNT; m++) {
         qc_linear_storage(cfg, (qc_linear_id)m, &tm, &r0, &rows);
@@ -59,22 +73,30 @@ static void phase(qc_pl_driver *d, int li, const char *what) {
 static qc_status gptq_layer(qc_pl_driver *d, int li) {
     const qc_pipeline_opts *o = d->o;
     const qc_model_config *cfg = &d->m->cfg;
-    const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
     qc_status st = QC_OK;
-    int n_groups = o->true_sequential ? arch->n_seq : 1;
+    qc_seq_group *seq = malloc(sizeof(qc_seq_group) * 4);
+    bool *quant = calloc(QC_LIN_MAX, sizeof(bool)), *want = calloc(QC_LIN_MAX, sizeof(bool));
+    const char **why = calloc(QC_LIN_MAX, sizeof(char *));
+    if (!seq || !quant || !want || !why) {
+        free(seq), free(quant), free(want), free(why);
+        return qc_fail(QC_ERR_NOMEM, "out of memory");
+    }
+    int n_seq = qc_arch_seq_groups(cfg, li, seq);
+    int n_groups = o->true_sequential ? n_seq : 1;
+    if (!o->true_sequential) { /* one group of every present linear */
+        seq[0].n = 0;
+        for (int l = 0; l < qc_arch_n_lin(cfg); l++)
+            if (qc_linear_present(cfg, li, (qc_linear_id)l)) seq[0].lin[seq[0].n++] = (qc_linear_id)l;
+    }
     for (int gi = 0; gi < n_groups && st == QC_OK; gi++) {
-        qc_linear_id members[QC_LIN_COUNT];
-        int nm = 0;
-        if (o->true_sequential) {
-            for (int k = 0; k < arch->seq[gi].n; k++) members[nm++] = arch->seq[gi].lin[k];
-        } else {
-            for (int k = 0; k < QC_LIN_COUNT; k++) members[nm++] = (qc_linear_id)k;
-        }
-        bool quant[QC_LIN_COUNT] = {0}, want[QC_LIN_COUNT] = {0}, any = false;
-        const char *why[QC_LIN_COUNT] = {0};
+        const qc_linear_id *members = seq[gi].lin;
+        int nm = seq[gi].n;
+        memset(want, 0, QC_LIN_MAX * sizeof(bool));
+        bool any = false;
         for (int k = 0; k < nm; k++) {
             qc_linear_id l = members[k];
             name_row(d, li, l);
+            why[l] = NULL;
             quant[l] = packable(d, l, &why[l]);
             if (quant[l]) want[qc_linear_input(cfg, l)] = any = true;
         }
@@ -89,13 +111,14 @@ static qc_status gptq_layer(qc_pl_driver *d, int li) {
                 if ((st = d->ops->keep_f16(d->be, li, l, why[l])) == QC_OK) st = report(d, li, l);
                 continue;
             }
-            bool last = true;
-            for (int k2 = k + 1; k2 < nm; k2++)
+            bool last = true; /* members sharing an input are adjacent (arch.c) */
+            for (int k2 = k + 1; k2 < nm && k2 <= k + QC_LIN_COUNT; k2++)
                 if (quant[members[k2]] && qc_linear_input(cfg, members[k2]) == qc_linear_input(cfg, l)) last = false;
             if ((st = d->ops->solve(d->be, li, l, last)) == QC_OK) st = report(d, li, l);
         }
         if (st == QC_OK && d->ops->group_done) st = d->ops->group_done(d->be, li, gi, n_groups, want);
     }
+    free(seq), free(quant), free(want), free(why);
     if (st == QC_OK) st = d->ops->propagate(d->be, li, n_groups);
     return st;
 }
@@ -105,19 +128,22 @@ static qc_status gptq_layer(qc_pl_driver *d, int li) {
 static qc_status awq_layer(qc_pl_driver *d, int li) {
     const qc_pipeline_opts *o = d->o;
     const qc_model_config *cfg = &d->m->cfg;
-    qc_status st = QC_OK;
-    int out_f[QC_LIN_COUNT], in_f[QC_LIN_COUNT];
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    int n_lin = qc_arch_n_lin(cfg), max_g = qc_arch_awq_max_groups(cfg);
+    int *out_f = calloc((size_t)n_lin, sizeof(int)), *in_f = calloc((size_t)n_lin, sizeof(int));
+    qc_arch_awq *groups = malloc(sizeof *groups * (size_t)max_g);
+    float **scales = calloc((size_t)max_g, sizeof(float *));
+    qc_pl_awq_choice *choice = calloc((size_t)max_g, sizeof *choice);
+    qc_status st = out_f && in_f && groups && scales && choice ? QC_OK : qc_fail(QC_ERR_NOMEM, "out of memory");
+    int ng = 0;
+    for (int l = 0; l < n_lin && st == QC_OK; l++) {
+        if (!qc_linear_present(cfg, li, (qc_linear_id)l)) continue;
         name_row(d, li, (qc_linear_id)l);
         out_f[l] = qc_pl_row(d, li, (qc_linear_id)l)->N;
         in_f[l] = qc_pl_row(d, li, (qc_linear_id)l)->K;
     }
-    st = d->ops->awq_capture(d->be, li);
+    if (st == QC_OK) st = d->ops->awq_capture(d->be, li);
     if (st == QC_OK) phase(d, li, "awq-search");
-    qc_arch_awq groups[4];
-    int ng = qc_arch_awq_groups(cfg, groups);
-    float *scales[4] = {0};
-    qc_pl_awq_choice choice[4];
+    if (st == QC_OK) ng = qc_arch_awq_groups(cfg, li, groups);
     double t_search = qc_time_now();
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
         int K = in_f[groups[gi].lin[0]];
@@ -142,14 +168,16 @@ static qc_status awq_layer(qc_pl_driver *d, int li) {
     }
     d->res->t_solve += qc_time_now() - t_search; /* the scale search is AWQ's solve */
     if (st == QC_OK) st = d->ops->awq_hessians(d->be, li, groups, ng, scales, choice);
-    for (int gi = 0; gi < 4; gi++) free(scales[gi]);
+    for (int gi = 0; gi < ng; gi++) free(scales[gi]);
     if (st == QC_OK) phase(d, li, "awq-quantize");
-    for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
+    for (int l = 0; l < n_lin && st == QC_OK; l++) {
         const char *why = NULL;
+        if (!qc_linear_present(cfg, li, (qc_linear_id)l)) continue;
         if (!packable(d, (qc_linear_id)l, &why)) st = d->ops->keep_f16(d->be, li, (qc_linear_id)l, why);
         else st = d->ops->awq_quantize(d->be, li, (qc_linear_id)l);
         if (st == QC_OK) st = report(d, li, (qc_linear_id)l);
     }
+    free(out_f), free(in_f), free(groups), free(scales), free(choice);
     return st;
 }
 

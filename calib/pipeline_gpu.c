@@ -389,7 +389,7 @@ static qc_status run_in_place(gctx *c, const qc_gpu_layer *layer, int halves) {
 
 /* The layer's block of group gi (both blocks when every linear is one group) on every sample, from X
  * (the blocks before it already applied for good), accumulating the wanted Hessians. */
-static qc_status gpu_hessians(void *be, int li, int gi, int n_groups, const bool want[QC_LIN_COUNT]) {
+static qc_status gpu_hessians(void *be, int li, int gi, int n_groups, const bool *want) {
     gctx *c = be;
     const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
     int halves = n_groups > 1 ? arch->seq[gi].block : QC_GPU_BOTH_HALVES;
@@ -438,7 +438,7 @@ static qc_status gpu_keep_f16(void *be, int li, qc_linear_id l, const char *why)
 /* True-sequential: the group's Hessians are consumed (their memory goes back for the next group's), and
  * once a block's groups are all final the block is applied to X for good (X becomes the residual after
  * it), so the next block's groups run only their own block: nothing is recomputed. */
-static qc_status gpu_group_done(void *be, int li, int gi, int n_groups, const bool want[QC_LIN_COUNT]) {
+static qc_status gpu_group_done(void *be, int li, int gi, int n_groups, const bool *want) {
     (void)li;
     gctx *c = be;
     if (n_groups == 1) return QC_OK;
@@ -490,6 +490,9 @@ static qc_status awq_module(gctx *c, const qc_gpu_layer *L, const qc_arch_awq *g
         case QC_AWQ_MOD_ATTN: st = qc_gpu_attn_forward(c->f, L, a, y, nb, c->T); break;
         case QC_AWQ_MOD_MLP: st = qc_gpu_mlp_forward(c->f, L, a, y, nb * c->T); break;
         case QC_AWQ_MOD_LINEAR: st = qc_gpu_linear(c->g, a, L->w[which], L->b[which], y, nb * c->T, c->d, K, 0.0f); break;
+        case QC_AWQ_MOD_MOE: /* MoE layers are refused before the run (qc_pipeline_run_gpu) */
+            st = qc_fail(QC_ERR_UNSUPPORTED, "awq: the MoE block has no CUDA forward");
+            break;
         }
     }
     return st;
@@ -747,6 +750,9 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     if (nsamples < 1 || T < 1) return qc_fail(QC_ERR_ARG, "quantize: no calibration samples");
     if (o->method == QC_METHOD_AWQ && (o->q.group_size <= 0 || o->format == QC_PACK_GPTQ))
         return qc_fail(QC_ERR_ARG, "quantize: awq needs a positive group size and asymmetric storage (awq or gptq_v2)");
+    if (qc_arch_n_lin(cfg) != QC_LIN_COUNT)
+        return qc_fail(QC_ERR_UNSUPPORTED, "quantize: mixture-of-experts models (%s) run on the CPU only in this "
+                       "version (--device cpu)", cfg->arch_name);
     if (mkdir(o->work_dir, 0755) != 0 && errno != EEXIST)
         return qc_fail(QC_ERR_IO, "%s: cannot create work directory: %s", o->work_dir, strerror(errno));
     qc_pl_set_clamp_f16(o->clamp_f16);
@@ -778,7 +784,9 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     snprintf(res->device_desc, sizeof res->device_desc, "%s", qc_gpu_describe(c.g));
     QC_LOGI("quantize: on %s", qc_gpu_describe(c.g));
     res->lin = calloc((size_t)L * QC_LIN_COUNT, sizeof *res->lin);
+    res->lin_stride = QC_LIN_COUNT;
     c.wr_res.lin = calloc((size_t)L * QC_LIN_COUNT, sizeof *c.wr_res.lin);
+    c.wr_res.lin_stride = QC_LIN_COUNT;
     if (o->keep_fake) {
         res->fake = calloc((size_t)L, sizeof *res->fake);
         res->n_layers = L;
@@ -910,6 +918,7 @@ out:
     free(c.wr_res.unquantized);
     qc_gpu_close(c.g); /* frees every device buffer */
     res->n_lin = L * QC_LIN_COUNT;
+    res->lin_stride = QC_LIN_COUNT;
     if (st != QC_OK) {
         qc_linear_report *keep = res->lin;
         res->lin = NULL;

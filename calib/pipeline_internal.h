@@ -82,7 +82,7 @@ typedef struct qc_pl_backend_ops {
     /* GPTQ/RTN, before solving group gi of n_groups (n_groups 1: every linear at once): run the layer on
      * every sample with the groups before it in place, and leave 2/rows X^T X of each capture point in want,
      * checked finite, where solve finds it. */
-    qc_status (*hessians)(void *be, int li, int gi, int n_groups, const bool want[QC_LIN_COUNT]);
+    qc_status (*hessians)(void *be, int li, int gi, int n_groups, const bool *want /* [QC_LIN_MAX] */);
     /* Solves linear l (GPTQ or RTN per the options) from its input's Hessian, puts W_hat into the layer,
      * packs it into the layer's part and fills its report row. last_user: no later linear of this group reads
      * the same Hessian (the solver may consume it). */
@@ -90,7 +90,7 @@ typedef struct qc_pl_backend_ops {
     /* Linear l goes into the part as F16 (why: the reason, for its report row), declared unquantized. */
     qc_status (*keep_f16)(void *be, int li, qc_linear_id l, const char *why);
     /* After group gi's solves; may be NULL. */
-    qc_status (*group_done)(void *be, int li, int gi, int n_groups, const bool want[QC_LIN_COUNT]);
+    qc_status (*group_done)(void *be, int li, int gi, int n_groups, const bool *want /* [QC_LIN_MAX] */);
     /* The activations <- the quantized layer applied to them (n_groups as for hessians). */
     qc_status (*propagate)(void *be, int li, int n_groups);
     /* AWQ: the original layer over every sample keeping every capture point's input; the activations <- its
@@ -110,7 +110,7 @@ typedef struct qc_pl_backend_ops {
 typedef struct qc_pl_driver {
     const qc_model          *m;
     const qc_pipeline_opts  *o;
-    qc_pipeline_result      *res;     /* res->lin [n_layers * QC_LIN_COUNT] allocated by the backend */
+    qc_pipeline_result      *res;     /* res->lin [n_layers * res->lin_stride] allocated by the backend */
     const qc_pl_backend_ops *ops;
     void                    *be;      /* the backend's context, passed to every op */
     int                      done, total; /* linears reported so far / in the run (progress) */
@@ -118,6 +118,8 @@ typedef struct qc_pl_driver {
 
 /* Quantizes layer li on the backend (method per d->o) and reports each linear. */
 qc_status qc_pl_layer(qc_pl_driver *d, int li);
+/* Linears present in layers [0, n_layers) (the run's progress total and a resumed run's count). */
+int qc_pl_count_linears(const qc_model_config *cfg, int n_layers);
 /* Layer li's report row of linear l. */
 qc_linear_report *qc_pl_row(qc_pl_driver *d, int li, qc_linear_id l);
 

@@ -70,6 +70,12 @@ typedef struct {
     uint64_t part_data, part_file;        /* one layer part: tensor bytes, file bytes */
     uint64_t base_data, base_file;        /* base.safetensors */
     int      part_tensors;
+    /* mixture of experts (E 0: dense) */
+    const qc_model_config *cfg;          /* NULL for llama8b_shapes */
+    int      E, topk, mff, L_moe;         /* experts, top-k, an expert's width, sparse layers */
+    bool     mquant[3];                   /* an expert's gate, up, down packable */
+    uint64_t moe_f32;                     /* a sparse layer's experts, router and shared gate in FP32 */
+    int      stride;                      /* linear slots per layer (report rows) */
 } shapes;
 
 /* The capture points and their widths come from the architecture's description (arch.h); the shapes
@@ -169,8 +175,47 @@ static void linear_tensors(const qc_plan_in *in, const shapes *s, int li, qc_lin
     }
 }
 
+/* A sparse layer's experts (each as stored alone) and its router and shared-expert gate (F16). */
+static void moe_tensors(const qc_plan_in *in, const shapes *s, int li, st_hdr *h) {
+    char nm[256], path[128];
+    int b = in->bits, gs = in->group_size;
+    bool awq = in->format == QC_PACK_AWQ;
+    for (int e = 0; e < s->E; e++)
+        for (int j = 0; j < 3; j++) {
+            int N = j == 2 ? s->d : s->mff, K = j == 2 ? s->mff : s->d, G = gs > 0 ? K / gs : 1;
+            char base[192];
+            snprintf(base, sizeof base, "model.layers.%d.%s", li, qc_linear_path(s->cfg, QC_LIN_EXPERT(e, j), path, sizeof path));
+            if (!s->mquant[j]) {
+                snprintf(nm, sizeof nm, "%s.weight", base);
+                hdr_add(h, nm, "F16", 2, N, K, (uint64_t)N * K * 2);
+                continue;
+            }
+            snprintf(nm, sizeof nm, "%s.qweight", base);
+            if (awq) hdr_add(h, nm, "I32", 2, K, N / 8, (uint64_t)K * (N / 8) * 4);
+            else hdr_add(h, nm, "I32", 2, (int64_t)K * b / 32, N, (uint64_t)K * b / 32 * N * 4);
+            snprintf(nm, sizeof nm, "%s.qzeros", base);
+            if (awq) hdr_add(h, nm, "I32", 2, G, N / 8, (uint64_t)G * (N / 8) * 4);
+            else hdr_add(h, nm, "I32", 2, G, (int64_t)N * b / 32, (uint64_t)G * ((uint64_t)N * b / 32) * 4);
+            snprintf(nm, sizeof nm, "%s.scales", base);
+            hdr_add(h, nm, "F16", 2, G, N, (uint64_t)G * N * 2);
+            if (!awq) {
+                snprintf(nm, sizeof nm, "%s.g_idx", base);
+                hdr_add(h, nm, "I32", 1, K, 0, (uint64_t)K * 4);
+            }
+        }
+    const qc_arch_moe *moe = s->arch->moe;
+    snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, moe->router);
+    hdr_add(h, nm, "F16", 2, s->E, s->d, (uint64_t)s->E * s->d * 2);
+    if (moe->shared_gate) {
+        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, moe->shared_gate);
+        hdr_add(h, nm, "F16", 2, 1, s->d, (uint64_t)s->d * 2);
+    }
+}
+
 static void layer_tensors(const qc_plan_in *in, const shapes *s, int li, st_hdr *h) {
-    for (int l = 0; l < QC_LIN_COUNT; l++) linear_tensors(in, s, li, (qc_linear_id)l, h);
+    for (int l = 0; l < QC_LIN_COUNT; l++)
+        if (!s->cfg || qc_linear_present(s->cfg, li, (qc_linear_id)l)) linear_tensors(in, s, li, (qc_linear_id)l, h);
+    if (s->cfg && qc_layer_is_moe(s->cfg, li)) moe_tensors(in, s, li, h);
     char nm[192];
     for (int k = 0; k < QC_NORM_COUNT; k++) {
         if (!s->norm_len[k]) continue;
@@ -237,6 +282,17 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
     s->rows = (uint64_t)in->nsamples * (uint64_t)in->seqlen;
     s->tied = c->tie_word_embeddings;
     s->arch = qc_arch_desc_of(c->arch);
+    s->cfg = c;
+    s->stride = qc_arch_n_lin(c);
+    if (s->arch->moe) {
+        s->E = c->n_experts;
+        s->topk = c->n_experts_per_tok;
+        s->mff = c->moe_intermediate_size;
+        for (int i = 0; i < s->L; i++) s->L_moe += qc_layer_is_moe(c, i);
+        if (s->mff > s->ff) s->ff = s->mff; /* the forward's MLP buffers */
+        if (c->shared_expert_intermediate_size > s->ff) s->ff = c->shared_expert_intermediate_size;
+        s->moe_f32 = (uint64_t)s->E * 3 * s->mff * s->d * 4 + (uint64_t)(s->E + 1) * s->d * 4;
+    }
     int N[QC_LIN_COUNT], K[QC_LIN_COUNT];
     bool bias[QC_LIN_COUNT];
     for (int l = 0; l < QC_LIN_COUNT; l++) {
@@ -274,12 +330,32 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
         s->layer_f32 += 4 * nk + (bias[l] ? 4 * (uint64_t)N[l] : 0);
     }
     for (int k = 0; k < QC_NORM_COUNT; k++) s->layer_f32 += 4 * (uint64_t)s->norm_len[k];
+    s->layer_f32 += s->moe_f32; /* an upper bound: the seven slots and the experts */
+    for (int j = 0; j < 3 && s->E; j++) {
+        const char *why = NULL;
+        s->mquant[j] = qc_pl_packable(&po, j == 2 ? s->d : s->mff, j == 2 ? s->mff : s->d, &why);
+        uint64_t nk = (uint64_t)s->mff * s->d;
+        if (nk > s->nkmax) s->nkmax = nk;
+    }
     /* the decoder layers as stored: what the CPU driver leaves resident, the GPU loader's staging */
     char name[256];
     for (int i = 0; i < s->L; i++) {
         uint64_t sum = 0, pin = 0;
+        if (qc_layer_is_moe(c, i)) { /* experts (per expert, or fused 3-D: the same bytes), router, shared gate */
+            char path[128];
+            for (int e = 0; e < s->E; e++)
+                for (int j = 0; j < 3; j++) {
+                    snprintf(name, sizeof name, "model.layers.%d.%s.weight", i,
+                             qc_linear_path(c, QC_LIN_EXPERT(e, j), path, sizeof path));
+                    uint64_t b = tensor_bytes(m, name, (uint64_t)s->mff * s->d, NULL);
+                    sum += b;
+                    pin = align256(pin + b);
+                }
+            sum += tensor_bytes(m, "", (uint64_t)(s->E + 1) * s->d, NULL);
+        }
         for (int l = 0; l < QC_LIN_COUNT; l++) {
             qc_dtype dt;
+            if (!qc_linear_present(c, i, (qc_linear_id)l)) continue;
             if (!s->first[l]) continue; /* a fused tensor is stored (and staged) once */
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, s->tensor[l]);
             uint64_t b = tensor_bytes(m, name, (uint64_t)s->srows[l] * K[l], &dt);
@@ -444,7 +520,7 @@ static void host_phases(const qc_plan_in *in, const shapes *s, int threads, uint
     linear_ws w;
     linear_ws_make(in, s, &w);
     bool gpu = in->device >= 0, awq = in->method == QC_METHOD_AWQ;
-    uint64_t reports = (uint64_t)s->L * QC_LIN_COUNT * sizeof(qc_linear_report);
+    uint64_t reports = (uint64_t)s->L * (s->stride ? s->stride : QC_LIN_COUNT) * sizeof(qc_linear_report);
     uint64_t f16_base = (uint64_t)s->vocab * s->d * 2 * (s->tied ? 1 : 2);
     uint64_t page_max = s->embed_bytes > s->head_bytes ? s->embed_bytes : s->head_bytes;
     if (!gpu) {
@@ -468,6 +544,13 @@ static void host_phases(const qc_plan_in *in, const shapes *s, int threads, uint
         for (int k = 0; k < s->n_caps; k++)
             if (s->cap_used[s->k_caps[k]]) hs += 4 * (uint64_t)cap_width(s, s->k_caps[k]) * cap_width(s, s->k_caps[k]);
         add(t, QC_PLAN_FIXED, hs, "input Hessians, one per capture point");
+        if (s->L_moe > 0) {
+            add(t, QC_PLAN_FIXED, 4 * (uint64_t)s->E * ((uint64_t)s->d * s->d + (uint64_t)s->mff * s->mff) +
+                                      4 * (uint64_t)s->d * s->d,
+                "MoE: %d experts' input Hessians and the block input's", s->E);
+            add(t, QC_PLAN_BATCH, 4 * s->brows * (2 * (uint64_t)s->d + s->E + 2 * (uint64_t)s->topk + 2),
+                "MoE: gathered rows, expert outputs, routing [%" PRIu64 " rows]", s->brows);
+        }
         add(t, QC_PLAN_FIXED, w.hw + 2 * w.wo, "solver copies (Hw %.0f MiB, Wo, tmp)", w.hw / 1048576.0);
         add(t, QC_PLAN_FIXED, s->layer_f32, "the layer in FP32");
         add(t, QC_PLAN_FIXED, w.solver + w.qlin + w.clip + s->part_data + reports,
@@ -478,6 +561,11 @@ static void host_phases(const qc_plan_in *in, const shapes *s, int threads, uint
             add(t, QC_PLAN_ROWS, 2 * s->rows * s->d * 4, "AWQ: reference and trial outputs [%" PRIu64 ", %d] f32 x 2",
                 s->rows, s->d);
             add(t, QC_PLAN_FIXED, w.awq_search_w, "AWQ: a group's scaled weights");
+            if (s->L_moe > 0) {
+                add(t, QC_PLAN_ROWS, s->rows * (uint64_t)s->topk * (s->d + (uint64_t)s->mff) * 4 * 2,
+                    "AWQ: the experts' routed inputs (grown by doubling) [%" PRIu64 " x %d rows]", s->rows, s->topk);
+                add(t, QC_PLAN_FIXED, (uint64_t)s->E * 2 * s->mff * s->d * 4, "AWQ: the MoE group's scaled weights");
+            }
         }
         if (in->keep_fake)
             add_fake(t, s);
@@ -603,7 +691,7 @@ static void disk(const qc_plan_in *in, const shapes *s, qc_plan *p, uint64_t *ou
     uint64_t x = 64 + s->rows * s->d * 4;
     add(&w, QC_PLAN_FIXED, s->base_file, "base.safetensors (embedding%s F16)", s->tied ? "" : ", head");
     add(&w, QC_PLAN_FIXED, (uint64_t)s->L * s->part_file, "%d layer parts, %.2f MiB each", s->L, s->part_file / 1048576.0);
-    add(&w, QC_PLAN_FIXED, (uint64_t)s->L * (QC_LIN_COUNT * 267 + 3) + 1200,
+    add(&w, QC_PLAN_FIXED, (uint64_t)s->L * ((s->stride ? s->stride : QC_LIN_COUNT) * 300 + 3) + 1200,
         "per-layer reports, fingerprint, status (JSON)");
     p->snapshot = in->save_every >= 0;
     if (p->snapshot) add(&w, QC_PLAN_SNAP, x, "activation snapshot x.bin [%" PRIu64 ", %d] f32", s->rows, s->d);
@@ -625,7 +713,7 @@ static void disk(const qc_plan_in *in, const shapes *s, qc_plan *p, uint64_t *ou
     uint64_t side = 0;
     for (size_t i = 0; i < sizeof k_side_files / sizeof *k_side_files; i++) side += file_size(in->m->dir, k_side_files[i]);
     add(&o, QC_PLAN_FIXED, side, "tokenizer and generation files (copied)");
-    add(&o, QC_PLAN_FIXED, file_size(in->m->dir, "config.json") + 1520 + 1480 + 1000 + 246 * (uint64_t)s->L * QC_LIN_COUNT +
+    add(&o, QC_PLAN_FIXED, file_size(in->m->dir, "config.json") + 1520 + 1480 + 1000 + 290 * (uint64_t)s->L * (s->stride ? s->stride : QC_LIN_COUNT) +
                                (in->eval_seqlen > 0 ? 200 : 0),
         "config.json, quantize_config.json, qcal_report.json");
     p->out_disk = o.total;
@@ -670,6 +758,11 @@ static layer_flops flops_of(const shapes *s, double R, double T) {
     f.o = 2 * R * s->qd * (double)s->d;
     f.gu = 4 * R * s->d * (double)s->ff;
     f.dn = 2 * R * s->ff * (double)s->d;
+    if (s->L_moe > 0) { /* sparse layers: each row through top-k experts (+ the router), averaged over layers */
+        double part = (double)s->L_moe / s->L, ff_moe = (double)s->topk * s->mff;
+        f.gu = (1 - part) * f.gu + part * (4 * R * s->d * ff_moe + 2 * R * s->d * (double)s->E);
+        f.dn = (1 - part) * f.dn + part * 2 * R * ff_moe * s->d;
+    }
     return f;
 }
 
@@ -684,6 +777,15 @@ static double solve_flops(const shapes *s, bool gptq, double *scalar) {
         if (gptq) {
             fl += N * K * K + 4.0 / 3.0 * K * K * K;
             sc += N * K * 128;
+        }
+    }
+    for (int j = 0; j < 3 && s->L_moe > 0; j++) { /* the experts, averaged over layers */
+        if (!s->mquant[j]) continue;
+        double N = j == 2 ? s->d : s->mff, K = j == 2 ? s->mff : s->d, e = (double)s->E * s->L_moe / s->L;
+        fl += e * 4 * N * K * K;
+        if (gptq) {
+            fl += e * (N * K * K + 4.0 / 3.0 * K * K * K);
+            sc += e * N * K * 128;
         }
     }
     if (scalar) *scalar = sc;

@@ -101,11 +101,18 @@ static qc_status load_layer_json(const char *dir, int li, qc_pipeline_result *re
     qc_status st = qc_read_file(path, 16u << 20, &text, &len);
     cJSON *j = st == QC_OK ? cJSON_ParseWithLength(text, len) : NULL;
     const cJSON *rows = cJSON_GetObjectItemCaseSensitive(j, "linears");
-    if (st == QC_OK && cJSON_GetArraySize(rows) != QC_LIN_COUNT)
+    int n_rows = cJSON_GetArraySize(rows);
+    if (st == QC_OK && (!cJSON_IsArray(rows) || n_rows > res->lin_stride))
         st = qc_fail(QC_ERR_FORMAT, "%s: not a layer report of qcal", path);
-    for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) {
-        const cJSON *o = cJSON_GetArrayItem(rows, l);
-        qc_linear_report *r = &res->lin[li * QC_LIN_COUNT + l];
+    for (int i = 0; st == QC_OK && i < n_rows; i++) {
+        const cJSON *o = cJSON_GetArrayItem(rows, i);
+        const cJSON *slot = cJSON_GetObjectItemCaseSensitive(o, "slot"); /* absent in 7-row reports: the row index */
+        int l = cJSON_IsNumber(slot) ? slot->valueint : i;
+        if (l < 0 || l >= res->lin_stride) {
+            st = qc_fail(QC_ERR_FORMAT, "%s: row %d names slot %d, outside the model's %d", path, i, l, res->lin_stride);
+            break;
+        }
+        qc_linear_report *r = &res->lin[(size_t)li * res->lin_stride + l];
         const cJSON *nm = cJSON_GetObjectItemCaseSensitive(o, "name"), *why = cJSON_GetObjectItemCaseSensitive(o, "reason");
         if (!cJSON_IsString(nm)) {
             st = qc_fail(QC_ERR_FORMAT, "%s: linear %d has no name", path, l);
@@ -128,6 +135,9 @@ static qc_status load_layer_json(const char *dir, int li, qc_pipeline_result *re
         double f = NUM("awq_formula"); /* absent (a state written before formulas were recorded): none */
         r->awq_formula = f == QC_AWQ_F_DUO ? QC_AWQ_F_DUO : f == QC_AWQ_F_X ? QC_AWQ_F_X : QC_AWQ_F_NONE;
         r->awq_loss = isfinite(NUM("awq_loss")) ? NUM("awq_loss") : 0.0;
+        r->tokens = cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, "tokens")) ? (int64_t)NUM("tokens") : -1;
+        const cJSON *cov = cJSON_GetObjectItemCaseSensitive(o, "coverage");
+        snprintf(r->coverage, sizeof r->coverage, "%s", cJSON_IsString(cov) ? cov->valuestring : "");
 #undef NUM
     }
     const cJSON *u;
@@ -143,10 +153,14 @@ static qc_status load_layer_json(const char *dir, int li, qc_pipeline_result *re
 qc_status qc_resume_save_layer(const char *dir, int li, const qc_pipeline_result *res) {
     cJSON *j = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(j, "linears");
     cJSON *unq = cJSON_AddArrayToObject(j, "unquantized");
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
-        const qc_linear_report *r = &res->lin[li * QC_LIN_COUNT + l];
+    for (int l = 0; l < res->lin_stride; l++) {
+        const qc_linear_report *r = &res->lin[(size_t)li * res->lin_stride + l];
+        if (!r->name[0]) continue; /* a slot this layer does not have */
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", r->name);
+        cJSON_AddNumberToObject(o, "slot", l);
+        cJSON_AddNumberToObject(o, "tokens", (double)r->tokens);
+        cJSON_AddStringToObject(o, "coverage", r->coverage);
         cJSON_AddNumberToObject(o, "N", r->N);
         cJSON_AddNumberToObject(o, "K", r->K);
         cJSON_AddBoolToObject(o, "quantized", r->quantized);

@@ -46,6 +46,14 @@ static int run(int argc, char **argv) {
     printf("hidden:       %d, intermediate %d, vocab %d\n", c.hidden_size, c.intermediate_size, c.vocab_size);
     printf("attention:    %d heads, %d kv heads, head_dim %d%s%s\n", c.n_heads, c.n_kv_heads, c.head_dim,
            c.qkv_bias ? ", qkv bias" : "", c.qk_norm ? ", q/k norm" : "");
+    if (c.n_experts > 0) {
+        int sparse = 0;
+        for (int i = 0; i < c.n_layers; i++) sparse += qc_layer_is_moe(&c, i);
+        printf("experts:      %d per sparse layer (%d of %d layers), top-%d%s, width %d", c.n_experts, sparse,
+               c.n_layers, c.n_experts_per_tok, c.norm_topk_prob ? " renormalized" : "", c.moe_intermediate_size);
+        if (c.shared_expert_intermediate_size > 0) printf(", a shared expert of width %d", c.shared_expert_intermediate_size);
+        printf("\n");
+    }
     static const char *rope[] = {"default", "linear", "llama3"};
     printf("rope:         theta %g, %s", c.rope_theta, rope[c.rope_type]);
     if (c.rope_type != QC_ROPE_DEFAULT) printf(" (factor %g)", c.rope_factor);

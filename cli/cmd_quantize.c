@@ -223,11 +223,16 @@ static cJSON *report_json(const qc_recipe *r, const char *hash, const qc_calib_s
     cJSON *lins = cJSON_AddArrayToObject(rep, "linears");
     for (int i = 0; i < pr->n_lin; i++) {
         const qc_linear_report *l = &pr->lin[i];
+        if (!l->name[0]) continue; /* a slot this layer does not have (an MoE layer's dense MLP) */
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", l->name);
         cJSON_AddNumberToObject(o, "out_features", l->N);
         cJSON_AddNumberToObject(o, "in_features", l->K);
         cJSON_AddBoolToObject(o, "quantized", l->quantized);
+        if (l->coverage[0]) { /* an expert: how well calibration covered it */
+            cJSON_AddNumberToObject(o, "tokens", (double)l->tokens);
+            cJSON_AddStringToObject(o, "coverage", l->coverage);
+        }
         if (l->quantized) {
             cJSON_AddNumberToObject(o, "rel_err", l->rel_err);
             cJSON_AddNumberToObject(o, "damp", l->damp);
@@ -257,6 +262,28 @@ static qc_status early_checks(const qc_recipe *r, const char *const *eval_files,
     for (int i = 0; i < r->n_calib; i++)
         if (!qc_hf_is_ref(r->calib[i].path) && access(r->calib[i].path, R_OK) != 0)
             return qc_fail(QC_ERR_ARG, "calibration source %s: %s", r->calib[i].path, strerror(errno));
+    return QC_OK;
+}
+
+/* AWQ's modules_to_not_convert names modules by substring: a router (or shared-expert gate) name inside a
+ * quantized linear's (Qwen3-MoE's "mlp.gate" in a dense layer's "mlp.gate_proj") cannot be declared. Found
+ * before the run rather than at assembly. */
+static qc_status check_awq_names(const qc_model *m, const qc_pipeline_opts *po) {
+    const qc_model_config *c = &m->cfg;
+    const qc_arch_moe *moe = qc_arch_desc_of(c->arch)->moe;
+    if (po->format != QC_PACK_AWQ || !moe) return QC_OK;
+    const char *kept[2] = {moe->router, moe->shared_gate};
+    char path[128];
+    for (int li = 0; li < c->n_layers; li++)
+        for (int l = 0; l < qc_arch_n_lin(c); l++) {
+            if (!qc_linear_present(c, li, (qc_linear_id)l)) continue;
+            qc_linear_path(c, (qc_linear_id)l, path, sizeof path);
+            for (int k = 0; k < 2; k++)
+                if (kept[k] && strstr(path, kept[k]))
+                    return qc_fail(QC_ERR_ARG, "--format awq cannot declare '%s' (kept in F16) without also matching "
+                                   "'model.layers.%d.%s' (AutoAWQ and vLLM match modules_to_not_convert as "
+                                   "substrings); use --format gptq_v2", kept[k], li, path);
+        }
     return QC_OK;
 }
 
@@ -415,8 +442,10 @@ static int run(int argc, char **argv) {
     po.q.damp = r.damp;
     po.q.mse = r.mse;
     po.awq_gptq = strcmp(r.method, "awq+gptq") == 0;
+    po.moe_min_tokens = r.moe_min_tokens;
+    po.moe_low = strcmp(r.moe_low_coverage, "rtn") == 0 ? QC_MOE_LOW_RTN : QC_MOE_LOW_ALL_TOKENS;
     if (qc_cli_opt(k_opts, "batch-tokens")->set) po.batch_tokens = (int)qc_cli_opt(k_opts, "batch-tokens")->i;
-    if ((st = check_some_packable(m, &po))) goto out;
+    if ((st = check_some_packable(m, &po)) || (st = check_awq_names(m, &po))) goto out;
 
     /* ---- the preflight plan: what the run needs, refused before calibration when it cannot fit ---- */
     {
@@ -574,27 +603,41 @@ static int run(int argc, char **argv) {
         free(rp);
         if (st == QC_OK) st = st2;
     }
-    int n_q = 0, n_raised = 0;
+    int n_q = 0, n_raised = 0, n_all = 0, n_low = 0, n_experts = 0;
     double worst = 0;
     const char *worst_name = "";
     for (int i = 0; i < pr.n_lin; i++) {
         const qc_linear_report *l = &pr.lin[i];
-        if (!l->quantized) continue;
+        if (!l->name[0]) continue;
+        n_all++;
+        if (l->coverage[0] && strstr(l->name, "down") == NULL && strstr(l->name, ".w2") == NULL) continue;
+        n_experts += l->coverage[0] != 0; /* counted once per expert, at its down projection */
+        n_low += l->coverage[0] && strcmp(l->coverage, "routed") != 0;
+    }
+    for (int i = 0; i < pr.n_lin; i++) {
+        const qc_linear_report *l = &pr.lin[i];
+        if (!l->name[0] || !l->quantized) continue;
         n_q++;
         n_raised += l->retries > 0;
         if (l->rel_err > worst) { worst = l->rel_err; worst_name = l->name; }
     }
     fprintf(stderr, "summary: %d linears quantized, %d kept in F16, %d with raised damping; worst rel err %.2e (%s)\n",
-            n_q, pr.n_lin - n_q, n_raised, worst, worst_name);
+            n_q, n_all - n_q, n_raised, worst, worst_name);
+    if (n_experts > 0)
+        fprintf(stderr, "experts: %d of %d (over all layers) had fewer than %d routed calibration tokens: %s\n", n_low,
+                n_experts, po.moe_min_tokens >= 0 ? po.moe_min_tokens : m->cfg.hidden_size,
+                po.moe_low == QC_MOE_LOW_RTN ? "rounded to nearest" : "Hessians from every token sent through them");
     if (method == QC_METHOD_AWQ) { /* a group's choice is on each of its linears: count it at its first */
         int won[3] = {0};
-        const qc_arch_desc *arch = qc_arch_desc_of(m->cfg.arch);
-        for (int i = 0; i < pr.n_lin; i++) {
-            const qc_linear_report *l = &pr.lin[i];
-            bool first = false;
-            for (int g = 0; g < arch->n_awq; g++) first |= l->lin == arch->awq[g].lin[0];
-            if (first && l->awq_formula >= QC_AWQ_F_NONE && l->awq_formula <= QC_AWQ_F_X) won[l->awq_formula]++;
+        qc_arch_awq *groups = malloc(sizeof *groups * (size_t)qc_arch_awq_max_groups(&m->cfg));
+        for (int li = 0; groups && li < m->cfg.n_layers; li++) {
+            int ng = qc_arch_awq_groups(&m->cfg, li, groups);
+            for (int g = 0; g < ng; g++) {
+                const qc_linear_report *l = &pr.lin[(size_t)li * pr.lin_stride + groups[g].lin[0]];
+                if (l->name[0] && l->awq_formula >= QC_AWQ_F_NONE && l->awq_formula <= QC_AWQ_F_X) won[l->awq_formula]++;
+            }
         }
+        free(groups);
         char sw[80] = "";
         if (r.awq_search_samples > 0 && r.awq_search_samples < r.nsamples)
             snprintf(sw, sizeof sw, "; attention/MLP forwards on %d of %d windows", r.awq_search_samples, r.nsamples);

@@ -22,6 +22,7 @@
 static const char *const k_methods[] = {"gptq", "awq", "rtn", "awq+gptq", NULL};
 static const char *const k_samplings[] = {"gptq", "awq", NULL};
 static const char *const k_awq_scales[] = {"autoawq", "llm-awq", "best", NULL};
+static const char *const k_moe_lows[] = {"all-tokens", "rtn", NULL};
 static const char *const k_formats[] = {"gptq", "gptq_v2", "awq", NULL};
 static const char *const k_src_formats[] = {"auto", "text", "jsonl", "json", "parquet", NULL};
 static const char *const k_splits[] = {"line", "paragraph", "file", NULL};
@@ -93,11 +94,13 @@ static const struct keydef {
     [QC_RK_AWQ_CLIP] = {"awq_clip", T_BOOL, NULL},
     [QC_RK_AWQ_SEARCH_SAMPLES] = {"awq_search_samples", T_INT, NULL},
     [QC_RK_MSE] = {"mse", T_BOOL, NULL},
+    [QC_RK_MOE_MIN_TOKENS] = {"moe_min_tokens", T_INT, NULL},
+    [QC_RK_MOE_LOW_COVERAGE] = {"moe_low_coverage", T_ENUM, k_moe_lows},
 };
 static const char *const k_top_keys[QC_RK_COUNT + 1] = {
     "model", "out", "method", "bits", "group_size", "sym", "act_order", "static_groups", "true_sequential",
     "damp", "calib", "sampling", "nsamples", "seqlen", "seed", "format", "device", "eval", "awq_scale", "awq_clip",
-    "awq_search_samples", "mse", NULL,
+    "awq_search_samples", "mse", "moe_min_tokens", "moe_low_coverage", NULL,
 };
 
 enum { SK_PATH, SK_FORMAT, SK_FIELD, SK_SPLIT, SK_WEIGHT, SK_HOLDOUT, SK_COUNT };
@@ -420,6 +423,9 @@ static const char *bad_nsamples(long long n) { return (n >= 1 && n <= MAX_INT) ?
 static const char *bad_search_samples(long long n) {
     return (n >= 0 && n <= MAX_INT) ? NULL : "is outside [0, 1048576] (0 or all: every window)";
 }
+static const char *bad_moe_min_tokens(long long n) {
+    return (n >= 0 && n <= (1LL << 40)) ? NULL : "is not a token count >= 0 (or auto: the model's hidden_size)";
+}
 static const char *bad_seqlen(long long n) { return (n >= 2 && n <= MAX_INT) ? NULL : "is outside [2, 1048576]"; }
 static const char *bad_eval_seqlen(long long n) {
     return (n == 0 || (n >= 2 && n <= MAX_INT)) ? NULL : "is not 0 (the recipe's seqlen) or in [2, 1048576]";
@@ -511,10 +517,12 @@ static qc_status apply_value(qc_recipe *r, qc_recipe_key k, const val *v, const 
     case QC_RK_SAMPLING:
     case QC_RK_FORMAT:
     case QC_RK_AWQ_SCALE:
+    case QC_RK_MOE_LOW_COVERAGE:
         if ((st = get_enum(v, k_keys[k].values, &e)) != QC_OK) return st;
         *(k == QC_RK_METHOD     ? &r->method
           : k == QC_RK_SAMPLING ? &r->sampling
           : k == QC_RK_AWQ_SCALE ? &r->awq_scale
+          : k == QC_RK_MOE_LOW_COVERAGE ? &r->moe_low_coverage
                                  : &r->format) = (char *)e;
         break;
     case QC_RK_BITS: st = get_checked_int(v, bad_bits, &r->bits); break;
@@ -531,6 +539,10 @@ static qc_status apply_value(qc_recipe *r, qc_recipe_key k, const val *v, const 
         else st = get_checked_int(v, bad_search_samples, &r->awq_search_samples);
         break;
     case QC_RK_MSE: st = get_bool(v, &r->mse); break;
+    case QC_RK_MOE_MIN_TOKENS: /* a count, or auto (-1) */
+        if (v->plain && v->len == 4 && memcmp(v->s, "auto", 4) == 0) r->moe_min_tokens = -1;
+        else st = get_checked_int(v, bad_moe_min_tokens, &r->moe_min_tokens);
+        break;
     case QC_RK_DAMP: st = get_checked_real(v, bad_damp, &r->damp); break;
     case QC_RK_SEED: st = get_seed(v, &r->seed); break;
     case QC_RK_DEVICE:
@@ -1025,6 +1037,8 @@ void qc_recipe_init(qc_recipe *r) {
     r->awq_search_samples = QC_RECIPE_AWQ_SEARCH_SAMPLES;
     r->awq_clip = true;
     r->damp = 0.01;
+    r->moe_min_tokens = -1;
+    r->moe_low_coverage = (char *)k_moe_lows[0];
     source_default(&r->calib[0], (char *)k_c4);
     r->calib[0].format = (char *)k_src_formats[2]; /* jsonl */
     r->n_calib = 1;
@@ -1287,6 +1301,9 @@ static char *canonical(const qc_recipe *r, bool for_hash) {
          add_str(o, "awq_scale", r->awq_scale) && cJSON_AddBoolToObject(o, "awq_clip", r->awq_clip) &&
          cJSON_AddNumberToObject(o, "awq_search_samples", r->awq_search_samples) &&
          (!r->mse || cJSON_AddBoolToObject(o, "mse", true)) && /* absent when false: older hashes stand */
+         /* the MoE keys likewise, when they differ from their defaults */
+         (r->moe_min_tokens < 0 || cJSON_AddNumberToObject(o, "moe_min_tokens", r->moe_min_tokens)) &&
+         (strcmp(r->moe_low_coverage, k_moe_lows[0]) == 0 || add_str(o, "moe_low_coverage", r->moe_low_coverage)) &&
          cJSON_AddNumberToObject(o, "damp", r->damp) && add_str(o, "sampling", r->sampling) &&
          cJSON_AddNumberToObject(o, "nsamples", r->nsamples) && cJSON_AddNumberToObject(o, "seqlen", r->seqlen) &&
          add_str(o, "format", r->format);
@@ -1363,6 +1380,9 @@ char *qc_recipe_to_yaml(const qc_recipe *r) {
     sb_real(&b, r->damp);
     qc_sbuf_printf(&b, "\nawq_scale: %s\nawq_clip: %s\nawq_search_samples: %d\nmse: %s", r->awq_scale,
                    r->awq_clip ? "true" : "false", r->awq_search_samples, r->mse ? "true" : "false");
+    if (r->moe_min_tokens < 0) qc_sbuf_printf(&b, "\nmoe_min_tokens: auto");
+    else qc_sbuf_printf(&b, "\nmoe_min_tokens: %d", r->moe_min_tokens);
+    qc_sbuf_printf(&b, "\nmoe_low_coverage: %s", r->moe_low_coverage);
     qc_sbuf_printf(&b, "\ncalib:\n");
     for (int i = 0; i < r->n_calib; i++) {
         const qc_calib_source *c = &r->calib[i];
@@ -1427,6 +1447,8 @@ static const char k_example[] =
     "awq_search_samples: 12 # awq: windows the scale search's attention/MLP forwards run on (evenly strided;\n"
     "#                      # x_mean and o/down use all); a count, or all (0)\n"
     "mse: false             # gptq, awq+gptq, rtn: group params by an MSE grid search (GPTQ reference's mse)\n"
+    "moe_min_tokens: auto   # MoE: experts routed fewer calibration tokens than this (auto: hidden_size)\n"
+    "moe_low_coverage: all-tokens # ... get Hessians from every token sent through them (all-tokens) | rtn\n"
     "\n"
     "# --- calibration data\n"
     "calib:                 # one or more sources mixed by weight; a bare string is {path: STRING}\n"

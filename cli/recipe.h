@@ -76,6 +76,7 @@ typedef enum qc_recipe_key {
     QC_RK_FORMAT = 15, QC_RK_DEVICE = 16, QC_RK_EVAL = 17, QC_RK_AWQ_SCALE = 18, QC_RK_AWQ_CLIP = 19,
     QC_RK_AWQ_SEARCH_SAMPLES = 20,
     QC_RK_MSE = 21,
+    QC_RK_MOE_MIN_TOKENS = 22, QC_RK_MOE_LOW_COVERAGE = 23,
     QC_RK_COUNT
 } qc_recipe_key;
 #define QC_RK_BIT(k) ((uint64_t)1 << (k))
@@ -115,6 +116,10 @@ typedef struct qc_recipe {
     bool   mse;              /* gptq, awq+gptq, rtn: group params by the reference's MSE grid search (quant.py
                                 mse=True), default false; in the hash only when true */
     double damp;             /* fraction of the mean Hessian diagonal, (0, 1), default 0.01 */
+    int    moe_min_tokens;   /* MoE: an expert with fewer routed calibration tokens is handled per
+                                moe_low_coverage; -1 (written "auto", default): the model's hidden_size */
+    char  *moe_low_coverage; /* "all-tokens" (default: its Hessians from every calibration token sent
+                                through it) or "rtn" (round to nearest) */
     qc_calib_source calib[QC_RECIPE_MAX_SOURCES];
     int    n_calib;          /* default: one source, the C4 shard of the GPTQ paper */
     char  *sampling;         /* "gptq" (random windows of random long documents; default) or "awq"

@@ -11,7 +11,7 @@ static int build_recipe(const qc_cmd *cmd, qc_opt *opts, const char *recipe_path
     if (st != QC_OK) return qc_cli_fail(cmd, st);
     static const char *const keys[] = {"model", "out", "method", "bits", "group-size", "damp", "calib",
                                        "sampling", "nsamples", "seqlen", "seed", "format", "device", "awq-scale",
-                                       "awq-search-samples"};
+                                       "awq-search-samples", "moe-min-tokens", "moe-low-coverage"};
     char origin[64];
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         qc_opt *o = NULL;

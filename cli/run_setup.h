@@ -25,6 +25,8 @@
     {.name = "awq-scale", .kind = QC_OPT_STR, .metavar = "F", .help = "AWQ scale formula: best (default: both formulas tried, per scale group the lower loss; on the GPU too), autoawq (duo, x^r/w^(1-r)) or llm-awq (x^r)"}, \
     {.name = "awq-search-samples", .kind = QC_OPT_STR, .metavar = "N", .help = "AWQ: run the scale search's attention/MLP forwards on N evenly strided calibration windows (default 12; x_mean, o_proj and down_proj use all; AutoAWQ's clip search subsamples likewise); 0 or all: every window"}, \
     {.name = "no-awq-clip", .kind = QC_OPT_FLAG, .help = "AWQ: skip the clipping search"}, \
+    {.name = "moe-min-tokens", .kind = QC_OPT_STR, .metavar = "N", .help = "MoE: experts routed fewer calibration tokens than N are handled per --moe-low-coverage (default auto: the model's hidden_size); each expert's count is in qcal_report.json"}, \
+    {.name = "moe-low-coverage", .kind = QC_OPT_STR, .metavar = "P", .help = "MoE, for such experts: all-tokens (default: Hessians from every calibration token sent through the expert; the layer output keeps the real routing) or rtn (round to nearest)"}, \
     {.name = "mse", .kind = QC_OPT_FLAG, .help = "GPTQ, awq+gptq, RTN: group params by the GPTQ reference's MSE grid search (norm 2.4, 100 steps, shrink to 0.2; CPU only)"}, \
     {.name = "calib", .kind = QC_OPT_STR, .metavar = "FILE|hf://...", .help = "calibration source (replaces the recipe's)"}, \
     {.name = "sampling", .kind = QC_OPT_STR, .metavar = "P", .help = "gptq (random windows, default) or awq (concatenated blocks)"}, \

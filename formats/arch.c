@@ -1,5 +1,6 @@
 #include "arch.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* The Llama layer, which Mistral, Qwen2 and Qwen3 share: pre-norm attention (q/k/v from the normed input,
@@ -50,12 +51,47 @@
         {"mlp.down_proj", QC_DIM_HIDDEN, QC_DIM_FF, QC_BIAS_NONE, QC_LIN_DOWN, false, NULL},               \
     }
 
+/* Qwen2-MoE: the Llama layer with every MLP a mixture of experts plus a shared expert in slots 4..6 (its
+ * output scaled by sigmoid(shared_expert_gate(x))); q/k/v biases. */
+#define QWEN2_MOE_LINEARS                                                                          \
+    {                                                                                              \
+        {"self_attn.q_proj", QC_DIM_Q, QC_DIM_HIDDEN, QC_BIAS_QKV, QC_LIN_Q, true},                \
+        {"self_attn.k_proj", QC_DIM_KV, QC_DIM_HIDDEN, QC_BIAS_QKV, QC_LIN_Q, true},               \
+        {"self_attn.v_proj", QC_DIM_KV, QC_DIM_HIDDEN, QC_BIAS_QKV, QC_LIN_Q},                     \
+        {"self_attn.o_proj", QC_DIM_HIDDEN, QC_DIM_Q, QC_BIAS_NONE, QC_LIN_O},                     \
+        {"mlp.shared_expert.gate_proj", QC_DIM_SHARED_FF, QC_DIM_HIDDEN, QC_BIAS_NONE, QC_LIN_GATE}, \
+        {"mlp.shared_expert.up_proj", QC_DIM_SHARED_FF, QC_DIM_HIDDEN, QC_BIAS_NONE, QC_LIN_GATE},   \
+        {"mlp.shared_expert.down_proj", QC_DIM_HIDDEN, QC_DIM_SHARED_FF, QC_BIAS_NONE, QC_LIN_DOWN}, \
+    }
+
+/* The experts as the Hub stores them: Mixtral's w1 (gate), w3 (up), w2 (down); the Qwen MoEs' gate/up/down
+ * projections. The fused 3-D names are transformers 5's. */
+static const qc_arch_moe k_moe_mixtral = {
+    .router = "block_sparse_moe.gate", .experts = "block_sparse_moe.experts", .lin = {"w1", "w3", "w2"},
+    .fused = {"gate_up_proj", "down_proj"}, .always_renorm = true, .alt_router = "mlp.gate",
+    .alt_experts = "mlp.experts",
+};
+static const qc_arch_moe k_moe_qwen2 = {
+    .router = "mlp.gate", .experts = "mlp.experts", .lin = {"gate_proj", "up_proj", "down_proj"},
+    .fused = {"gate_up_proj", "down_proj"}, .shared_gate = "mlp.shared_expert_gate", .shared = true,
+};
+static const qc_arch_moe k_moe_qwen3 = {
+    .router = "mlp.gate", .experts = "mlp.experts", .lin = {"gate_proj", "up_proj", "down_proj"},
+    .fused = {"gate_up_proj", "down_proj"},
+};
+
 static const qc_arch_desc k_descs[] = {
     {.id = QC_ARCH_LLAMA, .class_name = "LlamaForCausalLM", .model_type = "llama", .lin = LLAMA_LINEARS, LLAMA_COMMON},
     {.id = QC_ARCH_MISTRAL, .class_name = "MistralForCausalLM", .model_type = "mistral", .lin = LLAMA_LINEARS, LLAMA_COMMON},
     {.id = QC_ARCH_QWEN2, .class_name = "Qwen2ForCausalLM", .model_type = "qwen2", .lin = LLAMA_LINEARS, LLAMA_COMMON},
     {.id = QC_ARCH_QWEN3, .class_name = "Qwen3ForCausalLM", .model_type = "qwen3", .lin = LLAMA_LINEARS, LLAMA_COMMON},
     {.id = QC_ARCH_PHI3, .class_name = "Phi3ForCausalLM", .model_type = "phi3", .lin = PHI3_LINEARS, LLAMA_COMMON},
+    {.id = QC_ARCH_MIXTRAL, .class_name = "MixtralForCausalLM", .model_type = "mixtral", .lin = LLAMA_LINEARS,
+     LLAMA_COMMON, .moe = &k_moe_mixtral},
+    {.id = QC_ARCH_QWEN2_MOE, .class_name = "Qwen2MoeForCausalLM", .model_type = "qwen2_moe",
+     .lin = QWEN2_MOE_LINEARS, LLAMA_COMMON, .moe = &k_moe_qwen2},
+    {.id = QC_ARCH_QWEN3_MOE, .class_name = "Qwen3MoeForCausalLM", .model_type = "qwen3_moe", .lin = LLAMA_LINEARS,
+     LLAMA_COMMON, .moe = &k_moe_qwen3},
 };
 #define N_DESCS ((int)(sizeof k_descs / sizeof k_descs[0]))
 
@@ -83,6 +119,8 @@ int qc_arch_dim_value(const qc_model_config *c, qc_arch_dim dim) {
     case QC_DIM_KV:     return c->n_kv_heads * c->head_dim;
     case QC_DIM_FF:     return c->intermediate_size;
     case QC_DIM_HEAD:   return c->head_dim;
+    case QC_DIM_MOE_FF: return c->moe_intermediate_size;
+    case QC_DIM_SHARED_FF: return c->shared_expert_intermediate_size;
     }
     QC_ASSERT(0);
     return 0;
@@ -93,7 +131,42 @@ const char *qc_linear_name(qc_linear_id l) {
     return k_descs[0].lin[l].name;
 }
 
+int qc_arch_n_lin(const qc_model_config *c) {
+    return QC_LIN_COUNT + (desc(c)->moe ? 3 * c->n_experts : 0);
+}
+
+bool qc_linear_expert(qc_linear_id l, int *e, int *j) {
+    if ((int)l < QC_LIN_COUNT) return false;
+    *e = ((int)l - QC_LIN_COUNT) / 3;
+    *j = ((int)l - QC_LIN_COUNT) % 3;
+    return true;
+}
+
+bool qc_linear_present(const qc_model_config *c, int li, qc_linear_id l) {
+    const qc_arch_desc *a = desc(c);
+    int e, j;
+    if (l < 0 || (int)l >= qc_arch_n_lin(c)) return false;
+    if (qc_linear_expert(l, &e, &j)) return qc_layer_is_moe(c, li);
+    if (!a->moe || l < QC_LIN_GATE) return true;
+    return qc_layer_is_moe(c, li) ? a->moe->shared : true; /* the shared expert, or a dense layer's MLP */
+}
+
+const char *qc_linear_path(const qc_model_config *c, qc_linear_id l, char *buf, size_t size) {
+    const qc_arch_desc *a = desc(c);
+    int e, j;
+    if (qc_linear_expert(l, &e, &j)) snprintf(buf, size, "%s.%d.%s", a->moe->experts, e, a->moe->lin[j]);
+    else snprintf(buf, size, "%s", a->lin[l].name);
+    return buf;
+}
+
 void qc_linear_shape(const qc_model_config *c, qc_linear_id l, int *out, int *in) {
+    int e, j;
+    if (qc_linear_expert(l, &e, &j)) {
+        QC_ASSERT(e < c->n_experts);
+        *out = j == 2 ? c->hidden_size : c->moe_intermediate_size;
+        *in = j == 2 ? c->moe_intermediate_size : c->hidden_size;
+        return;
+    }
     QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
     const qc_arch_linear *d = &desc(c)->lin[l];
     *out = qc_arch_dim_value(c, d->out);
@@ -101,7 +174,8 @@ void qc_linear_shape(const qc_model_config *c, qc_linear_id l, int *out, int *in
 }
 
 bool qc_linear_has_bias(const qc_model_config *c, qc_linear_id l) {
-    QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
+    if ((int)l >= QC_LIN_COUNT) return false; /* no MoE architecture has expert biases */
+    QC_ASSERT(l >= 0);
     switch (desc(c)->lin[l].bias) {
     case QC_BIAS_NONE: return false;
     case QC_BIAS_QKV:  return c->qkv_bias;
@@ -112,10 +186,15 @@ bool qc_linear_has_bias(const qc_model_config *c, qc_linear_id l) {
 }
 
 void qc_linear_storage(const qc_model_config *c, qc_linear_id l, const char **tensor, int *row0, int *rows) {
-    QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
     const qc_arch_desc *a = desc(c);
     int out, in;
     qc_linear_shape(c, l, &out, &in);
+    if ((int)l >= QC_LIN_COUNT) { /* experts: stored per expert (the fused 3-D layout is read, never written) */
+        *tensor = NULL;
+        *row0 = 0;
+        *rows = out;
+        return;
+    }
     if (!a->lin[l].tensor) {
         *tensor = a->lin[l].name;
         *row0 = 0;
@@ -134,7 +213,7 @@ void qc_linear_storage(const qc_model_config *c, qc_linear_id l, const char **te
 }
 
 bool qc_linear_first_of_tensor(const qc_model_config *c, qc_linear_id l) {
-    QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
+    if ((int)l >= QC_LIN_COUNT) return true;
     const char *t;
     int row0, rows;
     qc_linear_storage(c, l, &t, &row0, &rows);
@@ -142,12 +221,16 @@ bool qc_linear_first_of_tensor(const qc_model_config *c, qc_linear_id l) {
 }
 
 qc_linear_id qc_linear_input(const qc_model_config *c, qc_linear_id l) {
+    int e, j;
+    if (qc_linear_expert(l, &e, &j)) return QC_LIN_EXPERT(e, j == 2 ? 2 : 0);
     QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
     return desc(c)->lin[l].input;
 }
 
 int qc_capture_width(const qc_model_config *c, qc_linear_id cap) {
     const qc_arch_desc *a = desc(c);
+    int e, j;
+    if (qc_linear_expert(cap, &e, &j)) return j == 2 ? c->moe_intermediate_size : c->hidden_size;
     for (int l = 0; l < QC_LIN_COUNT; l++)
         if (a->lin[l].input == cap) return qc_arch_dim_value(c, a->lin[l].in);
     QC_ASSERT(0 && "not a capture point");
@@ -165,11 +248,18 @@ int qc_norm_dim(const qc_model_config *c, qc_norm_id n) {
     return qc_arch_dim_value(c, desc(c)->norm[n].dim);
 }
 
-int qc_arch_awq_groups(const qc_model_config *c, qc_arch_awq g[4]) {
+int qc_arch_awq_max_groups(const qc_model_config *c) {
+    return desc(c)->n_awq + (desc(c)->moe ? 2 + c->n_experts : 0);
+}
+
+int qc_arch_awq_groups(const qc_model_config *c, int li, qc_arch_awq *g) {
     const qc_arch_desc *a = desc(c);
+    bool moe = qc_layer_is_moe(c, li);
     int ng = 0;
     for (int i = 0; i < a->n_awq; i++) {
         const qc_arch_awq *w = &a->awq[i];
+        bool mlp = w->input == QC_LIN_GATE || w->input == QC_LIN_DOWN;
+        if (mlp && moe) continue; /* below */
         if (w->if_square) { /* v_proj -> o_proj only when v's output is o's input and o is square (no GQA) */
             int pn, pk, n, k;
             qc_linear_shape(c, (qc_linear_id)w->prev_lin, &pn, &pk);
@@ -178,5 +268,73 @@ int qc_arch_awq_groups(const qc_model_config *c, qc_arch_awq g[4]) {
         }
         g[ng++] = *w;
     }
+    if (!moe) return ng;
+    qc_arch_awq *in = &g[ng++];
+    memset(in, 0, sizeof *in);
+    in->input = QC_LIN_GATE;
+    in->module = QC_AWQ_MOD_MOE;
+    in->prev_norm = QC_NORM_MLP;
+    in->prev_lin = -1;
+    for (int e = 0; e < c->n_experts; e++) {
+        in->lin[in->n++] = QC_LIN_EXPERT(e, 0);
+        in->lin[in->n++] = QC_LIN_EXPERT(e, 1);
+    }
+    if (qc_linear_present(c, li, QC_LIN_GATE)) { /* the shared expert, after the experts as AutoAWQ lists it */
+        in->lin[in->n++] = QC_LIN_GATE;
+        in->lin[in->n++] = QC_LIN_UP;
+        qc_arch_awq *sd = &g[ng++];
+        memset(sd, 0, sizeof *sd);
+        *sd = (qc_arch_awq){.input = QC_LIN_DOWN, .module = QC_AWQ_MOD_LINEAR, .lin = {QC_LIN_DOWN}, .n = 1,
+                            .prev_norm = -1, .prev_lin = QC_LIN_UP};
+    }
+    for (int e = 0; e < c->n_experts; e++) {
+        qc_arch_awq *dn = &g[ng++];
+        memset(dn, 0, sizeof *dn);
+        dn->input = QC_LIN_EXPERT(e, 2);
+        dn->module = QC_AWQ_MOD_LINEAR;
+        dn->lin[0] = QC_LIN_EXPERT(e, 2);
+        dn->n = 1;
+        dn->prev_norm = -1;
+        dn->prev_lin = QC_LIN_EXPERT(e, 1);
+    }
     return ng;
+}
+
+int qc_arch_caps(const qc_model_config *c, int li, qc_linear_id *caps) {
+    const qc_arch_desc *a = desc(c);
+    int n = 0;
+    for (int k = 0; k < a->n_caps; k++) {
+        qc_linear_id cap = a->caps[k];
+        bool mlp = cap == QC_LIN_GATE || cap == QC_LIN_DOWN;
+        /* an MoE block's input (QC_LIN_GATE) is a capture point even without a shared expert */
+        if (!mlp || qc_linear_present(c, li, cap) || (cap == QC_LIN_GATE && qc_layer_is_moe(c, li))) caps[n++] = cap;
+        if (mlp && qc_layer_is_moe(c, li))
+            for (int e = 0; e < c->n_experts; e++) caps[n++] = QC_LIN_EXPERT(e, cap == QC_LIN_GATE ? 0 : 2);
+    }
+    return n;
+}
+
+int qc_arch_seq_groups(const qc_model_config *c, int li, qc_seq_group g[4]) {
+    const qc_arch_desc *a = desc(c);
+    QC_ASSERT(a->n_seq <= 4);
+    for (int gi = 0; gi < a->n_seq; gi++) {
+        const qc_arch_seq *s = &a->seq[gi];
+        g[gi].n = 0;
+        g[gi].block = s->block;
+        bool down = false;
+        for (int k = 0; k < s->n; k++) {
+            if (qc_linear_present(c, li, s->lin[k])) g[gi].lin[g[gi].n++] = s->lin[k];
+            down |= s->lin[k] == QC_LIN_DOWN;
+        }
+        if (s->block != QC_BLOCK_MLP || !qc_layer_is_moe(c, li)) continue;
+        for (int e = 0; e < c->n_experts; e++) { /* expert by expert: gate, up (or down) */
+            if (down) {
+                g[gi].lin[g[gi].n++] = QC_LIN_EXPERT(e, 2);
+            } else {
+                g[gi].lin[g[gi].n++] = QC_LIN_EXPERT(e, 0);
+                g[gi].lin[g[gi].n++] = QC_LIN_EXPERT(e, 1);
+            }
+        }
+    }
+    return a->n_seq;
 }

@@ -38,6 +38,14 @@ typedef enum qc_linear_id {
     QC_LIN_COUNT = 7
 } qc_linear_id;
 
+/* Mixture-of-experts layers add three linears per expert after the seven: expert e's gate, up and down
+ * are slots QC_LIN_EXPERT(e, 0 .. 2). A model's layers have qc_arch_n_lin(cfg) slots; which exist in
+ * a given layer: qc_linear_present (a sparse layer has no dense MLP, unless slots 4..6 hold a shared
+ * expert; a dense layer of an MoE model has no experts). */
+#define QC_EXPERTS_MAX 512
+#define QC_LIN_MAX     (QC_LIN_COUNT + 3 * QC_EXPERTS_MAX)
+#define QC_LIN_EXPERT(e, j) ((qc_linear_id)(QC_LIN_COUNT + 3 * (e) + (j)))
+
 /* A width in config terms. */
 typedef enum qc_arch_dim {
     QC_DIM_HIDDEN = 0,  /* hidden_size */
@@ -45,6 +53,8 @@ typedef enum qc_arch_dim {
     QC_DIM_KV,          /* n_kv_heads * head_dim */
     QC_DIM_FF,          /* intermediate_size */
     QC_DIM_HEAD,        /* head_dim */
+    QC_DIM_MOE_FF,      /* an expert's MLP width (moe_intermediate_size; Mixtral: intermediate_size) */
+    QC_DIM_SHARED_FF,   /* shared_expert_intermediate_size (Qwen2-MoE) */
 } qc_arch_dim;
 
 /* Which config flag gives a linear a bias. */
@@ -99,18 +109,38 @@ typedef enum qc_awq_module {
     QC_AWQ_MOD_ATTN = 0,     /* the attention block without its residual (model.h qc_attn_forward) */
     QC_AWQ_MOD_MLP,          /* the MLP block without its residual (qc_mlp_forward) */
     QC_AWQ_MOD_LINEAR,       /* the group's one linear (its loss is exact from X^T X) */
+    QC_AWQ_MOD_MOE,          /* an MoE block without its residual: routing, experts, shared expert (qc_mlp_forward) */
 } qc_awq_module;
 
+/* The most linears of one AWQ group: an MoE block's gate and up of every expert and of the shared expert. */
+#define QC_AWQ_MAX_LIN (2 * QC_EXPERTS_MAX + 2)
+
 typedef struct qc_arch_awq {
-    qc_linear_id input;      /* capture point: the scaled linears' shared input */
+    qc_linear_id input;      /* capture point: the scaled linears' shared input (an MoE group: the block's
+                                input, QC_LIN_GATE; its experts' own capture points hold rows of it) */
     qc_awq_module module;
-    qc_linear_id lin[3];
+    qc_linear_id lin[QC_AWQ_MAX_LIN];
     int          n;
     int          prev_norm;  /* fold into this norm (qc_norm_id), or -1 */
     int          prev_lin;   /* else into the last in_features output rows of this linear (qc_linear_id) */
     bool         if_square;  /* only when prev_lin's output has as many rows as lin[0] has columns and
                                 lin[0] is square in that sense (v_proj -> o_proj without GQA) */
 } qc_arch_awq;
+
+/* A mixture-of-experts block (spec: the router picks top-k experts per token; the block's output is the
+ * routing-weighted sum of their MLPs, plus a gated shared expert where there is one). */
+typedef struct qc_arch_moe {
+    const char *router;      /* below "model.layers.N.": the router linear [n_experts, d], never quantized */
+    const char *experts;     /* the experts' module, e.g. "block_sparse_moe.experts" */
+    const char *lin[3];      /* an expert's gate, up, down below "<experts>.<e>." (Hub per-expert 2-D) */
+    const char *fused[2];    /* the fused 3-D layout below "<experts>.": gate_up [E, 2 * ff, d] (gate rows
+                                first), down [E, d, ff] */
+    const char *shared_gate; /* the shared expert's sigmoid gate [1, d] (never quantized), or NULL */
+    bool        shared;      /* slots 4..6 of a sparse layer are the shared expert (else absent there) */
+    bool        always_renorm; /* top-k weights renormalized whatever the config says (Mixtral) */
+    const char *alt_router;  /* read too under these names (transformers 5's own: Mixtral's "mlp.gate" and */
+    const char *alt_experts; /* "mlp.experts"); written under router/experts */
+} qc_arch_moe;
 
 typedef struct qc_arch_desc {
     qc_arch        id;
@@ -127,12 +157,36 @@ typedef struct qc_arch_desc {
     const char    *embed;        /* "model.embed_tokens.weight" */
     const char    *final_norm;   /* "model.norm.weight" */
     const char    *lm_head;      /* "lm_head.weight" (the embedding when tie_word_embeddings) */
+    const qc_arch_moe *moe;      /* NULL: a dense architecture */
 } qc_arch_desc;
 
 /* The description of arch; NULL for a value that is not a qc_arch. */
 const qc_arch_desc *qc_arch_desc_of(qc_arch arch);
 /* The descriptions in qc_arch order: *n of them. */
 const qc_arch_desc *qc_arch_descs(int *n);
+
+/* Linear slots per layer: QC_LIN_COUNT, plus 3 per expert for an MoE model. */
+int          qc_arch_n_lin(const qc_model_config *cfg);
+/* Whether slot l exists in layer li. */
+bool         qc_linear_present(const qc_model_config *cfg, int li, qc_linear_id l);
+/* Slot l's tensor path below "model.layers.N." (without ".weight"): the description's name, or the
+ * expert's "<experts>.<e>.<lin>". */
+const char  *qc_linear_path(const qc_model_config *cfg, qc_linear_id l, char *buf, size_t size);
+/* For an expert slot: its expert and j (0 gate, 1 up, 2 down); returns false for slots 0..6. */
+bool         qc_linear_expert(qc_linear_id l, int *e, int *j);
+/* Layer li's capture points in forward order (the order qc_layer_forward calls its capture function):
+ * writes them to caps (QC_LIN_MAX), returns how many. An MoE layer: q, o, then QC_LIN_GATE (the block's
+ * input, every row: the shared expert's input where there is one), every expert's gate, then the shared
+ * expert's down (if any), every expert's down. */
+int          qc_arch_caps(const qc_model_config *cfg, int li, qc_linear_id *caps);
+/* Layer li's true-sequential groups (the description's, with an MoE layer's gate/up group holding every
+ * expert's gate and up and its down group every down): writes up to 4 to g, returns how many. */
+typedef struct qc_seq_group {
+    qc_linear_id lin[QC_LIN_MAX];
+    int          n;
+    int          block;
+} qc_seq_group;
+int          qc_arch_seq_groups(const qc_model_config *cfg, int li, qc_seq_group g[4]);
 
 /* A qc_arch_dim's value for this config. */
 int          qc_arch_dim_value(const qc_model_config *cfg, qc_arch_dim dim);
@@ -154,9 +208,13 @@ int          qc_capture_width(const qc_model_config *cfg, qc_linear_id cap);
 /* Whether a norm exists for this config, and its length. */
 bool         qc_norm_present(const qc_model_config *cfg, qc_norm_id n);
 int          qc_norm_dim(const qc_model_config *cfg, qc_norm_id n);
-/* The AWQ scale groups that apply to a layer of this config (if_square checked against the config's
- * shapes): writes up to 4 to g, returns how many. */
-int          qc_arch_awq_groups(const qc_model_config *cfg, qc_arch_awq g[4]);
+/* The AWQ scale groups of layer li (if_square checked against the config's shapes): writes them to g (room
+ * for qc_arch_awq_max_groups), returns how many. An MoE layer has the attention's groups, then (as AutoAWQ's
+ * Mixtral and Qwen MoE definitions) one group of every expert's gate and up (and the shared expert's) on the
+ * block's input, folded into the MLP norm and searched on the whole block's output; then each down
+ * projection on its own input, folded into its up projection's rows. */
+int          qc_arch_awq_groups(const qc_model_config *cfg, int li, qc_arch_awq *g);
+int          qc_arch_awq_max_groups(const qc_model_config *cfg);
 
 #ifdef __cplusplus
 }

@@ -305,7 +305,7 @@ static qc_status check_not_convert(const qc_ckpt_modules *m, const qc_strset *en
             if (hit)
                 return qc_fail(QC_ERR_UNSUPPORTED, "modules_to_not_convert entry '%s' would also match the quantized "
                                "module '%s' (loaders match these names as substrings), which would then be loaded "
-                               "as a float Linear", E, hit);
+                               "as a float Linear; write --format gptq_v2 instead (its skip rules are anchored)", E, hit);
         }
     for (size_t u = 0; u < m->unquantized.n; u++) {
         const char *U = m->unquantized.v[u];

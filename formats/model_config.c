@@ -106,6 +106,51 @@ static qc_status parse_rope(const cJSON *root, const char *what, qc_model_config
                    "default, linear, llama3)", what, t);
 }
 
+bool qc_layer_is_moe(const qc_model_config *c, int i) {
+    if (c->n_experts <= 0 || i < 0 || i >= QC_MAX_LAYERS) return false;
+    if (c->dense_layer[i / 8] & (1u << (i % 8))) return false;
+    return c->decoder_sparse_step <= 1 || (i + 1) % c->decoder_sparse_step == 0;
+}
+
+/* The expert counts and routing of a mixture-of-experts config. */
+static qc_status parse_moe(const cJSON *root, const char *what, qc_model_config *c) {
+    qc_status st;
+    bool qwen = c->arch != QC_ARCH_MIXTRAL;
+    if ((st = get_int(root, qwen ? "num_experts" : "num_local_experts", true, 0, 1, QC_EXPERTS_MAX, what,
+                      &c->n_experts)))
+        return st;
+    if ((st = get_int(root, "num_experts_per_tok", true, 0, 1, c->n_experts, what, &c->n_experts_per_tok))) return st;
+    c->moe_intermediate_size = c->intermediate_size;
+    c->norm_topk_prob = true;
+    c->decoder_sparse_step = 1;
+    if (!qwen) return QC_OK;
+    if ((st = get_int(root, "moe_intermediate_size", true, 0, 1, 1 << 24, what, &c->moe_intermediate_size))) return st;
+    if ((st = get_bool(root, "norm_topk_prob", false, what, &c->norm_topk_prob))) return st;
+    if ((st = get_int(root, "decoder_sparse_step", false, 1, 1, 1 << 20, what, &c->decoder_sparse_step))) return st;
+    const cJSON *mol = cJSON_GetObjectItemCaseSensitive(root, "mlp_only_layers");
+    if (mol && !cJSON_IsNull(mol)) {
+        if (!cJSON_IsArray(mol)) return qc_fail(QC_ERR_FORMAT, "%s: \"mlp_only_layers\" must be a list", what);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, mol) {
+            if (!cJSON_IsNumber(e) || e->valuedouble != (int)e->valuedouble || e->valueint < 0 ||
+                e->valueint >= c->n_layers)
+                return qc_fail(QC_ERR_FORMAT, "%s: \"mlp_only_layers\" lists %s, not a layer index below %d", what,
+                               cJSON_IsNumber(e) ? "a number" : "a non-number", c->n_layers);
+            c->dense_layer[e->valueint / 8] |= (uint8_t)(1u << (e->valueint % 8));
+        }
+    }
+    if (c->arch == QC_ARCH_QWEN2_MOE) {
+        if ((st = get_int(root, "shared_expert_intermediate_size", true, 0, 1, 1 << 24, what,
+                          &c->shared_expert_intermediate_size)))
+            return st;
+        for (int i = 0; i < c->n_layers; i++) /* slots 4..6 are the shared expert: a dense layer has no room */
+            if (!qc_layer_is_moe(c, i))
+                return qc_fail(QC_ERR_UNSUPPORTED, "%s: Qwen2-MoE with dense layers (mlp_only_layers or "
+                               "decoder_sparse_step > 1; layer %d) is not supported", what, i);
+    }
+    return QC_OK;
+}
+
 qc_status qc_model_config_parse(const char *json, size_t len, const char *what, qc_model_config *c) {
     memset(c, 0, sizeof *c);
     size_t oom = qc_json_oom_count();
@@ -192,7 +237,14 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
         c->qkv_bias = true;
         if ((st = get_bool(root, "use_sliding_window", false, what, &use_sw))) goto done;
         break;
+    case QC_ARCH_MIXTRAL:
+        break;
+    case QC_ARCH_QWEN2_MOE:
+        c->qkv_bias = true;
+        if ((st = get_bool(root, "use_sliding_window", false, what, &use_sw))) goto done;
+        break;
     case QC_ARCH_QWEN3:
+    case QC_ARCH_QWEN3_MOE:
         if ((st = get_bool(root, "attention_bias", false, what, &attn_bias))) goto done;
         c->qkv_bias = c->o_bias = attn_bias;
         c->qk_norm = true;
@@ -213,7 +265,8 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
     }
     if (use_sw) {
         if ((st = get_int(root, "sliding_window", false, 0, 0, 1 << 30, what, &c->sliding_window))) goto done;
-        if (c->arch == QC_ARCH_QWEN2 || c->arch == QC_ARCH_QWEN3) {
+        if (c->arch == QC_ARCH_QWEN2 || c->arch == QC_ARCH_QWEN3 || c->arch == QC_ARCH_QWEN2_MOE ||
+            c->arch == QC_ARCH_QWEN3_MOE) {
             /* Qwen2/3 apply the window only to layers >= max_window_layers; qcal supports the
              * common case where the window never applies. */
             int mwl;
@@ -226,6 +279,8 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
             c->sliding_window = 0;
         }
     }
+
+    if (qc_arch_desc_of(c->arch)->moe && (st = parse_moe(root, what, c))) goto done;
 
     if ((st = get_token_id(root, "bos_token_id", what, &c->bos_token_id))) goto done;
     if ((st = get_token_id(root, "eos_token_id", what, &c->eos_token_id))) goto done;

@@ -9,6 +9,11 @@
  *   Qwen3ForCausalLM    model_type qwen3    (per-head q/k RMSNorm, explicit head_dim)
  *   Phi3ForCausalLM     model_type phi3     (fused qkv_proj and gate_up_proj; sliding_window; rope_scaling
  *                                            longrope/su is not supported, partial_rotary_factor must be 1)
+ *   MixtralForCausalLM  model_type mixtral  (num_local_experts, num_experts_per_tok; sliding_window)
+ *   Qwen2MoeForCausalLM model_type qwen2_moe (shared expert with a sigmoid gate, q/k/v biases,
+ *                                            norm_topk_prob; every layer sparse)
+ *   Qwen3MoeForCausalLM model_type qwen3_moe (q/k norms, norm_topk_prob, decoder_sparse_step,
+ *                                            mlp_only_layers: dense layers)
  * hidden_act must be "silu"; rope_scaling may be null, "default", "linear" or "llama3"
  * (transformers v5 spells it "rope_parameters"). Anything else is QC_ERR_UNSUPPORTED with a message
  * listing what is supported.
@@ -34,7 +39,14 @@ typedef enum qc_arch {
     QC_ARCH_QWEN2   = 2,
     QC_ARCH_QWEN3   = 3,
     QC_ARCH_PHI3    = 4,
+    /* 5-7: dense architectures in progress (Gemma-2/3, OPT) */
+    QC_ARCH_MIXTRAL   = 8,
+    QC_ARCH_QWEN2_MOE = 9,
+    QC_ARCH_QWEN3_MOE = 10,
 } qc_arch;
+
+/* The most layers whose MoE/dense choice a config can spell out (mlp_only_layers). */
+#define QC_MAX_LAYERS 4096
 
 typedef enum qc_rope_type {
     QC_ROPE_DEFAULT = 0,
@@ -69,7 +81,18 @@ typedef struct qc_model_config {
     int     bos_token_id;         /* -1 if absent */
     int     eos_token_id;         /* -1 if absent (first one when config lists several) */
     char    torch_dtype[16];      /* "float16", "bfloat16", "float32" or "" */
+    /* mixture of experts (n_experts 0: a dense model) */
+    int     n_experts;            /* num_local_experts (Mixtral), num_experts (Qwen MoE) */
+    int     n_experts_per_tok;    /* top-k */
+    int     moe_intermediate_size;/* an expert's MLP width (Mixtral: intermediate_size) */
+    int     shared_expert_intermediate_size; /* Qwen2-MoE's shared expert; 0: none */
+    bool    norm_topk_prob;       /* renormalize the top-k routing weights to sum 1 (Mixtral: always) */
+    int     decoder_sparse_step;  /* layer i is sparse when (i + 1) % step == 0 and i is not dense_layer */
+    uint8_t dense_layer[QC_MAX_LAYERS / 8]; /* bit i: layer i in mlp_only_layers (a dense MLP) */
 } qc_model_config;
+
+/* Whether decoder layer i has a mixture-of-experts block (false for every layer of a dense model). */
+bool qc_layer_is_moe(const qc_model_config *cfg, int i);
 
 /* Parses config.json text; `what` names the file in messages. */
 qc_status qc_model_config_parse(const char *json, size_t len, const char *what, qc_model_config *cfg);

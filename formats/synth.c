@@ -77,6 +77,26 @@ static const qc_synth_spec k_presets[] = {
      SPM_TOK, /* the real config's eos_token_id is 32000 (<|endoftext|>, an added token); the synthetic
                * SentencePiece-layout tokenizer keeps </s> at 2 */
      .torch_dtype = "bfloat16"},
+    {.name = "mixtral-8x7b", .hf_id = "mistralai/Mixtral-8x7B-v0.1", .architecture = "MixtralForCausalLM",
+     .model_type = "mixtral", .hidden_size = 4096, .intermediate_size = 14336, .n_layers = 32, .n_heads = 32,
+     .n_kv_heads = 8, .head_dim = 128, .vocab_size = 32000, .max_position_embeddings = 32768,
+     .rope_theta = 1000000.0, .rms_norm_eps = 1e-5, SPM_TOK, .torch_dtype = "bfloat16", .n_experts = 8,
+     .n_experts_per_tok = 2},
+    {.name = "qwen3-30b-a3b", .hf_id = "Qwen/Qwen3-30B-A3B", .architecture = "Qwen3MoeForCausalLM",
+     .model_type = "qwen3_moe", .hidden_size = 2048, .intermediate_size = 6144, .n_layers = 48, .n_heads = 32,
+     .n_kv_heads = 4, .head_dim = 128, .vocab_size = 151936, .max_position_embeddings = 40960,
+     .rope_theta = 1000000.0, .rms_norm_eps = 1e-6, .qk_norm = true, .max_window_layers = 48,
+     .bos_token_id = 151643, .eos_token_id = 151645, .bos_token = "<|endoftext|>", .eos_token = "<|im_end|>",
+     .add_bos = false, .vocab_layout = QC_SYNTH_VOCAB_BYTELEVEL, .torch_dtype = "bfloat16", .n_experts = 128,
+     .n_experts_per_tok = 8, .moe_intermediate_size = 768, .norm_topk_prob = true},
+    {.name = "qwen2-57b-a14b", .hf_id = "Qwen/Qwen2-57B-A14B", .architecture = "Qwen2MoeForCausalLM",
+     .model_type = "qwen2_moe", .hidden_size = 3584, .intermediate_size = 18944, .n_layers = 28, .n_heads = 28,
+     .n_kv_heads = 4, .head_dim = 128, .vocab_size = 151936, .max_position_embeddings = 131072,
+     .rope_theta = 1000000.0, .rms_norm_eps = 1e-6, .qkv_bias = true, .sliding_window = 131072,
+     .max_window_layers = 28, .bos_token_id = 151643, .eos_token_id = 151643, .bos_token = "<|endoftext|>",
+     .eos_token = "<|endoftext|>", .add_bos = false, .vocab_layout = QC_SYNTH_VOCAB_BYTELEVEL,
+     .torch_dtype = "bfloat16", .n_experts = 64, .n_experts_per_tok = 8, .moe_intermediate_size = 2560,
+     .shared_expert_intermediate_size = 20480, .norm_topk_prob = false},
 };
 #define N_PRESETS ((int)(sizeof k_presets / sizeof k_presets[0]))
 
@@ -181,6 +201,15 @@ static qc_status spec_config(const qc_synth_spec *s, qc_model_config *c) {
     c->qkv_bias = s->qkv_bias;
     c->qk_norm = s->qk_norm;
     c->tie_word_embeddings = s->tie_word_embeddings;
+    c->n_layers = s->n_layers;
+    if (a[found].moe) {
+        c->n_experts = s->n_experts;
+        c->n_experts_per_tok = s->n_experts_per_tok;
+        c->moe_intermediate_size = s->moe_intermediate_size > 0 ? s->moe_intermediate_size : s->intermediate_size;
+        c->shared_expert_intermediate_size = s->shared_expert_intermediate_size;
+        c->norm_topk_prob = s->norm_topk_prob;
+        c->decoder_sparse_step = 1;
+    }
     return QC_OK;
 }
 
@@ -199,6 +228,21 @@ static qc_status make_plan(const qc_synth_spec *s, int n_layers, plan *p) {
         bool norm_done[QC_NORM_COUNT] = {0};
         for (int l = 0; ok && l < QC_LIN_COUNT; l++) {
             int N, K, row0;
+            if (l == QC_LIN_GATE && qc_layer_is_moe(&c, i)) { /* the router, then each expert (w1, w2, w3 order) */
+                const qc_arch_moe *moe = a->moe;
+                snprintf(what, sizeof what, "%s.weight", moe->router);
+                ok = plan_add(p, K_WEIGHT, c.n_experts, d, i, what);
+                for (int e = 0; ok && e < c.n_experts; e++)
+                    for (int j = 0; ok && j < 3; j++) {
+                        int jj = strcmp(moe->lin[0], "w1") == 0 ? (int[]){0, 2, 1}[j] : j; /* Mixtral: w1, w2, w3 */
+                        char path[64];
+                        qc_linear_shape(&c, QC_LIN_EXPERT(e, jj), &N, &K);
+                        snprintf(what, sizeof what, "%s.weight",
+                                 qc_linear_path(&c, QC_LIN_EXPERT(e, jj), path, sizeof path));
+                        ok = plan_add(p, K_WEIGHT, N, K, i, what);
+                    }
+            }
+            if (!qc_linear_present(&c, i, (qc_linear_id)l)) continue;
             const char *tensor;
             qc_linear_shape(&c, (qc_linear_id)l, &N, &K);
             qc_linear_storage(&c, (qc_linear_id)l, &tensor, &row0, &N); /* a fused tensor once, whole */
@@ -218,6 +262,10 @@ static qc_status make_plan(const qc_synth_spec *s, int n_layers, plan *p) {
                 snprintf(what, sizeof what, "%s.weight", a->norm[k].name);
                 ok = plan_add(p, K_NORM, qc_norm_dim(&c, (qc_norm_id)k), 0, i, what);
                 norm_done[k] = true;
+            }
+            if (ok && l == QC_LIN_DOWN && a->moe && a->moe->shared_gate && qc_layer_is_moe(&c, i)) {
+                snprintf(what, sizeof what, "%s.weight", a->moe->shared_gate);
+                ok = plan_add(p, K_WEIGHT, 1, d, i, what);
             }
         }
         for (int k = 0; ok && k < QC_NORM_COUNT; k++) {
@@ -407,6 +455,22 @@ static cJSON *make_config(const qc_synth_spec *s, const qc_synth_opts *o, int n_
     cJSON_AddStringToObject(c, "torch_dtype", dtype_torch(o->dtype));
     cJSON_AddBoolToObject(c, "use_cache", true);
     if (qwen) cJSON_AddBoolToObject(c, "use_sliding_window", false);
+    if (s->n_experts > 0) {
+        bool mixtral = strcmp(s->model_type, "mixtral") == 0;
+        cJSON_AddNumberToObject(c, mixtral ? "num_local_experts" : "num_experts", s->n_experts);
+        cJSON_AddNumberToObject(c, "num_experts_per_tok", s->n_experts_per_tok);
+        if (mixtral) {
+            cJSON_AddNumberToObject(c, "router_aux_loss_coef", 0.02);
+        } else {
+            cJSON_AddNumberToObject(c, "moe_intermediate_size", s->moe_intermediate_size);
+            if (s->shared_expert_intermediate_size > 0)
+                cJSON_AddNumberToObject(c, "shared_expert_intermediate_size", s->shared_expert_intermediate_size);
+            cJSON_AddBoolToObject(c, "norm_topk_prob", s->norm_topk_prob);
+            cJSON_AddNumberToObject(c, "decoder_sparse_step", 1);
+            cJSON_AddArrayToObject(c, "mlp_only_layers");
+            cJSON_AddBoolToObject(c, "output_router_logits", false);
+        }
+    }
     cJSON_AddNumberToObject(c, "vocab_size", s->vocab_size);
     return c;
 }
@@ -620,6 +684,11 @@ static qc_status check_spec(const qc_synth_spec *s, const qc_synth_opts *o, int 
         return qc_fail(QC_ERR_ARG, "synth %s: inconsistent shapes (hidden %d, intermediate %d, heads %d/%d, "
                        "head_dim %d, vocab %d)", n, s->hidden_size, s->intermediate_size, s->n_heads,
                        s->n_kv_heads, s->head_dim, s->vocab_size);
+    if (s->n_experts < 0 || s->n_experts > QC_EXPERTS_MAX ||
+        (s->n_experts > 0 && (s->n_experts_per_tok < 1 || s->n_experts_per_tok > s->n_experts ||
+                              s->moe_intermediate_size < 0 || s->shared_expert_intermediate_size < 0)))
+        return qc_fail(QC_ERR_ARG, "synth %s: inconsistent experts (%d, top-%d, width %d)", n, s->n_experts,
+                       s->n_experts_per_tok, s->moe_intermediate_size);
     int need = s->vocab_layout == QC_SYNTH_VOCAB_SPM ? 259 : 256;
     if (!o->tokenizer_dir && (s->vocab_size < need || s->bos_token_id >= s->vocab_size ||
                               s->eos_token_id >= s->vocab_size || s->bos_token_id < 0 || s->eos_token_id < 0 ||

@@ -90,10 +90,18 @@ typedef struct qc_synth_spec {
     bool   add_bos;                /* the real tokenizer prepends BOS */
     qc_synth_vocab vocab_layout;
     const char *torch_dtype;       /* the real checkpoint's: "bfloat16", "float16" */
+    /* mixture of experts (n_experts 0: dense) */
+    int    n_experts;              /* num_local_experts (Mixtral) / num_experts (Qwen MoE) */
+    int    n_experts_per_tok;
+    int    moe_intermediate_size;  /* Qwen MoE (Mixtral's experts are intermediate_size wide) */
+    int    shared_expert_intermediate_size; /* Qwen2-MoE */
+    bool   norm_topk_prob;         /* Qwen MoE */
 } qc_synth_spec;
 
 /* The built-in presets (llama-3.1-8b, llama-3.1-70b, llama-2-7b, llama-2-13b, llama-2-70b, mistral-7b,
- * qwen2.5-7b, qwen3-8b, phi-3-mini), with the values of the real models' config.json. */
+ * qwen2.5-7b, qwen3-8b, phi-3-mini, mixtral-8x7b, qwen3-30b-a3b, qwen2-57b-a14b), with the values of the real
+ * models' config.json. MoE layers list the router, then each expert's linears, then a shared expert and its
+ * gate (transformers' module order), experts stored per expert as on the Hub. */
 const qc_synth_spec *qc_synth_presets(int *count);
 /* The preset named `name`, or NULL. */
 const qc_synth_spec *qc_synth_find(const char *name);

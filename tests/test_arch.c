@@ -19,6 +19,13 @@ static qc_model_config config_of(qc_arch arch, int kv_heads) {
     c.head_dim = 24;  /* q width 96 != hidden 64 (as Qwen3 allows) */
     c.intermediate_size = 160;
     c.vocab_size = 256;
+    if (qc_arch_desc_of(arch)->moe) {
+        c.n_experts = 3;
+        c.n_experts_per_tok = 2;
+        c.moe_intermediate_size = 40;
+        c.shared_expert_intermediate_size = arch == QC_ARCH_QWEN2_MOE ? 80 : 0;
+        c.decoder_sparse_step = 1;
+    }
     return c;
 }
 
@@ -146,7 +153,7 @@ static void test_awq_groups_gqa(void **state) {
     (void)state;
     qc_arch_awq g[4];
     qc_model_config gqa = config_of(QC_ARCH_QWEN2, 2);
-    assert_int_equal(qc_arch_awq_groups(&gqa, g), 3);
+    assert_int_equal(qc_arch_awq_groups(&gqa, 0, g), 3);
     assert_int_equal(g[0].input, QC_LIN_Q);
     assert_int_equal(g[0].prev_norm, QC_NORM_ATTN);
     assert_int_equal(g[1].input, QC_LIN_GATE);
@@ -154,7 +161,7 @@ static void test_awq_groups_gqa(void **state) {
     assert_int_equal(g[2].prev_lin, QC_LIN_UP);
     qc_model_config mha = config_of(QC_ARCH_LLAMA, 4);
     mha.head_dim = 16; /* q width == hidden: o_proj square, v_proj's output is o_proj's input */
-    assert_int_equal(qc_arch_awq_groups(&mha, g), 4);
+    assert_int_equal(qc_arch_awq_groups(&mha, 0, g), 4);
     assert_int_equal(g[1].input, QC_LIN_O);
     assert_int_equal(g[1].prev_lin, QC_LIN_V);
     assert_int_equal(g[1].module, QC_AWQ_MOD_LINEAR);
@@ -199,13 +206,16 @@ static void test_config_names(void **state) {
     const qc_arch_desc *all = qc_arch_descs(&n);
     for (int i = 0; i < n; i++) {
         char json[512];
-        snprintf(json, sizeof json, "{\"architectures\": [\"%s\"], \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+        /* MoE keys too (a dense architecture ignores them) */
+#define MOE_KEYS "\"num_local_experts\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32, " \
+                 "\"shared_expert_intermediate_size\": 48, "
+        snprintf(json, sizeof json, "{\"architectures\": [\"%s\"], " MOE_KEYS "\"hidden_size\": 64, \"num_hidden_layers\": 2, "
                  "\"num_attention_heads\": 4, \"intermediate_size\": 96, \"vocab_size\": 256}", all[i].class_name);
         qc_model_config c;
         QC_CHECK_OK(qc_model_config_parse(json, strlen(json), "config.json", &c));
         assert_int_equal(c.arch, all[i].id);
         assert_string_equal(qc_arch_name(c.arch), all[i].model_type);
-        snprintf(json, sizeof json, "{\"model_type\": \"%s\", \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+        snprintf(json, sizeof json, "{\"model_type\": \"%s\", " MOE_KEYS "\"hidden_size\": 64, \"num_hidden_layers\": 2, "
                  "\"num_attention_heads\": 4, \"intermediate_size\": 96, \"vocab_size\": 256}", all[i].model_type);
         QC_CHECK_OK(qc_model_config_parse(json, strlen(json), "config.json", &c));
         assert_int_equal(c.arch, all[i].id);
@@ -215,10 +225,119 @@ static void test_config_names(void **state) {
     QC_CHECK_FAILS(qc_model_config_parse(bad, strlen(bad), "config.json", &c), QC_ERR_UNSUPPORTED, "Qwen3ForCausalLM");
 }
 
+/* MoE: expert slots after the seven, present per layer (sparse, dense via mlp_only_layers), named as the Hub
+ * stores them; capture points and true-sequential groups in the forward's order. */
+static void test_moe_layout(void **state) {
+    (void)state;
+    const char *js = "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"hidden_size\": 64, \"num_hidden_layers\": 3, "
+                     "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 24, \"intermediate_size\": 160, "
+                     "\"vocab_size\": 256, \"num_experts\": 3, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 40, "
+                     "\"mlp_only_layers\": [1], \"norm_topk_prob\": true}";
+    qc_model_config c;
+    QC_CHECK_OK(qc_model_config_parse(js, strlen(js), "config.json", &c));
+    assert_int_equal(qc_arch_n_lin(&c), QC_LIN_COUNT + 9);
+    assert_true(qc_layer_is_moe(&c, 0) && !qc_layer_is_moe(&c, 1) && qc_layer_is_moe(&c, 2));
+    char buf[128];
+    int N, K, e, j;
+    qc_linear_shape(&c, QC_LIN_EXPERT(2, 2), &N, &K);
+    assert_int_equal(N, 64);
+    assert_int_equal(K, 40);
+    qc_linear_shape(&c, QC_LIN_EXPERT(1, 1), &N, &K);
+    assert_int_equal(N, 40);
+    assert_int_equal(K, 64);
+    assert_string_equal(qc_linear_path(&c, QC_LIN_EXPERT(2, 1), buf, sizeof buf), "mlp.experts.2.up_proj");
+    assert_true(qc_linear_expert(QC_LIN_EXPERT(2, 1), &e, &j) && e == 2 && j == 1);
+    assert_false(qc_linear_expert(QC_LIN_DOWN, &e, &j));
+    assert_int_equal(qc_linear_input(&c, QC_LIN_EXPERT(1, 1)), QC_LIN_EXPERT(1, 0));
+    assert_int_equal(qc_linear_input(&c, QC_LIN_EXPERT(1, 2)), QC_LIN_EXPERT(1, 2));
+    assert_int_equal(qc_capture_width(&c, QC_LIN_EXPERT(1, 2)), 40);
+    /* sparse layer 0: no dense MLP; dense layer 1: no experts */
+    assert_false(qc_linear_present(&c, 0, QC_LIN_GATE));
+    assert_true(qc_linear_present(&c, 0, QC_LIN_EXPERT(0, 0)));
+    assert_true(qc_linear_present(&c, 1, QC_LIN_DOWN));
+    assert_false(qc_linear_present(&c, 1, QC_LIN_EXPERT(0, 0)));
+    qc_linear_id caps[QC_LIN_MAX];
+    int n = qc_arch_caps(&c, 0, caps);
+    const qc_linear_id want0[] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_EXPERT(0, 0), QC_LIN_EXPERT(1, 0),
+                                  QC_LIN_EXPERT(2, 0), QC_LIN_EXPERT(0, 2), QC_LIN_EXPERT(1, 2), QC_LIN_EXPERT(2, 2)};
+    assert_int_equal(n, 9);
+    for (int k = 0; k < n; k++) assert_int_equal(caps[k], want0[k]);
+    assert_int_equal(qc_arch_caps(&c, 1, caps), 4);
+    qc_seq_group *g = malloc(sizeof *g * 4);
+    assert_int_equal(qc_arch_seq_groups(&c, 0, g), 4);
+    assert_int_equal(g[2].n, 6);
+    assert_int_equal(g[2].lin[0], QC_LIN_EXPERT(0, 0));
+    assert_int_equal(g[2].lin[1], QC_LIN_EXPERT(0, 1));
+    assert_int_equal(g[3].n, 3);
+    assert_int_equal(g[3].lin[2], QC_LIN_EXPERT(2, 2));
+    qc_arch_seq_groups(&c, 1, g);
+    assert_int_equal(g[2].n, 2);
+    assert_int_equal(g[3].lin[0], QC_LIN_DOWN);
+    free(g);
+    /* Qwen2-MoE: slots 4..6 are the shared expert; Mixtral: the Hub's w1/w3/w2 */
+    const char *q2 = "{\"architectures\": [\"Qwen2MoeForCausalLM\"], \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                     "\"num_attention_heads\": 4, \"intermediate_size\": 160, \"vocab_size\": 256, \"num_experts\": 4, "
+                     "\"num_experts_per_tok\": 2, \"moe_intermediate_size\": 40, \"shared_expert_intermediate_size\": 80}";
+    QC_CHECK_OK(qc_model_config_parse(q2, strlen(q2), "config.json", &c));
+    assert_true(qc_linear_present(&c, 0, QC_LIN_GATE));
+    qc_linear_shape(&c, QC_LIN_DOWN, &N, &K);
+    assert_int_equal(K, 80);
+    assert_false(c.norm_topk_prob);
+    assert_string_equal(qc_linear_path(&c, QC_LIN_UP, buf, sizeof buf), "mlp.shared_expert.up_proj");
+    const char *mx = "{\"architectures\": [\"MixtralForCausalLM\"], \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                     "\"num_attention_heads\": 4, \"intermediate_size\": 160, \"vocab_size\": 256, "
+                     "\"num_local_experts\": 8, \"num_experts_per_tok\": 2}";
+    QC_CHECK_OK(qc_model_config_parse(mx, strlen(mx), "config.json", &c));
+    assert_int_equal(c.moe_intermediate_size, 160);
+    assert_string_equal(qc_linear_path(&c, QC_LIN_EXPERT(7, 2), buf, sizeof buf), "block_sparse_moe.experts.7.w2");
+    assert_false(qc_linear_present(&c, 1, QC_LIN_GATE));
+    /* refused: Qwen2-MoE dense layers (slots 4..6 hold the shared expert), top-k above the experts */
+    const char *bad1 = "{\"architectures\": [\"Qwen2MoeForCausalLM\"], \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                       "\"num_attention_heads\": 4, \"intermediate_size\": 160, \"vocab_size\": 256, \"num_experts\": 4, "
+                       "\"num_experts_per_tok\": 2, \"moe_intermediate_size\": 40, \"shared_expert_intermediate_size\": 80, "
+                       "\"mlp_only_layers\": [0]}";
+    QC_CHECK_FAILS(qc_model_config_parse(bad1, strlen(bad1), "config.json", &c), QC_ERR_UNSUPPORTED, "dense layers");
+    const char *bad2 = "{\"architectures\": [\"MixtralForCausalLM\"], \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                       "\"num_attention_heads\": 4, \"intermediate_size\": 160, \"vocab_size\": 256, "
+                       "\"num_local_experts\": 2, \"num_experts_per_tok\": 3}";
+    QC_CHECK_FAILS(qc_model_config_parse(bad2, strlen(bad2), "config.json", &c), QC_ERR_FORMAT, "num_experts_per_tok");
+    /* AWQ groups of an MoE layer (AutoAWQ's Mixtral/Qwen3-MoE): attention, every expert's gate and up on the block's
+     * input folded into the MLP norm, then each down projection on its own input folded into its up projection;
+     * Qwen2-MoE's shared expert joins the block group and has its own down group */
+    QC_CHECK_OK(qc_model_config_parse(q2, strlen(q2), "config.json", &c));
+    qc_arch_awq *ag = malloc(sizeof *ag * (size_t)qc_arch_awq_max_groups(&c));
+    int ng = qc_arch_awq_groups(&c, 0, ag);
+    assert_int_equal(ng, 2 + 1 + 1 + 4); /* qkv, v->o (no GQA), block, shared down, 4 expert downs */
+    assert_int_equal(ag[1].input, QC_LIN_O);
+    assert_int_equal(ag[2].module, QC_AWQ_MOD_MOE);
+    assert_int_equal(ag[2].input, QC_LIN_GATE);
+    assert_int_equal(ag[2].prev_norm, QC_NORM_MLP);
+    assert_int_equal(ag[2].n, 2 * 4 + 2);
+    assert_int_equal(ag[2].lin[0], QC_LIN_EXPERT(0, 0));
+    assert_int_equal(ag[2].lin[9], QC_LIN_UP);
+    assert_int_equal(ag[3].input, QC_LIN_DOWN);
+    assert_int_equal(ag[3].prev_lin, QC_LIN_UP);
+    for (int x = 0; x < 4; x++) {
+        assert_int_equal(ag[4 + x].input, QC_LIN_EXPERT(x, 2));
+        assert_int_equal(ag[4 + x].lin[0], QC_LIN_EXPERT(x, 2));
+        assert_int_equal(ag[4 + x].prev_lin, QC_LIN_EXPERT(x, 1));
+        assert_int_equal(ag[4 + x].module, QC_AWQ_MOD_LINEAR);
+    }
+    QC_CHECK_OK(qc_model_config_parse(js, strlen(js), "config.json", &c)); /* Qwen3-MoE: layer 1 dense */
+    free(ag);
+    ag = malloc(sizeof *ag * (size_t)qc_arch_awq_max_groups(&c));
+    assert_int_equal(qc_arch_awq_groups(&c, 0, ag), 1 + 1 + 3);
+    assert_int_equal(ag[1].n, 6);
+    assert_int_equal(qc_arch_awq_groups(&c, 1, ag), 3); /* qkv, gate/up, down: the Llama MLP */
+    assert_int_equal(ag[1].module, QC_AWQ_MOD_MLP);
+    free(ag);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_descriptions_consistent), cmocka_unit_test(test_llama_layout),
         cmocka_unit_test(test_awq_groups_gqa), cmocka_unit_test(test_phi3_storage), cmocka_unit_test(test_config_names),
+        cmocka_unit_test(test_moe_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

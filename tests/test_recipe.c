@@ -161,7 +161,9 @@ static const char k_every[] =
     "awq_scale: llm-awq\n"
     "awq_clip: false\n"
     "awq_search_samples: all\n"
-    "mse: true\n";
+    "mse: true\n"
+    "moe_min_tokens: 512\n"
+    "moe_low_coverage: rtn\n";
 
 static void test_every_key(void **state) {
     (void)state;
@@ -182,6 +184,8 @@ static void test_every_key(void **state) {
     assert_false(r.awq_clip);
     assert_int_equal(r.awq_search_samples, 0);
     assert_true(r.mse);
+    assert_int_equal(r.moe_min_tokens, 512);
+    assert_string_equal(r.moe_low_coverage, "rtn");
     assert_int_equal(r.n_calib, 2);
     assert_string_equal(r.calib[0].path, a);
     assert_string_equal(r.calib[0].format, "jsonl");
@@ -211,6 +215,8 @@ static void test_every_key(void **state) {
     assert_non_null(strstr(c, "\"seed\":18446744073709551615,")); /* exact, not a rounded double */
     assert_non_null(strstr(c, "{\"seqlen\":512,\"text\":\"")); /* eval seqlen 0 shown resolved */
     assert_non_null(strstr(c, "\"device\":\"cuda:1\""));
+    assert_non_null(strstr(c, "\"moe_min_tokens\":512,")); /* set: in the hash */
+    assert_non_null(strstr(c, "\"moe_low_coverage\":\"rtn\""));
     free(c);
     qc_recipe_free(&r);
     free(m), free(a), free(w), free(c4);
@@ -698,7 +704,7 @@ static void test_example(void **state) {
                                             "static_groups", "true_sequential", "damp", "calib", "sampling",
                                             "nsamples", "seqlen", "seed", "format", "device", "eval",
                                             "awq_scale", "awq_clip", "awq_search_samples",
-                                            "mse"};
+                                            "mse", "moe_min_tokens", "moe_low_coverage"};
         char key[40];
         snprintf(key, sizeof key, "\n%s:", names[k]);
         char hashed[44];

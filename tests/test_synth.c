@@ -22,6 +22,12 @@ static qc_synth_spec tiny_of(const qc_synth_spec *p) {
     s.n_kv_heads = p->n_kv_heads < p->n_heads ? 2 : 4;
     s.head_dim = 8;
     s.n_layers = 2;
+    if (p->n_experts > 0) { /* 4 experts of 32, top-2; a shared expert of 64 where the preset has one */
+        s.n_experts = 4;
+        s.n_experts_per_tok = 2;
+        s.moe_intermediate_size = p->moe_intermediate_size > 0 ? 32 : 0;
+        s.shared_expert_intermediate_size = p->shared_expert_intermediate_size > 0 ? 64 : 0;
+    }
     return s;
 }
 
@@ -57,7 +63,7 @@ static void test_presets_match_real_configs(void **state) {
     (void)state;
     int n;
     assert_non_null(qc_synth_presets(&n));
-    assert_int_equal(n, 9);
+    assert_int_equal(n, 12);
     /* name, hidden, ffn, layers, heads, kv, vocab, max_pos, theta, eps, bos, eos (from the hub's config.json; Phi-3's
      * eos is the synthetic tokenizer's </s>, the real config says 32000), head_dim */
     static const struct { const char *name; int d, ff, L, h, kv, V, maxpos; double theta, eps; int bos, eos, hd; } want[] = {
@@ -70,8 +76,11 @@ static void test_presets_match_real_configs(void **state) {
         {"qwen2.5-7b", 3584, 18944, 28, 28, 4, 152064, 131072, 1e6, 1e-6, 151643, 151643, 128},
         {"qwen3-8b", 4096, 12288, 36, 32, 8, 151936, 40960, 1e6, 1e-6, 151643, 151645, 128},
         {"phi-3-mini", 3072, 8192, 32, 32, 32, 32064, 4096, 10000, 1e-5, 1, 2, 96},
+        {"mixtral-8x7b", 4096, 14336, 32, 32, 8, 32000, 32768, 1e6, 1e-5, 1, 2, 128},
+        {"qwen3-30b-a3b", 2048, 6144, 48, 32, 4, 151936, 40960, 1e6, 1e-6, 151643, 151645, 128},
+        {"qwen2-57b-a14b", 3584, 18944, 28, 28, 4, 151936, 131072, 1e6, 1e-6, 151643, 151643, 128},
     };
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < (int)(sizeof want / sizeof want[0]); i++) {
         const qc_synth_spec *s = qc_synth_find(want[i].name);
         assert_non_null(s);
         assert_int_equal(s->hidden_size, want[i].d);
@@ -98,6 +107,14 @@ static void test_presets_match_real_configs(void **state) {
     assert_true(qc_synth_find("qwen2.5-7b")->qkv_bias);
     assert_true(qc_synth_find("qwen3-8b")->qk_norm);
     assert_false(qc_synth_find("llama-2-7b")->rope_llama3);
+    /* experts: count, top-k, widths (Mixtral's are intermediate_size wide) */
+    const qc_synth_spec *mx = qc_synth_find("mixtral-8x7b"), *q3 = qc_synth_find("qwen3-30b-a3b"),
+                        *q2 = qc_synth_find("qwen2-57b-a14b");
+    assert_true(mx->n_experts == 8 && mx->n_experts_per_tok == 2 && mx->moe_intermediate_size == 0);
+    assert_true(q3->n_experts == 128 && q3->n_experts_per_tok == 8 && q3->moe_intermediate_size == 768 &&
+                q3->norm_topk_prob && q3->qk_norm);
+    assert_true(q2->n_experts == 64 && q2->n_experts_per_tok == 8 && q2->moe_intermediate_size == 2560 &&
+                q2->shared_expert_intermediate_size == 20480 && !q2->norm_topk_prob && q2->qkv_bias);
     assert_null(qc_synth_find("llama-4"));
 }
 
@@ -124,6 +141,9 @@ static void test_tiny_models_load_and_run(void **state) {
         assert_int_equal(m->cfg.qk_norm, s.qk_norm);
         assert_int_equal(m->cfg.qkv_bias, s.qkv_bias);
         assert_int_equal(m->cfg.rope_type, s.rope_llama3 ? QC_ROPE_LLAMA3 : QC_ROPE_DEFAULT);
+        assert_int_equal(m->cfg.n_experts, s.n_experts);
+        assert_int_equal(m->cfg.n_experts_per_tok, s.n_experts_per_tok);
+        assert_int_equal(m->cfg.shared_expert_intermediate_size, s.shared_expert_intermediate_size);
         assert_int_equal(m->cfg.sliding_window, strcmp(s.model_type, "mistral") == 0 ? 4096
                                                 : strcmp(s.model_type, "phi3") == 0   ? 2047 : 0);
         assert_string_equal(m->cfg.torch_dtype, "bfloat16");
