@@ -111,10 +111,11 @@ static qc_status parse_rope(const cJSON *root, const char *what, qc_model_config
     if (gemma3 && (st = get_num(root, "rope_local_base_freq", 10000.0, 1.0, 1e12, what, &local))) return st;
     const cJSON *full = cJSON_IsObject(rp) ? cJSON_GetObjectItemCaseSensitive(rp, "full_attention") : NULL;
     const cJSON *slid = cJSON_IsObject(rp) ? cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention") : NULL;
-    if (full || slid) { /* v5, per layer type (Gemma-3): {"full_attention": {...}, "sliding_attention": {...}} */
-        if (!gemma3)
+    if (full || slid) { /* v5, per layer type (Gemma): {"full_attention": {...}, "sliding_attention": {...}} */
+        if (!gemma3 && c->arch != QC_ARCH_GEMMA2)
             return qc_fail(QC_ERR_UNSUPPORTED, "%s: rope_parameters per layer type (full_attention/sliding_attention) "
-                           "are supported for Gemma-3 only", what);
+                           "are supported for Gemma-2 and Gemma-3 only", what);
+        if (!gemma3) local = c->rope_theta; /* Gemma-2: one rope unless the sliding entry says otherwise */
         if ((full && !cJSON_IsObject(full)) || (slid && !cJSON_IsObject(slid)))
             return qc_fail(QC_ERR_FORMAT, "%s: rope_parameters.full_attention and .sliding_attention must be objects",
                            what);
@@ -128,7 +129,8 @@ static qc_status parse_rope(const cJSON *root, const char *what, qc_model_config
                 return qc_fail(QC_ERR_UNSUPPORTED, "%s: rope_parameters.sliding_attention type \"%s\" is not "
                                "supported (supported: default)", what, ty->valuestring);
         }
-        c->rope_local_theta = local;
+        /* the local tables only where they differ from the global ones (Gemma-3 always has its own base) */
+        c->rope_local_theta = gemma3 || local != c->rope_theta || c->rope_type != QC_ROPE_DEFAULT ? local : 0.0;
         return QC_OK;
     }
     if (rp && cJSON_IsObject(rp)) {

@@ -195,7 +195,17 @@ static void test_gemma3(void **state) {
                          "{\"rope_type\": \"yarn\", \"factor\": 2.0}}}", &c),
                    QC_ERR_UNSUPPORTED, "\"yarn\" is not supported");
     QC_CHECK_FAILS(parse("{\"model_type\": \"llama\", " BASE ", \"rope_parameters\": {\"full_attention\": {}}}", &c),
-                   QC_ERR_UNSUPPORTED, "Gemma-3 only");
+                   QC_ERR_UNSUPPORTED, "Gemma-2 and Gemma-3 only");
+    /* Gemma-2 written per layer type with one rope: no local tables; a different sliding base gets them */
+    QC_CHECK_OK(parse("{\"model_type\": \"gemma2\", " BASE ", \"rope_parameters\": {\"full_attention\": "
+                      "{\"rope_type\": \"default\", \"rope_theta\": 10000.0}, \"sliding_attention\": "
+                      "{\"rope_type\": \"default\", \"rope_theta\": 10000.0}}}", &c));
+    QC_CHECK_NEAR(c.rope_local_theta, 0.0, 0);
+    QC_CHECK_OK(parse("{\"model_type\": \"gemma2\", " BASE ", \"rope_parameters\": {\"full_attention\": "
+                      "{\"rope_type\": \"default\", \"rope_theta\": 10000.0}, \"sliding_attention\": "
+                      "{\"rope_type\": \"default\", \"rope_theta\": 500.0}}}", &c));
+    QC_CHECK_NEAR(c.rope_local_theta, 500.0, 0);
+    assert_true(qc_layer_rope_local(&c, 0));
     /* the multimodal model */
     QC_CHECK_FAILS(parse("{\"architectures\": [\"Gemma3ForConditionalGeneration\"], \"model_type\": \"gemma3\", "
                          "\"text_config\": {" BASE "}}", &c),
