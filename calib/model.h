@@ -1,5 +1,5 @@
 /*
- * model.h - the FP32 forward pass of a Llama-family decoder on the CPU, one decoder layer at a time.
+ * model.h - the FP32 forward pass of a Llama-family or Gemma decoder on the CPU, one decoder layer at a time.
  *
  * Weights stay mmapped in their stored dtype (F32/F16/BF16); qc_layer_load converts one decoder
  * layer to FP32 when it is needed and qc_layer_release gives the memory back, so at most a layer's
