@@ -34,6 +34,17 @@ VARIANTS = {
     "qwen3": ("qwen3", dict(head_dim=32, tie_word_embeddings=False, use_sliding_window=False)),
     # fused qkv_proj / gate_up_proj, a sliding window; pad_token_id inside the toy vocabulary
     "phi3": ("phi3", dict(sliding_window=8, tie_word_embeddings=False, pad_token_id=0)),
+    # Gemma-2: (1 + w) norms, pre/post norms, GeGLU, scaled embeddings, attention and final logit soft-capping
+    # (caps low enough to bend these logits), sliding window on alternate layers, query_pre_attn_scalar != head_dim
+    "gemma2": ("gemma2", dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=8, attn_logit_softcapping=5.0,
+                              final_logit_softcapping=3.0, rms_norm_eps=1e-6, pad_token_id=0,
+                              hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)),
+    # Gemma-3 text: q/k (1 + w) norms, local/global rope bases, linear rope scaling on global layers
+    "gemma3": ("gemma3_text", dict(num_hidden_layers=3, head_dim=32, query_pre_attn_scalar=32, sliding_window=8,
+                                   layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                   rope_theta=1000000.0, rope_local_base_freq=10000.0,
+                                   rope_scaling={"rope_type": "linear", "factor": 8.0}, rms_norm_eps=1e-6,
+                                   pad_token_id=0, tie_word_embeddings=True)),
 }
 
 
