@@ -61,6 +61,10 @@ static void list_presets(FILE *out, bool brief) {
         if (p[i].qk_norm) strcat(extra, "q/k norm ");
         if (p[i].sliding_window && strcmp(p[i].model_type, "mistral") == 0) strcat(extra, "sliding window ");
         if (p[i].rope_llama3) strcat(extra, "llama3 rope ");
+        if (strncmp(p[i].model_type, "gemma", 5) == 0) strcat(extra, "sliding layers ");
+        if (p[i].attn_softcap > 0 || p[i].final_softcap > 0) strcat(extra, "soft-caps ");
+        if (p[i].rope_linear) strcat(extra, "linear rope ");
+        if (p[i].rope_local_base_freq > 0) strcat(extra, "local rope ");
         fprintf(out, "%-14s %-26s %6d %6d %6d %8s %7d %8g  %s\n", p[i].name, p[i].hf_id, p[i].n_layers,
                 p[i].hidden_size, p[i].intermediate_size, heads, p[i].vocab_size, p[i].rope_theta, extra);
     }
