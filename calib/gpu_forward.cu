@@ -57,8 +57,9 @@ static __device__ float block_max(float v, float *sh) {
     return sh[0];
 }
 
-/* One block per row: y = w * (x * rsqrt(mean(x^2) + eps)), as model.c's rmsnorm. */
-static __global__ void k_rmsnorm(const float *x, const float *w, int dim, float eps, __half *y) {
+/* One block per row: y = (off + w) * (x * rsqrt(mean(x^2) + eps)), as model.c's rmsnorm (off 0, or 1 for
+ * Gemma's (1 + w) norms). */
+static __global__ void k_rmsnorm(const float *x, const float *w, float off, int dim, float eps, __half *y) {
     __shared__ float sh[32];
     const float *xr = x + (size_t)blockIdx.x * dim;
     __half *yr = y + (size_t)blockIdx.x * dim;
@@ -66,14 +67,27 @@ static __global__ void k_rmsnorm(const float *x, const float *w, int dim, float 
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
     ss = block_sum(ss, sh);
     float inv = 1.0f / sqrtf(ss / (float)dim + eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = __float2half_rn(w[i] * (xr[i] * inv));
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        yr[i] = __float2half_rn((off == 0.0f ? w[i] : off + w[i]) * (xr[i] * inv));
+}
+
+/* One block per row, Gemma's post-block norm and residual: x += (off + w) * (y * rsqrt(mean(y^2) + eps)), fp32. */
+static __global__ void k_rmsnorm_add(float *x, const float *y, const float *w, float off, int dim, float eps) {
+    __shared__ float sh[32];
+    const float *yr = y + (size_t)blockIdx.x * dim;
+    float *xr = x + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += yr[i] * yr[i];
+    ss = block_sum(ss, sh);
+    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] += (off + w[i]) * (yr[i] * inv);
 }
 
 /* One warp per (row, head) of x [rows, nh * hd] fp16, in place, in model.c's order: + bias, per-head
  * RMSNorm (normw, Qwen3), rotary embedding (rotate_half; position row % T). Each lane reads and writes
  * only its own elements. */
 static __global__ void k_head_post(__half *x, int rows, int nh, int hd, int T, const float *bias, const float *normw,
-                                   float eps, const float *cos_t, const float *sin_t, int rope) {
+                                   float noff, float eps, const float *cos_t, const float *sin_t, int rope) {
     int lane = threadIdx.x & 31, wpb = blockDim.x >> 5;
     size_t total = (size_t)rows * nh;
     /* grid-stride over items, warp-uniform, so the shuffles below see whole warps */
@@ -95,7 +109,7 @@ static __global__ void k_head_post(__half *x, int rows, int nh, int hd, int T, c
         if (!rope) {
             for (int i = lane; i < hd; i += 32) {
                 float a = __half2float(v[i]) + (b ? b[i] : 0.0f);
-                if (normw) a = normw[i] * (a * inv);
+                if (normw) a = (noff + normw[i]) * (a * inv);
                 v[i] = __float2half_rn(a);
             }
             continue;
@@ -106,8 +120,8 @@ static __global__ void k_head_post(__half *x, int rows, int nh, int hd, int T, c
             float a = __half2float(v[i]) + (b ? b[i] : 0.0f);
             float c = __half2float(v[i + half]) + (b ? b[i + half] : 0.0f);
             if (normw) {
-                a = normw[i] * (a * inv);
-                c = normw[i + half] * (c * inv);
+                a = (noff + normw[i]) * (a * inv);
+                c = (noff + normw[i + half]) * (c * inv);
             }
             v[i] = __float2half_rn(a * cs[i] - c * sn[i]);
             v[i + half] = __float2half_rn(c * cs[i] + a * sn[i]);
@@ -116,8 +130,11 @@ static __global__ void k_head_post(__half *x, int rows, int nh, int hd, int T, c
 }
 
 /* One block per (query row i, head chunk member): P[i, :] = softmax of S[i, lo..i], zero elsewhere,
- * with lo = i - window + 1 (clamped at 0) under a sliding window, else 0. S and P are [nb, T, T]. */
-static __global__ void k_softmax_causal(const float *S, __half *P, int T, int win) {
+ * with lo = i - window + 1 (clamped at 0) under a sliding window, else 0; cap > 0 soft-caps the scores
+ * first (tanh(s / cap) * cap, Gemma-2). S and P are [nb, T, T]. */
+static __device__ __forceinline__ float softcap(float s, float cap) { return cap > 0.0f ? tanhf(s / cap) * cap : s; }
+
+static __global__ void k_softmax_causal(const float *S, __half *P, int T, int win, float cap) {
     __shared__ float sh[32];
     int i = blockIdx.x;
     size_t off = ((size_t)blockIdx.y * T + i) * (size_t)T;
@@ -125,23 +142,27 @@ static __global__ void k_softmax_causal(const float *S, __half *P, int T, int wi
     __half *p = P + off;
     int lo = win > 0 && i - win + 1 > 0 ? i - win + 1 : 0;
     float mx = -INFINITY;
-    for (int j = lo + threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, s[j]);
+    for (int j = lo + threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, softcap(s[j], cap));
     mx = block_max(mx, sh);
     float sum = 0.0f;
-    for (int j = lo + threadIdx.x; j <= i; j += blockDim.x) sum += expf(s[j] - mx);
+    for (int j = lo + threadIdx.x; j <= i; j += blockDim.x) sum += expf(softcap(s[j], cap) - mx);
     sum = block_sum(sum, sh);
     float inv = 1.0f / sum;
     for (int j = threadIdx.x; j < T; j += blockDim.x)
-        p[j] = __float2half_rn(j >= lo && j <= i ? expf(s[j] - mx) * inv : 0.0f);
+        p[j] = __float2half_rn(j >= lo && j <= i ? expf(softcap(s[j], cap) - mx) * inv : 0.0f);
 }
 
-/* gate <- silu(gate + bg) * (up + bu), fp32 math, fp16 storage; biases [ff] may be NULL. */
-static __global__ void k_silu_mul(__half *gate, const __half *up, const float *bg, const float *bu, size_t n, int ff) {
+/* gate <- act(gate + bg) * (up + bu), fp32 math, fp16 storage; biases [ff] may be NULL; act SiLU, or
+ * GELU with the tanh approximation when gelu (Gemma). */
+static __global__ void k_act_mul(__half *gate, const __half *up, const float *bg, const float *bu, size_t n, int ff,
+                                 int gelu) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float g = __half2float(gate[i]), u = __half2float(up[i]);
         if (bg) g += bg[i % ff];
         if (bu) u += bu[i % ff];
-        gate[i] = __float2half_rn(g / (1.0f + expf(-g)) * u);
+        float a = gelu ? 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)))
+                       : g / (1.0f + expf(-g));
+        gate[i] = __float2half_rn(a * u);
     }
 }
 
@@ -204,6 +225,8 @@ extern "C" float **qc_gpu_layer_norm(qc_gpu_layer *L, qc_norm_id n) {
     case QC_NORM_MLP:  return &L->mlp_norm;
     case QC_NORM_Q:    return &L->q_norm;
     case QC_NORM_K:    return &L->k_norm;
+    case QC_NORM_ATTN_POST: return &L->attn_post_norm;
+    case QC_NORM_MLP_POST:  return &L->mlp_post_norm;
     default: QC_ASSERT(0); return NULL;
     }
 }
@@ -233,10 +256,13 @@ struct qc_gpu_fwd {
     float          *scores;  /* [head_chunk, seqlen, seqlen] */
     uint16_t       *probs;   /* [head_chunk, seqlen, seqlen] */
     float          *cos_t, *sin_t; /* [seqlen, head_dim / 2] */
+    float          *cos_l, *sin_l; /* [seqlen, head_dim / 2] local tables (rope_local_theta > 0), else NULL */
+    float          *post;    /* [rows, d] fp32: a block's output before its post norm (Gemma), else NULL */
+    float           norm_off, attn_scale;
 };
 
 typedef struct fwd_sizes {
-    size_t xn, work, scores, probs, rope;
+    size_t xn, work, scores, probs, rope, rope_local, post;
     int    head_chunk;
 } fwd_sizes;
 
@@ -255,6 +281,8 @@ static void fwd_sizes_make(const qc_model_config *c, int max_seqs, int seqlen, f
     s->scores = hc * T * T * sizeof(float);
     s->probs = hc * T * T * sizeof(uint16_t);
     s->rope = T * (size_t)(c->head_dim / 2) * sizeof(float);
+    s->rope_local = c->rope_local_theta > 0.0 ? s->rope : 0;
+    s->post = qc_norm_present(c, QC_NORM_ATTN_POST) ? rows * d * sizeof(float) : 0;
 }
 
 static qc_status check_cfg(const qc_model_config *c) {
@@ -295,19 +323,23 @@ static qc_status attn_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t 
     if ((st = gemm16(g, xn, L->w[QC_LIN_V], (uint16_t *)v, n, kvd, d))) return st;
     const unsigned wpb = 4; /* warps per block */
     float eps = c->rms_norm_eps;
+    const bool local = qc_layer_rope_local(c, L->index);
+    const float *cos_t = local ? f->cos_l : f->cos_t, *sin_t = local ? f->sin_l : f->sin_t;
+    const float noff = f->norm_off;
     k_head_post<<<qc_grid((size_t)n * nh, wpb), wpb * 32, 0, g->stream>>>(q, n, nh, hd, T, L->b[QC_LIN_Q], L->q_norm,
-                                                                           eps, f->cos_t, f->sin_t, 1);
+                                                                           noff, eps, cos_t, sin_t, 1);
     QC_CU_LAUNCH("head_post(q)");
     k_head_post<<<qc_grid((size_t)n * nkv, wpb), wpb * 32, 0, g->stream>>>(k, n, nkv, hd, T, L->b[QC_LIN_K], L->k_norm,
-                                                                            eps, f->cos_t, f->sin_t, 1);
+                                                                            noff, eps, cos_t, sin_t, 1);
     QC_CU_LAUNCH("head_post(k)");
     if (L->b[QC_LIN_V]) {
         k_head_post<<<qc_grid((size_t)n * nkv, wpb), wpb * 32, 0, g->stream>>>(v, n, nkv, hd, T, L->b[QC_LIN_V], NULL,
-                                                                                eps, f->cos_t, f->sin_t, 0);
+                                                                                noff, eps, cos_t, sin_t, 0);
         QC_CU_LAUNCH("head_post(v)");
     }
 
-    const float scale = 1.0f / sqrtf((float)hd), one = 1.0f, zero = 0.0f;
+    const float scale = f->attn_scale, one = 1.0f, zero = 0.0f;
+    const int win = qc_layer_window(c, L->index);
     long long TT = (long long)T * T;
     unsigned sm_threads = T >= 512 ? 256 : 128;
     for (int s = 0; s < nseq; s++) {
@@ -322,7 +354,7 @@ static qc_status attn_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t 
                     (long long)hd, qs + ((size_t)kv0 * grp + r) * hd, CUDA_R_16F, qd, (long long)grp * hd, &zero,
                     f->scores, CUDA_R_32F, T, TT, nb, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
                 k_softmax_causal<<<dim3((unsigned)T, (unsigned)nb), sm_threads, 0, g->stream>>>(
-                    f->scores, (__half *)f->probs, T, c->sliding_window);
+                    f->scores, (__half *)f->probs, T, win, c->attn_softcap);
                 QC_CU_LAUNCH("softmax_causal");
                 /* row-major O[T_q, hd] = P V is column-major O^T = V^T . P^T */
                 QC_CUBLAS(cublasGemmStridedBatchedEx(
@@ -335,7 +367,7 @@ static qc_status attn_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t 
     return QC_OK;
 }
 
-/* gate/up projections and act = silu(gate) * up, written over gate (f->work). */
+/* gate/up projections and act = act(gate) * up, written over gate (f->work). */
 static qc_status mlp_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, int n) {
     qc_gpu *g = f->g;
     int d = f->cfg.hidden_size, ff = f->cfg.intermediate_size;
@@ -345,9 +377,9 @@ static qc_status mlp_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *
     if ((st = gemm16(g, xn, L->w[QC_LIN_UP], up, n, ff, d))) return st;
     size_t cnt = (size_t)n * ff;
     if (cnt) {
-        k_silu_mul<<<qc_grid(cnt, 256), 256, 0, g->stream>>>((__half *)gate, (const __half *)up, L->b[QC_LIN_GATE],
-                                                              L->b[QC_LIN_UP], cnt, ff);
-        QC_CU_LAUNCH("silu_mul");
+        k_act_mul<<<qc_grid(cnt, 256), 256, 0, g->stream>>>((__half *)gate, (const __half *)up, L->b[QC_LIN_GATE],
+                                                             L->b[QC_LIN_UP], cnt, ff, f->cfg.act == QC_ACT_GELU_TANH);
+        QC_CU_LAUNCH("act_mul");
     }
     return QC_OK;
 }
@@ -370,7 +402,7 @@ size_t qc_gpu_fwd_bytes(const qc_model_config *cfg, int max_seqs, int seqlen) {
     if (max_seqs < 1 || seqlen < 1) return 0;
     fwd_sizes s;
     fwd_sizes_make(cfg, max_seqs, seqlen, &s);
-    return s.xn + s.work + s.scores + s.probs + 2 * s.rope;
+    return s.xn + s.work + s.scores + s.probs + 2 * s.rope + 2 * s.rope_local + s.post;
 }
 
 qc_status qc_gpu_fwd_create(qc_gpu *g, const qc_model_config *cfg, int max_seqs, int seqlen, qc_gpu_fwd **out) {
@@ -389,6 +421,8 @@ qc_status qc_gpu_fwd_create(qc_gpu *g, const qc_model_config *cfg, int max_seqs,
     fwd_sizes s;
     fwd_sizes_make(cfg, max_seqs, seqlen, &s);
     f->head_chunk = s.head_chunk;
+    f->norm_off = qc_norm_offset(cfg);
+    f->attn_scale = cfg->attn_scalar > 0.0 ? (float)pow(cfg->attn_scalar, -0.5) : 1.0f / sqrtf((float)cfg->head_dim);
     float *cos_h = (float *)malloc(s.rope), *sin_h = (float *)malloc(s.rope);
     if (!cos_h || !sin_h) st = qc_fail(QC_ERR_NOMEM, "out of memory for rotary tables");
     if (!st) st = qc_gpu_alloc(g, (void **)&f->xn, s.xn, "normed activations (fp16)");
@@ -397,11 +431,20 @@ qc_status qc_gpu_fwd_create(qc_gpu *g, const qc_model_config *cfg, int max_seqs,
     if (!st) st = qc_gpu_alloc(g, (void **)&f->probs, s.probs, "attention probabilities");
     if (!st) st = qc_gpu_alloc(g, (void **)&f->cos_t, s.rope, "rotary cos table");
     if (!st) st = qc_gpu_alloc(g, (void **)&f->sin_t, s.rope, "rotary sin table");
+    if (!st && s.rope_local) st = qc_gpu_alloc(g, (void **)&f->cos_l, s.rope_local, "local rotary cos table");
+    if (!st && s.rope_local) st = qc_gpu_alloc(g, (void **)&f->sin_l, s.rope_local, "local rotary sin table");
+    if (!st && s.post) st = qc_gpu_alloc(g, (void **)&f->post, s.post, "block outputs before the post norms (fp32)");
     if (!st) {
         qc_rope_tables(cfg, seqlen, cos_h, sin_h);
         st = qc_gpu_upload(g, f->cos_t, cos_h, s.rope);
         if (!st) st = qc_gpu_upload(g, f->sin_t, sin_h, s.rope);
     }
+    if (!st && s.rope_local) {
+        qc_rope_tables_local(cfg, seqlen, cos_h, sin_h);
+        st = qc_gpu_upload(g, f->cos_l, cos_h, s.rope_local);
+        if (!st) st = qc_gpu_upload(g, f->sin_l, sin_h, s.rope_local);
+    }
+    if (!st && s.post) st = qc_gpu_memset(g, f->post, 0xFF, s.post);
     /* NaN-fill the scratch so that anything read before it is written shows up in the outputs */
     if (!st) st = qc_gpu_memset(g, f->xn, 0xFF, s.xn);
     if (!st) st = qc_gpu_memset(g, f->work, 0xFF, s.work);
@@ -427,14 +470,33 @@ void qc_gpu_fwd_free(qc_gpu_fwd *f) {
     qc_gpu_free(g, f->probs);
     qc_gpu_free(g, f->cos_t);
     qc_gpu_free(g, f->sin_t);
+    qc_gpu_free(g, f->cos_l);
+    qc_gpu_free(g, f->sin_l);
+    qc_gpu_free(g, f->post);
     free(f);
 }
 
 qc_status qc_gpu_rmsnorm(qc_gpu_fwd *f, const float *x, const float *w, int n, uint16_t *xn16) {
     if (n <= 0) return QC_OK;
     int d = f->cfg.hidden_size;
-    k_rmsnorm<<<(unsigned)n, d >= 1024 ? 512 : 128, 0, f->g->stream>>>(x, w, d, f->cfg.rms_norm_eps, (__half *)xn16);
+    k_rmsnorm<<<(unsigned)n, d >= 1024 ? 512 : 128, 0, f->g->stream>>>(x, w, f->norm_off, d, f->cfg.rms_norm_eps,
+                                                                        (__half *)xn16);
     QC_CU_LAUNCH("rmsnorm");
+    return QC_OK;
+}
+
+/* x[n, d] += y projected by W (fp16 input a [n, K]), through the post norm pw when there is one (Gemma:
+ * y -> f->post in fp32, then x += norm(y) * (1 + pw)), else accumulated into x directly. */
+static qc_status linear_residual(qc_gpu_fwd *f, const uint16_t *a, const uint16_t *W, const float *b, const float *pw,
+                                 float *x, int n, int K) {
+    int d = f->cfg.hidden_size;
+    if (!pw) return qc_gpu_linear(f->g, a, W, b, x, n, d, K, 1.0f);
+    QC_ASSERT(f->post != NULL);
+    qc_status st = qc_gpu_linear(f->g, a, W, b, f->post, n, d, K, 0.0f);
+    if (st || n <= 0) return st;
+    k_rmsnorm_add<<<(unsigned)n, d >= 1024 ? 512 : 128, 0, f->g->stream>>>(x, f->post, pw, f->norm_off, d,
+                                                                            f->cfg.rms_norm_eps);
+    QC_CU_LAUNCH("rmsnorm_add");
     return QC_OK;
 }
 
@@ -506,14 +568,14 @@ qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float 
         if ((st = attn_core(f, L, f->xn, nseq, T))) return st;
         uint16_t *att = att_ptr(f);
         if (capture && !capture(user, QC_LIN_O, att, n, qd)) return QC_OK;
-        if ((st = qc_gpu_linear(f->g, att, L->w[QC_LIN_O], L->b[QC_LIN_O], x, n, d, qd, 1.0f))) return st;
+        if ((st = linear_residual(f, att, L->w[QC_LIN_O], L->b[QC_LIN_O], L->attn_post_norm, x, n, qd))) return st;
     }
     if (!(halves & QC_GPU_MLP_HALF)) return QC_OK;
     if ((st = qc_gpu_rmsnorm(f, x, L->mlp_norm, n, f->xn))) return st;
     if (capture && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
     if ((st = mlp_core(f, L, f->xn, n))) return st;
     if (capture && !capture(user, QC_LIN_DOWN, f->work, n, ff)) return QC_OK;
-    return qc_gpu_linear(f->g, f->work, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], x, n, d, ff, 1.0f);
+    return linear_residual(f, f->work, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], L->mlp_post_norm, x, n, ff);
 }
 
 /* ---- upload of an FP32 host layer ---- */
@@ -581,7 +643,10 @@ qc_status qc_gpu_layer_upload(qc_gpu *g, const qc_layer *L, qc_gpu_layer *out) {
     bool bias[QC_LIN_COUNT];
     for (int l = 0; l < QC_LIN_COUNT; l++) bias[l] = L->b[l] != NULL;
     /* without the config: the two layer norms have the hidden width, q_proj's input */
-    const int norm_len[QC_NORM_COUNT] = {L->in_features[QC_LIN_Q], L->in_features[QC_LIN_Q], 0, 0};
+    if (L->attn_post_norm || L->mlp_post_norm)
+        return qc_fail(QC_ERR_ARG, "layer %d has post norms (Gemma), which only the config describes: use "
+                       "qc_gpu_layer_upload_cfg", L->index);
+    const int norm_len[QC_NORM_COUNT] = {L->in_features[QC_LIN_Q], L->in_features[QC_LIN_Q], 0, 0, 0, 0};
     layer_layout lo;
     layout_make(L->out_features, L->in_features, bias, norm_len, &lo);
     return upload_with_layout(g, &lo, L, out);
@@ -620,7 +685,7 @@ typedef struct load_item {
 
 #define MAX_ITEMS (2 * QC_LIN_COUNT + QC_NORM_COUNT)
 /* The tensors qc_gpu_loader_check_finite looks at, in qc_pl_check_layer's order: weight and bias of each
- * linear, then input_layernorm, post_attention_layernorm, q_norm, k_norm. */
+ * linear, then the norms in qc_norm_id order. */
 #define CHECK_T (2 * QC_LIN_COUNT + QC_NORM_COUNT)
 
 typedef struct {
@@ -1010,6 +1075,10 @@ static __global__ void k_embed_gather(const void *table, int dtype, const int32_
     }
 }
 
+static __global__ void k_scale(float *x, size_t n, float s) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) x[i] *= s;
+}
+
 extern "C" qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *ids, size_t n, float *x) {
     const qc_tensor *t = m->embed;
     int d = m->cfg.hidden_size;
@@ -1031,6 +1100,11 @@ extern "C" qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *i
         if (e != cudaSuccess) st = qc_fail(QC_ERR_DEVICE, "embedding gather: %s", cudaGetErrorString(e));
     }
     if (st == QC_OK && m->round_f16) st = qc_gpu_round_f16(g, x, n * (size_t)d);
+    if (st == QC_OK && qc_arch_desc_of(m->cfg.arch)->embed_scaled) { /* after the rounding, as qc_model_embed */
+        k_scale<<<qc_grid(n * (size_t)d, 256), 256, 0, g->stream>>>(x, n * (size_t)d, (float)sqrt((double)d));
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) st = qc_fail(QC_ERR_DEVICE, "embedding scale: %s", cudaGetErrorString(e));
+    }
     if (st == QC_OK) st = qc_gpu_sync(g);
     qc_gpu_free(g, tab);
     qc_gpu_free(g, idd);

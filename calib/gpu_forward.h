@@ -6,10 +6,12 @@
  *   - weights fp16 on the device (bf16/f32 checkpoints are converted on the device after the copy);
  *   - activations: the residual stream x is fp32 [nseq * T, d]; the inputs of the linears (normed
  *     rows, attention output, SiLU(gate) * up) are fp16, as in an fp16 model;
- *   - GEMMs through cuBLAS (fp16 operands, fp32 accumulation, tensor cores); own kernels for RMSNorm,
- *     rotary embeddings (none/linear/llama3, from model.c's tables), q/k norms (Qwen3), causal
- *     attention with grouped-query heads and an optional sliding window (Mistral), SiLU gating, bias
- *     and residual adds.
+ *   - GEMMs through cuBLAS (fp16 operands, fp32 accumulation, tensor cores); own kernels for RMSNorm
+ *     (w or Gemma's 1 + w), rotary embeddings (none/linear/llama3, from model.c's tables; Gemma-3's local
+ *     tables on its sliding layers), q/k norms (Qwen3, Gemma-3), causal attention with grouped-query
+ *     heads, an optional sliding window (Mistral; Gemma: per layer) and score soft-capping (Gemma-2),
+ *     SiLU or GELU-tanh gating, Gemma's post-block norms (fp32, before the residual add), bias and
+ *     residual adds.
  * Everything runs on the context's main stream; functions return when the work is queued (errors of
  * queued work surface at the next qc_gpu_sync).
  *
@@ -43,7 +45,8 @@ typedef struct qc_gpu_layer {
     uint16_t *w[QC_LIN_COUNT];          /* device fp16 [out_features, in_features] row-major */
     float    *b[QC_LIN_COUNT];          /* device fp32 [out_features], or NULL */
     float    *attn_norm, *mlp_norm;     /* device fp32 [d] */
-    float    *q_norm, *k_norm;          /* device fp32 [head_dim] (Qwen3), else NULL */
+    float    *q_norm, *k_norm;          /* device fp32 [head_dim] (Qwen3, Gemma-3), else NULL */
+    float    *attn_post_norm, *mlp_post_norm; /* device fp32 [d] (Gemma's post-block norms), else NULL */
     int       out_features[QC_LIN_COUNT];
     int       in_features[QC_LIN_COUNT];
 } qc_gpu_layer;
@@ -88,8 +91,8 @@ qc_status qc_gpu_layer_upload(qc_gpu *g, const qc_layer *L, qc_gpu_layer *out);
 qc_status qc_gpu_layer_upload_cfg(qc_gpu *g, const qc_model_config *cfg, const qc_layer *L, qc_gpu_layer *out);
 void      qc_gpu_layer_free(qc_gpu *g, qc_gpu_layer *L);
 
-/* x[n, d] (device fp32) <- the embedding rows of ids (host, checked against the vocabulary): the
- * table is uploaded once (as stored) and gathered on the device. */
+/* x[n, d] (device fp32) <- the embedding rows of ids (host, checked against the vocabulary), times
+ * sqrt(d) for Gemma (as qc_model_embed): the table is uploaded once (as stored) and gathered on the device. */
 qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *ids, size_t n, float *x);
 
 /* ---- forward ---- */
@@ -109,8 +112,8 @@ typedef bool (*qc_gpu_capture_fn)(void *user, qc_linear_id which, const uint16_t
 qc_status qc_gpu_layer_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_dev, int nseq, int T,
                                qc_gpu_capture_fn capture, void *user);
 /* One or both halves of the layer, with their residuals: the attention half x += o(attn(norm1(x)))
- * (captures Q, O) and the MLP half x += down(silu(gate(norm2(x))) * up(norm2(x))) (captures GATE,
- * DOWN). The pipeline runs them separately to avoid recomputing the attention half once q/k/v/o
+ * (captures Q, O) and the MLP half x += down(act(gate(norm2(x))) * up(norm2(x))) (captures GATE,
+ * DOWN); with Gemma's post norms x += post(o(...)) and x += post(down(...)). The pipeline runs them separately to avoid recomputing the attention half once q/k/v/o
  * are final. */
 enum { QC_GPU_ATTN_HALF = 1, QC_GPU_MLP_HALF = 2, QC_GPU_BOTH_HALVES = 3 };
 qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_dev, int nseq, int T, int halves,
@@ -118,7 +121,7 @@ qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float 
 /* The halves without residuals, on fp16 normed inputs xn [nseq*T, d]; out fp32 [nseq*T, d]. */
 qc_status qc_gpu_attn_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int nseq, int T);
 qc_status qc_gpu_mlp_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int n);
-/* xn16[n, d] <- RMSNorm(x32) * w (fp16 out). */
+/* xn16[n, d] <- RMSNorm(x32) * w (fp16 out; (1 + w) for Gemma). */
 qc_status qc_gpu_rmsnorm(qc_gpu_fwd *f, const float *x, const float *w, int n, uint16_t *xn16);
 /* y[n, N] (fp32) = x[n, K] . W^T + b (b may be NULL); x and W fp16. beta 1 adds into y. */
 qc_status qc_gpu_linear(qc_gpu *g, const uint16_t *x, const uint16_t *W, const float *b, float *y, int n, int N,

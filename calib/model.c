@@ -205,6 +205,8 @@ float **qc_layer_norm(qc_layer *L, qc_norm_id n) {
     case QC_NORM_MLP:  return &L->mlp_norm;
     case QC_NORM_Q:    return &L->q_norm;
     case QC_NORM_K:    return &L->k_norm;
+    case QC_NORM_ATTN_POST: return &L->attn_post_norm;
+    case QC_NORM_MLP_POST:  return &L->mlp_post_norm;
     default: QC_ASSERT(0); return NULL;
     }
 }
@@ -371,6 +373,8 @@ void qc_layer_release(qc_layer *L) {
     qc_aligned_free(L->mlp_norm);
     qc_aligned_free(L->q_norm);
     qc_aligned_free(L->k_norm);
+    qc_aligned_free(L->attn_post_norm);
+    qc_aligned_free(L->mlp_post_norm);
     for (int l = 0; l < QC_LIN_MAX; l++) {
         qc_aligned_free(L->w[l]);
         qc_aligned_free(L->b[l]);
@@ -402,6 +406,9 @@ struct qc_fwd {
     float **scores; /* [n_scores][ATTN_BLOCK, seqlen]: one score block per pool thread */
     int    n_scores;
     float *cos, *sin; /* [seqlen, hd/2] */
+    float *cos_l, *sin_l; /* [seqlen, hd/2] the local tables (rope_local_theta > 0), else NULL */
+    float  norm_off;  /* RMSNorm weight offset: 1 for (1 + w) norms (Gemma), else 0 */
+    float  attn_scale;
 };
 
 /* Inverse frequencies exactly as transformers computes them (float32), including rope scaling. */
@@ -426,6 +433,15 @@ static void rope_inv_freq(const qc_model_config *c, float *inv, int half) {
             inv[i] = (float)scaled;
         }
     }
+}
+
+void qc_rope_tables_local(const qc_model_config *c, int seqlen, float *cos_t, float *sin_t) {
+    QC_ASSERT(c->rope_local_theta > 0.0);
+    qc_model_config lc = *c;
+    lc.rope_theta = c->rope_local_theta;
+    lc.rope_type = QC_ROPE_DEFAULT;
+    lc.rope_factor = 1.0;
+    qc_rope_tables(&lc, seqlen, cos_t, sin_t);
 }
 
 void qc_rope_tables(const qc_model_config *c, int seqlen, float *cos_t, float *sin_t) {
@@ -482,14 +498,21 @@ qc_status qc_fwd_create(const qc_model_config *c, int max_seqs, int seqlen, qc_f
     f->tmp = qc_aligned_alloc(rows * d * sizeof(float));
     f->cos = qc_aligned_alloc((size_t)seqlen * half * sizeof(float));
     f->sin = qc_aligned_alloc((size_t)seqlen * half * sizeof(float));
-    float *inv = malloc(half * sizeof(float));
-    if (!f->xn || !f->q || !f->k || !f->v || !f->att || !f->h1 || !f->h2 || !f->tmp || !f->cos || !f->sin || !inv) {
-        free(inv);
+    bool local = c->rope_local_theta > 0.0;
+    if (local) {
+        f->cos_l = qc_aligned_alloc((size_t)seqlen * half * sizeof(float));
+        f->sin_l = qc_aligned_alloc((size_t)seqlen * half * sizeof(float));
+    }
+    if (!f->xn || !f->q || !f->k || !f->v || !f->att || !f->h1 || !f->h2 || !f->tmp || !f->cos || !f->sin ||
+        (local && (!f->cos_l || !f->sin_l))) {
         qc_fwd_free(f);
         return qc_fail(QC_ERR_NOMEM, "forward: cannot allocate buffers for %d x %d tokens", max_seqs, seqlen);
     }
-    free(inv);
     qc_rope_tables(c, seqlen, f->cos, f->sin);
+    if (local) qc_rope_tables_local(c, seqlen, f->cos_l, f->sin_l);
+    f->norm_off = qc_norm_offset(c);
+    /* Llama: 1 / sqrtf(head_dim), as before; Gemma: query_pre_attn_scalar ** -0.5 as Python computes it */
+    f->attn_scale = c->attn_scalar > 0.0 ? (float)pow(c->attn_scalar, -0.5) : 1.0f / sqrtf((float)c->head_dim);
     *out = f;
     return QC_OK;
 }
@@ -517,37 +540,44 @@ void qc_fwd_free(qc_fwd *f) {
     free(f->scores);
     qc_aligned_free(f->cos);
     qc_aligned_free(f->sin);
+    qc_aligned_free(f->cos_l);
+    qc_aligned_free(f->sin_l);
     free(f);
 }
 
 /* ---- row-wise operations, on the pool in blocks of EW_ROWS rows (each row's bits are its own) ---- */
-typedef enum { EW_RMSNORM, EW_ROPE, EW_SILU_MUL, EW_ADD } ew_op;
+typedef enum { EW_RMSNORM, EW_ROPE, EW_SILU_MUL, EW_GELU_TANH_MUL, EW_ADD } ew_op;
 typedef struct {
     ew_op        op;
     const qc_fwd *f;
     float       *y;
     const float *x, *w;
+    const float *cos, *sin;  /* EW_ROPE: the tables */
     int          n, dim, T, nh;
-    float        eps;
+    float        eps, off;   /* EW_RMSNORM: weight offset (0, or 1 for (1 + w) norms) */
 } ew_ctx;
 
-static void rmsnorm_rows(float *y, const float *x, const float *w, int r0, int r1, int dim, float eps) {
+static void rmsnorm_rows(float *y, const float *x, const float *w, float off, int r0, int r1, int dim, float eps) {
     for (int r = r0; r < r1; r++) {
         const float *xr = x + (size_t)r * dim;
         float *yr = y + (size_t)r * dim;
         float ss = 0.0f;
         for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
         float inv = 1.0f / sqrtf(ss / (float)dim + eps);
-        for (int i = 0; i < dim; i++) yr[i] = w[i] * (xr[i] * inv);
+        if (off == 0.0f)
+            for (int i = 0; i < dim; i++) yr[i] = w[i] * (xr[i] * inv);
+        else /* Gemma: (x * inv) * (1 + w), the product in float32 as Gemma2RMSNorm */
+            for (int i = 0; i < dim; i++) yr[i] = (off + w[i]) * (xr[i] * inv);
     }
 }
 
 /* Rotates every head of rows r0..r1-1 of x[rows, nh * hd] in place; row r has position r % T.
  * rotate_half convention. */
-static void rope_rows(const qc_fwd *f, float *x, int r0, int r1, int T, int nh) {
+static void rope_rows(const qc_fwd *f, const float *cos_t, const float *sin_t, float *x, int r0, int r1, int T,
+                      int nh) {
     int hd = f->cfg.head_dim, half = hd / 2;
     for (int r = r0; r < r1; r++) {
-        const float *cs = f->cos + (size_t)(r % T) * half, *sn = f->sin + (size_t)(r % T) * half;
+        const float *cs = cos_t + (size_t)(r % T) * half, *sn = sin_t + (size_t)(r % T) * half;
         for (int h = 0; h < nh; h++) {
             float *v = x + (size_t)r * nh * hd + (size_t)h * hd;
             for (int i = 0; i < half; i++) {
@@ -564,12 +594,19 @@ static void ew_task(void *user, int task) {
     int r0 = task * EW_ROWS, r1 = c->n - r0 < EW_ROWS ? c->n : r0 + EW_ROWS;
     size_t i0 = (size_t)r0 * c->dim, i1 = (size_t)r1 * c->dim;
     switch (c->op) {
-    case EW_RMSNORM: rmsnorm_rows(c->y, c->x, c->w, r0, r1, c->dim, c->eps); break;
-    case EW_ROPE:    rope_rows(c->f, c->y, r0, r1, c->T, c->nh); break;
+    case EW_RMSNORM: rmsnorm_rows(c->y, c->x, c->w, c->off, r0, r1, c->dim, c->eps); break;
+    case EW_ROPE:    rope_rows(c->f, c->cos, c->sin, c->y, r0, r1, c->T, c->nh); break;
     case EW_SILU_MUL: /* y <- silu(y) * x */
         for (size_t i = i0; i < i1; i++) {
             float g = c->y[i];
             c->y[i] = g / (1.0f + expf(-g)) * c->x[i];
+        }
+        break;
+    case EW_GELU_TANH_MUL: /* y <- gelu_tanh(y) * x (torch's gelu(approximate="tanh")) */
+        for (size_t i = i0; i < i1; i++) {
+            float g = c->y[i];
+            float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+            c->y[i] = 0.5f * g * (1.0f + tanhf(inner)) * c->x[i];
         }
         break;
     case EW_ADD:
@@ -582,13 +619,16 @@ static void ew_run(ew_ctx *c) {
     qc_par_for_work((c->n + EW_ROWS - 1) / EW_ROWS, ew_task, c, 4.0 * c->n * (double)c->dim);
 }
 
-/* y[n, dim] = x[n, dim] * rsqrt(mean(x^2) + eps) * w, as transformers' LlamaRMSNorm (fp32). */
-static void rmsnorm(float *y, const float *x, const float *w, int n, int dim, float eps) {
-    ew_run(&(ew_ctx){.op = EW_RMSNORM, .y = y, .x = x, .w = w, .n = n, .dim = dim, .eps = eps});
+/* y[n, dim] = x[n, dim] * rsqrt(mean(x^2) + eps) * (off + w), as transformers' LlamaRMSNorm (off 0) and
+ * Gemma2RMSNorm (off 1) (fp32). */
+static void rmsnorm(float *y, const float *x, const float *w, float off, int n, int dim, float eps) {
+    ew_run(&(ew_ctx){.op = EW_RMSNORM, .y = y, .x = x, .w = w, .off = off, .n = n, .dim = dim, .eps = eps});
 }
 
-static void rope_apply(const qc_fwd *f, float *x, int rows, int T, int nh) {
-    ew_run(&(ew_ctx){.op = EW_ROPE, .f = f, .y = x, .n = rows, .dim = nh * f->cfg.head_dim, .T = T, .nh = nh});
+/* Rotates with the global tables, or the local ones when local (Gemma-3's sliding layers). */
+static void rope_apply(const qc_fwd *f, bool local, float *x, int rows, int T, int nh) {
+    ew_run(&(ew_ctx){.op = EW_ROPE, .f = f, .y = x, .cos = local ? f->cos_l : f->cos, .sin = local ? f->sin_l : f->sin,
+                     .n = rows, .dim = nh * f->cfg.head_dim, .T = T, .nh = nh});
 }
 
 /* ---- linears ---- */
@@ -667,11 +707,11 @@ static float softmax_unnormalized(float *s, int n) {
 /* Causal attention of head h of one sequence: q [T, nh*hd], k/v [T, nkv*hd] -> out [T, nh*hd] (head h's
  * columns). S: [ATTN_BLOCK, T] scratch. */
 static void attention_head(const qc_fwd *f, const float *q, const float *k, const float *v, float *out, int T, int h,
-                           float *S) {
+                           int win, float *S) {
     const qc_model_config *c = &f->cfg;
     int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, grp = nh / nkv;
-    int qs = nh * hd, kvs = nkv * hd, win = c->sliding_window;
-    float scale = 1.0f / sqrtf((float)hd);
+    int qs = nh * hd, kvs = nkv * hd;
+    float scale = f->attn_scale, cap = c->attn_softcap;
     const float *qh = q + (size_t)h * hd;
     const float *kh = k + (size_t)(h / grp) * hd;
     const float *vh = v + (size_t)(h / grp) * hd;
@@ -684,6 +724,8 @@ static void attention_head(const qc_fwd *f, const float *q, const float *k, cons
             int row = r0 + i;
             int lo = win > 0 && row - win + 1 > 0 ? row - win + 1 : 0;
             float *s = S + (size_t)i * nk;
+            if (cap > 0.0f) /* Gemma-2: tanh(s / cap) * cap on the scaled scores, before the mask */
+                for (int j = lo; j <= row; j++) s[j] = tanhf(s[j] / cap) * cap;
             float inv = 1.0f / softmax_unnormalized(s + lo, row - lo + 1);
             for (int j = 0; j < lo; j++) s[j] = 0.0f;
             for (int j = lo; j <= row; j++) s[j] *= inv;
@@ -699,7 +741,7 @@ typedef struct {
     const qc_fwd *f;
     const float  *q, *k, *v;
     float        *out;
-    int           T;
+    int           T, win;
 } attn_ctx;
 
 static void attn_task(void *user, int task) {
@@ -708,7 +750,8 @@ static void attn_task(void *user, int task) {
     int s = task / c->n_heads, h = task % c->n_heads, w = qc_par_worker();
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim, r = (size_t)s * a->T;
     QC_ASSERT(w < a->f->n_scores);
-    attention_head(a->f, a->q + r * qd, a->k + r * kvd, a->v + r * kvd, a->out + r * qd, a->T, h, a->f->scores[w]);
+    attention_head(a->f, a->q + r * qd, a->k + r * kvd, a->v + r * kvd, a->out + r * qd, a->T, h, a->win,
+                   a->f->scores[w]);
 }
 
 /* A score block for each of the pool's threads. */
@@ -754,11 +797,12 @@ static qc_status attn_block(qc_fwd *f, const qc_layer *L, const float *xn, float
     linear(f->q, xn, L->w[QC_LIN_Q], L->b[QC_LIN_Q], n, T, qd, d);
     linear(f->k, xn, L->w[QC_LIN_K], L->b[QC_LIN_K], n, T, kvd, d);
     linear(f->v, xn, L->w[QC_LIN_V], L->b[QC_LIN_V], n, T, kvd, d);
-    if (L->q_norm) rmsnorm(f->q, f->q, L->q_norm, n * c->n_heads, hd, c->rms_norm_eps);
-    if (L->k_norm) rmsnorm(f->k, f->k, L->k_norm, n * c->n_kv_heads, hd, c->rms_norm_eps);
-    rope_apply(f, f->q, n, T, c->n_heads);
-    rope_apply(f, f->k, n, T, c->n_kv_heads);
-    attn_ctx a = {.f = f, .q = f->q, .k = f->k, .v = f->v, .out = f->att, .T = T};
+    if (L->q_norm) rmsnorm(f->q, f->q, L->q_norm, f->norm_off, n * c->n_heads, hd, c->rms_norm_eps);
+    if (L->k_norm) rmsnorm(f->k, f->k, L->k_norm, f->norm_off, n * c->n_kv_heads, hd, c->rms_norm_eps);
+    bool local = qc_layer_rope_local(c, L->index);
+    rope_apply(f, local, f->q, n, T, c->n_heads);
+    rope_apply(f, local, f->k, n, T, c->n_kv_heads);
+    attn_ctx a = {.f = f, .q = f->q, .k = f->k, .v = f->v, .out = f->att, .T = T, .win = qc_layer_window(c, L->index)};
     qc_par_for_work(nseq * c->n_heads, attn_task, &a, 2.0 * n * (double)T * qd);
     if (capture && !capture(user, QC_LIN_O, f->att, n, qd)) {
         *stopped = true;
@@ -768,14 +812,15 @@ static qc_status attn_block(qc_fwd *f, const qc_layer *L, const float *xn, float
     return QC_OK;
 }
 
-/* A gated MLP without the residual: out = down(silu(gate(xn)) * up(xn)) with the linears in slots g, g + 1,
+/* A gated MLP without the residual: out = down(act(gate(xn)) * up(xn)) with the linears in slots g, g + 1,
  * g + 2 (gate, up, down) and width ff; rows in sequences of T. The activations go to capture as `down`. */
 static qc_status gated_mlp(qc_fwd *f, const qc_layer *L, int g, qc_linear_id down, const float *xn, float *out, int n,
                            int T, qc_capture_fn capture, void *user, bool *stopped) {
     int d = f->cfg.hidden_size, ff = L->out_features[g];
     linear(f->h1, xn, L->w[g], L->b[g], n, T, ff, d);
     linear(f->h2, xn, L->w[g + 1], L->b[g + 1], n, T, ff, d);
-    ew_run(&(ew_ctx){.op = EW_SILU_MUL, .y = f->h1, .x = f->h2, .n = n, .dim = ff});
+    ew_run(&(ew_ctx){.op = f->cfg.act == QC_ACT_GELU_TANH ? EW_GELU_TANH_MUL : EW_SILU_MUL, .y = f->h1, .x = f->h2,
+                     .n = n, .dim = ff});
     if (capture && !capture(user, down, f->h1, n, ff)) {
         *stopped = true;
         return QC_OK;
@@ -933,20 +978,28 @@ qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int
     int n = nseq * T, d = c->hidden_size;
     bool stopped = false;
 
-    rmsnorm(f->xn, x, L->attn_norm, n, d, c->rms_norm_eps);
+    rmsnorm(f->xn, x, L->attn_norm, f->norm_off, n, d, c->rms_norm_eps);
     if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
     if ((st = attn_block(f, L, f->xn, f->tmp, nseq, T, capture, user, &stopped)) || stopped) return st;
+    if (L->attn_post_norm) rmsnorm(f->tmp, f->tmp, L->attn_post_norm, f->norm_off, n, d, c->rms_norm_eps);
     ew_run(&(ew_ctx){.op = EW_ADD, .y = x, .x = f->tmp, .n = n, .dim = d});
 
-    rmsnorm(f->xn, x, L->mlp_norm, n, d, c->rms_norm_eps);
+    rmsnorm(f->xn, x, L->mlp_norm, f->norm_off, n, d, c->rms_norm_eps);
     if (capture && !L->router && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
     if ((st = mlp_block(f, L, f->xn, f->tmp, n, T, capture, user, &stopped)) || stopped) return st;
+    if (L->mlp_post_norm) rmsnorm(f->tmp, f->tmp, L->mlp_post_norm, f->norm_off, n, d, c->rms_norm_eps);
     ew_run(&(ew_ctx){.op = EW_ADD, .y = x, .x = f->tmp, .n = n, .dim = d});
     return check_finite(x, (size_t)n * d, L->index, "the layer output");
 }
 
+/* Gemma's normalizer: hidden_size ** 0.5 rounded to float32 (transformers: torch.tensor(..., dtype)). */
+static float embed_scale(const qc_model_config *c) {
+    return qc_arch_desc_of(c->arch)->embed_scaled ? (float)sqrt((double)c->hidden_size) : 1.0f;
+}
+
 qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, float *x) {
     int d = m->cfg.hidden_size;
+    float scale = embed_scale(&m->cfg);
     for (int t = 0; t < n; t++) {
         if (ids[t] < 0 || ids[t] >= m->cfg.vocab_size)
             return qc_fail(QC_ERR_ARG, "token id %d at position %d is outside the vocabulary [0, %d)", ids[t], t,
@@ -955,6 +1008,8 @@ qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, float *x)
         if (st) return st;
         if (m->round_f16)
             for (int i = 0; i < d; i++) x[(size_t)t * d + i] = qc_fp16_to_f32(qc_f32_to_fp16(x[(size_t)t * d + i]));
+        if (scale != 1.0f)
+            for (int i = 0; i < d; i++) x[(size_t)t * d + i] *= scale;
     }
     return QC_OK;
 }
@@ -966,13 +1021,14 @@ qc_status qc_model_final_norm(const qc_model *m, float *x, int n) {
     qc_status st = qc_tensor_read_f32(m->final_norm, 0, d, w);
     if (m->round_f16)
         for (int i = 0; i < d; i++) w[i] = qc_fp16_to_f32(qc_f32_to_fp16(w[i]));
-    if (st == QC_OK) rmsnorm(x, x, w, n, d, m->cfg.rms_norm_eps);
+    if (st == QC_OK) rmsnorm(x, x, w, qc_norm_offset(&m->cfg), n, d, m->cfg.rms_norm_eps);
     free(w);
     return st;
 }
 
 struct qc_head {
     int vocab, d;
+    float softcap; /* > 0: logits <- tanh(logits / softcap) * softcap (final_logit_softcapping) */
     float *w;      /* (rows = vocab, cols = d), row-major */
 };
 
@@ -982,6 +1038,7 @@ qc_status qc_head_load(const qc_model *m, qc_head **out) {
     if (!h) return qc_fail(QC_ERR_NOMEM, "out of memory");
     h->vocab = m->cfg.vocab_size;
     h->d = m->cfg.hidden_size;
+    h->softcap = m->cfg.final_softcap;
     qc_status st = load_f32(m, m->lm_head->name, &h->w);
     if (st == QC_OK && m->round_f16)
         for (size_t i = 0; i < (size_t)h->vocab * h->d; i++) h->w[i] = qc_fp16_to_f32(qc_f32_to_fp16(h->w[i]));
@@ -1003,6 +1060,10 @@ int qc_head_vocab(const qc_head *h) { return h->vocab; }
 
 void qc_head_logits(const qc_head *h, const float *x, int n, float *logits) {
     linear(logits, x, h->w, NULL, n, n, h->vocab, h->d);
+    if (h->softcap > 0.0f) {
+        const float cap = h->softcap;
+        for (size_t i = 0; i < (size_t)n * h->vocab; i++) logits[i] = tanhf(logits[i] / cap) * cap;
+    }
 }
 
 qc_status qc_model_run_layers(const qc_model *m, qc_fwd *f, const qc_layer *layers, float *x, int nseq, int T) {

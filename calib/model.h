@@ -1,5 +1,5 @@
 /*
- * model.h - the FP32 forward pass of a Llama-family decoder on the CPU, one decoder layer at a time.
+ * model.h - the FP32 forward pass of a Llama-family or Gemma decoder on the CPU, one decoder layer at a time.
  *
  * Weights stay mmapped in their stored dtype (F32/F16/BF16); qc_layer_load converts one decoder
  * layer to FP32 when it is needed and qc_layer_release gives the memory back, so at most a layer's
@@ -65,8 +65,10 @@ void      qc_model_free(qc_model *m);
 typedef struct qc_layer {
     int    index;
     float *attn_norm;                  /* [d] input_layernorm */
-    float *mlp_norm;                   /* [d] post_attention_layernorm */
-    float *q_norm, *k_norm;            /* [head_dim] (Qwen3), else NULL */
+    float *mlp_norm;                   /* [d] post_attention_layernorm (Gemma: pre_feedforward_layernorm) */
+    float *q_norm, *k_norm;            /* [head_dim] (Qwen3, Gemma-3), else NULL */
+    float *attn_post_norm;             /* [d] Gemma's post_attention_layernorm (on the attention output), else NULL */
+    float *mlp_post_norm;              /* [d] Gemma's post_feedforward_layernorm, else NULL */
     /* by slot (arch.h: QC_LIN_Q .. QC_LIN_DOWN, then the experts' QC_LIN_EXPERT(e, j)); an absent slot
      * (qc_linear_present false) has w NULL */
     float *w[QC_LIN_MAX];              /* (rows = out_features, cols = in_features), row-major */
@@ -88,6 +90,9 @@ void      qc_layer_release(qc_layer *L);
 /* Rotary tables as transformers computes them (float32 angles, rope scaling included):
  * cos/sin [seqlen, head_dim / 2], position p at row p. head_dim <= 1024. */
 void qc_rope_tables(const qc_model_config *cfg, int seqlen, float *cos_t, float *sin_t);
+/* The same for the layers qc_layer_rope_local names (Gemma-3's sliding layers): base rope_local_theta, no
+ * scaling. cfg->rope_local_theta must be > 0. */
+void qc_rope_tables_local(const qc_model_config *cfg, int seqlen, float *cos_t, float *sin_t);
 
 /* Scratch space and rotary tables for running layers on up to max_seqs sequences of up to
  * seqlen tokens each (positions 0..seqlen-1). */
@@ -116,7 +121,8 @@ void      qc_fwd_moe_all_rows(qc_fwd *f, const bool *experts);
 /* The two halves of a layer without their residual connections, on normed inputs (AWQ runs them as
  * the modules whose outputs its scale search compares):
  *   out[nseq*T, d] = o_proj(attention(q_proj(xn), k_proj(xn), v_proj(xn)))
- *   out[n, d]      = down_proj(silu(gate_proj(xn)) * up_proj(xn))
+ *   out[n, d]      = down_proj(act(gate_proj(xn)) * up_proj(xn))        (act: SiLU, Gemma's GELU-tanh)
+ * (Gemma's post norms are not part of them: AWQ compares self_attn's and mlp's outputs, as AutoAWQ does.)
  * xn and out must not be the qc_fwd's own buffers. */
 qc_status qc_attn_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int nseq, int T);
 qc_status qc_mlp_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int n);
@@ -127,16 +133,18 @@ void      qc_linear_apply(float *y, const float *x, const float *w, const float 
  * run's fake-quantized layers), else each layer loaded from the model and released after use. */
 qc_status qc_model_run_layers(const qc_model *m, qc_fwd *f, const qc_layer *layers, float *x, int nseq, int T);
 
-/* x[n, d] <- embedding rows of ids (ids checked against the vocabulary). */
+/* x[n, d] <- embedding rows of ids (ids checked against the vocabulary), times sqrt(d) (in FP32) where the
+ * architecture scales its embeddings (Gemma). */
 qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, float *x);
-/* x[n, d] <- RMSNorm(x) with the final norm weight. */
+/* x[n, d] <- RMSNorm(x) with the final norm weight ((1 + w) for Gemma). */
 qc_status qc_model_final_norm(const qc_model *m, float *x, int n);
 
 /* The output head, converted to FP32 once and reused across calls. */
 typedef struct qc_head qc_head;
 qc_status qc_head_load(const qc_model *m, qc_head **out);
 void      qc_head_free(qc_head *h);
-/* logits[n, vocab] = x[n, d] . lm_head^T for final-normed rows x. */
+/* logits[n, vocab] = x[n, d] . lm_head^T for final-normed rows x, soft-capped (tanh(l / cap) * cap) when the
+ * config has final_logit_softcapping (Gemma-2). */
 void      qc_head_logits(const qc_head *h, const float *x, int n, float *logits);
 int       qc_head_vocab(const qc_head *h);
 

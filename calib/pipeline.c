@@ -879,7 +879,11 @@ static qc_status cpu_awq_fold(void *be, int li, const qc_arch_awq *g, const floa
     int K = layer->in_features[g->lin[0]];
     if (g->prev_norm >= 0) {
         float *nw = *qc_layer_norm(layer, (qc_norm_id)g->prev_norm);
-        for (int k = 0; k < K; k++) nw[k] /= s[k];
+        const float off = qc_norm_offset(&c->m->cfg); /* (1 + w) norms: (1 + w') = (1 + w) / s */
+        if (off == 0.0f)
+            for (int k = 0; k < K; k++) nw[k] /= s[k];
+        else
+            for (int k = 0; k < K; k++) nw[k] = (off + nw[k]) / s[k] - off;
     } else {
         qc_linear_id p = (qc_linear_id)g->prev_lin;
         int Np = layer->out_features[p], Kp = layer->in_features[p];

@@ -604,7 +604,8 @@ static qc_status gpu_awq_fold(void *be, int li, const qc_arch_awq *gr, const flo
     qc_status st = qc_gpu_upload(c->g, c->sdev, s, sizeof(float) * K);
     if (st) return st;
     if (gr->prev_norm >= 0) {
-        st = qc_gpu_div_vec_f32(c->g, *qc_gpu_layer_norm(layer, (qc_norm_id)gr->prev_norm), K, c->sdev);
+        st = qc_gpu_div_vec_offset_f32(c->g, *qc_gpu_layer_norm(layer, (qc_norm_id)gr->prev_norm), K, c->sdev,
+                                       qc_norm_offset(&c->m->cfg));
     } else {
         qc_linear_id p = (qc_linear_id)gr->prev_lin;
         int Np = layer->out_features[p], Kp = layer->in_features[p];

@@ -62,6 +62,7 @@ typedef struct {
     int      n_caps, capw[QC_LIN_COUNT];  /* capture points k_caps[0 .. n_caps - 1]; width by capture id */
     qc_linear_id k_caps[QC_LIN_COUNT];
     int      norm_len[QC_NORM_COUNT];     /* 0: absent */
+    bool     rope_local;                  /* a second pair of rotary tables (Gemma-3's local rope) */
     const qc_arch_desc *arch;
     uint64_t nkmax, nk_sum;
     uint64_t layer_f32;                   /* one decoder layer in FP32: weights, biases, norms */
@@ -243,7 +244,10 @@ static uint64_t gpu_fwd_bytes(const shapes *s, int seqs) {
     uint64_t per_head = T * T * 6, hc = ((uint64_t)256 << 20) / per_head;
     if (hc < 1) hc = 1;
     if (hc > (uint64_t)(s->kvd / s->hd)) hc = (uint64_t)(s->kvd / s->hd);
-    return rows * s->d * 2 + rows * (attn > mlp ? attn : mlp) * 2 + hc * T * T * 6 + 2 * T * (uint64_t)(s->hd / 2) * 4;
+    uint64_t rope = 2 * T * (uint64_t)(s->hd / 2) * 4;
+    uint64_t post = s->norm_len[QC_NORM_ATTN_POST] ? rows * s->d * 4 : 0; /* Gemma: block outputs before the post norms */
+    return rows * s->d * 2 + rows * (attn > mlp ? attn : mlp) * 2 + hc * T * T * 6 + rope * (s->rope_local ? 2 : 1) +
+           post;
 }
 
 /* qc_gpu_solver_bytes_nk (gptq_gpu.cu): Hbak, Wp, Err, codes, scales/zf, perm/dead, cuSOLVER workspace,
@@ -310,6 +314,7 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
     }
     for (int k = 0; k < QC_NORM_COUNT; k++)
         s->norm_len[k] = qc_norm_present(c, (qc_norm_id)k) ? qc_norm_dim(c, (qc_norm_id)k) : 0;
+    s->rope_local = c->rope_local_theta > 0.0;
     qc_pipeline_opts po = {.method = in->method, .format = in->format};
     po.q.bits = in->bits;
     po.q.group_size = in->group_size;
@@ -456,7 +461,7 @@ static void add_xh(items *l, const qc_plan_in *in, const shapes *s) {
 static uint64_t cpu_fwd_bytes(const shapes *s, int seqs, int T) {
     uint64_t rows = (uint64_t)seqs * T, blk = (uint64_t)(T < 256 ? T : 256);
     return 4 * rows * (2 * (uint64_t)s->d + 2 * (uint64_t)s->qd + 2 * (uint64_t)s->kvd + 2 * (uint64_t)s->ff) +
-           4 * blk * T + 2 * 4 * (uint64_t)T * (uint64_t)(s->hd / 2);
+           4 * blk * T + 2 * 4 * (uint64_t)T * (uint64_t)(s->hd / 2) * (s->rope_local ? 2 : 1);
 }
 
 /* The quantized linears' largest working sets (pipeline.c, gptq.c, awq.c). */

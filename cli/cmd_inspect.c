@@ -57,6 +57,20 @@ static int run(int argc, char **argv) {
     static const char *rope[] = {"default", "linear", "llama3"};
     printf("rope:         theta %g, %s", c.rope_theta, rope[c.rope_type]);
     if (c.rope_type != QC_ROPE_DEFAULT) printf(" (factor %g)", c.rope_factor);
+    if (c.rope_local_theta > 0) printf("; sliding layers theta %g, unscaled", c.rope_local_theta);
+    if (c.window_per_layer) { /* Gemma: the window's layers, the soft-caps, the activation */
+        printf("\nwindow:       %d tokens on layers ", c.sliding_window);
+        int shown = 0, total = 0;
+        for (int i = 0; i < c.n_layers; i++) {
+            if (!qc_layer_window(&c, i)) continue;
+            if (shown < 12) printf("%s%d", shown ? ", " : "", i), shown++;
+            total++;
+        }
+        if (total > shown) printf(", ... (%d of %d)", total, c.n_layers);
+        if (!total) printf("(none)");
+        printf("\nsoft-capping: attention %g, final logits %g (0: off)", c.attn_softcap, c.final_softcap);
+        printf("\nmlp:          %s, (1 + w) norms before and after each block", c.act == QC_ACT_GELU_TANH ? "gelu_pytorch_tanh" : "silu");
+    }
     printf("\nembeddings:   %s\n", c.tie_word_embeddings ? "tied" : "separate lm_head");
     uint64_t params = 0;
     size_t counts[QC_DTYPE_COUNT] = {0};

@@ -20,7 +20,8 @@ const qc_cmd qc_cmd_synth = {
         "\"qcal_synthetic_note\", which also records the real layer count).\n"
         "\n"
         "Presets (--list prints their shapes): llama-3.1-8b, llama-3.1-70b, llama-2-7b, llama-2-13b,\n"
-        "llama-2-70b, mistral-7b (v0.1), qwen2.5-7b, qwen3-8b, phi-3-mini.\n"
+        "llama-2-70b, mistral-7b (v0.1), qwen2.5-7b, qwen3-8b, phi-3-mini, gemma-2-9b, gemma-3-12b (its\n"
+        "text decoder, as Gemma3ForCausalLM).\n"
         "Shards of at most 5 GB with model.safetensors.index.json, as transformers writes them. The\n"
         "tokenizer is byte-level (256 byte tokens, no merges) with the model's BOS/EOS at their real ids,\n"
         "unless --tokenizer copies a real one. Everything is written into DIR.tmp-XXXXXX and renamed to\n"
@@ -60,6 +61,10 @@ static void list_presets(FILE *out, bool brief) {
         if (p[i].qk_norm) strcat(extra, "q/k norm ");
         if (p[i].sliding_window && strcmp(p[i].model_type, "mistral") == 0) strcat(extra, "sliding window ");
         if (p[i].rope_llama3) strcat(extra, "llama3 rope ");
+        if (strncmp(p[i].model_type, "gemma", 5) == 0) strcat(extra, "sliding layers ");
+        if (p[i].attn_softcap > 0 || p[i].final_softcap > 0) strcat(extra, "soft-caps ");
+        if (p[i].rope_linear) strcat(extra, "linear rope ");
+        if (p[i].rope_local_base_freq > 0) strcat(extra, "local rope ");
         fprintf(out, "%-14s %-26s %6d %6d %6d %8s %7d %8g  %s\n", p[i].name, p[i].hf_id, p[i].n_layers,
                 p[i].hidden_size, p[i].intermediate_size, heads, p[i].vocab_size, p[i].rope_theta, extra);
     }

@@ -24,8 +24,9 @@
         {"self_attn.k_norm", QC_DIM_HEAD, true},                                        \
     }
 /* everything but the linears */
-#define LLAMA_COMMON                                                                    \
-    .norm = LLAMA_NORMS,                                                                \
+#define LLAMA_COMMON .norm = LLAMA_NORMS, LLAMA_LAYOUT
+/* everything but the linears and norms */
+#define LLAMA_LAYOUT                                                                    \
     .caps = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN}, .n_caps = 4,                \
     .seq = {{{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, QC_BLOCK_ATTN}, {{QC_LIN_O}, 1, QC_BLOCK_ATTN},    \
             {{QC_LIN_GATE, QC_LIN_UP}, 2, QC_BLOCK_MLP}, {{QC_LIN_DOWN}, 1, QC_BLOCK_MLP}},                 \
@@ -79,6 +80,21 @@ static const qc_arch_moe k_moe_qwen3 = {
     .router = "mlp.gate", .experts = "mlp.experts", .lin = {"gate_proj", "up_proj", "down_proj"},
     .fused = {"gate_up_proj", "down_proj"},
 };
+/* Gemma-2 and Gemma-3: the Llama linears without biases; four layer norms, pre and post each block, all
+ * (1 + w) RMSNorms; Gemma-3 adds per-head q/k norms (qk_norm). The pre-norms take the ids AWQ folds into
+ * (q/k/v scale into input_layernorm, gate/up into pre_feedforward_layernorm, as AutoAWQ's Gemma models). */
+#define GEMMA_NORMS                                                                     \
+    {                                                                                   \
+        {"input_layernorm", QC_DIM_HIDDEN, false},                                      \
+        {"pre_feedforward_layernorm", QC_DIM_HIDDEN, false},                            \
+        {"self_attn.q_norm", QC_DIM_HEAD, true},                                        \
+        {"self_attn.k_norm", QC_DIM_HEAD, true},                                        \
+        {"post_attention_layernorm", QC_DIM_HIDDEN, false},                             \
+        {"post_feedforward_layernorm", QC_DIM_HIDDEN, false},                           \
+    }
+#define GEMMA_DESC(ID, CLASS, TYPE)                                                     \
+    {.id = ID, .class_name = CLASS, .model_type = TYPE, .lin = LLAMA_LINEARS, .norm = GEMMA_NORMS, LLAMA_LAYOUT, \
+     .norm_unit_offset = true, .embed_scaled = true}
 
 static const qc_arch_desc k_descs[] = {
     {.id = QC_ARCH_LLAMA, .class_name = "LlamaForCausalLM", .model_type = "llama", .lin = LLAMA_LINEARS, LLAMA_COMMON},
@@ -86,6 +102,8 @@ static const qc_arch_desc k_descs[] = {
     {.id = QC_ARCH_QWEN2, .class_name = "Qwen2ForCausalLM", .model_type = "qwen2", .lin = LLAMA_LINEARS, LLAMA_COMMON},
     {.id = QC_ARCH_QWEN3, .class_name = "Qwen3ForCausalLM", .model_type = "qwen3", .lin = LLAMA_LINEARS, LLAMA_COMMON},
     {.id = QC_ARCH_PHI3, .class_name = "Phi3ForCausalLM", .model_type = "phi3", .lin = PHI3_LINEARS, LLAMA_COMMON},
+    GEMMA_DESC(QC_ARCH_GEMMA2, "Gemma2ForCausalLM", "gemma2"),
+    GEMMA_DESC(QC_ARCH_GEMMA3, "Gemma3ForCausalLM", "gemma3_text"),
     {.id = QC_ARCH_MIXTRAL, .class_name = "MixtralForCausalLM", .model_type = "mixtral", .lin = LLAMA_LINEARS,
      LLAMA_COMMON, .moe = &k_moe_mixtral},
     {.id = QC_ARCH_QWEN2_MOE, .class_name = "Qwen2MoeForCausalLM", .model_type = "qwen2_moe",
@@ -236,6 +254,8 @@ int qc_capture_width(const qc_model_config *c, qc_linear_id cap) {
     QC_ASSERT(0 && "not a capture point");
     return 0;
 }
+
+float qc_norm_offset(const qc_model_config *c) { return desc(c)->norm_unit_offset ? 1.0f : 0.0f; }
 
 bool qc_norm_present(const qc_model_config *c, qc_norm_id n) {
     QC_ASSERT(n >= 0 && n < QC_NORM_COUNT);

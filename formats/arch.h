@@ -80,8 +80,16 @@ typedef struct qc_arch_linear {
                                 tensor's codes. */
 } qc_arch_linear;
 
-/* The norms of a decoder layer (qc_layer's attn_norm, mlp_norm, q_norm, k_norm). */
-typedef enum qc_norm_id { QC_NORM_ATTN = 0, QC_NORM_MLP = 1, QC_NORM_Q = 2, QC_NORM_K = 3, QC_NORM_COUNT = 4 } qc_norm_id;
+/* The norms of a decoder layer (qc_layer's attn_norm, mlp_norm, q_norm, k_norm, attn_post_norm, mlp_post_norm).
+ * QC_NORM_ATTN and QC_NORM_MLP are the pre-norms whose outputs feed q/k/v and gate/up (AWQ folds into them):
+ * Llama's input_layernorm and post_attention_layernorm, Gemma's input_layernorm and pre_feedforward_layernorm.
+ * The post norms (Gemma) normalize a block's output before its residual add:
+ *   h = x + attn_post(attn(attn_norm(x))),  out = h + mlp_post(mlp(mlp_norm(h))). */
+typedef enum qc_norm_id {
+    QC_NORM_ATTN = 0, QC_NORM_MLP = 1, QC_NORM_Q = 2, QC_NORM_K = 3,
+    QC_NORM_ATTN_POST = 4, QC_NORM_MLP_POST = 5,
+    QC_NORM_COUNT = 6
+} qc_norm_id;
 
 typedef struct qc_arch_norm {
     const char  *name;       /* below "model.layers.N.", without ".weight"; NULL: the architecture has none */
@@ -154,6 +162,10 @@ typedef struct qc_arch_desc {
     int            n_seq;
     qc_arch_awq    awq[4];             /* AWQ scale groups in order */
     int            n_awq;
+    bool           norm_unit_offset; /* every RMSNorm (layer, q/k and final) scales by (1 + w) instead of w (Gemma):
+                                        y = x / rms(x) * (1 + w), in FP32. Folding AWQ's 1/s into such a norm
+                                        keeps (1 + w') = (1 + w) / s */
+    bool           embed_scaled; /* embeddings are multiplied by sqrt(hidden_size) (Gemma; FP32 here) */
     const char    *embed;        /* "model.embed_tokens.weight" */
     const char    *final_norm;   /* "model.norm.weight" */
     const char    *lm_head;      /* "lm_head.weight" (the embedding when tie_word_embeddings) */
@@ -205,6 +217,9 @@ bool         qc_linear_first_of_tensor(const qc_model_config *cfg, qc_linear_id 
 qc_linear_id qc_linear_input(const qc_model_config *cfg, qc_linear_id l);
 /* The width of a capture point's rows (in_features of the linears it feeds). */
 int          qc_capture_width(const qc_model_config *cfg, qc_linear_id cap);
+/* The value a norm weight adds to its stored values (1 for norm_unit_offset architectures, else 0): the norm
+ * scales by (offset + w). */
+float        qc_norm_offset(const qc_model_config *cfg);
 /* Whether a norm exists for this config, and its length. */
 bool         qc_norm_present(const qc_model_config *cfg, qc_norm_id n);
 int          qc_norm_dim(const qc_model_config *cfg, qc_norm_id n);

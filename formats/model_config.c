@@ -68,16 +68,9 @@ static qc_status get_token_id(const cJSON *root, const char *key, const char *wh
     return QC_OK;
 }
 
-static qc_status parse_rope(const cJSON *root, const char *what, qc_model_config *c) {
-    /* transformers v5 writes rope_parameters (holding rope_theta too); v4 writes rope_scaling. */
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
-    qc_status st = get_num(root, "rope_theta", 10000.0, 1.0, 1e12, what, &c->rope_theta);
-    if (st) return st;
-    if (rp && cJSON_IsObject(rp)) {
-        if ((st = get_num(rp, "rope_theta", c->rope_theta, 1.0, 1e12, what, &c->rope_theta))) return st;
-        if (!rs || cJSON_IsNull(rs)) rs = rp;
-    }
+/* The scaling of one rope object (v4 rope_scaling, v5 rope_parameters or one of its per-layer-type entries):
+ * sets rope_type and its factors; rope_theta is read by the caller. */
+static qc_status parse_rope_scaling(const cJSON *rs, const char *what, qc_model_config *c) {
     c->rope_type = QC_ROPE_DEFAULT;
     c->rope_factor = 1.0;
     if (!rs || cJSON_IsNull(rs)) return QC_OK;
@@ -86,6 +79,7 @@ static qc_status parse_rope(const cJSON *root, const char *what, qc_model_config
     if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
     const char *t = cJSON_IsString(ty) ? ty->valuestring : "default";
     if (strcmp(t, "default") == 0) return QC_OK;
+    qc_status st;
     if ((st = get_num(rs, "factor", 1.0, 1e-6, 1e6, what, &c->rope_factor))) return st;
     if (strcmp(t, "linear") == 0) {
         c->rope_type = QC_ROPE_LINEAR;
@@ -151,6 +145,90 @@ static qc_status parse_moe(const cJSON *root, const char *what, qc_model_config 
     return QC_OK;
 }
 
+static qc_status parse_rope(const cJSON *root, const char *what, qc_model_config *c) {
+    /* transformers v5 writes rope_parameters (holding rope_theta too); v4 writes rope_scaling. */
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    const bool gemma3 = c->arch == QC_ARCH_GEMMA3;
+    qc_status st = get_num(root, "rope_theta", gemma3 ? 1e6 : 10000.0, 1.0, 1e12, what, &c->rope_theta);
+    if (st) return st;
+    double local = 0.0;
+    if (gemma3 && (st = get_num(root, "rope_local_base_freq", 10000.0, 1.0, 1e12, what, &local))) return st;
+    const cJSON *full = cJSON_IsObject(rp) ? cJSON_GetObjectItemCaseSensitive(rp, "full_attention") : NULL;
+    const cJSON *slid = cJSON_IsObject(rp) ? cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention") : NULL;
+    if (full || slid) { /* v5, per layer type (Gemma): {"full_attention": {...}, "sliding_attention": {...}} */
+        if (!gemma3 && c->arch != QC_ARCH_GEMMA2)
+            return qc_fail(QC_ERR_UNSUPPORTED, "%s: rope_parameters per layer type (full_attention/sliding_attention) "
+                           "are supported for Gemma-2 and Gemma-3 only", what);
+        if (!gemma3) local = c->rope_theta; /* Gemma-2: one rope unless the sliding entry says otherwise */
+        if ((full && !cJSON_IsObject(full)) || (slid && !cJSON_IsObject(slid)))
+            return qc_fail(QC_ERR_FORMAT, "%s: rope_parameters.full_attention and .sliding_attention must be objects",
+                           what);
+        if (full && (st = get_num(full, "rope_theta", c->rope_theta, 1.0, 1e12, what, &c->rope_theta))) return st;
+        if ((st = parse_rope_scaling(full, what, c))) return st;
+        if (slid) {
+            if ((st = get_num(slid, "rope_theta", local, 1.0, 1e12, what, &local))) return st;
+            const cJSON *ty = cJSON_GetObjectItemCaseSensitive(slid, "rope_type");
+            if (!ty) ty = cJSON_GetObjectItemCaseSensitive(slid, "type");
+            if (cJSON_IsString(ty) && strcmp(ty->valuestring, "default") != 0)
+                return qc_fail(QC_ERR_UNSUPPORTED, "%s: rope_parameters.sliding_attention type \"%s\" is not "
+                               "supported (supported: default)", what, ty->valuestring);
+        }
+        /* the local tables only where they differ from the global ones (Gemma-3 always has its own base) */
+        c->rope_local_theta = gemma3 || local != c->rope_theta || c->rope_type != QC_ROPE_DEFAULT ? local : 0.0;
+        return QC_OK;
+    }
+    if (rp && cJSON_IsObject(rp)) {
+        if ((st = get_num(rp, "rope_theta", c->rope_theta, 1.0, 1e12, what, &c->rope_theta))) return st;
+        if (!rs || cJSON_IsNull(rs)) rs = rp;
+    }
+    c->rope_local_theta = local;
+    return parse_rope_scaling(rs, what, c);
+}
+
+/* Gemma's attention kinds per layer: config layer_types ("sliding_attention"/"full_attention"), else Gemma-2's
+ * alternation (even layers sliding) or Gemma-3's sliding_window_pattern N (layer i sliding unless
+ * (i + 1) % N == 0). */
+static qc_status parse_layer_types(const cJSON *root, const char *what, qc_model_config *c) {
+    c->window_per_layer = true;
+    memset(c->sliding_layers, 0, sizeof c->sliding_layers);
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+    if (lt && !cJSON_IsNull(lt)) {
+        if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != c->n_layers)
+            return qc_fail(QC_ERR_FORMAT, "%s: \"layer_types\" must be a list of num_hidden_layers (%d) strings", what,
+                           c->n_layers);
+        for (int i = 0; i < c->n_layers; i++) {
+            const cJSON *it = cJSON_GetArrayItem(lt, i);
+            const char *t = cJSON_IsString(it) ? it->valuestring : "";
+            if (strcmp(t, "sliding_attention") == 0) c->sliding_layers[i / 8] |= (uint8_t)(1u << (i % 8));
+            else if (strcmp(t, "full_attention") != 0)
+                return qc_fail(QC_ERR_UNSUPPORTED, "%s: layer_types[%d] \"%s\" is not supported (supported: "
+                               "sliding_attention, full_attention)", what, i, t);
+        }
+        return QC_OK;
+    }
+    int pattern = 2;
+    qc_status st;
+    if (c->arch == QC_ARCH_GEMMA3 &&
+        (st = get_int(root, "sliding_window_pattern", false, 6, 1, 1 << 30, what, &pattern)))
+        return st;
+    for (int i = 0; i < c->n_layers; i++)
+        if ((i + 1) % pattern != 0) c->sliding_layers[i / 8] |= (uint8_t)(1u << (i % 8));
+    return QC_OK;
+}
+
+int qc_layer_window(const qc_model_config *c, int i) {
+    if (c->sliding_window <= 0 || !c->window_per_layer) return c->sliding_window > 0 ? c->sliding_window : 0;
+    QC_ASSERT(i >= 0 && i < QC_MAX_LAYERS);
+    return (c->sliding_layers[i / 8] >> (i % 8)) & 1u ? c->sliding_window : 0;
+}
+
+bool qc_layer_rope_local(const qc_model_config *c, int i) {
+    if (c->rope_local_theta <= 0.0 || !c->window_per_layer) return false;
+    QC_ASSERT(i >= 0 && i < QC_MAX_LAYERS);
+    return (c->sliding_layers[i / 8] >> (i % 8)) & 1u;
+}
+
 qc_status qc_model_config_parse(const char *json, size_t len, const char *what, qc_model_config *c) {
     memset(c, 0, sizeof *c);
     size_t oom = qc_json_oom_count();
@@ -177,6 +255,13 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
                  : (cJSON_IsString(mt) && strcmp(mt->valuestring, known[i].model_type) == 0))
             found = i;
     }
+    if (found < 0 && ((name && strcmp(name, "Gemma3ForConditionalGeneration") == 0) ||
+                      (!name && cJSON_IsString(mt) && strcmp(mt->valuestring, "gemma3") == 0))) {
+        st = qc_fail(QC_ERR_UNSUPPORTED, "%s: the multimodal Gemma-3 (Gemma3ForConditionalGeneration, model_type "
+                     "gemma3, with a vision tower) is not supported; qcal reads the text-only decoder "
+                     "Gemma3ForCausalLM (model_type gemma3_text)", what);
+        goto done;
+    }
     if (found < 0) {
         char list[512] = "";
         for (int i = 0, o = 0; i < n_known && o < (int)sizeof list; i++)
@@ -188,21 +273,36 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
     c->arch = known[found].id;
     snprintf(c->arch_name, sizeof c->arch_name, "%s", known[found].class_name);
 
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-    if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0) {
-        st = qc_fail(QC_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (supported: silu)", what,
-                     act->valuestring);
-        goto done;
+    const bool gemma = c->arch == QC_ARCH_GEMMA2 || c->arch == QC_ARCH_GEMMA3;
+    if (gemma) { /* Gemma's MLP reads hidden_activation (default gelu_pytorch_tanh); hidden_act when only it is given */
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_activation");
+        if (!cJSON_IsString(act)) act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+        /* gelu_new is the same tanh approximation */
+        if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu_pytorch_tanh") != 0 &&
+            strcmp(act->valuestring, "gelu_new") != 0) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: hidden_activation \"%s\" is not supported for %s (supported: "
+                         "gelu_pytorch_tanh)", what, act->valuestring, c->arch_name);
+            goto done;
+        }
+        c->act = QC_ACT_GELU_TANH;
+    } else {
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+        if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (supported: silu)", what,
+                         act->valuestring);
+            goto done;
+        }
+        c->act = QC_ACT_SILU;
     }
 
     const int big = 1 << 24;
     if ((st = get_int(root, "hidden_size", true, 0, 1, big, what, &c->hidden_size))) goto done;
-    if ((st = get_int(root, "num_hidden_layers", true, 0, 1, 4096, what, &c->n_layers))) goto done;
+    if ((st = get_int(root, "num_hidden_layers", true, 0, 1, QC_MAX_LAYERS, what, &c->n_layers))) goto done;
     if ((st = get_int(root, "num_attention_heads", true, 0, 1, 65536, what, &c->n_heads))) goto done;
     if ((st = get_int(root, "num_key_value_heads", false, c->n_heads, 1, 65536, what, &c->n_kv_heads))) goto done;
     if ((st = get_int(root, "intermediate_size", true, 0, 1, big, what, &c->intermediate_size))) goto done;
     if ((st = get_int(root, "vocab_size", true, 0, 1, big, what, &c->vocab_size))) goto done;
-    int hd_default = c->arch == QC_ARCH_QWEN3 ? 128 : c->hidden_size / c->n_heads;
+    int hd_default = c->arch == QC_ARCH_QWEN3 ? 128 : gemma ? 256 : c->hidden_size / c->n_heads;
     if ((st = get_int(root, "head_dim", false, hd_default, 2, 65536, what, &c->head_dim))) goto done;
     if ((st = get_int(root, "max_position_embeddings", false, 2048, 1, 1 << 30, what,
                       &c->max_position_embeddings)))
@@ -210,7 +310,7 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
     double eps = 1e-6;
     if ((st = get_num(root, "rms_norm_eps", 1e-6, 0.0, 1.0, what, &eps))) goto done;
     c->rms_norm_eps = (float)eps;
-    if ((st = get_bool(root, "tie_word_embeddings", false, what, &c->tie_word_embeddings))) goto done;
+    if ((st = get_bool(root, "tie_word_embeddings", gemma, what, &c->tie_word_embeddings))) goto done;
     if ((st = parse_rope(root, what, c))) goto done;
 
     if (c->n_heads % c->n_kv_heads != 0) {
@@ -261,6 +361,30 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
             goto done;
         }
         break; /* the window (Phi-3-mini: 2047) applies to every layer, as Mistral's */
+    }
+    case QC_ARCH_GEMMA2:
+    case QC_ARCH_GEMMA3: {
+        /* Gemma2Config / Gemma3TextConfig defaults where a field is absent; null turns a soft-cap off */
+        bool g2 = c->arch == QC_ARCH_GEMMA2;
+        double cap;
+        if ((st = get_bool(root, "attention_bias", false, what, &attn_bias))) goto done;
+        if (attn_bias) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: attention_bias true is not supported for %s", what, c->arch_name);
+            goto done;
+        }
+        c->qk_norm = !g2;
+        if ((st = get_num(root, "query_pre_attn_scalar", 256.0, 1e-6, 1e12, what, &c->attn_scalar))) goto done;
+        const cJSON *ac = cJSON_GetObjectItemCaseSensitive(root, "attn_logit_softcapping");
+        if ((st = get_num(root, "attn_logit_softcapping", !ac && g2 ? 50.0 : 0.0, 0.0, 1e12, what, &cap))) goto done;
+        c->attn_softcap = (float)cap;
+        const cJSON *fc = cJSON_GetObjectItemCaseSensitive(root, "final_logit_softcapping");
+        if ((st = get_num(root, "final_logit_softcapping", !fc && g2 ? 30.0 : 0.0, 0.0, 1e12, what, &cap))) goto done;
+        c->final_softcap = (float)cap;
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+        if ((st = get_int(root, "sliding_window", false, sw ? 0 : 4096, 0, 1 << 30, what, &c->sliding_window))) goto done;
+        if ((st = parse_layer_types(root, what, c))) goto done;
+        use_sw = false;
+        break;
     }
     }
     if (use_sw) {

@@ -14,9 +14,19 @@
  *                                            norm_topk_prob; every layer sparse)
  *   Qwen3MoeForCausalLM model_type qwen3_moe (q/k norms, norm_topk_prob, decoder_sparse_step,
  *                                            mlp_only_layers: dense layers)
- * hidden_act must be "silu"; rope_scaling may be null, "default", "linear" or "llama3"
- * (transformers v5 spells it "rope_parameters"). Anything else is QC_ERR_UNSUPPORTED with a message
- * listing what is supported.
+ *   Gemma2ForCausalLM   model_type gemma2   ((1 + w) RMSNorms, post-attention/post-MLP norms, GeGLU
+ *                                            (hidden_activation gelu_pytorch_tanh), embeddings * sqrt(hidden),
+ *                                            query_pre_attn_scalar, attn/final logit soft-capping, sliding
+ *                                            window on the layers layer_types names, else the even ones)
+ *   Gemma3ForCausalLM   model_type gemma3_text (Gemma-2's layer plus (1 + w) q/k norms; layer_types or
+ *                                            sliding_window_pattern; sliding layers rotate with
+ *                                            rope_local_base_freq, unscaled, full ones with rope_theta and
+ *                                            rope_scaling; transformers v5's per-layer-type rope_parameters
+ *                                            {"full_attention": {...}, "sliding_attention": {...}} too).
+ *                                            The multimodal Gemma3ForConditionalGeneration is refused.
+ * hidden_act must be "silu" (Gemma: gelu_pytorch_tanh); rope_scaling may be null, "default", "linear" or
+ * "llama3" (transformers v5 spells it "rope_parameters"). Anything else is QC_ERR_UNSUPPORTED with a
+ * message listing what is supported.
  *
  *   qc_model_config cfg;
  *   if (qc_model_config_load("models/llama", &cfg) != QC_OK) die(qc_last_error());
@@ -39,13 +49,22 @@ typedef enum qc_arch {
     QC_ARCH_QWEN2   = 2,
     QC_ARCH_QWEN3   = 3,
     QC_ARCH_PHI3    = 4,
-    /* 5-7: dense architectures in progress (Gemma-2/3, OPT) */
+    QC_ARCH_GEMMA2  = 5,
+    QC_ARCH_GEMMA3  = 6,
+    /* 7: kept for OPT */
     QC_ARCH_MIXTRAL   = 8,
     QC_ARCH_QWEN2_MOE = 9,
     QC_ARCH_QWEN3_MOE = 10,
 } qc_arch;
 
-/* The most layers whose MoE/dense choice a config can spell out (mlp_only_layers). */
+/* The MLP's gate activation: down(act(gate(x)) * up(x)). Append only. */
+typedef enum qc_act {
+    QC_ACT_SILU      = 0,   /* x * sigmoid(x) (Llama family) */
+    QC_ACT_GELU_TANH = 1,   /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (Gemma: gelu_pytorch_tanh) */
+} qc_act;
+
+/* Upper bound on num_hidden_layers (the per-layer attention kinds and mlp_only_layers are bitmasks of this many
+ * bits). */
 #define QC_MAX_LAYERS 4096
 
 typedef enum qc_rope_type {
@@ -77,7 +96,17 @@ typedef struct qc_model_config {
     bool    o_bias;               /* o_proj carries a bias (Llama attention_bias) */
     bool    mlp_bias;             /* gate/up/down carry biases (Llama mlp_bias) */
     bool    qk_norm;              /* per-head RMSNorm on q and k before RoPE (Qwen3) */
-    int     sliding_window;       /* 0 = full causal attention; else token i sees j > i - window */
+    int     sliding_window;       /* 0 = full causal attention; else token i sees j > i - window, on every layer
+                                     unless window_per_layer (use qc_layer_window) */
+    bool    window_per_layer;     /* the window applies only to the layers set in sliding_layers (Gemma) */
+    uint8_t sliding_layers[QC_MAX_LAYERS / 8]; /* bit i (byte i / 8, bit i % 8): layer i is a sliding one */
+    double  rope_local_theta;     /* > 0: sliding layers rotate with this base and no rope scaling (Gemma-3's
+                                     rope_local_base_freq); 0: every layer uses rope_theta and rope_type */
+    qc_act  act;                  /* MLP gate activation */
+    double  attn_scalar;          /* scores scale = attn_scalar^-1/2 (Gemma's query_pre_attn_scalar); 0: head_dim,
+                                     computed as 1 / sqrtf(head_dim) */
+    float   attn_softcap;         /* > 0: scores <- tanh(scores / cap) * cap before masking (Gemma-2) */
+    float   final_softcap;        /* > 0: logits <- tanh(logits / cap) * cap (Gemma-2) */
     int     bos_token_id;         /* -1 if absent */
     int     eos_token_id;         /* -1 if absent (first one when config lists several) */
     char    torch_dtype[16];      /* "float16", "bfloat16", "float32" or "" */
@@ -93,6 +122,10 @@ typedef struct qc_model_config {
 
 /* Whether decoder layer i has a mixture-of-experts block (false for every layer of a dense model). */
 bool qc_layer_is_moe(const qc_model_config *cfg, int i);
+/* Layer i's sliding window: 0 for full causal attention. */
+int  qc_layer_window(const qc_model_config *cfg, int layer);
+/* Whether layer i uses the local rotary tables (rope_local_theta set and the layer is a sliding one). */
+bool qc_layer_rope_local(const qc_model_config *cfg, int layer);
 
 /* Parses config.json text; `what` names the file in messages. */
 qc_status qc_model_config_parse(const char *json, size_t len, const char *what, qc_model_config *cfg);

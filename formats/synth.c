@@ -33,6 +33,10 @@
 #define SPM_TOK     .bos_token_id = 1, .eos_token_id = 2, .bos_token = "<s>", .eos_token = "</s>", .add_bos = true, \
                     .vocab_layout = QC_SYNTH_VOCAB_SPM
 
+/* Gemma: <pad> 0, <eos> 1, <bos> 2 (the synthetic SentencePiece layout keeps <unk> at 0) */
+#define GEMMA_TOK   .bos_token_id = 2, .eos_token_id = 1, .bos_token = "<bos>", .eos_token = "<eos>", .add_bos = true, \
+                    .vocab_layout = QC_SYNTH_VOCAB_SPM
+
 static const qc_synth_spec k_presets[] = {
     {.name = "llama-3.1-8b", .hf_id = "meta-llama/Llama-3.1-8B", .architecture = "LlamaForCausalLM",
      .model_type = "llama", .hidden_size = 4096, .intermediate_size = 14336, .n_layers = 32, .n_heads = 32,
@@ -97,6 +101,17 @@ static const qc_synth_spec k_presets[] = {
      .eos_token = "<|endoftext|>", .add_bos = false, .vocab_layout = QC_SYNTH_VOCAB_BYTELEVEL,
      .torch_dtype = "bfloat16", .n_experts = 64, .n_experts_per_tok = 8, .moe_intermediate_size = 2560,
      .shared_expert_intermediate_size = 20480, .norm_topk_prob = false},
+    {.name = "gemma-2-9b", .hf_id = "google/gemma-2-9b", .architecture = "Gemma2ForCausalLM", .model_type = "gemma2",
+     .hidden_size = 3584, .intermediate_size = 14336, .n_layers = 42, .n_heads = 16, .n_kv_heads = 8, .head_dim = 256,
+     .vocab_size = 256000, .max_position_embeddings = 8192, .rope_theta = 10000.0, .rms_norm_eps = 1e-6,
+     .tie_word_embeddings = true, .sliding_window = 4096, .query_pre_attn_scalar = 256, .attn_softcap = 50.0,
+     .final_softcap = 30.0, GEMMA_TOK, .torch_dtype = "float32"},
+    {.name = "gemma-3-12b", .hf_id = "google/gemma-3-12b-pt", .architecture = "Gemma3ForCausalLM",
+     .model_type = "gemma3_text", .hidden_size = 3840, .intermediate_size = 15360, .n_layers = 48, .n_heads = 16,
+     .n_kv_heads = 8, .head_dim = 256, .vocab_size = 262208, .max_position_embeddings = 131072,
+     .rope_theta = 1000000.0, .rope_linear = true, .rope_factor = 8.0, .rms_norm_eps = 1e-6,
+     .tie_word_embeddings = true, .qk_norm = true, .sliding_window = 1024, .query_pre_attn_scalar = 256,
+     .sliding_window_pattern = 6, .rope_local_base_freq = 10000.0, GEMMA_TOK, .torch_dtype = "bfloat16"},
 };
 #define N_PRESETS ((int)(sizeof k_presets / sizeof k_presets[0]))
 
@@ -143,7 +158,7 @@ float qc_synth_normal(uint64_t seed, uint64_t t, uint64_t i) {
 
 /* ---- the plan: every tensor in module order ---- */
 
-typedef enum { K_WEIGHT, K_NORM, K_BIAS } tensor_kind;
+typedef enum { K_WEIGHT, K_NORM, K_BIAS, K_NORM_UNIT } tensor_kind; /* K_NORM_UNIT: a (1 + w) norm's w */
 
 typedef struct plan_tensor {
     char        name[80];
@@ -222,6 +237,7 @@ static qc_status make_plan(const qc_synth_spec *s, int n_layers, plan *p) {
     if (st) return st;
     const qc_arch_desc *a = qc_arch_desc_of(c.arch);
     const int64_t d = s->hidden_size;
+    const tensor_kind norm_kind = a->norm_unit_offset ? K_NORM_UNIT : K_NORM; /* (1 + w) norms: w ~ 0 */
     char what[48]; /* plan_tensor's name holds "model.layers.N." and this */
     bool ok = plan_add(p, K_WEIGHT, s->vocab_size, d, -1, a->embed);
     for (int i = 0; ok && i < n_layers; i++) {
@@ -260,7 +276,7 @@ static qc_status make_plan(const qc_synth_spec *s, int n_layers, plan *p) {
             for (int k = 0; ok && last_of_module && k < QC_NORM_COUNT; k++) {
                 if (!qc_norm_present(&c, (qc_norm_id)k) || strncmp(a->norm[k].name, a->lin[l].name, mod + 1) != 0) continue;
                 snprintf(what, sizeof what, "%s.weight", a->norm[k].name);
-                ok = plan_add(p, K_NORM, qc_norm_dim(&c, (qc_norm_id)k), 0, i, what);
+                ok = plan_add(p, norm_kind, qc_norm_dim(&c, (qc_norm_id)k), 0, i, what);
                 norm_done[k] = true;
             }
             if (ok && l == QC_LIN_DOWN && a->moe && a->moe->shared_gate && qc_layer_is_moe(&c, i)) {
@@ -271,10 +287,10 @@ static qc_status make_plan(const qc_synth_spec *s, int n_layers, plan *p) {
         for (int k = 0; ok && k < QC_NORM_COUNT; k++) {
             if (norm_done[k] || !qc_norm_present(&c, (qc_norm_id)k)) continue;
             snprintf(what, sizeof what, "%s.weight", a->norm[k].name);
-            ok = plan_add(p, K_NORM, qc_norm_dim(&c, (qc_norm_id)k), 0, i, what);
+            ok = plan_add(p, norm_kind, qc_norm_dim(&c, (qc_norm_id)k), 0, i, what);
         }
     }
-    ok = ok && plan_add(p, K_NORM, d, 0, -1, a->final_norm);
+    ok = ok && plan_add(p, norm_kind, d, 0, -1, a->final_norm);
     if (ok && !s->tie_word_embeddings) ok = plan_add(p, K_WEIGHT, s->vocab_size, d, -1, a->lm_head);
     if (!ok) return qc_fail(QC_ERR_NOMEM, "synth: out of memory");
     return QC_OK;
@@ -315,7 +331,7 @@ typedef struct gen_job {
 
 static void *gen_run(void *arg) {
     const gen_job *j = arg;
-    const float scale = j->kind == K_WEIGHT ? STD_WEIGHT : j->kind == K_NORM ? STD_NORM : STD_BIAS;
+    const float scale = j->kind == K_WEIGHT ? STD_WEIGHT : j->kind == K_BIAS ? STD_BIAS : STD_NORM;
     const float shift = j->kind == K_NORM ? 1.0f : 0.0f;
     for (int64_t e = 0; e < j->count; e++) {
         float v = shift + scale * lanes_to_normal(splitmix64(j->key + (uint64_t)(j->first + e)));
@@ -407,14 +423,22 @@ static cJSON *make_config(const qc_synth_spec *s, const qc_synth_opts *o, int n_
     cJSON *c = cJSON_CreateObject();
     if (!c) return NULL;
     bool llama = strcmp(s->model_type, "llama") == 0, qwen = strncmp(s->model_type, "qwen", 4) == 0;
+    bool gemma = strncmp(s->model_type, "gemma", 5) == 0;
     cJSON *arch = cJSON_AddArrayToObject(c, "architectures");
     if (arch) cJSON_AddItemToArray(arch, cJSON_CreateString(s->architecture));
-    if (llama || strcmp(s->model_type, "qwen3") == 0) cJSON_AddBoolToObject(c, "attention_bias", false);
+    if (llama || gemma || strcmp(s->model_type, "qwen3") == 0) cJSON_AddBoolToObject(c, "attention_bias", false);
     cJSON_AddNumberToObject(c, "attention_dropout", 0.0);
     cJSON_AddNumberToObject(c, "bos_token_id", s->bos_token_id);
     cJSON_AddNumberToObject(c, "eos_token_id", s->eos_token_id);
     cJSON_AddNumberToObject(c, "head_dim", s->head_dim);
-    cJSON_AddStringToObject(c, "hidden_act", "silu");
+    if (gemma) {
+        if (s->attn_softcap > 0) cJSON_AddNumberToObject(c, "attn_logit_softcapping", s->attn_softcap);
+        else cJSON_AddNullToObject(c, "attn_logit_softcapping");
+        if (s->final_softcap > 0) cJSON_AddNumberToObject(c, "final_logit_softcapping", s->final_softcap);
+        else cJSON_AddNullToObject(c, "final_logit_softcapping");
+    }
+    cJSON_AddStringToObject(c, "hidden_act", gemma ? "gelu_pytorch_tanh" : "silu");
+    if (gemma) cJSON_AddStringToObject(c, "hidden_activation", "gelu_pytorch_tanh");
     cJSON_AddNumberToObject(c, "hidden_size", s->hidden_size);
     cJSON_AddNumberToObject(c, "initializer_range", 0.02);
     cJSON_AddNumberToObject(c, "intermediate_size", s->intermediate_size);
@@ -425,6 +449,7 @@ static cJSON *make_config(const qc_synth_spec *s, const qc_synth_opts *o, int n_
     cJSON_AddNumberToObject(c, "num_attention_heads", s->n_heads);
     cJSON_AddNumberToObject(c, "num_hidden_layers", n_layers);
     cJSON_AddNumberToObject(c, "num_key_value_heads", s->n_kv_heads);
+    if (gemma) cJSON_AddNumberToObject(c, "pad_token_id", 0);
     if (llama) cJSON_AddNumberToObject(c, "pretraining_tp", 1);
     cJSON_AddBoolToObject(c, "qcal_synthetic", true);
     char note[512];
@@ -435,6 +460,7 @@ static cJSON *make_config(const qc_synth_spec *s, const qc_synth_opts *o, int n_
              (unsigned long long)o->seed, dtype_torch(o->dtype), s->name, s->hf_id ? s->hf_id : "custom",
              s->n_layers, n_layers, s->torch_dtype ? s->torch_dtype : "unknown", QC_VERSION);
     cJSON_AddStringToObject(c, "qcal_synthetic_note", note);
+    if (s->query_pre_attn_scalar > 0) cJSON_AddNumberToObject(c, "query_pre_attn_scalar", s->query_pre_attn_scalar);
     cJSON_AddNumberToObject(c, "rms_norm_eps", s->rms_norm_eps);
     if (s->rope_llama3) {
         cJSON *r = cJSON_AddObjectToObject(c, "rope_scaling");
@@ -445,12 +471,20 @@ static cJSON *make_config(const qc_synth_spec *s, const qc_synth_opts *o, int n_
             cJSON_AddNumberToObject(r, "original_max_position_embeddings", s->rope_original_max_pos);
             cJSON_AddStringToObject(r, "rope_type", "llama3");
         }
+    } else if (s->rope_linear) {
+        cJSON *r = cJSON_AddObjectToObject(c, "rope_scaling");
+        if (r) {
+            cJSON_AddNumberToObject(r, "factor", s->rope_factor);
+            cJSON_AddStringToObject(r, "rope_type", "linear");
+        }
     } else {
         cJSON_AddNullToObject(c, "rope_scaling");
     }
+    if (s->rope_local_base_freq > 0) cJSON_AddNumberToObject(c, "rope_local_base_freq", s->rope_local_base_freq);
     cJSON_AddNumberToObject(c, "rope_theta", s->rope_theta);
     if (s->sliding_window > 0) cJSON_AddNumberToObject(c, "sliding_window", s->sliding_window);
     else if (!llama) cJSON_AddNullToObject(c, "sliding_window");
+    if (s->sliding_window_pattern > 0) cJSON_AddNumberToObject(c, "sliding_window_pattern", s->sliding_window_pattern);
     cJSON_AddBoolToObject(c, "tie_word_embeddings", s->tie_word_embeddings);
     cJSON_AddStringToObject(c, "torch_dtype", dtype_torch(o->dtype));
     cJSON_AddBoolToObject(c, "use_cache", true);
@@ -693,7 +727,8 @@ static qc_status check_spec(const qc_synth_spec *s, const qc_synth_opts *o, int 
     if (!o->tokenizer_dir && (s->vocab_size < need || s->bos_token_id >= s->vocab_size ||
                               s->eos_token_id >= s->vocab_size || s->bos_token_id < 0 || s->eos_token_id < 0 ||
                               (s->vocab_layout == QC_SYNTH_VOCAB_SPM
-                                   ? s->bos_token_id != 1 || s->eos_token_id != 2
+                                   ? !((s->bos_token_id == 1 && s->eos_token_id == 2) ||
+                                       (s->bos_token_id == 2 && s->eos_token_id == 1)) /* Gemma: EOS 1, BOS 2 */
                                    : s->bos_token_id < 256 || s->eos_token_id < 256)))
         return qc_fail(QC_ERR_ARG, "synth %s: vocabulary %d cannot hold the byte tokens and BOS %d / EOS %d", n,
                        s->vocab_size, s->bos_token_id, s->eos_token_id);

@@ -55,7 +55,7 @@ extern "C" {
 /* How the synthetic tokenizer lays out its ids (see above). */
 typedef enum qc_synth_vocab {
     QC_SYNTH_VOCAB_BYTELEVEL = 0,  /* bytes 0..255; BOS/EOS at their ids */
-    QC_SYNTH_VOCAB_SPM       = 1,  /* <unk> 0, BOS 1, EOS 2, bytes 3..258 */
+    QC_SYNTH_VOCAB_SPM       = 1,  /* <unk> 0, BOS 1, EOS 2 (Gemma: EOS 1, BOS 2), bytes 3..258 */
 } qc_synth_vocab;
 
 typedef struct qc_synth_spec {
@@ -82,6 +82,12 @@ typedef struct qc_synth_spec {
     bool   qkv_bias;               /* q/k/v biases (Qwen2) */
     bool   qk_norm;                /* per-head q/k RMSNorm (Qwen3) */
     int    sliding_window;         /* Mistral v0.1: 4096; Qwen: the config's value (unused); 0 = null */
+    bool   rope_linear;            /* rope_scaling {rope_type linear, factor rope_factor} (Gemma-3: global layers) */
+    double query_pre_attn_scalar;  /* Gemma; 0 = absent */
+    double attn_softcap;           /* Gemma-2 attn_logit_softcapping; 0 = null */
+    double final_softcap;          /* Gemma-2 final_logit_softcapping; 0 = null */
+    int    sliding_window_pattern; /* Gemma-3 (every Nth layer global); 0 = absent */
+    double rope_local_base_freq;   /* Gemma-3's sliding layers' rope base; 0 = absent */
     int    max_window_layers;      /* Qwen2/3 (written with use_sliding_window false); 0 = absent */
     int    bos_token_id;
     int    eos_token_id;
@@ -99,9 +105,10 @@ typedef struct qc_synth_spec {
 } qc_synth_spec;
 
 /* The built-in presets (llama-3.1-8b, llama-3.1-70b, llama-2-7b, llama-2-13b, llama-2-70b, mistral-7b,
- * qwen2.5-7b, qwen3-8b, phi-3-mini, mixtral-8x7b, qwen3-30b-a3b, qwen2-57b-a14b), with the values of the real
- * models' config.json. MoE layers list the router, then each expert's linears, then a shared expert and its
- * gate (transformers' module order), experts stored per expert as on the Hub. */
+ * qwen2.5-7b, qwen3-8b, phi-3-mini, mixtral-8x7b, qwen3-30b-a3b, qwen2-57b-a14b, gemma-2-9b, gemma-3-12b), with
+ * the values of the real models' config.json (gemma-3-12b: the text_config of google/gemma-3-12b-pt, written as
+ * the text-only Gemma3ForCausalLM). MoE layers list the router, then each expert's linears, then a shared
+ * expert and its gate (transformers' module order), experts stored per expert as on the Hub. */
 const qc_synth_spec *qc_synth_presets(int *count);
 /* The preset named `name`, or NULL. */
 const qc_synth_spec *qc_synth_find(const char *name);

@@ -155,6 +155,11 @@ __global__ void k_div_vec_f32(float *v, int n, const float *s) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) v[i] = __fdiv_rn(v[i], s[i]);
 }
 
+__global__ void k_div_vec_offset_f32(float *v, int n, const float *s, float off) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        v[i] = __fsub_rn(__fdiv_rn(__fadd_rn(off, v[i]), s[i]), off);
+}
+
 /* The clipping search. GSM > 0: gs <= GSM, d in registers (padded with zeros, the tile too).
  * GSM == 0: any gs, d in the global scratch D [K][Npad] (column per thread, coalesced), tile of
  * `tile` tokens. Blocks: x = group, y = chunk of kClipRows rows. Shared: xs [tile][gsp] fp32. */
@@ -404,6 +409,14 @@ qc_status qc_gpu_div_vec_f32(qc_gpu *g, float *v, int n, const float *s) {
     if (n <= 0) return QC_OK;
     k_div_vec_f32<<<qc_grid((size_t)n, kThreads), kThreads, 0, g->stream>>>(v, n, s);
     QC_CU_LAUNCH("k_div_vec_f32");
+    return QC_OK;
+}
+
+qc_status qc_gpu_div_vec_offset_f32(qc_gpu *g, float *v, int n, const float *s, float off) {
+    if (off == 0.0f) return qc_gpu_div_vec_f32(g, v, n, s);
+    if (n <= 0) return QC_OK;
+    k_div_vec_offset_f32<<<qc_grid((size_t)n, kThreads), kThreads, 0, g->stream>>>(v, n, s, off);
+    QC_CU_LAUNCH("k_div_vec_offset_f32");
     return QC_OK;
 }
 

@@ -30,6 +30,8 @@ qc_status qc_gpu_sqdiff_sum(qc_gpu *g, const float *a, const float *b, size_t n,
 qc_status qc_gpu_scale_cols_f16(qc_gpu *g, uint16_t *W, int N, int K, const float *s);
 qc_status qc_gpu_div_rows_f16(qc_gpu *g, uint16_t *W, int N, int K, int row0, int len, const float *s);
 qc_status qc_gpu_div_vec_f32(qc_gpu *g, float *v, int n, const float *s);
+/* v[k] = (off + v[k]) / s[k] - off: a (1 + w) norm (Gemma, off 1) divided by s; off 0 is qc_gpu_div_vec_f32. */
+qc_status qc_gpu_div_vec_offset_f32(qc_gpu *g, float *v, int n, const float *s, float off);
 qc_status qc_gpu_div_cols_act_f16(qc_gpu *g, uint16_t *X, int64_t T, int K, const float *s);
 
 /* The clipping search (qc_awq_clip): W fp32 [N, K] clamped in place to the best max |w| per

@@ -110,7 +110,49 @@ static void test_descriptions_consistent(void **state) {
         assert_true(qc_norm_present(&c, QC_NORM_ATTN));
         assert_true(qc_norm_present(&c, QC_NORM_MLP));
         assert_int_equal(qc_norm_dim(&c, QC_NORM_ATTN), c.hidden_size);
+        /* norms are named uniquely; the post norms, where they exist, have the hidden width */
+        for (int k = 0; k < QC_NORM_COUNT; k++) {
+            if (!a->norm[k].name) continue;
+            for (int m = 0; m < k; m++)
+                if (a->norm[m].name) assert_string_not_equal(a->norm[m].name, a->norm[k].name);
+        }
+        assert_int_equal(qc_norm_present(&c, QC_NORM_ATTN_POST), qc_norm_present(&c, QC_NORM_MLP_POST));
+        if (qc_norm_present(&c, QC_NORM_ATTN_POST)) assert_int_equal(qc_norm_dim(&c, QC_NORM_MLP_POST), c.hidden_size);
     }
+}
+
+/* Gemma: the Llama linears, the pre norms AWQ folds into (input_layernorm, pre_feedforward_layernorm), post
+ * norms, (1 + w) norms and scaled embeddings; Gemma-3's q/k norms with qk_norm. */
+static void test_gemma_layout(void **state) {
+    (void)state;
+    for (int v = 0; v < 2; v++) {
+        qc_arch arch = v ? QC_ARCH_GEMMA3 : QC_ARCH_GEMMA2;
+        qc_model_config c = config_of(arch, 2);
+        c.qk_norm = v == 1;
+        const qc_arch_desc *a = qc_arch_desc_of(arch);
+        assert_true(a->norm_unit_offset);
+        assert_true(a->embed_scaled);
+        QC_CHECK_NEAR(qc_norm_offset(&c), 1.0, 0);
+        assert_string_equal(a->norm[QC_NORM_ATTN].name, "input_layernorm");
+        assert_string_equal(a->norm[QC_NORM_MLP].name, "pre_feedforward_layernorm");
+        assert_string_equal(a->norm[QC_NORM_ATTN_POST].name, "post_attention_layernorm");
+        assert_string_equal(a->norm[QC_NORM_MLP_POST].name, "post_feedforward_layernorm");
+        assert_true(qc_norm_present(&c, QC_NORM_ATTN_POST));
+        assert_int_equal(qc_norm_present(&c, QC_NORM_Q), v == 1);
+        for (int l = 0; l < QC_LIN_COUNT; l++) {
+            assert_string_equal(a->lin[l].name, qc_linear_name((qc_linear_id)l));
+            assert_false(qc_linear_has_bias(&c, (qc_linear_id)l));
+        }
+        qc_arch_awq g[4];
+        int ng = qc_arch_awq_groups(&c, 0, g);
+        assert_int_equal(ng, 3); /* GQA: no v -> o group */
+        assert_int_equal(g[0].prev_norm, QC_NORM_ATTN);
+        assert_int_equal(g[1].prev_norm, QC_NORM_MLP);
+    }
+    qc_model_config c = config_of(QC_ARCH_LLAMA, 2);
+    QC_CHECK_NEAR(qc_norm_offset(&c), 0.0, 0);
+    assert_false(qc_norm_present(&c, QC_NORM_ATTN_POST));
+    assert_false(qc_arch_desc_of(QC_ARCH_LLAMA)->embed_scaled);
 }
 
 static void test_llama_layout(void **state) {
@@ -338,6 +380,7 @@ int main(void) {
         cmocka_unit_test(test_descriptions_consistent), cmocka_unit_test(test_llama_layout),
         cmocka_unit_test(test_awq_groups_gqa), cmocka_unit_test(test_phi3_storage), cmocka_unit_test(test_config_names),
         cmocka_unit_test(test_moe_layout),
+        cmocka_unit_test(test_gemma_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -284,6 +284,21 @@ static void test_folding(void **state) {
         qc_gpu_free(G, dv); qc_gpu_free(G, ds);
         free(v); free(got); free(s);
     }
+    /* a (1 + w) norm (Gemma): v[k] = (1 + v[k]) / s[k] - 1, as the CPU fold computes it */
+    {
+        const int n = 4099;
+        float *v = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n), *s = rand_scales(n);
+        for (int i = 0; i < n; i++) v[i] = 0.1f * gauss();
+        void *dv = dev_put(v, sizeof(float) * n), *ds = dev_put(s, sizeof(float) * n);
+        QC_CHECK_OK(qc_gpu_div_vec_offset_f32(G, dv, n, ds, 1.0f));
+        QC_CHECK_OK(qc_gpu_download(G, got, dv, sizeof(float) * n));
+        for (int i = 0; i < n; i++) {
+            float want = (1.0f + v[i]) / s[i] - 1.0f;
+            if (memcmp(&got[i], &want, 4)) fail_msg("div_vec_offset [%d]: %.9g, want %.9g", i, got[i], want);
+        }
+        qc_gpu_free(G, dv); qc_gpu_free(G, ds);
+        free(v); free(got); free(s);
+    }
     /* X[t, k] /= s[k] (fp16 activations) */
     {
         const int64_t T = 2048;

@@ -189,7 +189,8 @@ static void run_layers(const char *dir, const char *label, int nseq, int T) {
             double ss = 0;
             for (int i = 0; i < d; i++) ss += (double)xg[(size_t)r * d + i] * xg[(size_t)r * d + i];
             double inv = 1.0 / sqrt(ss / d + c->rms_norm_eps);
-            for (int i = 0; i < d; i++) xn_ref[(size_t)r * d + i] = (float)(L.attn_norm[i] * xg[(size_t)r * d + i] * inv);
+            for (int i = 0; i < d; i++) /* Gemma's norms scale by (1 + w) */
+                xn_ref[(size_t)r * d + i] = (float)((qc_norm_offset(c) + L.attn_norm[i]) * xg[(size_t)r * d + i] * inv);
         }
         double r_norm = rel_l2(xr, xn_ref, nd);
         free(xn_ref);

@@ -92,6 +92,128 @@ static void test_phi3(void **state) {
                    QC_ERR_UNSUPPORTED, "longrope");
 }
 
+static bool sliding(const qc_model_config *c, int i) { return qc_layer_window(c, i) > 0; }
+
+static void test_gemma2(void **state) {
+    (void)state;
+    qc_model_config c;
+    /* google/gemma-2-9b's config.json */
+    QC_CHECK_OK(parse("{\"architectures\": [\"Gemma2ForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0, "
+                      "\"attn_logit_softcapping\": 50.0, \"bos_token_id\": 2, \"cache_implementation\": \"hybrid\", "
+                      "\"eos_token_id\": 1, \"final_logit_softcapping\": 30.0, \"head_dim\": 256, \"hidden_act\": "
+                      "\"gelu_pytorch_tanh\", \"hidden_activation\": \"gelu_pytorch_tanh\", \"hidden_size\": 3584, "
+                      "\"initializer_range\": 0.02, \"intermediate_size\": 14336, \"max_position_embeddings\": 8192, "
+                      "\"model_type\": \"gemma2\", \"num_attention_heads\": 16, \"num_hidden_layers\": 42, "
+                      "\"num_key_value_heads\": 8, \"pad_token_id\": 0, \"query_pre_attn_scalar\": 256, "
+                      "\"rms_norm_eps\": 1e-06, \"rope_theta\": 10000.0, \"sliding_window\": 4096, "
+                      "\"sliding_window_size\": 4096, \"torch_dtype\": \"float32\", \"use_cache\": true, "
+                      "\"vocab_size\": 256000}", &c));
+    assert_int_equal(c.arch, QC_ARCH_GEMMA2);
+    assert_int_equal(c.act, QC_ACT_GELU_TANH);
+    assert_int_equal(c.head_dim, 256);
+    assert_true(c.tie_word_embeddings); /* Gemma2Config default */
+    assert_false(c.qk_norm);
+    QC_CHECK_NEAR(c.attn_scalar, 256.0, 0);
+    QC_CHECK_NEAR(c.attn_softcap, 50.0, 0);
+    QC_CHECK_NEAR(c.final_softcap, 30.0, 0);
+    QC_CHECK_NEAR(c.rope_local_theta, 0.0, 0);
+    for (int i = 0; i < 42; i++) { /* even layers slide (layer_types absent) */
+        assert_int_equal(qc_layer_window(&c, i), i % 2 == 0 ? 4096 : 0);
+        assert_false(qc_layer_rope_local(&c, i));
+    }
+    /* defaults: softcaps 50/30 when absent, null turns them off; layer_types wins over the alternation */
+    QC_CHECK_OK(parse("{\"model_type\": \"gemma2\", " BASE ", \"head_dim\": 16}", &c));
+    QC_CHECK_NEAR(c.attn_softcap, 50.0, 0);
+    QC_CHECK_NEAR(c.final_softcap, 30.0, 0);
+    assert_int_equal(c.sliding_window, 4096);
+    QC_CHECK_OK(parse("{\"model_type\": \"gemma2\", " BASE ", \"attn_logit_softcapping\": null, "
+                      "\"final_logit_softcapping\": null, \"layer_types\": [\"full_attention\", \"sliding_attention\"], "
+                      "\"sliding_window\": 8}", &c));
+    QC_CHECK_NEAR(c.attn_softcap, 0.0, 0);
+    QC_CHECK_NEAR(c.final_softcap, 0.0, 0);
+    assert_false(sliding(&c, 0));
+    assert_int_equal(qc_layer_window(&c, 1), 8);
+    QC_CHECK_FAILS(parse("{\"model_type\": \"gemma2\", " BASE ", \"layer_types\": [\"full_attention\"]}", &c),
+                   QC_ERR_FORMAT, "num_hidden_layers (2)");
+    QC_CHECK_FAILS(parse("{\"model_type\": \"gemma2\", " BASE ", \"layer_types\": [\"full_attention\", \"chunked\"]}", &c),
+                   QC_ERR_UNSUPPORTED, "layer_types[1] \"chunked\"");
+    QC_CHECK_FAILS(parse("{\"model_type\": \"gemma2\", " BASE ", \"hidden_activation\": \"gelu\"}", &c),
+                   QC_ERR_UNSUPPORTED, "hidden_activation \"gelu\"");
+    QC_CHECK_OK(parse("{\"model_type\": \"gemma2\", " BASE ", \"hidden_act\": \"gelu_pytorch_tanh\"}", &c));
+    /* Mistral keeps one window for every layer */
+    QC_CHECK_OK(parse("{\"architectures\": [\"MistralForCausalLM\"], " BASE ", \"sliding_window\": 4096}", &c));
+    assert_int_equal(qc_layer_window(&c, 0), 4096);
+    assert_int_equal(qc_layer_window(&c, 1), 4096);
+}
+
+static void test_gemma3(void **state) {
+    (void)state;
+    qc_model_config c;
+    /* google/gemma-3-1b-pt's config.json (transformers 4.50) */
+    QC_CHECK_OK(parse("{\"architectures\": [\"Gemma3ForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0, "
+                      "\"attn_logit_softcapping\": null, \"bos_token_id\": 2, \"cache_implementation\": \"hybrid\", "
+                      "\"eos_token_id\": 1, \"final_logit_softcapping\": null, \"head_dim\": 256, \"hidden_activation\": "
+                      "\"gelu_pytorch_tanh\", \"hidden_size\": 1152, \"initializer_range\": 0.02, \"intermediate_size\": 6912, "
+                      "\"max_position_embeddings\": 32768, \"model_type\": \"gemma3_text\", \"num_attention_heads\": 4, "
+                      "\"num_hidden_layers\": 26, \"num_key_value_heads\": 1, \"pad_token_id\": 0, "
+                      "\"query_pre_attn_scalar\": 256, \"rms_norm_eps\": 1e-06, \"rope_local_base_freq\": 10000, "
+                      "\"rope_scaling\": null, \"rope_theta\": 1000000, \"sliding_window\": 512, "
+                      "\"sliding_window_pattern\": 6, \"torch_dtype\": \"bfloat16\", \"use_cache\": true, "
+                      "\"vocab_size\": 262144}", &c));
+    assert_int_equal(c.arch, QC_ARCH_GEMMA3);
+    assert_true(c.qk_norm);
+    assert_true(c.tie_word_embeddings);
+    QC_CHECK_NEAR(c.attn_softcap, 0.0, 0);
+    QC_CHECK_NEAR(c.final_softcap, 0.0, 0);
+    QC_CHECK_NEAR(c.rope_theta, 1e6, 0);
+    QC_CHECK_NEAR(c.rope_local_theta, 1e4, 0);
+    assert_int_equal(c.rope_type, QC_ROPE_DEFAULT);
+    for (int i = 0; i < 26; i++) { /* 5 local : 1 global */
+        bool sl = (i + 1) % 6 != 0;
+        assert_int_equal(qc_layer_window(&c, i), sl ? 512 : 0);
+        assert_int_equal(qc_layer_rope_local(&c, i), sl);
+    }
+    /* v4: rope_scaling applies to the global layers */
+    QC_CHECK_OK(parse("{\"architectures\": [\"Gemma3ForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": "
+                      "\"linear\", \"factor\": 8.0}, \"layer_types\": [\"sliding_attention\", \"full_attention\"]}", &c));
+    assert_int_equal(c.rope_type, QC_ROPE_LINEAR);
+    QC_CHECK_NEAR(c.rope_factor, 8.0, 0);
+    assert_true(qc_layer_rope_local(&c, 0));
+    assert_false(qc_layer_rope_local(&c, 1));
+    /* v5: rope_parameters keyed by layer type */
+    QC_CHECK_OK(parse("{\"model_type\": \"gemma3_text\", " BASE ", \"rope_parameters\": {\"full_attention\": "
+                      "{\"rope_type\": \"linear\", \"factor\": 8.0, \"rope_theta\": 1000000.0}, \"sliding_attention\": "
+                      "{\"rope_type\": \"default\", \"rope_theta\": 20000.0}}}", &c));
+    assert_int_equal(c.arch, QC_ARCH_GEMMA3);
+    assert_int_equal(c.rope_type, QC_ROPE_LINEAR);
+    QC_CHECK_NEAR(c.rope_theta, 1e6, 0);
+    QC_CHECK_NEAR(c.rope_local_theta, 20000.0, 0);
+    QC_CHECK_FAILS(parse("{\"model_type\": \"gemma3_text\", " BASE ", \"rope_parameters\": {\"sliding_attention\": "
+                         "{\"rope_type\": \"linear\", \"factor\": 2.0}}}", &c),
+                   QC_ERR_UNSUPPORTED, "sliding_attention type \"linear\"");
+    QC_CHECK_FAILS(parse("{\"model_type\": \"gemma3_text\", " BASE ", \"rope_parameters\": {\"full_attention\": "
+                         "{\"rope_type\": \"yarn\", \"factor\": 2.0}}}", &c),
+                   QC_ERR_UNSUPPORTED, "\"yarn\" is not supported");
+    QC_CHECK_FAILS(parse("{\"model_type\": \"llama\", " BASE ", \"rope_parameters\": {\"full_attention\": {}}}", &c),
+                   QC_ERR_UNSUPPORTED, "Gemma-2 and Gemma-3 only");
+    /* Gemma-2 written per layer type with one rope: no local tables; a different sliding base gets them */
+    QC_CHECK_OK(parse("{\"model_type\": \"gemma2\", " BASE ", \"rope_parameters\": {\"full_attention\": "
+                      "{\"rope_type\": \"default\", \"rope_theta\": 10000.0}, \"sliding_attention\": "
+                      "{\"rope_type\": \"default\", \"rope_theta\": 10000.0}}}", &c));
+    QC_CHECK_NEAR(c.rope_local_theta, 0.0, 0);
+    QC_CHECK_OK(parse("{\"model_type\": \"gemma2\", " BASE ", \"rope_parameters\": {\"full_attention\": "
+                      "{\"rope_type\": \"default\", \"rope_theta\": 10000.0}, \"sliding_attention\": "
+                      "{\"rope_type\": \"default\", \"rope_theta\": 500.0}}}", &c));
+    QC_CHECK_NEAR(c.rope_local_theta, 500.0, 0);
+    assert_true(qc_layer_rope_local(&c, 0));
+    /* the multimodal model */
+    QC_CHECK_FAILS(parse("{\"architectures\": [\"Gemma3ForConditionalGeneration\"], \"model_type\": \"gemma3\", "
+                         "\"text_config\": {" BASE "}}", &c),
+                   QC_ERR_UNSUPPORTED, "Gemma3ForCausalLM (model_type gemma3_text)");
+    QC_CHECK_FAILS(parse("{\"model_type\": \"gemma3\", \"text_config\": {" BASE "}}", &c), QC_ERR_UNSUPPORTED,
+                   "multimodal Gemma-3");
+}
+
 static void test_errors(void **state) {
     (void)state;
     qc_model_config c;
@@ -132,6 +254,7 @@ static void test_real_configs(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama_defaults), cmocka_unit_test(test_architectures), cmocka_unit_test(test_rope), cmocka_unit_test(test_phi3),
+        cmocka_unit_test(test_gemma2), cmocka_unit_test(test_gemma3),
         cmocka_unit_test(test_errors), cmocka_unit_test(test_real_configs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
