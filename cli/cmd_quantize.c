@@ -446,6 +446,11 @@ static int run(int argc, char **argv) {
     po.moe_low = strcmp(r.moe_low_coverage, "rtn") == 0 ? QC_MOE_LOW_RTN : QC_MOE_LOW_ALL_TOKENS;
     if (qc_cli_opt(k_opts, "batch-tokens")->set) po.batch_tokens = (int)qc_cli_opt(k_opts, "batch-tokens")->i;
     if ((st = check_some_packable(m, &po)) || (st = check_awq_names(m, &po))) goto out;
+    if (device >= 0 && qc_arch_n_lin(&m->cfg) != QC_LIN_COUNT) { /* before calibration (the pipeline checks too) */
+        st = qc_fail(QC_ERR_UNSUPPORTED, "quantize: mixture-of-experts models (%s) run on the CPU only in this "
+                     "version (--device cpu)", m->cfg.arch_name);
+        goto out;
+    }
 
     /* ---- the preflight plan: what the run needs, refused before calibration when it cannot fit ---- */
     {

@@ -110,9 +110,9 @@ bool qc_layer_is_moe(const qc_model_config *c, int i) {
 static qc_status parse_moe(const cJSON *root, const char *what, qc_model_config *c) {
     qc_status st;
     bool qwen = c->arch != QC_ARCH_MIXTRAL;
-    if ((st = get_int(root, qwen ? "num_experts" : "num_local_experts", true, 0, 1, QC_EXPERTS_MAX, what,
-                      &c->n_experts)))
-        return st;
+    /* the Qwen MoEs' num_experts; transformers 5 writes num_local_experts for every MoE */
+    const char *key = qwen && cJSON_GetObjectItemCaseSensitive(root, "num_experts") ? "num_experts" : "num_local_experts";
+    if ((st = get_int(root, key, true, 0, 1, QC_EXPERTS_MAX, what, &c->n_experts))) return st;
     if ((st = get_int(root, "num_experts_per_tok", true, 0, 1, c->n_experts, what, &c->n_experts_per_tok))) return st;
     c->moe_intermediate_size = c->intermediate_size;
     c->norm_topk_prob = true;

@@ -56,8 +56,8 @@ if [[ "${QCAL_GPU_PARITY_ONLY_25M:-0}" != 1 && -d "$S/tests/data/arch" ]]; then
     for a in "$S"/tests/data/arch/*/; do
         a=${a%/}; n=$(basename "$a")
         if grep -Eq '"num_(local_)?experts"' "$a/config.json"; then # MoE: the CUDA backend refuses it (CPU only)
-            "$Q" quantize --model "$a" --out "$T/arch-$n-gpu" --calib "$D/text/c4.utf8" --nsamples 4 --seqlen 64 \
-                --group-size 32 --device cuda --quiet >"$T/arch-$n.out" 2>&1
+            "$Q" quantize --model "$a" --out "$T/arch-$n-gpu" --calib-tokens "$S/tests/data/parity/fixture-tokens.bin" \
+                --sampling gptq --nsamples 16 --seqlen 128 --group-size 32 --device cuda --quiet >"$T/arch-$n.out" 2>&1
             rc=$?
             [[ $rc -eq 1 ]] && grep -q "run on the CPU only" "$T/arch-$n.out" && [[ ! -e $T/arch-$n-gpu ]] && ok ||
                 bad "arch-$n: MoE on cuda: rc $rc, $(tail -2 "$T/arch-$n.out")"
