@@ -373,6 +373,13 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
             goto done;
         }
         c->qk_norm = !g2;
+        bool bidir = false; /* Gemma-3's embedding variant attends both ways */
+        if ((st = get_bool(root, "use_bidirectional_attention", false, what, &bidir))) goto done;
+        if (bidir) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: use_bidirectional_attention true is not supported (qcal runs "
+                         "causal decoders)", what);
+            goto done;
+        }
         if ((st = get_num(root, "query_pre_attn_scalar", 256.0, 1e-6, 1e12, what, &c->attn_scalar))) goto done;
         const cJSON *ac = cJSON_GetObjectItemCaseSensitive(root, "attn_logit_softcapping");
         if ((st = get_num(root, "attn_logit_softcapping", !ac && g2 ? 50.0 : 0.0, 0.0, 1e12, what, &cap))) goto done;

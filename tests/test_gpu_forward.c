@@ -1,5 +1,6 @@
 /* The GPU decoder layer against its CPU twin (model.c), on stories260K and the random-weight
- * architecture fixtures (tests/data/arch: biases, llama3/linear rope, sliding window, Qwen2, Qwen3):
+ * architecture fixtures (tests/data/arch: biases, llama3/linear rope, sliding window, Qwen2, Qwen3, Phi-3,
+ * Gemma-2 (soft-caps, post norms, GELU-tanh), Gemma-3 (q/k (1 + w) norms, local rope on sliding layers)):
  *  - layer outputs, every capture point's input, the attention and MLP halves, RMSNorm;
  *  - causal attention at seqlen 4096 (the score buffer in several head chunks);
  *  - qc_gpu_linear and qc_gpu_hessian_add against double-precision sums of the same fp16 inputs;
@@ -261,7 +262,7 @@ static void run_layers(const char *dir, const char *label, int nseq, int T) {
 }
 
 static const char *const k_fixtures[] = {
-    "llama-bias-untied", "llama3-rope", "llama-linear-rope", "mistral-swa", "qwen2", "qwen3", "phi3",
+    "llama-bias-untied", "llama3-rope", "llama-linear-rope", "mistral-swa", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
 };
 
 static void test_arch_layers(void **state) {

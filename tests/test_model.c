@@ -153,7 +153,8 @@ static void test_llama25m_logits(void **state) {
 static void test_arch_fixtures(void **state) {
     (void)state;
     static const char *const names[] = {"llama-bias-untied", "llama3-rope", "llama-linear-rope",
-                                        "mistral-swa", "qwen2", "qwen3", "phi3", "mixtral", "qwen2-moe", "qwen3-moe"};
+                                        "mistral-swa", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "mixtral",
+                                        "qwen2-moe", "qwen3-moe"};
     const char *src = getenv("QCAL_SRC");
     if (!src) fail_msg("QCAL_SRC is not set (run through ctest)");
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {

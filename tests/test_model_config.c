@@ -206,6 +206,9 @@ static void test_gemma3(void **state) {
                       "{\"rope_type\": \"default\", \"rope_theta\": 500.0}}}", &c));
     QC_CHECK_NEAR(c.rope_local_theta, 500.0, 0);
     assert_true(qc_layer_rope_local(&c, 0));
+    QC_CHECK_FAILS(parse("{\"model_type\": \"gemma3_text\", " BASE ", \"use_bidirectional_attention\": true}", &c),
+                   QC_ERR_UNSUPPORTED, "use_bidirectional_attention");
+    QC_CHECK_OK(parse("{\"model_type\": \"gemma3_text\", " BASE ", \"use_bidirectional_attention\": null}", &c));
     /* the multimodal model */
     QC_CHECK_FAILS(parse("{\"architectures\": [\"Gemma3ForConditionalGeneration\"], \"model_type\": \"gemma3\", "
                          "\"text_config\": {" BASE "}}", &c),
