@@ -145,15 +145,13 @@ static void hdr_add(st_hdr *h, const char *name, const char *dt, int ndim, int64
 /* Every file's bytes (the last one included). */
 static uint64_t hdr_total(const st_hdr *h) { return h->closed + hdr_file(h); }
 
-/* One linear's tensors in a part (and the checkpoint). */
-static void linear_tensors(const qc_plan_in *in, const shapes *s, int li, qc_linear_id l, st_hdr *h) {
-    if (!s->first[l]) return; /* a fused tensor: written once, with every slice's rows */
-    char nm[192];
-    int N = s->srows[l], K = s->K[l], b = in->bits, G = s->G[l];
+/* A linear's tensors under `base` (model.layers.N.<path>): packed (N x K, G groups) or F16, and its bias. */
+static void module_tensors(const qc_plan_in *in, const char *base, bool quant, bool bias, int N, int K, int G,
+                           st_hdr *h) {
+    char nm[256];
+    int b = in->bits;
     bool awq = in->format == QC_PACK_AWQ;
-    char base[128];
-    snprintf(base, sizeof base, "model.layers.%d.%s", li, s->tensor[l]);
-    if (s->quant[l]) {
+    if (quant) {
         snprintf(nm, sizeof nm, "%s.qweight", base);
         if (awq) hdr_add(h, nm, "I32", 2, K, N / 8, (uint64_t)K * (N / 8) * 4);
         else hdr_add(h, nm, "I32", 2, (int64_t)K * b / 32, N, (uint64_t)K * b / 32 * N * 4);
@@ -170,39 +168,30 @@ static void linear_tensors(const qc_plan_in *in, const shapes *s, int li, qc_lin
         snprintf(nm, sizeof nm, "%s.weight", base);
         hdr_add(h, nm, "F16", 2, N, K, (uint64_t)N * K * 2);
     }
-    if (s->bias[l]) {
+    if (bias) {
         snprintf(nm, sizeof nm, "%s.bias", base);
         hdr_add(h, nm, "F16", 1, N, 0, (uint64_t)N * 2);
     }
 }
 
+/* One linear's tensors in a part (and the checkpoint). */
+static void linear_tensors(const qc_plan_in *in, const shapes *s, int li, qc_linear_id l, st_hdr *h) {
+    if (!s->first[l]) return; /* a fused tensor: written once, with every slice's rows */
+    char base[192];
+    snprintf(base, sizeof base, "model.layers.%d.%s", li, s->tensor[l]);
+    module_tensors(in, base, s->quant[l], s->bias[l], s->srows[l], s->K[l], s->G[l], h);
+}
+
 /* A sparse layer's experts (each as stored alone) and its router and shared-expert gate (F16). */
 static void moe_tensors(const qc_plan_in *in, const shapes *s, int li, st_hdr *h) {
     char nm[256], path[128];
-    int b = in->bits, gs = in->group_size;
-    bool awq = in->format == QC_PACK_AWQ;
+    int gs = in->group_size;
     for (int e = 0; e < s->E; e++)
         for (int j = 0; j < 3; j++) {
-            int N = j == 2 ? s->d : s->mff, K = j == 2 ? s->mff : s->d, G = gs > 0 ? K / gs : 1;
+            int N = j == 2 ? s->d : s->mff, K = j == 2 ? s->mff : s->d;
             char base[192];
             snprintf(base, sizeof base, "model.layers.%d.%s", li, qc_linear_path(s->cfg, QC_LIN_EXPERT(e, j), path, sizeof path));
-            if (!s->mquant[j]) {
-                snprintf(nm, sizeof nm, "%s.weight", base);
-                hdr_add(h, nm, "F16", 2, N, K, (uint64_t)N * K * 2);
-                continue;
-            }
-            snprintf(nm, sizeof nm, "%s.qweight", base);
-            if (awq) hdr_add(h, nm, "I32", 2, K, N / 8, (uint64_t)K * (N / 8) * 4);
-            else hdr_add(h, nm, "I32", 2, (int64_t)K * b / 32, N, (uint64_t)K * b / 32 * N * 4);
-            snprintf(nm, sizeof nm, "%s.qzeros", base);
-            if (awq) hdr_add(h, nm, "I32", 2, G, N / 8, (uint64_t)G * (N / 8) * 4);
-            else hdr_add(h, nm, "I32", 2, G, (int64_t)N * b / 32, (uint64_t)G * ((uint64_t)N * b / 32) * 4);
-            snprintf(nm, sizeof nm, "%s.scales", base);
-            hdr_add(h, nm, "F16", 2, G, N, (uint64_t)G * N * 2);
-            if (!awq) {
-                snprintf(nm, sizeof nm, "%s.g_idx", base);
-                hdr_add(h, nm, "I32", 1, K, 0, (uint64_t)K * 4);
-            }
+            module_tensors(in, base, s->mquant[j], false, N, K, gs > 0 ? K / gs : 1, h);
         }
     const qc_arch_moe *moe = s->arch->moe;
     snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, moe->router);
