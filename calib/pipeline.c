@@ -546,7 +546,8 @@ static qc_status hessian_pass(run_ctx *c, int li, const bool *want, const bool *
 
 /* The threshold below which an expert counts as under-covered. */
 static int64_t moe_min_rows(const run_ctx *c) {
-    return c->o->moe_min_tokens >= 0 ? c->o->moe_min_tokens : c->m->cfg.hidden_size;
+    int64_t thr = c->o->moe_min_tokens >= 0 ? c->o->moe_min_tokens : c->m->cfg.hidden_size;
+    return thr > 1 ? thr : 1; /* an expert no row reached is always under-covered */
 }
 
 /* The layer (already-quantized groups in place) on every sample, accumulating the wanted Hessians; stops
@@ -575,7 +576,7 @@ static qc_status cpu_hessians(void *be, int li, int gi, int n_groups, const bool
         for (int e = 0; st == QC_OK && e < cfg->n_experts; e++) {
             qc_linear_id g = QC_LIN_EXPERT(e, 0), dn = QC_LIN_EXPERT(e, 2);
             if (w[g] || w[dn]) c->moe_rows[e] = w[g] ? rows[g] : rows[dn];
-            c->moe_low[e] = c->moe_rows[e] < (moe_min_rows(c) > 1 ? moe_min_rows(c) : 1); /* none: always low */
+            c->moe_low[e] = c->moe_rows[e] < moe_min_rows(c);
             if (!c->moe_low[e] || c->o->moe_low != QC_MOE_LOW_ALL_TOKENS) continue;
             if (w[g]) { /* the block's input, every row */
                 int K = cfg->hidden_size;
@@ -719,8 +720,7 @@ static qc_status awq_module(run_ctx *c, const qc_layer *L, const qc_arch_awq *g,
 static bool expert_low(const run_ctx *c, qc_linear_id l) {
     int e, j;
     if (!qc_linear_expert(l, &e, &j)) return false;
-    int64_t thr = c->o->moe_min_tokens >= 0 ? c->o->moe_min_tokens : c->m->cfg.hidden_size;
-    return (int64_t)c->Arows[QC_LIN_EXPERT(e, 0)] < (thr > 1 ? thr : 1);
+    return (int64_t)c->Arows[QC_LIN_EXPERT(e, 0)] < moe_min_rows(c);
 }
 
 typedef qc_arch_awq awq_group;
