@@ -171,28 +171,37 @@ static __global__ void k_bias_add(float *y, const float *b, size_t n, int N) {
         y[i] += b[i % N];
 }
 
-/* ---- layer layout: one device block, w[Q] first (so it is the block's base) ---- */
+/* ---- layer layout: one device block, w[Q] first (so it is the block's base) ----
+ * Every linear any layer of the model has (an MoE model's layers may differ: Qwen3-MoE's mlp_only_layers are
+ * dense), the router and the shared expert's gate; a layer binds only its own (qc_linear_present). */
 
 typedef struct layer_layout {
-    int    out[QC_LIN_COUNT], in[QC_LIN_COUNT];
-    size_t w[QC_LIN_COUNT], b[QC_LIN_COUNT]; /* offsets; SIZE_MAX when absent */
+    int    n_lin;                            /* qc_arch_n_lin */
+    int    out[QC_LIN_MAX], in[QC_LIN_MAX];  /* out 0: no layer has this linear */
+    size_t w[QC_LIN_MAX], b[QC_LIN_MAX];     /* offsets; SIZE_MAX when absent */
     size_t norm[QC_NORM_COUNT];              /* offsets (qc_norm_id order); SIZE_MAX when absent */
     int    norm_len[QC_NORM_COUNT];          /* 0 when absent */
+    size_t router, shared_gate;              /* fp16 [E, d] and [1, d]; SIZE_MAX when absent */
+    int    n_experts, d;
     size_t total;
 } layer_layout;
 
-static void layout_make(const int outs[QC_LIN_COUNT], const int ins[QC_LIN_COUNT], const bool bias[QC_LIN_COUNT],
-                        const int norm_len[QC_NORM_COUNT], layer_layout *lo) {
+/* outs[l] 0: linear l absent. n_experts 0: no router; shared: a shared-expert gate. */
+static void layout_make(int n_lin, const int *outs, const int *ins, const bool *bias, const int norm_len[QC_NORM_COUNT],
+                        int n_experts, bool shared, int d, layer_layout *lo) {
     size_t off = 0;
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    lo->n_lin = n_lin;
+    for (int l = 0; l < n_lin; l++) {
         lo->out[l] = outs[l];
-        lo->in[l] = ins[l];
+        lo->in[l] = outs[l] ? ins[l] : 0;
+        lo->w[l] = SIZE_MAX;
+        if (!outs[l]) continue;
         lo->w[l] = off;
         off = align_up(off + (size_t)outs[l] * ins[l] * sizeof(uint16_t));
     }
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    for (int l = 0; l < n_lin; l++) {
         lo->b[l] = SIZE_MAX;
-        if (!bias[l]) continue;
+        if (!outs[l] || !bias[l]) continue;
         lo->b[l] = off;
         off = align_up(off + (size_t)outs[l] * sizeof(float));
     }
@@ -203,20 +212,44 @@ static void layout_make(const int outs[QC_LIN_COUNT], const int ins[QC_LIN_COUNT
         lo->norm[k] = off;
         off = align_up(off + (size_t)norm_len[k] * sizeof(float));
     }
+    lo->n_experts = n_experts;
+    lo->d = d;
+    lo->router = lo->shared_gate = SIZE_MAX;
+    if (n_experts > 0) {
+        lo->router = off;
+        off = align_up(off + (size_t)n_experts * d * sizeof(uint16_t));
+    }
+    if (shared) {
+        lo->shared_gate = off;
+        off = align_up(off + (size_t)d * sizeof(uint16_t));
+    }
     lo->total = off;
 }
 
-/* The layout of a layer of this config (arch.h: shapes, biases, which norms exist). */
+/* The layout of a layer of this config (arch.h: shapes, biases, which norms exist): the union of its layers. */
 static void layout_from_cfg(const qc_model_config *c, layer_layout *lo) {
-    int outs[QC_LIN_COUNT], ins[QC_LIN_COUNT], norm_len[QC_NORM_COUNT];
-    bool bias[QC_LIN_COUNT];
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    int n_lin = qc_arch_n_lin(c);
+    int *outs = (int *)calloc(QC_LIN_MAX, sizeof(int)), *ins = (int *)calloc(QC_LIN_MAX, sizeof(int));
+    bool *bias = (bool *)calloc(QC_LIN_MAX, sizeof(bool));
+    int norm_len[QC_NORM_COUNT];
+    QC_ASSERT(outs && ins && bias);
+    bool moe = false;
+    for (int li = 0; li < c->n_layers; li++) moe |= qc_layer_is_moe(c, li);
+    for (int l = 0; l < n_lin; l++) {
+        bool any = false;
+        for (int li = 0; li < c->n_layers && !any; li++) any = qc_linear_present(c, li, (qc_linear_id)l);
+        if (!any) continue;
         qc_linear_shape(c, (qc_linear_id)l, &outs[l], &ins[l]);
         bias[l] = qc_linear_has_bias(c, (qc_linear_id)l);
     }
     for (int k = 0; k < QC_NORM_COUNT; k++)
         norm_len[k] = qc_norm_present(c, (qc_norm_id)k) ? qc_norm_dim(c, (qc_norm_id)k) : 0;
-    layout_make(outs, ins, bias, norm_len, lo);
+    const qc_arch_moe *mo = qc_arch_desc_of(c->arch)->moe;
+    layout_make(n_lin, outs, ins, bias, norm_len, moe ? c->n_experts : 0, moe && mo && mo->shared_gate, c->hidden_size,
+                lo);
+    free(outs);
+    free(ins);
+    free(bias);
 }
 
 extern "C" float **qc_gpu_layer_norm(qc_gpu_layer *L, qc_norm_id n) {
@@ -231,10 +264,14 @@ extern "C" float **qc_gpu_layer_norm(qc_gpu_layer *L, qc_norm_id n) {
     }
 }
 
-static void layout_bind(const layer_layout *lo, char *base, int index, qc_gpu_layer *L) {
+/* Points L into base for layer index (cfg NULL or index < 0: every linear of the layout; else only those the
+ * layer has, and the router only in an MoE layer). */
+static void layout_bind(const layer_layout *lo, char *base, const qc_model_config *cfg, int index, qc_gpu_layer *L) {
     memset(L, 0, sizeof *L);
     L->index = index;
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    bool per_layer = cfg && index >= 0;
+    for (int l = 0; l < lo->n_lin; l++) {
+        if (lo->w[l] == SIZE_MAX || (per_layer && !qc_linear_present(cfg, index, (qc_linear_id)l))) continue;
         L->w[l] = (uint16_t *)(base + lo->w[l]);
         L->b[l] = lo->b[l] == SIZE_MAX ? NULL : (float *)(base + lo->b[l]);
         L->out_features[l] = lo->out[l];
@@ -242,6 +279,10 @@ static void layout_bind(const layer_layout *lo, char *base, int index, qc_gpu_la
     }
     for (int k = 0; k < QC_NORM_COUNT; k++)
         *qc_gpu_layer_norm(L, (qc_norm_id)k) = lo->norm[k] == SIZE_MAX ? NULL : (float *)(base + lo->norm[k]);
+    if (lo->router != SIZE_MAX && (!per_layer || qc_layer_is_moe(cfg, index))) {
+        L->router = (uint16_t *)(base + lo->router);
+        if (lo->shared_gate != SIZE_MAX) L->shared_gate = (uint16_t *)(base + lo->shared_gate);
+    }
 }
 
 /* ---- forward scratch ---- */
@@ -259,17 +300,37 @@ struct qc_gpu_fwd {
     float          *cos_l, *sin_l; /* [seqlen, head_dim / 2] local tables (rope_local_theta > 0), else NULL */
     float          *post;    /* [rows, d] fp32: a block's output before its post norm (Gemma), else NULL */
     float           norm_off, attn_scale;
+    int             ff_max;  /* the widest MLP (dense, expert or shared expert): work's gate/up stride */
+    /* MoE (the config has experts), else NULL */
+    float          *logits;  /* [rows, E] router logits */
+    int            *top;     /* [rows, k] chosen experts, then (gidx) the rows grouped by expert [rows * k] */
+    float          *topw;    /* [rows, k] their weights, then (gw) grouped as gidx */
+    int            *gidx;    /* [rows * k] */
+    float          *gw;      /* [rows * k] */
+    uint16_t       *xg;      /* [rows, d] one expert's gathered input rows */
+    float          *yg;      /* [rows, d] one expert's output rows */
+    float          *moe_out; /* [rows, d] the block's output; the shared expert's output in post */
+    float          *sgz;     /* [rows] the shared expert's gate logits */
+    int            *top_h, *gidx_h; /* host [rows * k] */
+    float          *topw_h, *gw_h;  /* host [rows * k] */
+    int            *off_h;   /* host [E + 1]: expert e's rows are gidx[off_h[e] .. off_h[e + 1]) */
+    const bool     *moe_all; /* qc_gpu_fwd_moe_all_rows */
 };
 
 typedef struct fwd_sizes {
     size_t xn, work, scores, probs, rope, rope_local, post;
-    int    head_chunk;
+    size_t logits, route, xg, yg;  /* MoE: logits; top/topw/gidx/gw each; xg; yg, moe_out each */
+    int    head_chunk, ff_max;
 } fwd_sizes;
 
 static void fwd_sizes_make(const qc_model_config *c, int max_seqs, int seqlen, fwd_sizes *s) {
     size_t rows = (size_t)max_seqs * (size_t)seqlen, T = (size_t)seqlen;
     size_t d = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim;
     size_t kvd = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->intermediate_size;
+    bool moe = c->n_experts > 0;
+    if (moe && (size_t)c->moe_intermediate_size > ff) ff = (size_t)c->moe_intermediate_size;
+    if (moe && (size_t)c->shared_expert_intermediate_size > ff) ff = (size_t)c->shared_expert_intermediate_size;
+    s->ff_max = (int)ff;
     size_t attn = 2 * qd + 2 * kvd, mlp = 2 * ff;
     s->xn = rows * d * sizeof(uint16_t);
     s->work = rows * (attn > mlp ? attn : mlp) * sizeof(uint16_t);
@@ -282,7 +343,13 @@ static void fwd_sizes_make(const qc_model_config *c, int max_seqs, int seqlen, f
     s->probs = hc * T * T * sizeof(uint16_t);
     s->rope = T * (size_t)(c->head_dim / 2) * sizeof(float);
     s->rope_local = c->rope_local_theta > 0.0 ? s->rope : 0;
-    s->post = qc_norm_present(c, QC_NORM_ATTN_POST) ? rows * d * sizeof(float) : 0;
+    s->post = qc_norm_present(c, QC_NORM_ATTN_POST) || (moe && c->shared_expert_intermediate_size > 0)
+                  ? rows * d * sizeof(float) : 0;
+    size_t k = moe ? (size_t)c->n_experts_per_tok : 0;
+    s->logits = moe ? rows * (size_t)c->n_experts * sizeof(float) : 0;
+    s->route = rows * k * sizeof(int32_t); /* int and float alike */
+    s->xg = moe ? rows * d * sizeof(uint16_t) : 0;
+    s->yg = moe ? rows * d * sizeof(float) : 0;
 }
 
 static qc_status check_cfg(const qc_model_config *c) {
@@ -367,20 +434,201 @@ static qc_status attn_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t 
     return QC_OK;
 }
 
-/* gate/up projections and act = act(gate) * up, written over gate (f->work). */
-static qc_status mlp_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, int n) {
+/* gate/up projections (slots g, g + 1, on n rows of xn) and act = act(gate) * up, written over gate (f->work,
+ * [n, ff]); up is at f->work + max_rows * ff_max. Experts' act is SiLU, as model.c's. */
+static qc_status gated_core(qc_gpu_fwd *f, const qc_gpu_layer *L, int g0, const uint16_t *xn, int n) {
     qc_gpu *g = f->g;
-    int d = f->cfg.hidden_size, ff = f->cfg.intermediate_size;
-    uint16_t *gate = f->work, *up = gate + (size_t)f->max_rows * ff;
+    int ff = L->out_features[g0], d = L->in_features[g0];
+    uint16_t *gate = f->work, *up = gate + (size_t)f->max_rows * f->ff_max;
     qc_status st;
-    if ((st = gemm16(g, xn, L->w[QC_LIN_GATE], gate, n, ff, d))) return st;
-    if ((st = gemm16(g, xn, L->w[QC_LIN_UP], up, n, ff, d))) return st;
+    if ((st = gemm16(g, xn, L->w[g0], gate, n, ff, d))) return st;
+    if ((st = gemm16(g, xn, L->w[g0 + 1], up, n, ff, d))) return st;
     size_t cnt = (size_t)n * ff;
     if (cnt) {
-        k_act_mul<<<qc_grid(cnt, 256), 256, 0, g->stream>>>((__half *)gate, (const __half *)up, L->b[QC_LIN_GATE],
-                                                             L->b[QC_LIN_UP], cnt, ff, f->cfg.act == QC_ACT_GELU_TANH);
+        k_act_mul<<<qc_grid(cnt, 256), 256, 0, g->stream>>>((__half *)gate, (const __half *)up, L->b[g0], L->b[g0 + 1],
+                                                             cnt, ff, g0 == QC_LIN_GATE && f->cfg.act == QC_ACT_GELU_TANH);
         QC_CU_LAUNCH("act_mul");
     }
+    return QC_OK;
+}
+
+static qc_status mlp_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, int n) {
+    return gated_core(f, L, QC_LIN_GATE, xn, n);
+}
+
+/* ---- mixture of experts ---- */
+
+/* One thread per row: model.c's moe_route (softmax in fp32 over all experts, the top k by logit with ties to
+ * the lower id, renormalized over the k when renorm). */
+static __global__ void k_moe_route(const float *logits, int n, int E, int k, int renorm, int *top, float *topw) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= n) return;
+    const float *lg = logits + (size_t)r * E;
+    float mx = lg[0], sum = 0.0f;
+    for (int e = 1; e < E; e++) mx = lg[e] > mx ? lg[e] : mx;
+    for (int e = 0; e < E; e++) sum += expf(lg[e] - mx);
+    int *t = top + (size_t)r * k;
+    float *w = topw + (size_t)r * k, wsum = 0.0f;
+    for (int i = 0; i < k; i++) {
+        int best = -1;
+        for (int e = 0; e < E; e++) {
+            bool taken = false;
+            for (int j = 0; j < i; j++) taken |= t[j] == e;
+            if (!taken && (best < 0 || lg[e] > lg[best])) best = e;
+        }
+        t[i] = best;
+        w[i] = best >= 0 ? expf(lg[best] - mx) / sum : 0.0f;
+        wsum += w[i];
+    }
+    if (renorm)
+        for (int i = 0; i < k; i++) w[i] /= wsum;
+}
+
+/* dst[i, :] = src[idx[i], :] for fp16 rows of width w. */
+static __global__ void k_gather_rows(const __half *src, const int *idx, int ne, int w, __half *dst) {
+    size_t total = (size_t)ne * w;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = src[(size_t)idx[i / w] * w + i % w];
+}
+
+/* out[idx[i], :] += wt[i] * y[i, :] (the rows of one expert are distinct: no two threads share an element). */
+static __global__ void k_scatter_add(float *out, const float *y, const int *idx, const float *wt, int ne, int d) {
+    size_t total = (size_t)ne * d;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / d;
+        float v = wt[r] * y[i];
+        out[(size_t)idx[r] * d + i % d] += v;
+    }
+}
+
+/* out[r, :] += sigmoid(z[r]) * sh[r, :] (the shared expert, gated), then x += out when x is not NULL. */
+static __global__ void k_shared_add(float *out, const float *sh, const float *z, size_t n, int d) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float gt = 1.0f / (1.0f + expf(-z[i / d]));
+        float v = gt * sh[i];
+        out[i] += v;
+    }
+}
+
+static __global__ void k_add(float *x, const float *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) x[i] += y[i];
+}
+
+/* Routes n rows of xn: f->off_h, and gidx/gw on the device (expert by expert, rows in order, as model.c's
+ * moe_gather). Waits for the device (the grouping is done on the host). */
+static qc_status moe_route(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, int n) {
+    qc_gpu *g = f->g;
+    const qc_model_config *c = &f->cfg;
+    int E = c->n_experts, k = c->n_experts_per_tok, d = c->hidden_size;
+    qc_status st = qc_gpu_linear(g, xn, L->router, NULL, f->logits, n, E, d, 0.0f);
+    if (st) return st;
+    bool renorm = c->norm_topk_prob || qc_arch_desc_of(c->arch)->moe->always_renorm;
+    k_moe_route<<<(unsigned)((n + 127) / 128), 128, 0, g->stream>>>(f->logits, n, E, k, renorm, f->top, f->topw);
+    QC_CU_LAUNCH("moe_route");
+    size_t nk = (size_t)n * k;
+    if ((st = qc_gpu_download(g, f->top_h, f->top, nk * sizeof(int)))) return st;
+    if ((st = qc_gpu_download(g, f->topw_h, f->topw, nk * sizeof(float)))) return st;
+    int *off = f->off_h;
+    memset(off, 0, sizeof(int) * ((size_t)E + 1));
+    for (size_t i = 0; i < nk; i++) {
+        int e = f->top_h[i];
+        if (e < 0 || e >= E)
+            return qc_fail(QC_ERR_NUMERIC, "layer %d: the router's logits for row %zu are not finite", L->index, i / k);
+        off[e + 1]++;
+    }
+    for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    int *pos = f->gidx_h; /* the fill uses top_h's slots as cursors: gidx_h holds the result */
+    int cur[QC_EXPERTS_MAX];
+    for (int e = 0; e < E; e++) cur[e] = off[e];
+    for (int r = 0; r < n; r++)
+        for (int i = 0; i < k; i++) {
+            int e = f->top_h[(size_t)r * k + i], p = cur[e]++;
+            pos[p] = r;
+            f->gw_h[p] = f->topw_h[(size_t)r * k + i];
+        }
+    if ((st = qc_gpu_upload(g, f->gidx, f->gidx_h, nk * sizeof(int)))) return st;
+    return qc_gpu_upload(g, f->gw, f->gw_h, nk * sizeof(float));
+}
+
+/* The rows of expert e gathered from src (fp16, width w) into dst. */
+static qc_status moe_gather(qc_gpu_fwd *f, int e, const uint16_t *src, int w, uint16_t *dst) {
+    int ne = f->off_h[e + 1] - f->off_h[e];
+    size_t cnt = (size_t)ne * w;
+    if (!cnt) return QC_OK;
+    k_gather_rows<<<qc_grid(cnt, 256), 256, 0, f->g->stream>>>((const __half *)src, f->gidx + f->off_h[e], ne, w,
+                                                               (__half *)dst);
+    QC_CU_LAUNCH("gather_rows");
+    return QC_OK;
+}
+
+/* out += expert e's down projection of act [ne, mff] (its routed rows), weighted, into their rows. */
+static qc_status moe_down_add(qc_gpu_fwd *f, const qc_gpu_layer *L, int e, const uint16_t *act, float *out) {
+    int ne = f->off_h[e + 1] - f->off_h[e], d = f->cfg.hidden_size;
+    qc_linear_id dn = QC_LIN_EXPERT(e, 2);
+    qc_status st = qc_gpu_linear(f->g, act, L->w[dn], NULL, f->yg, ne, d, L->in_features[dn], 0.0f);
+    size_t cnt = (size_t)ne * d;
+    if (st || !cnt) return st;
+    k_scatter_add<<<qc_grid(cnt, 256), 256, 0, f->g->stream>>>(out, f->yg, f->gidx + f->off_h[e], f->gw + f->off_h[e],
+                                                               ne, d);
+    QC_CU_LAUNCH("scatter_add");
+    return QC_OK;
+}
+
+/* model.c's moe_block on the device: out [n, d] fp32 = the routed experts' weighted outputs (experts in id
+ * order) + sigmoid(shared_gate . xn) * shared_expert(xn); captures in qc_arch_caps order. *stopped: a capture
+ * returned false. */
+static qc_status moe_block(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int n,
+                           qc_gpu_capture_fn capture, void *user, bool *stopped) {
+    qc_gpu *g = f->g;
+    const qc_model_config *c = &f->cfg;
+    int d = c->hidden_size, E = c->n_experts;
+    *stopped = false;
+    qc_status st = moe_route(f, L, xn, n);
+    if (st) return st;
+    if (capture) {
+        if (!capture(user, QC_LIN_GATE, xn, n, d)) goto stop;
+        for (int e = 0; e < E; e++) {
+            if ((st = moe_gather(f, e, xn, d, f->xg))) return st;
+            if (!capture(user, QC_LIN_EXPERT(e, 0), f->xg, f->off_h[e + 1] - f->off_h[e], d)) goto stop;
+        }
+    }
+    QC_CU(cudaMemsetAsync(out, 0, sizeof(float) * (size_t)n * d, g->stream));
+    if (L->w[QC_LIN_GATE]) { /* the shared expert: its output waits in f->post until the experts are added */
+        int sff = L->in_features[QC_LIN_DOWN];
+        if ((st = gated_core(f, L, QC_LIN_GATE, xn, n))) return st;
+        if (capture && !capture(user, QC_LIN_DOWN, f->work, n, sff)) goto stop;
+        if ((st = qc_gpu_linear(g, f->work, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], f->post, n, d, sff, 0.0f))) return st;
+        if ((st = qc_gpu_linear(g, xn, L->shared_gate, NULL, f->sgz, n, 1, d, 0.0f))) return st;
+    }
+    for (int e = 0; e < E; e++) {
+        qc_linear_id g0 = QC_LIN_EXPERT(e, 0);
+        int ne = f->off_h[e + 1] - f->off_h[e], mff = L->out_features[g0];
+        uint16_t *act = f->work, *spare = f->work + (size_t)f->max_rows * f->ff_max;
+        if (capture && f->moe_all && f->moe_all[e]) { /* its down input over every row, for the capture only */
+            if ((st = gated_core(f, L, g0, xn, n))) return st;
+            if (!capture(user, QC_LIN_EXPERT(e, 2), act, n, mff)) goto stop;
+            if (ne == 0) continue;
+            if ((st = moe_gather(f, e, act, mff, spare))) return st; /* the routed rows' activations */
+            if ((st = moe_down_add(f, L, e, spare, out))) return st;
+            continue;
+        }
+        if (ne == 0) {
+            if (capture && !capture(user, QC_LIN_EXPERT(e, 2), act, 0, mff)) goto stop;
+            continue;
+        }
+        if ((st = moe_gather(f, e, xn, d, f->xg))) return st;
+        if ((st = gated_core(f, L, g0, f->xg, ne))) return st;
+        if (capture && !capture(user, QC_LIN_EXPERT(e, 2), act, ne, mff)) goto stop;
+        if ((st = moe_down_add(f, L, e, act, out))) return st;
+    }
+    if (L->w[QC_LIN_GATE]) {
+        size_t cnt = (size_t)n * d;
+        k_shared_add<<<qc_grid(cnt, 256), 256, 0, g->stream>>>(out, f->post, f->sgz, cnt, d);
+        QC_CU_LAUNCH("shared_add");
+    }
+    return QC_OK;
+stop:
+    *stopped = true;
     return QC_OK;
 }
 
@@ -402,7 +650,8 @@ size_t qc_gpu_fwd_bytes(const qc_model_config *cfg, int max_seqs, int seqlen) {
     if (max_seqs < 1 || seqlen < 1) return 0;
     fwd_sizes s;
     fwd_sizes_make(cfg, max_seqs, seqlen, &s);
-    return s.xn + s.work + s.scores + s.probs + 2 * s.rope + 2 * s.rope_local + s.post;
+    return s.xn + s.work + s.scores + s.probs + 2 * s.rope + 2 * s.rope_local + s.post + s.logits + 4 * s.route + s.xg +
+           2 * s.yg + (s.logits ? (size_t)max_seqs * seqlen * sizeof(float) : 0);
 }
 
 qc_status qc_gpu_fwd_create(qc_gpu *g, const qc_model_config *cfg, int max_seqs, int seqlen, qc_gpu_fwd **out) {
@@ -434,6 +683,26 @@ qc_status qc_gpu_fwd_create(qc_gpu *g, const qc_model_config *cfg, int max_seqs,
     if (!st && s.rope_local) st = qc_gpu_alloc(g, (void **)&f->cos_l, s.rope_local, "local rotary cos table");
     if (!st && s.rope_local) st = qc_gpu_alloc(g, (void **)&f->sin_l, s.rope_local, "local rotary sin table");
     if (!st && s.post) st = qc_gpu_alloc(g, (void **)&f->post, s.post, "block outputs before the post norms (fp32)");
+    f->ff_max = s.ff_max;
+    if (!st && s.logits) {
+        size_t k = (size_t)cfg->n_experts_per_tok;
+        st = qc_gpu_alloc(g, (void **)&f->logits, s.logits, "MoE router logits");
+        if (!st) st = qc_gpu_alloc(g, (void **)&f->top, s.route, "MoE routing");
+        if (!st) st = qc_gpu_alloc(g, (void **)&f->topw, s.route, "MoE routing weights");
+        if (!st) st = qc_gpu_alloc(g, (void **)&f->gidx, s.route, "MoE rows by expert");
+        if (!st) st = qc_gpu_alloc(g, (void **)&f->gw, s.route, "MoE weights by expert");
+        if (!st) st = qc_gpu_alloc(g, (void **)&f->xg, s.xg, "an expert's input rows (fp16)");
+        if (!st) st = qc_gpu_alloc(g, (void **)&f->yg, s.yg, "an expert's output rows");
+        if (!st) st = qc_gpu_alloc(g, (void **)&f->moe_out, s.yg, "the MoE block's output");
+        if (!st) st = qc_gpu_alloc(g, (void **)&f->sgz, rows * sizeof(float), "the shared expert's gate");
+        f->top_h = (int *)malloc(rows * k * sizeof(int));
+        f->gidx_h = (int *)malloc(rows * k * sizeof(int));
+        f->topw_h = (float *)malloc(rows * k * sizeof(float));
+        f->gw_h = (float *)malloc(rows * k * sizeof(float));
+        f->off_h = (int *)malloc(((size_t)cfg->n_experts + 1) * sizeof(int));
+        if (!st && (!f->top_h || !f->gidx_h || !f->topw_h || !f->gw_h || !f->off_h))
+            st = qc_fail(QC_ERR_NOMEM, "out of memory for the MoE routing");
+    }
     if (!st) {
         qc_rope_tables(cfg, seqlen, cos_h, sin_h);
         st = qc_gpu_upload(g, f->cos_t, cos_h, s.rope);
@@ -473,6 +742,20 @@ void qc_gpu_fwd_free(qc_gpu_fwd *f) {
     qc_gpu_free(g, f->cos_l);
     qc_gpu_free(g, f->sin_l);
     qc_gpu_free(g, f->post);
+    qc_gpu_free(g, f->logits);
+    qc_gpu_free(g, f->top);
+    qc_gpu_free(g, f->topw);
+    qc_gpu_free(g, f->gidx);
+    qc_gpu_free(g, f->gw);
+    qc_gpu_free(g, f->xg);
+    qc_gpu_free(g, f->yg);
+    qc_gpu_free(g, f->moe_out);
+    qc_gpu_free(g, f->sgz);
+    free(f->top_h);
+    free(f->gidx_h);
+    free(f->topw_h);
+    free(f->gw_h);
+    free(f->off_h);
     free(f);
 }
 
@@ -545,11 +828,17 @@ qc_status qc_gpu_mlp_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_
     if (n < 0 || n > f->max_rows)
         return qc_fail(QC_ERR_ARG, "GPU forward: %d rows exceed the %d-row buffers", n, f->max_rows);
     if (n == 0) return QC_OK;
+    if (L->router) {
+        bool stopped;
+        return moe_block(f, L, xn, out, n, NULL, NULL, &stopped);
+    }
     qc_status st = mlp_core(f, L, xn, n);
     if (st) return st;
     return qc_gpu_linear(f->g, f->work, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], out, n, f->cfg.hidden_size,
-                         f->cfg.intermediate_size, 0.0f);
+                         L->in_features[QC_LIN_DOWN], 0.0f);
 }
+
+void qc_gpu_fwd_moe_all_rows(qc_gpu_fwd *f, const bool *experts) { f->moe_all = experts; }
 
 qc_status qc_gpu_layer_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x, int nseq, int T,
                                qc_gpu_capture_fn capture, void *user) {
@@ -561,7 +850,7 @@ qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float 
     qc_status st = check_rows(f, nseq, T);
     if (st || nseq == 0) return st;
     const qc_model_config *c = &f->cfg;
-    int n = nseq * T, d = c->hidden_size, qd = c->n_heads * c->head_dim, ff = c->intermediate_size;
+    int n = nseq * T, d = c->hidden_size, qd = c->n_heads * c->head_dim;
     if (halves & QC_GPU_ATTN_HALF) {
         if ((st = qc_gpu_rmsnorm(f, x, L->attn_norm, n, f->xn))) return st;
         if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
@@ -572,6 +861,15 @@ qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float 
     }
     if (!(halves & QC_GPU_MLP_HALF)) return QC_OK;
     if ((st = qc_gpu_rmsnorm(f, x, L->mlp_norm, n, f->xn))) return st;
+    if (L->router) { /* no MoE architecture has post norms */
+        bool stopped;
+        if ((st = moe_block(f, L, f->xn, f->moe_out, n, capture, user, &stopped)) || stopped) return st;
+        size_t cnt = (size_t)n * d;
+        k_add<<<qc_grid(cnt, 256), 256, 0, f->g->stream>>>(x, f->moe_out, cnt);
+        QC_CU_LAUNCH("add");
+        return QC_OK;
+    }
+    int ff = L->in_features[QC_LIN_DOWN];
     if (capture && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
     if ((st = mlp_core(f, L, f->xn, n))) return st;
     if (capture && !capture(user, QC_LIN_DOWN, f->work, n, ff)) return QC_OK;
@@ -580,16 +878,26 @@ qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float 
 
 /* ---- upload of an FP32 host layer ---- */
 
-static qc_status upload_with_layout(qc_gpu *g, const layer_layout *lo, const qc_layer *L, qc_gpu_layer *out) {
+static qc_status upload_with_layout(qc_gpu *g, const layer_layout *lo, const qc_model_config *cfg, const qc_layer *L,
+                                    qc_gpu_layer *out) {
     memset(out, 0, sizeof *out);
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    char nm[160];
+#define LIN_NAME(l) (cfg ? qc_linear_path(cfg, (qc_linear_id)(l), nm, sizeof nm) : qc_linear_name((qc_linear_id)(l)))
+    for (int l = 0; l < lo->n_lin; l++) {
+        bool want = lo->w[l] != SIZE_MAX && (!cfg || qc_linear_present(cfg, L->index, (qc_linear_id)l));
+        if (!want) {
+            if (L->w[l])
+                return qc_fail(QC_ERR_ARG, "layer %d: %s is not in this layer's description", L->index,
+                               LIN_NAME(l));
+            continue;
+        }
         if (!L->w[l] || L->out_features[l] != lo->out[l] || L->in_features[l] != lo->in[l])
             return qc_fail(QC_ERR_ARG, "layer %d: %s is [%d, %d], expected [%d, %d]", L->index,
-                           qc_linear_name((qc_linear_id)l), L->out_features[l], L->in_features[l], lo->out[l],
+                           LIN_NAME(l), L->out_features[l], L->in_features[l], lo->out[l],
                            lo->in[l]);
         if ((L->b[l] != NULL) != (lo->b[l] != SIZE_MAX))
             return qc_fail(QC_ERR_ARG, "layer %d: %s %s a bias but the config says it %s", L->index,
-                           qc_linear_name((qc_linear_id)l), L->b[l] ? "has" : "lacks",
+                           LIN_NAME(l), L->b[l] ? "has" : "lacks",
                            L->b[l] ? "has none" : "has one");
     }
     qc_layer *Lm = (qc_layer *)L; /* qc_layer_norm only locates the fields */
@@ -601,26 +909,34 @@ static qc_status upload_with_layout(qc_gpu *g, const layer_layout *lo, const qc_
     snprintf(what, sizeof what, "layer %d weights (fp16)", L->index);
     qc_status st = qc_gpu_alloc(g, (void **)&base, lo->total, what);
     if (st) return st;
-    size_t maxw = 0;
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    qc_gpu_layer D;
+    layout_bind(lo, base, cfg, L->index, &D);
+    if ((L->router != NULL) != (D.router != NULL) || (L->shared_gate != NULL) != (D.shared_gate != NULL))
+        st = qc_fail(QC_ERR_ARG, "layer %d: the router or shared-expert gate does not match the config", L->index);
+    size_t maxw = (size_t)lo->n_experts * lo->d;
+    for (int l = 0; l < lo->n_lin; l++) {
         size_t e = (size_t)lo->out[l] * lo->in[l];
         if (e > maxw) maxw = e;
     }
     size_t chunk = maxw < ((size_t)4 << 20) ? maxw : ((size_t)4 << 20);
     float *tmp = NULL;
-    st = qc_gpu_alloc(g, (void **)&tmp, chunk * sizeof(float), "weight conversion buffer");
-    qc_gpu_layer D;
-    layout_bind(lo, base, L->index, &D);
-    for (int l = 0; !st && l < QC_LIN_COUNT; l++) {
-        size_t e = (size_t)lo->out[l] * lo->in[l];
-        for (size_t o = 0; !st && o < e; o += chunk) {
-            size_t cnt = e - o < chunk ? e - o : chunk;
-            st = qc_gpu_upload(g, tmp, L->w[l] + o, cnt * sizeof(float)); /* synchronous: tmp is free again */
-            if (st) break;
-            st = qc_gpu_convert(g, g->stream, QC_DTYPE_F32, QC_DTYPE_F16, tmp, (__half *)D.w[l] + o, cnt);
-        }
+    if (!st) st = qc_gpu_alloc(g, (void **)&tmp, chunk * sizeof(float), "weight conversion buffer");
+    /* host F32 -> device fp16, through tmp */
+#define UP16(dst, src, count)                                                                                    \
+    for (size_t o = 0; !st && o < (size_t)(count); o += chunk) {                                                 \
+        size_t cnt = (size_t)(count) - o < chunk ? (size_t)(count) - o : chunk;                                  \
+        st = qc_gpu_upload(g, tmp, (src) + o, cnt * sizeof(float)); /* synchronous: tmp is free again */         \
+        if (!st) st = qc_gpu_convert(g, g->stream, QC_DTYPE_F32, QC_DTYPE_F16, tmp, (__half *)(dst) + o, cnt);   \
+    }
+    for (int l = 0; !st && l < lo->n_lin; l++) {
+        if (!D.w[l]) continue;
+        UP16(D.w[l], L->w[l], (size_t)lo->out[l] * lo->in[l]);
         if (!st && L->b[l]) st = qc_gpu_upload(g, D.b[l], L->b[l], (size_t)lo->out[l] * sizeof(float));
     }
+    if (D.router) UP16(D.router, L->router, (size_t)lo->n_experts * lo->d);
+    if (D.shared_gate) UP16(D.shared_gate, L->shared_gate, (size_t)lo->d);
+#undef UP16
+#undef LIN_NAME
     for (int k = 0; !st && k < QC_NORM_COUNT; k++)
         if (lo->norm_len[k])
             st = qc_gpu_upload(g, *qc_gpu_layer_norm(&D, (qc_norm_id)k), *qc_layer_norm(Lm, (qc_norm_id)k),
@@ -640,6 +956,9 @@ qc_status qc_gpu_layer_upload(qc_gpu *g, const qc_layer *L, qc_gpu_layer *out) {
     if (L->q_norm || L->k_norm)
         return qc_fail(QC_ERR_ARG, "layer %d has q/k norms, whose length (head_dim) only the config knows: "
                        "use qc_gpu_layer_upload_cfg", L->index);
+    if (L->router)
+        return qc_fail(QC_ERR_ARG, "layer %d is an MoE layer, which only the config describes: use "
+                       "qc_gpu_layer_upload_cfg", L->index);
     bool bias[QC_LIN_COUNT];
     for (int l = 0; l < QC_LIN_COUNT; l++) bias[l] = L->b[l] != NULL;
     /* without the config: the two layer norms have the hidden width, q_proj's input */
@@ -647,16 +966,22 @@ qc_status qc_gpu_layer_upload(qc_gpu *g, const qc_layer *L, qc_gpu_layer *out) {
         return qc_fail(QC_ERR_ARG, "layer %d has post norms (Gemma), which only the config describes: use "
                        "qc_gpu_layer_upload_cfg", L->index);
     const int norm_len[QC_NORM_COUNT] = {L->in_features[QC_LIN_Q], L->in_features[QC_LIN_Q], 0, 0, 0, 0};
-    layer_layout lo;
-    layout_make(L->out_features, L->in_features, bias, norm_len, &lo);
-    return upload_with_layout(g, &lo, L, out);
+    layer_layout *lo = (layer_layout *)malloc(sizeof *lo);
+    if (!lo) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    layout_make(QC_LIN_COUNT, L->out_features, L->in_features, bias, norm_len, 0, false, L->in_features[QC_LIN_Q], lo);
+    qc_status st = upload_with_layout(g, lo, NULL, L, out);
+    free(lo);
+    return st;
 }
 
 qc_status qc_gpu_layer_upload_cfg(qc_gpu *g, const qc_model_config *cfg, const qc_layer *L, qc_gpu_layer *out) {
     memset(out, 0, sizeof *out);
-    layer_layout lo;
-    layout_from_cfg(cfg, &lo);
-    return upload_with_layout(g, &lo, L, out);
+    layer_layout *lo = (layer_layout *)malloc(sizeof *lo);
+    if (!lo) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    layout_from_cfg(cfg, lo);
+    qc_status st = upload_with_layout(g, lo, cfg, L, out);
+    free(lo);
+    return st;
 }
 
 void qc_gpu_layer_free(qc_gpu *g, qc_gpu_layer *L) {
@@ -683,10 +1008,10 @@ typedef struct load_item {
     size_t           pin_off;   /* in the pinned buffer */
 } load_item;
 
-#define MAX_ITEMS (2 * QC_LIN_COUNT + QC_NORM_COUNT)
-/* The tensors qc_gpu_loader_check_finite looks at, in qc_pl_check_layer's order: weight and bias of each
- * linear, then the norms in qc_norm_id order. */
-#define CHECK_T (2 * QC_LIN_COUNT + QC_NORM_COUNT)
+/* The most tensors (slices) one layer reads: weight and bias of each linear, the norms, router, shared gate. */
+#define MAX_ITEMS (2 * QC_LIN_MAX + QC_NORM_COUNT + 2)
+/* Tensors qc_gpu_loader_check_finite looks at per kernel launch (a chunk of the layer's). */
+#define CHECK_T 32
 
 typedef struct {
     const void        *p[CHECK_T];   /* NULL: absent */
@@ -725,6 +1050,7 @@ struct qc_gpu_loader {
     void           *raw;             /* device staging for tensors that need a conversion */
     size_t          raw_bytes;
     unsigned long long *nonfinite;   /* [CHECK_T] device: first non-finite element per tensor (check_finite) */
+    load_item      *items;           /* [MAX_ITEMS] the job's */
     bool            copy_pending;    /* the pinned buffer may still be read by the copy stream */
     int             prev_slot;       /* slot of the last job (its loaded event guards the pinned buffer) */
     /* the loading thread */
@@ -737,58 +1063,82 @@ struct qc_gpu_loader {
     double          read_s, wait_s;
 };
 
+/* Adds elements [el0, el0 + cnt) of tensor t (named name) to the items; numel_expected -1: not checked (a
+ * fused experts tensor, checked by qc_model_expert_tensor). */
+static qc_status add_item(const qc_model *m, const char *name, const qc_tensor *t, int64_t numel_expected, int64_t el0,
+                          int64_t cnt, size_t off, int kind, load_item *items, int *n, size_t *pin) {
+    if (!t) return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' is missing", m->dir, name);
+    if (t->dtype != QC_DTYPE_F32 && t->dtype != QC_DTYPE_F16 && t->dtype != QC_DTYPE_BF16)
+        return qc_fail(QC_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s; the GPU loader reads F32, F16 and BF16",
+                       m->dir, name, qc_dtype_name(t->dtype));
+    if ((numel_expected >= 0 && t->numel != numel_expected) || !t->data || el0 + cnt > t->numel)
+        return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' has %lld elements, expected %lld", m->dir, name,
+                       (long long)t->numel, (long long)numel_expected);
+    QC_ASSERT(*n < MAX_ITEMS);
+    size_t es = (size_t)t->nbytes / (size_t)t->numel;
+    load_item *it = &items[(*n)++];
+    it->t = t;
+    it->src = (const unsigned char *)t->data + (size_t)el0 * es;
+    it->numel = (size_t)cnt;
+    it->nbytes = (size_t)cnt * es;
+    it->dst_off = off;
+    it->dst_kind = kind;
+    it->pin_off = *pin;
+    *pin = align_up(*pin + it->nbytes);
+    return QC_OK;
+}
+
 /* Layer i's tensors with their slot destinations. */
 static qc_status layer_items(const qc_gpu_loader *ld, int i, load_item *items, int *n_items, size_t *pin_total) {
     const qc_model *m = ld->m;
+    const qc_model_config *cfg = &m->cfg;
     const layer_layout *lo = &ld->lo;
-    char name[256];
+    char name[256], path[192];
     int n = 0;
     size_t pin = 0;
-/* elements [el0, el0 + cnt) of tensor `name`, which must have numel_expected elements */
-#define ADD_SLICE(off, kind, numel_expected, el0, cnt)                                                          \
-    do {                                                                                                        \
-        const qc_tensor *t_ = qc_weights_find(m->weights, name);                                               \
-        if (!t_) return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' is missing", m->dir, name);                     \
-        if (t_->dtype != QC_DTYPE_F32 && t_->dtype != QC_DTYPE_F16 && t_->dtype != QC_DTYPE_BF16)              \
-            return qc_fail(QC_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s; the GPU loader reads F32, F16 and " \
-                           "BF16", m->dir, name, qc_dtype_name(t_->dtype));                                     \
-        if (t_->numel != (int64_t)(numel_expected) || !t_->data)                                                \
-            return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' has %lld elements, expected %lld", m->dir, name,     \
-                           (long long)t_->numel, (long long)(numel_expected));                                  \
-        size_t es_ = (size_t)t_->nbytes / (size_t)t_->numel;                                                    \
-        items[n].t = t_;                                                                                        \
-        items[n].src = (const unsigned char *)t_->data + (size_t)(el0) * es_;                                   \
-        items[n].numel = (size_t)(cnt);                                                                         \
-        items[n].nbytes = (size_t)(cnt) * es_;                                                                  \
-        items[n].dst_off = (off);                                                                               \
-        items[n].dst_kind = (kind);                                                                             \
-        items[n].pin_off = pin;                                                                                 \
-        pin = align_up(pin + items[n].nbytes);                                                                  \
-        n++;                                                                                                    \
-    } while (0)
-#define ADD(off, kind, numel_expected) ADD_SLICE(off, kind, numel_expected, 0, numel_expected)
-    const qc_arch_desc *a = qc_arch_desc_of(m->cfg.arch);
-    for (int l = 0; l < QC_LIN_COUNT; l++) { /* a fused tensor (arch.h): each linear reads its rows */
-        const char *tensor;
+    qc_status st = QC_OK;
+    const qc_arch_desc *a = qc_arch_desc_of(cfg->arch);
+    for (int l = 0; l < lo->n_lin && !st; l++) {
+        if (!qc_linear_present(cfg, i, (qc_linear_id)l)) continue;
+        if (l >= QC_LIN_COUNT) { /* an expert: its 2-D tensor, or its slice of the fused 3-D one */
+            const qc_tensor *t;
+            int64_t el0;
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, qc_linear_path(cfg, (qc_linear_id)l, path, sizeof path));
+            if (!(st = qc_model_expert_tensor(m, i, (qc_linear_id)l, &t, &el0)))
+                st = add_item(m, name, t, -1, el0, (int64_t)lo->out[l] * lo->in[l], lo->w[l], DST_F16, items, &n, &pin);
+            continue;
+        }
+        const char *tensor; /* a fused tensor (arch.h): each linear reads its rows */
         int row0, rows;
-        qc_linear_storage(&m->cfg, (qc_linear_id)l, &tensor, &row0, &rows);
+        qc_linear_storage(cfg, (qc_linear_id)l, &tensor, &row0, &rows);
         snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, tensor);
-        ADD_SLICE(lo->w[l], DST_F16, (int64_t)rows * lo->in[l], (int64_t)row0 * lo->in[l], (int64_t)lo->out[l] * lo->in[l]);
-        if (lo->b[l] != SIZE_MAX) {
+        st = add_item(m, name, qc_weights_find(m->weights, name), (int64_t)rows * lo->in[l], (int64_t)row0 * lo->in[l],
+                      (int64_t)lo->out[l] * lo->in[l], lo->w[l], DST_F16, items, &n, &pin);
+        if (!st && lo->b[l] != SIZE_MAX) {
             snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, tensor);
-            ADD_SLICE(lo->b[l], DST_F32, rows, row0, lo->out[l]);
+            st = add_item(m, name, qc_weights_find(m->weights, name), rows, row0, lo->out[l], lo->b[l], DST_F32, items,
+                          &n, &pin);
         }
     }
-    for (int k = 0; k < QC_NORM_COUNT; k++) {
+    for (int k = 0; k < QC_NORM_COUNT && !st; k++) {
         if (!lo->norm_len[k]) continue;
         snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->norm[k].name);
-        ADD(lo->norm[k], DST_F32, lo->norm_len[k]);
+        st = add_item(m, name, qc_weights_find(m->weights, name), lo->norm_len[k], 0, lo->norm_len[k], lo->norm[k],
+                      DST_F32, items, &n, &pin);
     }
-#undef ADD
-#undef ADD_SLICE
+    if (!st && lo->router != SIZE_MAX && qc_layer_is_moe(cfg, i)) {
+        int64_t ed = (int64_t)lo->n_experts * lo->d;
+        qc_model_moe_name(m, i, false, name, sizeof name);
+        st = add_item(m, name, qc_weights_find(m->weights, name), ed, 0, ed, lo->router, DST_F16, items, &n, &pin);
+        if (!st && lo->shared_gate != SIZE_MAX) {
+            qc_model_moe_name(m, i, true, name, sizeof name);
+            st = add_item(m, name, qc_weights_find(m->weights, name), lo->d, 0, lo->d, lo->shared_gate, DST_F16, items,
+                          &n, &pin);
+        }
+    }
     *n_items = n;
     *pin_total = pin;
-    return QC_OK;
+    return st;
 }
 
 static bool needs_conversion(const load_item *it) {
@@ -806,7 +1156,7 @@ static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 
 static qc_status load_job(qc_gpu_loader *ld, int i) {
     qc_gpu *g = ld->g;
-    load_item items[MAX_ITEMS];
+    load_item *items = ld->items;
     int n = 0;
     size_t pin_total = 0;
     qc_status st = layer_items(ld, i, items, &n, &pin_total);
@@ -894,8 +1244,10 @@ qc_status qc_gpu_loader_create(qc_gpu *g, const qc_model *m, qc_gpu_loader **out
     ld->m = m;
     ld->slot_layer[0] = ld->slot_layer[1] = -1;
     layout_from_cfg(&m->cfg, &ld->lo);
-    for (int i = 0; i < m->cfg.n_layers; i++) {
-        load_item items[MAX_ITEMS];
+    ld->items = (load_item *)malloc(sizeof(load_item) * MAX_ITEMS);
+    if (!ld->items) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+    load_item *items = ld->items;
+    for (int i = 0; i < m->cfg.n_layers && !st; i++) {
         int n;
         size_t pin;
         if ((st = layer_items(ld, i, items, &n, &pin))) break;
@@ -906,7 +1258,7 @@ qc_status qc_gpu_loader_create(qc_gpu *g, const qc_model *m, qc_gpu_loader **out
     }
     for (int s = 0; !st && s < 2; s++) {
         st = qc_gpu_alloc(g, (void **)&ld->slot_mem[s], ld->lo.total, "layer weights slot (fp16)");
-        if (!st) layout_bind(&ld->lo, ld->slot_mem[s], -1, &ld->slot[s]);
+        if (!st) layout_bind(&ld->lo, ld->slot_mem[s], NULL, -1, &ld->slot[s]);
     }
     if (!st && ld->raw_bytes) st = qc_gpu_alloc(g, &ld->raw, ld->raw_bytes, "layer upload staging");
     if (!st) st = qc_gpu_alloc(g, (void **)&ld->nonfinite, sizeof(unsigned long long) * CHECK_T, "the layer check");
@@ -942,6 +1294,7 @@ void qc_gpu_loader_free(qc_gpu_loader *ld) {
     qc_gpu_free(g, ld->raw);
     qc_gpu_free(g, ld->nonfinite);
     qc_gpu_host_free(ld->pinned);
+    free(ld->items);
     free(ld);
 }
 
@@ -955,7 +1308,7 @@ qc_status qc_gpu_loader_prefetch(qc_gpu_loader *ld, int i) {
     }
     int s = i % 2;
     ld->slot_layer[s] = -1;
-    ld->slot[s].index = i;
+    layout_bind(&ld->lo, ld->slot_mem[s], &ld->m->cfg, i, &ld->slot[s]); /* the linears layer i has */
     QC_CU(cudaEventRecord(ld->released[s], ld->g->stream));
     ld->job_layer = i;
     ld->job_st = QC_OK;
@@ -991,73 +1344,124 @@ void qc_gpu_loader_times(const qc_gpu_loader *ld, double *read_s, double *wait_s
 
 size_t qc_gpu_loader_host_bytes(const qc_gpu_loader *ld) { return ld->pinned_bytes; }
 
+/* One tensor of a loaded layer for the check: kind 0 weight, 1 bias (of linear l), 2 norm l, 3 router,
+ * 4 shared-expert gate. */
+typedef struct {
+    const void        *p;
+    unsigned long long n;
+    bool               f16;
+    int                kind, l;
+} check_item;
+
+/* The message for element i of item it, which is not finite on the device. */
+static qc_status nonfinite_error(qc_gpu_loader *ld, const qc_gpu_layer *L, const check_item *it, unsigned long long i) {
+    qc_gpu *g = ld->g;
+    const qc_model *m = ld->m;
+    const qc_arch_desc *a = qc_arch_desc_of(m->cfg.arch);
+    char name[256], path[192];
+    int cols = 0;
+    const qc_tensor *ft = NULL;
+    int64_t el0 = 0;
+    switch (it->kind) {
+    case 0:
+    case 1:
+        if (it->l >= QC_LIN_COUNT) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", L->index,
+                     qc_linear_path(&m->cfg, (qc_linear_id)it->l, path, sizeof path));
+            if (qc_model_expert_tensor(m, L->index, (qc_linear_id)it->l, &ft, &el0) != QC_OK) qc_error_clear(), ft = NULL;
+        } else {
+            snprintf(name, sizeof name, "model.layers.%d.%s.%s", L->index, a->lin[it->l].name, it->kind ? "bias" : "weight");
+        }
+        if (it->kind == 0) cols = L->in_features[it->l];
+        break;
+    case 2: snprintf(name, sizeof name, "model.layers.%d.%s.weight", L->index, a->norm[it->l].name); break;
+    default:
+        qc_model_moe_name(m, L->index, it->kind == 4, name, sizeof name);
+        cols = ld->lo.d;
+        break;
+    }
+    if (!ft) ft = qc_weights_find(m->weights, name);
+    /* the device's value, then the file's (the message names what the file holds, as on the CPU) */
+    float dev = 0.0f;
+    qc_status st;
+    if (it->f16) {
+        uint16_t h = 0;
+        st = qc_gpu_download(g, &h, (const uint16_t *)it->p + i, sizeof h);
+        dev = qc_fp16_to_f32(h);
+    } else {
+        st = qc_gpu_download(g, &dev, (const float *)it->p + i, sizeof dev);
+    }
+    if (st) return st;
+    float v = dev;
+    if (ft && qc_tensor_read_f32(ft, el0 + (int64_t)i, 1, &v) != QC_OK) {
+        qc_error_clear();
+        v = dev;
+    }
+    char at[64];
+    if (cols > 0) snprintf(at, sizeof at, "[%llu, %llu]", i / (unsigned)cols, i % (unsigned)cols);
+    else snprintf(at, sizeof at, "%llu", i);
+    if (v == v && v - v == 0.0f) /* finite in the file: beyond what fp16 holds */
+        return qc_fail(QC_ERR_NUMERIC, "input model: tensor %s: element %s = %g (stored as %s) is beyond the F16 "
+                       "range (+-65504) the GPU computes in; quantize this model with --device cpu", name, at,
+                       (double)v, ft ? qc_dtype_name(ft->dtype) : "?");
+    return qc_fail(QC_ERR_NUMERIC, "input model: tensor %s: element %s is %g (not finite); qcal quantizes only "
+                   "finite weights", name, at, (double)v);
+}
+
 qc_status qc_gpu_loader_check_finite(qc_gpu_loader *ld, const qc_gpu_layer *L) {
     qc_gpu *g = ld->g;
     const layer_layout *lo = &ld->lo;
-    finite_spans s;
-    memset(&s, 0, sizeof s);
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
-        s.p[2 * l] = L->w[l];
-        s.n[2 * l] = (unsigned long long)L->out_features[l] * (unsigned long long)L->in_features[l];
-        s.f16 |= 1u << (2 * l);
-        s.p[2 * l + 1] = L->b[l];
-        s.n[2 * l + 1] = L->b[l] ? (unsigned long long)L->out_features[l] : 0;
+    check_item *items = (check_item *)malloc(sizeof(check_item) * MAX_ITEMS);
+    if (!items) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    int n = 0;
+    for (int l = 0; l < lo->n_lin; l++) { /* qc_pl_check_layer's order: weight and bias of each linear, the norms */
+        if (!L->w[l]) continue;
+        items[n++] = (check_item){L->w[l], (unsigned long long)L->out_features[l] * (unsigned long long)L->in_features[l],
+                                  true, 0, l};
+        if (L->b[l]) items[n++] = (check_item){L->b[l], (unsigned long long)L->out_features[l], false, 1, l};
     }
-    const qc_arch_desc *a = qc_arch_desc_of(ld->m->cfg.arch);
     for (int k = 0; k < QC_NORM_COUNT; k++) {
         const float *nw = *qc_gpu_layer_norm((qc_gpu_layer *)L, (qc_norm_id)k);
-        s.p[2 * QC_LIN_COUNT + k] = nw;
-        s.n[2 * QC_LIN_COUNT + k] = nw ? (unsigned long long)lo->norm_len[k] : 0;
+        if (nw) items[n++] = (check_item){nw, (unsigned long long)lo->norm_len[k], false, 2, k};
     }
-    unsigned long long most = 0;
-    for (int t = 0; t < CHECK_T; t++) most = s.n[t] > most ? s.n[t] : most;
-    unsigned gx = qc_grid((size_t)most, 256);
-    if (gx > 1024) gx = 1024; /* grid-stride: enough to stream the layer, few idle blocks for the norms */
-    QC_CU(cudaMemsetAsync(ld->nonfinite, 0xff, sizeof(unsigned long long) * CHECK_T, g->stream));
-    k_first_nonfinite<<<dim3(gx, CHECK_T), 256, 0, g->stream>>>(s, ld->nonfinite);
-    QC_CU_LAUNCH("first_nonfinite");
-    unsigned long long first[CHECK_T];
-    qc_status st = qc_gpu_download(g, first, ld->nonfinite, sizeof first);
-    if (st) return st;
-    for (int t = 0; t < CHECK_T; t++) {
-        if (first[t] == ~0ULL) continue;
-        const unsigned long long i = first[t];
-        char name[256];
-        int cols = 0;
-        if (t < 2 * QC_LIN_COUNT) {
-            qc_linear_id l = (qc_linear_id)(t / 2);
-            snprintf(name, sizeof name, "model.layers.%d.%s.%s", L->index, a->lin[l].name, t % 2 ? "bias" : "weight");
-            if (t % 2 == 0) cols = L->in_features[l];
-        } else {
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", L->index, a->norm[t - 2 * QC_LIN_COUNT].name);
+    if (L->router) items[n++] = (check_item){L->router, (unsigned long long)lo->n_experts * lo->d, true, 3, 0};
+    if (L->shared_gate) items[n++] = (check_item){L->shared_gate, (unsigned long long)lo->d, true, 4, 0};
+    qc_status st = QC_OK;
+    for (int c0 = 0; c0 < n && !st; c0 += CHECK_T) {
+        int nc = n - c0 < CHECK_T ? n - c0 : CHECK_T;
+        finite_spans s;
+        memset(&s, 0, sizeof s);
+        unsigned long long most = 0;
+        for (int t = 0; t < nc; t++) {
+            s.p[t] = items[c0 + t].p;
+            s.n[t] = items[c0 + t].n;
+            if (items[c0 + t].f16) s.f16 |= 1u << t;
+            most = s.n[t] > most ? s.n[t] : most;
         }
-        /* the device's value, then the file's (the message names what the file holds, as on the CPU) */
-        float dev = 0.0f;
-        if ((s.f16 >> t) & 1u) {
-            uint16_t h = 0;
-            st = qc_gpu_download(g, &h, (const uint16_t *)s.p[t] + i, sizeof h);
-            dev = qc_fp16_to_f32(h);
-        } else {
-            st = qc_gpu_download(g, &dev, (const float *)s.p[t] + i, sizeof dev);
+        unsigned gx = qc_grid((size_t)most, 256);
+        if (gx > 1024) gx = 1024; /* grid-stride: enough to stream the layer, few idle blocks for the norms */
+        if (gx < 1) gx = 1;
+        unsigned long long first[CHECK_T];
+        cudaError_t e = cudaMemsetAsync(ld->nonfinite, 0xff, sizeof(unsigned long long) * CHECK_T, g->stream);
+        if (e != cudaSuccess) {
+            st = qc_fail(QC_ERR_DEVICE, "layer check: %s", cudaGetErrorString(e));
+            break;
         }
-        if (st) return st;
-        const qc_tensor *ft = qc_weights_find(ld->m->weights, name);
-        float v = dev;
-        if (ft && qc_tensor_read_f32(ft, (int64_t)i, 1, &v) != QC_OK) {
-            qc_error_clear();
-            v = dev;
+        k_first_nonfinite<<<dim3(gx, (unsigned)nc), 256, 0, g->stream>>>(s, ld->nonfinite);
+        e = cudaGetLastError();
+        if (e != cudaSuccess) {
+            st = qc_fail(QC_ERR_DEVICE, "layer check: %s", cudaGetErrorString(e));
+            break;
         }
-        char at[64];
-        if (cols > 0) snprintf(at, sizeof at, "[%llu, %llu]", i / (unsigned)cols, i % (unsigned)cols);
-        else snprintf(at, sizeof at, "%llu", i);
-        if (v == v && v - v == 0.0f) /* finite in the file: beyond what fp16 holds */
-            return qc_fail(QC_ERR_NUMERIC, "input model: tensor %s: element %s = %g (stored as %s) is beyond the F16 "
-                           "range (+-65504) the GPU computes in; quantize this model with --device cpu", name, at,
-                           (double)v, ft ? qc_dtype_name(ft->dtype) : "?");
-        return qc_fail(QC_ERR_NUMERIC, "input model: tensor %s: element %s is %g (not finite); qcal quantizes only "
-                       "finite weights", name, at, (double)v);
+        if ((st = qc_gpu_download(g, first, ld->nonfinite, sizeof first))) break;
+        for (int t = 0; t < nc; t++)
+            if (first[t] != ~0ULL) {
+                st = nonfinite_error(ld, L, &items[c0 + t], first[t]);
+                break;
+            }
     }
-    return QC_OK;
+    free(items);
+    return st;
 }
 
 } /* extern "C" */

@@ -6,6 +6,11 @@
  *   - weights fp16 on the device (bf16/f32 checkpoints are converted on the device after the copy);
  *   - activations: the residual stream x is fp32 [nseq * T, d]; the inputs of the linears (normed
  *     rows, attention output, SiLU(gate) * up) are fp16, as in an fp16 model;
+ *   - MoE layers (Mixtral, Qwen2-MoE, Qwen3-MoE): the router's logits (fp32) -> softmax and top-k per row
+ *     on the device as model.c's moe_route (ties to the lower id, renormalized per the config); the rows
+ *     are grouped by expert on the host (row order), each expert runs on its gathered rows and its
+ *     weighted output is added back per row, experts in id order, then the shared expert (sigmoid-gated):
+ *     no atomics, so the sums come out the same on every run;
  *   - GEMMs through cuBLAS (fp16 operands, fp32 accumulation, tensor cores); own kernels for RMSNorm
  *     (w or Gemma's 1 + w), rotary embeddings (none/linear/llama3, from model.c's tables; Gemma-3's local
  *     tables on its sliding layers), q/k norms (Qwen3, Gemma-3), causal attention with grouped-query
@@ -42,13 +47,17 @@ extern "C" {
 
 typedef struct qc_gpu_layer {
     int       index;
-    uint16_t *w[QC_LIN_COUNT];          /* device fp16 [out_features, in_features] row-major */
-    float    *b[QC_LIN_COUNT];          /* device fp32 [out_features], or NULL */
+    uint16_t *w[QC_LIN_MAX];            /* device fp16 [out_features, in_features] row-major; NULL for a linear
+                                           this layer lacks (arch.h qc_linear_present; slots >= QC_LIN_COUNT are
+                                           an MoE layer's experts) */
+    float    *b[QC_LIN_MAX];            /* device fp32 [out_features], or NULL */
     float    *attn_norm, *mlp_norm;     /* device fp32 [d] */
     float    *q_norm, *k_norm;          /* device fp32 [head_dim] (Qwen3, Gemma-3), else NULL */
     float    *attn_post_norm, *mlp_post_norm; /* device fp32 [d] (Gemma's post-block norms), else NULL */
-    int       out_features[QC_LIN_COUNT];
-    int       in_features[QC_LIN_COUNT];
+    uint16_t *router;                   /* MoE layer: device fp16 [n_experts, d], never quantized; else NULL */
+    uint16_t *shared_gate;              /* Qwen2-MoE: device fp16 [1, d] the shared expert's gate, else NULL */
+    int       out_features[QC_LIN_MAX];
+    int       in_features[QC_LIN_MAX];
 } qc_gpu_layer;
 
 /* The field holding norm n (qc_layer_norm's twin). */
@@ -105,7 +114,8 @@ size_t    qc_gpu_fwd_bytes(const qc_model_config *cfg, int max_seqs, int seqlen)
 
 /* Called with the fp16 device input of a linear, x [n, in] row-major, valid during the call; for
  * QC_LIN_Q (shared by q, k, v), QC_LIN_O, QC_LIN_GATE (shared by gate, up) and QC_LIN_DOWN, in that
- * order. Returning false stops the layer there (x is then unspecified). */
+ * order; an MoE layer's in qc_arch_caps order, each expert's with the rows routed to it (n may be 0), as
+ * model.h's qc_layer_forward. Returning false stops the layer there (x is then unspecified). */
 typedef bool (*qc_gpu_capture_fn)(void *user, qc_linear_id which, const uint16_t *x_dev, int n, int in);
 
 /* x_dev: fp32 [nseq * T, d], updated in place to the layer's output. */
@@ -118,6 +128,10 @@ qc_status qc_gpu_layer_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_de
 enum { QC_GPU_ATTN_HALF = 1, QC_GPU_MLP_HALF = 2, QC_GPU_BOTH_HALVES = 3 };
 qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_dev, int nseq, int T, int halves,
                                     qc_gpu_capture_fn capture, void *user);
+/* MoE: experts[e] true makes expert e's down capture see every row sent through it (its routed rows still
+ * make the output), as model.h's qc_fwd_moe_all_rows; NULL (the default) for the routed rows only. The
+ * array must live while the flag is set. */
+void      qc_gpu_fwd_moe_all_rows(qc_gpu_fwd *f, const bool *experts);
 /* The halves without residuals, on fp16 normed inputs xn [nseq*T, d]; out fp32 [nseq*T, d]. */
 qc_status qc_gpu_attn_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int nseq, int T);
 qc_status qc_gpu_mlp_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int n);

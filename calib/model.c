@@ -213,12 +213,11 @@ float **qc_layer_norm(qc_layer *L, qc_norm_id n) {
 
 /* One expert linear of layer i: packed (GPTQ/AWQ checkpoint), per-expert 2-D, or its slice of the fused
  * 3-D tensor. */
-static qc_status load_expert(const qc_model *m, int i, qc_linear_id l, const qc_tensor *const fz[2], float **out) {
+static qc_status load_expert(const qc_model *m, int i, qc_linear_id l, float **out) {
     const qc_model_config *c = &m->cfg;
     char name[256], path[192];
-    int N, K, e, j;
+    int N, K;
     qc_linear_shape(c, l, &N, &K);
-    qc_linear_expert(l, &e, &j);
     qc_linear_path(c, l, path, sizeof path);
     snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, path);
     if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) {
@@ -238,20 +237,52 @@ static qc_status load_expert(const qc_model *m, int i, qc_linear_id l, const qc_
         *out = w;
         return QC_OK;
     }
-    snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, path);
-    const qc_tensor *f = fz[j == 2 ? 1 : 0];
-    if (qc_weights_find(m->weights, name) || !f) return load_f32(m, name, out);
-    /* fused: gate_up [E, 2 * ff, d] (gate rows, then up rows), down [E, d, ff] */
-    int64_t off = (int64_t)e * f->shape[1] * f->shape[2] + (j == 1 ? (int64_t)N * K : 0);
+    const qc_tensor *t;
+    int64_t el0;
+    qc_status st = qc_model_expert_tensor(m, i, l, &t, &el0);
+    if (st) return st;
     float *w = qc_aligned_alloc(sizeof(float) * (size_t)N * K);
     if (!w) return qc_fail(QC_ERR_NOMEM, "out of memory");
-    qc_status st = qc_tensor_read_f32(f, off, (int64_t)N * K, w);
+    st = qc_tensor_read_f32(t, el0, (int64_t)N * K, w);
     if (st) {
         qc_aligned_free(w);
         return st;
     }
     *out = w;
     return QC_OK;
+}
+
+qc_status qc_model_expert_tensor(const qc_model *m, int i, qc_linear_id l, const qc_tensor **out, int64_t *el0) {
+    const qc_model_config *c = &m->cfg;
+    char name[256], path[192];
+    int N, K, e, j;
+    *out = NULL;
+    *el0 = 0;
+    if (!qc_linear_expert(l, &e, &j)) return qc_fail(QC_ERR_ARG, "slot %d is not an expert's", (int)l);
+    qc_linear_shape(c, l, &N, &K);
+    qc_linear_path(c, l, path, sizeof path);
+    snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, path);
+    const qc_tensor *t = qc_weights_find(m->weights, name);
+    if (t) {
+        if (!is_float_dtype(t->dtype) || t->numel != (int64_t)N * K || !t->data)
+            return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' must be a floating [%d, %d]", m->dir, name, N, K);
+        *out = t;
+        return QC_OK;
+    }
+    const qc_tensor *f;
+    qc_status st = fused_experts(m, i, j == 2 ? 1 : 0, &f);
+    if (st) return st;
+    if (!f) return qc_fail(QC_ERR_FORMAT, "%s: tensor '%s' is missing (and no fused experts tensor holds it)", m->dir, name);
+    /* fused: gate_up [E, 2 * ff, d] (gate rows, then up rows), down [E, d, ff] */
+    *el0 = (int64_t)e * f->shape[1] * f->shape[2] + (j == 1 ? (int64_t)N * K : 0);
+    *out = f;
+    return QC_OK;
+}
+
+void qc_model_moe_name(const qc_model *m, int i, bool shared, char *name, size_t size) {
+    const qc_arch_moe *moe = qc_arch_desc_of(m->cfg.arch)->moe;
+    if (shared) snprintf(name, size, "model.layers.%d.%s.weight", i, moe->shared_gate);
+    else moe_name(m, i, moe->router, moe->alt_router, "weight", name, size);
 }
 
 static qc_status load_moe(const qc_model *m, int i, qc_layer *L) {
@@ -268,7 +299,7 @@ static qc_status load_moe(const qc_model *m, int i, qc_layer *L) {
     for (int k = 0; k < 2 && st == QC_OK; k++) st = fused_experts(m, i, k, &fz[k]);
     for (int l = QC_LIN_COUNT; l < qc_arch_n_lin(c) && st == QC_OK; l++) {
         qc_linear_shape(c, (qc_linear_id)l, &L->out_features[l], &L->in_features[l]);
-        st = load_expert(m, i, (qc_linear_id)l, fz, &L->w[l]);
+        st = load_expert(m, i, (qc_linear_id)l, &L->w[l]);
     }
     for (int k = 0; k < 2; k++)
         if (fz[k]) qc_tensor_drop_pages(fz[k]);

@@ -87,6 +87,14 @@ float **qc_layer_norm(qc_layer *L, qc_norm_id n);
 qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L);
 void      qc_layer_release(qc_layer *L);
 
+/* MoE layer i of an unquantized checkpoint: where expert linear l (slot >= QC_LIN_COUNT) is stored: *t is
+ * its per-expert 2-D tensor (*el0 0) or the fused 3-D tensor holding it, *el0 its first element there
+ * (gate_up [E, 2 * ff, d]: gate rows, then up rows; down [E, d, ff]). The tensor belongs to m. */
+qc_status qc_model_expert_tensor(const qc_model *m, int i, qc_linear_id l, const qc_tensor **t, int64_t *el0);
+/* The name layer i's router (shared 0) or shared-expert gate (shared 1) is read from: the description's,
+ * or its alternative (transformers 5's Mixtral names) when the checkpoint has that one. */
+void qc_model_moe_name(const qc_model *m, int i, bool shared, char *name, size_t size);
+
 /* Rotary tables as transformers computes them (float32 angles, rope scaling included):
  * cos/sin [seqlen, head_dim / 2], position p at row p. head_dim <= 1024. */
 void qc_rope_tables(const qc_model_config *cfg, int seqlen, float *cos_t, float *sin_t);

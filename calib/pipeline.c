@@ -544,11 +544,7 @@ static qc_status hessian_pass(run_ctx *c, int li, const bool *want, const bool *
     return st;
 }
 
-/* The threshold below which an expert counts as under-covered. */
-static int64_t moe_min_rows(const run_ctx *c) {
-    int64_t thr = c->o->moe_min_tokens >= 0 ? c->o->moe_min_tokens : c->m->cfg.hidden_size;
-    return thr > 1 ? thr : 1; /* an expert no row reached is always under-covered */
-}
+static int64_t moe_min_rows(const run_ctx *c) { return qc_pipeline_moe_min_rows(c->o, &c->m->cfg); }
 
 /* The layer (already-quantized groups in place) on every sample, accumulating the wanted Hessians; stops
  * after the last wanted capture point. In an MoE layer each expert's Hessians come from the rows routed to

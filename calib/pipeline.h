@@ -141,6 +141,10 @@ typedef struct qc_pipeline_result {
 /* Whether the run's format can hold an N x K linear (else it stays F16; *why says why). */
 bool qc_pl_packable(const qc_pipeline_opts *o, int N, int K, const char **why);
 
+/* The routed rows below which an expert counts as under-covered: o->moe_min_tokens, or the hidden size when
+ * it is < 0; at least 1 (an expert no row reached is always under-covered). */
+int64_t qc_pipeline_moe_min_rows(const qc_pipeline_opts *o, const qc_model_config *cfg);
+
 qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, int seqlen, const qc_pipeline_opts *o,
                           qc_pipeline_result *res);
 void      qc_pipeline_result_free(qc_pipeline_result *res);

@@ -15,6 +15,11 @@ qc_linear_report *qc_pl_row(qc_pl_driver *d, int li, qc_linear_id l) {
     return &d->res->lin[(size_t)li * d->res->lin_stride + l];
 }
 
+int64_t qc_pipeline_moe_min_rows(const qc_pipeline_opts *o, const qc_model_config *cfg) {
+    int64_t thr = o->moe_min_tokens >= 0 ? o->moe_min_tokens : cfg->hidden_size;
+    return thr > 1 ? thr : 1;
+}
+
 int qc_pl_count_linears(const qc_model_config *cfg, int n_layers) {
     int n = 0;
     for (int li = 0; li < n_layers; li++)

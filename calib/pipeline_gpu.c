@@ -84,7 +84,7 @@ typedef struct {
     size_t                  rows;
     float                  *X;               /* [rows, d] the current layer's input */
     float                  *xs;              /* [batch * T, d] scratch copy */
-    float                  *Hs[QC_LIN_COUNT];/* Hessians per capture point [K, K] */
+    float                  *Hs[QC_LIN_MAX];  /* Hessians per capture point [K, K] (an MoE layer's experts' too) */
     float                  *Hw;              /* [d, d] a Hessian copy for the linears sharing one (q/k, gate) */
     size_t                  Hw_elems;
     float                  *W32, *Wo;        /* [NKmax] */
@@ -98,6 +98,10 @@ typedef struct {
     qc_qlinear              ql;
     qc_pl_parts             part;
     qc_gpu_layer           *layer;           /* the layer being quantized (device, modified in place) */
+    /* MoE: the layer's experts' routed calibration rows (-1: not yet counted) and which fell below
+     * moe_min_tokens (the CPU pipeline's policy, pipeline.c) */
+    int64_t                 moe_rows[QC_EXPERTS_MAX];
+    bool                    moe_low[QC_EXPERTS_MAX];
     qc_pl_driver            drv;             /* the shared schedule (pipeline_driver.c) */
     float                  *xh;              /* host copy of X for x.bin [rows, d]; NULL: no resume state */
     bool                    xh_pinned;
@@ -112,7 +116,7 @@ typedef struct {
     char                    wr_path[4096];
     int                     wr_layer;
     bool                    wr_save_x;
-    qc_pipeline_result      wr_res;          /* lin [L * QC_LIN_COUNT], unquantized (pointers only) */
+    qc_pipeline_result      wr_res;          /* lin [L * lin_stride], unquantized (pointers only) */
     int                     wr_unq_cap;
     host_job               *base;            /* the base part's writer: finished before the first x.bin */
 } gctx;
@@ -136,7 +140,8 @@ static qc_status write_part_job(void *arg) {
 static qc_status part_writer_start(gctx *c, const char *path, int li, bool save_x) {
     QC_ASSERT(!c->wr.running);
     qc_pipeline_result *r = c->res, *w = &c->wr_res;
-    memcpy(w->lin + (size_t)li * QC_LIN_COUNT, r->lin + (size_t)li * QC_LIN_COUNT, sizeof *r->lin * QC_LIN_COUNT);
+    size_t st_ = (size_t)r->lin_stride;
+    memcpy(w->lin + (size_t)li * st_, r->lin + (size_t)li * st_, sizeof *r->lin * st_);
     if (r->n_unq > c->wr_unq_cap) {
         char **u = realloc(w->unquantized, sizeof *u * (size_t)r->n_unq);
         if (!u) return qc_fail(QC_ERR_NOMEM, "out of memory");
@@ -189,6 +194,22 @@ static qc_status fake_vec(gctx *c, const float *dev, int n, float **out) {
     if (st == QC_OK)
         for (int i = 0; i < n; i++) (*out)[i] = qc_fp16_to_f32(qc_f32_to_fp16((*out)[i]));
     return st;
+}
+
+/* Host floats of a device fp16 array (the router and shared-expert gate: fake layer and part). */
+static qc_status f16_to_host(gctx *c, const uint16_t *dev, size_t n, float **out) {
+    *out = NULL;
+    uint16_t *h = malloc(n * 2 + 1);
+    float *f = qc_aligned_alloc(n * sizeof(float) + 4);
+    qc_status st = h && f ? qc_gpu_download(c->g, h, dev, n * 2) : qc_fail(QC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; st == QC_OK && i < n; i++) f[i] = qc_fp16_to_f32(h[i]);
+    free(h);
+    if (st) {
+        qc_aligned_free(f);
+        return st;
+    }
+    *out = f;
+    return QC_OK;
 }
 
 /* A linear the format cannot hold: its fp16 weight goes out as is, declared unquantized. */
@@ -288,10 +309,16 @@ static qc_status finish_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *la
 /* The input width of a capture point (arch.h). */
 static int cap_width(const gctx *c, qc_linear_id cap) { return qc_capture_width(&c->m->cfg, cap); }
 
+/* The linear whose input capture point cap is (an expert's path below model.layers.N. for its slots). */
+static const char *cap_name(const gctx *c, qc_linear_id cap, char *buf, size_t size) {
+    return qc_linear_path(&c->m->cfg, cap, buf, size);
+}
+
 /* qc_pl_check_hessian for a device Hessian: its diagonal (K floats) is enough, since a non-finite input
  * row makes its whole row and column of H non-finite. */
 static qc_status check_hessian(gctx *c, qc_linear_id cap, int li) {
     int K = cap_width(c, cap);
+    char nm[160];
     float *dg = malloc(sizeof(float) * (size_t)K + 1);
     if (!dg) return qc_fail(QC_ERR_NOMEM, "out of memory");
     qc_status st = qc_gpu_hessian_diag(c->g, c->Hs[cap], K, dg);
@@ -300,14 +327,14 @@ static qc_status check_hessian(gctx *c, qc_linear_id cap, int li) {
             st = qc_fail(QC_ERR_NUMERIC, "model.layers.%d: the calibration activations entering %s are not finite "
                          "(Hessian diagonal %d is %g): the model overflows on this calibration text (the GPU feeds "
                          "the linears F16 inputs, as an F16 model does; --device cpu computes in FP32) or its "
-                         "weights are broken", li, qc_arch_desc_of(c->m->cfg.arch)->lin[cap].name, i, (double)dg[i]);
+                         "weights are broken", li, cap_name(c, cap, nm, sizeof nm), i, (double)dg[i]);
     free(dg);
     return st;
 }
 typedef struct {
     gctx        *c;
-    bool         want[QC_LIN_COUNT];
-    int64_t      rows[QC_LIN_COUNT];
+    bool         want[QC_LIN_MAX];
+    int64_t      rows[QC_LIN_MAX];
     qc_linear_id last;
     qc_status    st;
     double       t_hess;
@@ -329,8 +356,8 @@ static bool hessian_capture(void *user, qc_linear_id which, const uint16_t *x, i
 
 static qc_status hessian_buf(gctx *c, qc_linear_id cap, int K) {
     if (!c->Hs[cap]) {
-        char what[64];
-        snprintf(what, sizeof what, "the Hessian of %s inputs (%d x %d)", qc_arch_desc_of(c->m->cfg.arch)->lin[cap].name, K, K);
+        char what[256], nm[160];
+        snprintf(what, sizeof what, "the Hessian of %s inputs (%d x %d)", cap_name(c, cap, nm, sizeof nm), K, K);
         qc_status st = qc_gpu_alloc(c->g, (void **)&c->Hs[cap], sizeof(float) * (size_t)K * K, what);
         if (st) return st;
     }
@@ -348,7 +375,16 @@ static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *lay
     qc_status st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
     if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float));
     if (st == QC_OK) st = qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &ref);
-    bool gptq = o->method == QC_METHOD_GPTQ, copy = gptq && !last_user;
+    bool gptq = o->method == QC_METHOD_GPTQ;
+    int e, j;
+    r->tokens = (int64_t)c->rows;
+    if (qc_linear_expert(l, &e, &j)) { /* the coverage policy's outcome (gpu_hessians) */
+        bool low = c->moe_low[e];
+        r->tokens = c->moe_rows[e];
+        snprintf(r->coverage, sizeof r->coverage, "%s", !low ? "routed" : o->moe_low == QC_MOE_LOW_RTN ? "rtn" : "all-tokens");
+        if (low && o->moe_low == QC_MOE_LOW_RTN) gptq = false;
+    }
+    bool copy = gptq && !last_user;
     if (copy && (size_t)K * K > c->Hw_elems) st = qc_fail(QC_ERR_ARG, "%s: no room for a Hessian copy", r->name);
     if (st == QC_OK && copy) st = qc_gpu_copy(c->g, c->Hw, H, (size_t)K * K * sizeof(float));
     if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, o->q.sym, false);
@@ -387,41 +423,104 @@ static qc_status run_in_place(gctx *c, const qc_gpu_layer *layer, int halves) {
     return st;
 }
 
-/* The layer's block of group gi (both blocks when every linear is one group) on every sample, from X
- * (the blocks before it already applied for good), accumulating the wanted Hessians. */
-static qc_status gpu_hessians(void *be, int li, int gi, int n_groups, const bool *want) {
-    gctx *c = be;
-    const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
-    int halves = n_groups > 1 ? arch->seq[gi].block : QC_GPU_BOTH_HALVES;
-    qc_status st = QC_OK;
-    hcap hc;
-    memset(&hc, 0, sizeof hc);
-    hc.c = c;
-    hc.last = QC_LIN_Q;
-    for (int k = 0; k < arch->n_caps && st == QC_OK; k++) { /* in forward order: the last wanted one stops it */
-        qc_linear_id cap = arch->caps[k];
+/* One pass of the given halves of the layer over every sample, from X (the blocks before them already applied
+ * for good), accumulating the Hessians of the capture points in want (stopping after the last wanted one in
+ * forward order); all_rows: experts whose down capture gets every row sent through them (NULL: the routed
+ * rows). Leaves each 2/rows X^T X in c->Hs (a capture no row reached keeps its zero matrix) and the rows in
+ * rows_out. */
+static qc_status hessian_pass(gctx *c, int li, int halves, const bool *want, const bool *all_rows, int64_t *rows_out) {
+    const qc_model_config *cfg = &c->m->cfg;
+    hcap *hc = calloc(1, sizeof *hc);
+    qc_linear_id *caps = malloc(sizeof(qc_linear_id) * QC_LIN_MAX);
+    qc_status st = hc && caps ? QC_OK : qc_fail(QC_ERR_NOMEM, "out of memory");
+    int n_caps = st ? 0 : qc_arch_caps(cfg, li, caps);
+    if (hc) {
+        hc->c = c;
+        hc->last = QC_LIN_Q;
+    }
+    for (int k = 0; k < n_caps && st == QC_OK; k++) { /* in forward order: the last wanted one stops it */
+        qc_linear_id cap = caps[k];
         if (!want[cap]) continue;
-        hc.want[cap] = true;
-        hc.last = cap;
+        hc->want[cap] = true;
+        hc->last = cap;
         st = hessian_buf(c, cap, cap_width(c, cap));
     }
+    qc_gpu_fwd_moe_all_rows(c->f, all_rows);
     double tf = qc_time_now();
     for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
         int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
         st = qc_gpu_copy(c->g, c->xs, c->X + (size_t)s0 * c->T * c->d, sizeof(float) * (size_t)nb * c->T * c->d);
-        if (st == QC_OK) st = qc_gpu_layer_forward_half(c->f, c->layer, c->xs, nb, c->T, halves, hessian_capture, &hc);
-        if (st == QC_OK) st = hc.st;
+        if (st == QC_OK) st = qc_gpu_layer_forward_half(c->f, c->layer, c->xs, nb, c->T, halves, hessian_capture, hc);
+        if (st == QC_OK) st = hc->st;
     }
-    for (int k = 0; k < QC_LIN_COUNT && st == QC_OK; k++)
-        if (hc.want[k]) {
-            size_t K = (size_t)cap_width(c, (qc_linear_id)k);
-            st = qc_gpu_scale_f32(c->g, c->Hs[k], K * K, 2.0f / (float)hc.rows[k]);
-        }
+    qc_gpu_fwd_moe_all_rows(c->f, NULL);
+    for (int k = 0; k < n_caps && st == QC_OK; k++) {
+        qc_linear_id cap = caps[k];
+        if (!hc->want[cap]) continue;
+        rows_out[cap] = hc->rows[cap];
+        if (hc->rows[cap] == 0) continue; /* an expert no row reached: handled by the caller */
+        size_t K = (size_t)cap_width(c, cap);
+        st = qc_gpu_scale_f32(c->g, c->Hs[cap], K * K, 2.0f / (float)hc->rows[cap]);
+    }
     if (st == QC_OK) st = qc_gpu_sync(c->g);
-    c->res->t_forward += qc_time_now() - tf - hc.t_hess;
-    c->res->t_hessian += hc.t_hess;
-    for (int k = 0; k < QC_LIN_COUNT && st == QC_OK; k++)
-        if (hc.want[k]) st = check_hessian(c, (qc_linear_id)k, li);
+    if (hc) {
+        c->res->t_forward += qc_time_now() - tf - hc->t_hess;
+        c->res->t_hessian += hc->t_hess;
+    }
+    for (int k = 0; k < n_caps && st == QC_OK; k++)
+        if (hc->want[caps[k]] && hc->rows[caps[k]] > 0) st = check_hessian(c, caps[k], li);
+    free(hc);
+    free(caps);
+    return st;
+}
+
+static int64_t moe_min_rows(const gctx *c) { return qc_pipeline_moe_min_rows(c->o, &c->m->cfg); }
+
+/* The layer's block of group gi (both blocks when every linear is one group) on every sample, from X
+ * (the blocks before it already applied for good), accumulating the wanted Hessians. An MoE layer's experts
+ * follow the CPU's coverage policy (pipeline.c cpu_hessians): an expert with fewer than moe_min_tokens
+ * routed rows gets, under all-tokens, the block input's Hessian for its gate/up and a second pass running
+ * every row through it for its down; under rtn none (it is rounded). */
+static qc_status gpu_hessians(void *be, int li, int gi, int n_groups, const bool *want) {
+    gctx *c = be;
+    const qc_model_config *cfg = &c->m->cfg;
+    const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
+    int halves = n_groups > 1 ? arch->seq[gi].block : QC_GPU_BOTH_HALVES;
+    bool moe = qc_layer_is_moe(cfg, li);
+    bool *w = malloc(QC_LIN_MAX * sizeof(bool));
+    int64_t *rows = calloc(QC_LIN_MAX, sizeof(int64_t));
+    if (!w || !rows) {
+        free(w), free(rows);
+        return qc_fail(QC_ERR_NOMEM, "out of memory");
+    }
+    memcpy(w, want, QC_LIN_MAX * sizeof(bool));
+    for (int e = 0; moe && e < cfg->n_experts; e++) /* every-row gate/up Hessians ride on the block's input */
+        if (w[QC_LIN_EXPERT(e, 0)] && c->o->moe_low == QC_MOE_LOW_ALL_TOKENS) w[QC_LIN_GATE] = true;
+    qc_status st = hessian_pass(c, li, halves, w, NULL, rows);
+    if (st == QC_OK && moe) {
+        bool *again = calloc(QC_LIN_MAX, sizeof(bool)), *all = calloc(QC_EXPERTS_MAX, sizeof(bool)), redo = false;
+        if (!again || !all) st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        for (int e = 0; st == QC_OK && e < cfg->n_experts; e++) {
+            qc_linear_id g = QC_LIN_EXPERT(e, 0), dn = QC_LIN_EXPERT(e, 2);
+            if (w[g] || w[dn]) c->moe_rows[e] = w[g] ? rows[g] : rows[dn];
+            c->moe_low[e] = c->moe_rows[e] < moe_min_rows(c);
+            if (!c->moe_low[e] || c->o->moe_low != QC_MOE_LOW_ALL_TOKENS) continue;
+            if (w[g]) { /* the block's input, every row */
+                size_t K = (size_t)cfg->hidden_size;
+                st = qc_gpu_copy(c->g, c->Hs[g], c->Hs[QC_LIN_GATE], sizeof(float) * K * K);
+            }
+            if (w[dn]) again[dn] = all[e] = redo = true;
+        }
+        if (st == QC_OK && redo) st = hessian_pass(c, li, halves, again, all, rows);
+        free(again);
+        free(all);
+    }
+    if (st == QC_OK && moe && !want[QC_LIN_GATE] && w[QC_LIN_GATE]) { /* only borrowed for the experts */
+        qc_gpu_free(c->g, c->Hs[QC_LIN_GATE]);
+        c->Hs[QC_LIN_GATE] = NULL;
+    }
+    free(w);
+    free(rows);
     return st;
 }
 
@@ -443,7 +542,7 @@ static qc_status gpu_group_done(void *be, int li, int gi, int n_groups, const bo
     gctx *c = be;
     if (n_groups == 1) return QC_OK;
     const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
-    for (int k = 0; k < QC_LIN_COUNT; k++)
+    for (int k = 0; k < QC_LIN_MAX; k++)
         if (want[k]) {
             qc_gpu_free(c->g, c->Hs[k]);
             c->Hs[k] = NULL;
@@ -687,6 +786,8 @@ static const qc_pl_backend_ops k_gpu_ops = {
 
 /* Norms into the part; the part, the report rows and (at a save boundary) X to the writer thread; the fake
  * layer's norms and biases. */
+static int d_of(const gctx *c) { return c->m->cfg.hidden_size; }
+
 static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
     const qc_model_config *cfg = &c->m->cfg;
     double tw = qc_time_now();
@@ -698,6 +799,16 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
         if (!nw) continue;
         snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->norm[k].name);
         st = part_add_dev_f32(c, nm, nw, qc_norm_dim(cfg, (qc_norm_id)k));
+    }
+    /* the router and shared-expert gate stay F16, never quantized (kept for the fake layer too) */
+    float *gates[2] = {NULL, NULL};
+    if (st == QC_OK && layer->router && (st = f16_to_host(c, layer->router, (size_t)cfg->n_experts * d_of(c), &gates[0])) == QC_OK) {
+        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->moe->router);
+        st = qc_pl_part_add_f16(&c->part, nm, gates[0], cfg->n_experts, cfg->hidden_size);
+    }
+    if (st == QC_OK && layer->shared_gate && (st = f16_to_host(c, layer->shared_gate, (size_t)d_of(c), &gates[1])) == QC_OK) {
+        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->moe->shared_gate);
+        st = qc_pl_part_add_f16(&c->part, nm, gates[1], 1, cfg->hidden_size);
     }
     if (st == QC_OK) st = qc_pl_part_fuse(&c->part, cfg, li);
     snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
@@ -719,7 +830,11 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
     if (st == QC_OK && c->o->keep_fake) {
         qc_layer *fk = &c->res->fake[li];
         fk->index = li;
-        for (int l = 0; l < QC_LIN_COUNT && st == QC_OK; l++) {
+        fk->router = gates[0];
+        fk->shared_gate = gates[1];
+        gates[0] = gates[1] = NULL;
+        for (int l = 0; l < qc_arch_n_lin(cfg) && st == QC_OK; l++) {
+            if (!layer->w[l]) continue; /* absent in this layer */
             fk->out_features[l] = layer->out_features[l];
             fk->in_features[l] = layer->in_features[l];
             st = fake_vec(c, layer->b[l], layer->out_features[l], &fk->b[l]);
@@ -728,6 +843,8 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
             st = fake_vec(c, *qc_gpu_layer_norm((qc_gpu_layer *)layer, (qc_norm_id)k), qc_norm_dim(cfg, (qc_norm_id)k),
                           qc_layer_norm(fk, (qc_norm_id)k));
     }
+    qc_aligned_free(gates[0]);
+    qc_aligned_free(gates[1]);
     c->res->t_write += qc_time_now() - tw;
     return st;
 }
@@ -751,9 +868,9 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     if (nsamples < 1 || T < 1) return qc_fail(QC_ERR_ARG, "quantize: no calibration samples");
     if (o->method == QC_METHOD_AWQ && (o->q.group_size <= 0 || o->format == QC_PACK_GPTQ))
         return qc_fail(QC_ERR_ARG, "quantize: awq needs a positive group size and asymmetric storage (awq or gptq_v2)");
-    if (qc_arch_n_lin(cfg) != QC_LIN_COUNT)
-        return qc_fail(QC_ERR_UNSUPPORTED, "quantize: mixture-of-experts models (%s) run on the CPU only in this "
-                       "version (--device cpu)", cfg->arch_name);
+    if (qc_arch_n_lin(cfg) != QC_LIN_COUNT && o->method == QC_METHOD_AWQ)
+        return qc_fail(QC_ERR_UNSUPPORTED, "quantize: AWQ of mixture-of-experts models (%s) runs on the CPU only in "
+                       "this version (--device cpu; GPTQ and RTN run on the GPU)", cfg->arch_name);
     if (mkdir(o->work_dir, 0755) != 0 && errno != EEXIST)
         return qc_fail(QC_ERR_IO, "%s: cannot create work directory: %s", o->work_dir, strerror(errno));
     qc_pl_set_clamp_f16(o->clamp_f16);
@@ -766,10 +883,13 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     c.T = T;
     c.nsamples = nsamples;
     c.rows = (size_t)nsamples * T;
-    c.drv = (qc_pl_driver){.m = m, .o = o, .res = res, .ops = &k_gpu_ops, .be = &c, .total = L * QC_LIN_COUNT};
+    int stride = qc_arch_n_lin(cfg);
+    c.drv = (qc_pl_driver){.m = m, .o = o, .res = res, .ops = &k_gpu_ops, .be = &c,
+                           .total = qc_pl_count_linears(cfg, L)};
+    for (int e = 0; e < QC_EXPERTS_MAX; e++) c.moe_rows[e] = -1;
     size_t nkmax = 0;
     int Nmax = 0;
-    for (int l = 0; l < QC_LIN_COUNT; l++) { /* the widest linear's shapes (arch.h) */
+    for (int l = 0; l < stride; l++) { /* the widest linear's shapes (arch.h) */
         int N, K;
         qc_linear_shape(cfg, (qc_linear_id)l, &N, &K);
         nkmax = (size_t)N * K > nkmax ? (size_t)N * K : nkmax;
@@ -784,10 +904,10 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     if (st) return st;
     snprintf(res->device_desc, sizeof res->device_desc, "%s", qc_gpu_describe(c.g));
     QC_LOGI("quantize: on %s", qc_gpu_describe(c.g));
-    res->lin = calloc((size_t)L * QC_LIN_COUNT, sizeof *res->lin);
-    res->lin_stride = QC_LIN_COUNT;
-    c.wr_res.lin = calloc((size_t)L * QC_LIN_COUNT, sizeof *c.wr_res.lin);
-    c.wr_res.lin_stride = QC_LIN_COUNT;
+    res->lin = calloc((size_t)L * stride, sizeof *res->lin);
+    res->lin_stride = stride;
+    c.wr_res.lin = calloc((size_t)L * stride, sizeof *c.wr_res.lin);
+    c.wr_res.lin_stride = stride;
     if (o->keep_fake) {
         res->fake = calloc((size_t)L, sizeof *res->fake);
         res->n_layers = L;
@@ -864,7 +984,7 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     if (start > 0) {
         QC_LOGI("resuming at layer %d of %d: layers 0-%d and their activations come from %s", start, L, start - 1,
                 o->work_dir);
-        c.drv.done = start * QC_LIN_COUNT;
+        c.drv.done = qc_pl_count_linears(cfg, start);
         if (start < L && (st = qc_gpu_upload(c.g, c.X, c.xh, xbytes))) goto out;
     } else {
         if (o->on_phase) o->on_phase(o->user, -1, L, "embed");
@@ -888,6 +1008,7 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         if (li + 1 < L && (st = qc_gpu_loader_prefetch(c.ld, li + 1))) break;
         if ((st = qc_gpu_loader_check_finite(c.ld, layer))) break;
         c.layer = layer;
+        for (int e = 0; e < QC_EXPERTS_MAX; e++) c.moe_rows[e] = -1, c.moe_low[e] = false;
         st = qc_pl_layer(&c.drv, li);
         c.layer = NULL;
         if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, L, "part");
@@ -918,8 +1039,8 @@ out:
     free(c.wr_res.lin);
     free(c.wr_res.unquantized);
     qc_gpu_close(c.g); /* frees every device buffer */
-    res->n_lin = L * QC_LIN_COUNT;
-    res->lin_stride = QC_LIN_COUNT;
+    res->n_lin = L * stride;
+    res->lin_stride = stride;
     if (st != QC_OK) {
         qc_linear_report *keep = res->lin;
         res->lin = NULL;

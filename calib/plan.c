@@ -234,9 +234,15 @@ static uint64_t gpu_fwd_bytes(const shapes *s, int seqs) {
     if (hc < 1) hc = 1;
     if (hc > (uint64_t)(s->kvd / s->hd)) hc = (uint64_t)(s->kvd / s->hd);
     uint64_t rope = 2 * T * (uint64_t)(s->hd / 2) * 4;
-    uint64_t post = s->norm_len[QC_NORM_ATTN_POST] ? rows * s->d * 4 : 0; /* Gemma: block outputs before the post norms */
+    bool shared = s->cfg && s->L_moe > 0 && s->cfg->shared_expert_intermediate_size > 0;
+    /* Gemma: block outputs before the post norms; Qwen2-MoE: the shared expert's output */
+    uint64_t post = s->norm_len[QC_NORM_ATTN_POST] || shared ? rows * s->d * 4 : 0;
+    uint64_t moe = 0;
+    if (s->L_moe > 0) /* logits, routing (4 arrays), gathered rows fp16, expert and block outputs f32, gate logits */
+        moe = rows * (uint64_t)s->E * 4 + 4 * rows * (uint64_t)s->topk * 4 + rows * s->d * 2 + 2 * rows * s->d * 4 +
+              rows * 4;
     return rows * s->d * 2 + rows * (attn > mlp ? attn : mlp) * 2 + hc * T * T * 6 + rope * (s->rope_local ? 2 : 1) +
-           post;
+           post + moe;
 }
 
 /* qc_gpu_solver_bytes_nk (gptq_gpu.cu): Hbak, Wp, Err, codes, scales/zf, perm/dead, cuSOLVER workspace,
@@ -251,11 +257,22 @@ static uint64_t gpu_solver_bytes(const shapes *s) {
 /* qc_gpu_layer_bytes: one layer slot, fp16 weights + fp32 biases and norms, each 256-aligned. */
 static uint64_t gpu_slot_bytes(const shapes *s) {
     uint64_t off = 0;
-    for (int l = 0; l < QC_LIN_COUNT; l++) off = align256(off + (uint64_t)s->N[l] * s->K[l] * 2);
+    bool in_any[QC_LIN_COUNT]; /* the slot holds the linears some layer has (an MoE model may have no dense MLP) */
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        in_any[l] = !s->cfg;
+        for (int i = 0; s->cfg && i < s->L && !in_any[l]; i++) in_any[l] = qc_linear_present(s->cfg, i, (qc_linear_id)l);
+    }
     for (int l = 0; l < QC_LIN_COUNT; l++)
-        if (s->bias[l]) off = align256(off + (uint64_t)s->N[l] * 4);
+        if (in_any[l]) off = align256(off + (uint64_t)s->N[l] * s->K[l] * 2);
+    for (int e = 0; s->L_moe > 0 && e < 3 * s->E; e++) off = align256(off + (uint64_t)s->mff * s->d * 2);
+    for (int l = 0; l < QC_LIN_COUNT; l++)
+        if (in_any[l] && s->bias[l]) off = align256(off + (uint64_t)s->N[l] * 4);
     for (int k = 0; k < QC_NORM_COUNT; k++)
         if (s->norm_len[k]) off = align256(off + (uint64_t)s->norm_len[k] * 4);
+    if (s->L_moe > 0) { /* the router and the shared expert's gate, fp16 */
+        off = align256(off + (uint64_t)s->E * s->d * 2);
+        if (s->arch->moe->shared_gate) off = align256(off + (uint64_t)s->d * 2);
+    }
     return off;
 }
 
@@ -646,6 +663,12 @@ static void gpu_memory(const qc_plan_in *in, shapes *s, uint64_t dev_free, qc_pl
         uint64_t h = 4 * (uint64_t)cap_width(s, s->k_caps[k]) * cap_width(s, s->k_caps[k]);
         hess += h;
         if (h > hess_max) hess_max = h;
+    }
+    if (!awq && s->L_moe > 0) { /* the experts' (gate/up with the block input's, down) */
+        uint64_t gu = 4 * ((uint64_t)s->E + 1) * s->d * s->d, dn = 4 * (uint64_t)s->E * s->mff * s->mff;
+        hess += gu + dn;
+        hess_max = gu > hess_max ? gu : hess_max;
+        hess_max = dn > hess_max ? dn : hess_max;
     }
     if (!awq && in->true_sequential) hess = hess_max; /* freed after each group */
     items peak = fx;

@@ -446,9 +446,10 @@ static int run(int argc, char **argv) {
     po.moe_low = strcmp(r.moe_low_coverage, "rtn") == 0 ? QC_MOE_LOW_RTN : QC_MOE_LOW_ALL_TOKENS;
     if (qc_cli_opt(k_opts, "batch-tokens")->set) po.batch_tokens = (int)qc_cli_opt(k_opts, "batch-tokens")->i;
     if ((st = check_some_packable(m, &po)) || (st = check_awq_names(m, &po))) goto out;
-    if (device >= 0 && qc_arch_n_lin(&m->cfg) != QC_LIN_COUNT) { /* before calibration (the pipeline checks too) */
-        st = qc_fail(QC_ERR_UNSUPPORTED, "quantize: mixture-of-experts models (%s) run on the CPU only in this "
-                     "version (--device cpu)", m->cfg.arch_name);
+    if (device >= 0 && method == QC_METHOD_AWQ && qc_arch_n_lin(&m->cfg) != QC_LIN_COUNT) { /* before calibration
+                                                                                              (the pipeline checks too) */
+        st = qc_fail(QC_ERR_UNSUPPORTED, "quantize: AWQ of mixture-of-experts models (%s) runs on the CPU only in "
+                     "this version (--device cpu; GPTQ and RTN run on the GPU)", m->cfg.arch_name);
         goto out;
     }
 
@@ -630,7 +631,7 @@ static int run(int argc, char **argv) {
             n_q, n_all - n_q, n_raised, worst, worst_name);
     if (n_experts > 0)
         fprintf(stderr, "experts: %d of %d (over all layers) had fewer than %d routed calibration tokens: %s\n", n_low,
-                n_experts, po.moe_min_tokens >= 0 ? po.moe_min_tokens : m->cfg.hidden_size,
+                n_experts, (int)qc_pipeline_moe_min_rows(&po, &m->cfg),
                 po.moe_low == QC_MOE_LOW_RTN ? "rounded to nearest" : "Hessians from every token sent through them");
     if (method == QC_METHOD_AWQ) { /* a group's choice is on each of its linears: count it at its first */
         int won[3] = {0};

@@ -261,6 +261,159 @@ static void run_layers(const char *dir, const char *label, int nseq, int T) {
     qc_model_free(m);
 }
 
+/* ---- MoE layers ----
+ * Every capture of an MoE layer (in qc_arch_caps order, each expert's with its routed rows), kept in call order. */
+typedef struct moe_caps {
+    int    n_calls, cap;
+    int   *which, *n, *in;
+    float **x;
+} moe_caps;
+
+static void moe_caps_free(moe_caps *c) {
+    for (int i = 0; i < c->n_calls; i++) free(c->x[i]);
+    free(c->which), free(c->n), free(c->in), free(c->x);
+    memset(c, 0, sizeof *c);
+}
+
+static float *moe_rec(moe_caps *c, qc_linear_id which, int n, int in) {
+    if (c->n_calls == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 64;
+        c->which = realloc(c->which, sizeof(int) * c->cap);
+        c->n = realloc(c->n, sizeof(int) * c->cap);
+        c->in = realloc(c->in, sizeof(int) * c->cap);
+        c->x = realloc(c->x, sizeof(float *) * c->cap);
+    }
+    int k = c->n_calls++;
+    c->which[k] = which, c->n[k] = n, c->in[k] = in;
+    c->x[k] = malloc(sizeof(float) * ((size_t)n * in + 1));
+    return c->x[k];
+}
+
+static bool moe_cpu_cap(void *user, qc_linear_id which, const float *x, int n, int in) {
+    memcpy(moe_rec(user, which, n, in), x, sizeof(float) * (size_t)n * in);
+    return true;
+}
+
+static bool moe_gpu_cap(void *user, qc_linear_id which, const uint16_t *x_dev, int n, int in) {
+    float *dst = moe_rec(user, which, n, in);
+    if (n > 0) download_f16(x_dev, (size_t)n * in, dst);
+    return true;
+}
+
+/* The CPU layer with every weight the GPU reads as fp16 rounded to fp16 (so that the router's choices agree
+ * up to the order of fp32 sums) against the GPU layer: the outputs, the MLP half alone, the capture sequence
+ * (every expert's routed row count equal) and each capture's input; with all_rows every expert's down
+ * capture sees every row (qc_gpu_fwd_moe_all_rows against qc_fwd_moe_all_rows). */
+static void run_moe_layers(const char *dir, const char *label, int nseq, int T) {
+    qc_model *m;
+    QC_CHECK_OK(qc_model_open(dir, &m));
+    const qc_model_config *c = &m->cfg;
+    int n = nseq * T, d = c->hidden_size;
+    qc_fwd *cf;
+    QC_CHECK_OK(qc_fwd_create(c, nseq, T, &cf));
+    qc_gpu_fwd *gf;
+    size_t before = qc_gpu_bytes_in_use(g_gpu);
+    QC_CHECK_OK(qc_gpu_fwd_create(g_gpu, c, nseq, T, &gf));
+    assert_int_equal(qc_gpu_bytes_in_use(g_gpu) - before, qc_gpu_fwd_bytes(c, nseq, T));
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)((frand() + 1.0f) * 0.5f * (float)(c->vocab_size - 1));
+    size_t nd = (size_t)n * d;
+    float *x = malloc(sizeof(float) * nd), *xin = malloc(sizeof(float) * nd), *xg = malloc(sizeof(float) * nd);
+    float *xr = malloc(sizeof(float) * nd), *oc = malloc(sizeof(float) * nd), *og = malloc(sizeof(float) * nd);
+    QC_CHECK_OK(qc_model_embed(m, ids, n, x));
+    float *x_dev = dalloc(sizeof(float) * nd), *out_dev = dalloc(sizeof(float) * nd);
+    uint16_t *xn_dev = dalloc(sizeof(uint16_t) * nd);
+    bool all[QC_EXPERTS_MAX];
+    for (int e = 0; e < QC_EXPERTS_MAX; e++) all[e] = true;
+    int moe_layers = 0;
+    for (int li = 0; li < c->n_layers; li++) {
+        qc_layer L;
+        QC_CHECK_OK(qc_layer_load(m, li, &L));
+        for (int l = 0; l < qc_arch_n_lin(c); l++)
+            for (size_t i = 0; L.w[l] && i < (size_t)L.out_features[l] * L.in_features[l]; i++) L.w[l][i] = r16(L.w[l][i]);
+        for (size_t i = 0; L.router && i < (size_t)c->n_experts * d; i++) L.router[i] = r16(L.router[i]);
+        for (int i = 0; L.shared_gate && i < d; i++) L.shared_gate[i] = r16(L.shared_gate[i]);
+        moe_layers += L.router != NULL;
+        qc_gpu_layer GL;
+        QC_CHECK_OK(qc_gpu_layer_upload_cfg(g_gpu, c, &L, &GL));
+        assert_true((GL.router != NULL) == (L.router != NULL));
+        memcpy(xin, x, sizeof(float) * nd);
+        double worst_in = 0, r_out = 0;
+        int calls = 0;
+        for (int pass = 0; pass < (L.router ? 2 : 1); pass++) {
+            moe_caps cc = {0}, gc = {0};
+            qc_fwd_moe_all_rows(cf, pass ? all : NULL);
+            qc_gpu_fwd_moe_all_rows(gf, pass ? all : NULL);
+            memcpy(x, xin, sizeof(float) * nd);
+            QC_CHECK_OK(qc_layer_forward(cf, &L, x, nseq, T, moe_cpu_cap, &cc));
+            QC_CHECK_OK(qc_gpu_upload(g_gpu, x_dev, xin, sizeof(float) * nd));
+            QC_CHECK_OK(qc_gpu_layer_forward(gf, &GL, x_dev, nseq, T, moe_gpu_cap, &gc));
+            QC_CHECK_OK(qc_gpu_download(g_gpu, xg, x_dev, sizeof(float) * nd));
+            qc_fwd_moe_all_rows(cf, NULL);
+            qc_gpu_fwd_moe_all_rows(gf, NULL);
+            assert_int_equal(gc.n_calls, cc.n_calls);
+            for (int k = 0; k < cc.n_calls; k++) {
+                if (gc.which[k] != cc.which[k] || gc.n[k] != cc.n[k] || gc.in[k] != cc.in[k])
+                    fail_msg("%s layer %d pass %d: capture %d is %s of %d x %d on the GPU, %s of %d x %d on the CPU",
+                             label, li, pass, k, qc_linear_name(gc.which[k] < QC_LIN_COUNT ? gc.which[k] : QC_LIN_Q),
+                             gc.n[k], gc.in[k], qc_linear_name(cc.which[k] < QC_LIN_COUNT ? cc.which[k] : QC_LIN_Q),
+                             cc.n[k], cc.in[k]);
+                double r = rel_l2(gc.x[k], cc.x[k], (size_t)cc.n[k] * cc.in[k]);
+                char what[128];
+                snprintf(what, sizeof what, "%s layer %d pass %d capture %d (slot %d, %d rows)", label, li, pass, k,
+                         cc.which[k], cc.n[k]);
+                check_act(what, r);
+                if (r > worst_in) worst_in = r;
+            }
+            double r = rel_l2(xg, x, nd);
+            char what[96];
+            snprintf(what, sizeof what, "%s layer %d pass %d output", label, li, pass);
+            check_act(what, r);
+            if (r > r_out) r_out = r;
+            calls = cc.n_calls;
+            moe_caps_free(&cc);
+            moe_caps_free(&gc);
+        }
+        /* the MLP half alone on the same fp16-rounded normed input */
+        for (size_t i = 0; i < nd; i++) xr[i] = r16(xin[i] * 0.5f);
+        upload_f16(xn_dev, xr, nd);
+        QC_CHECK_OK(qc_gpu_memset(g_gpu, out_dev, 0xFF, sizeof(float) * nd));
+        QC_CHECK_OK(qc_gpu_mlp_forward(gf, &GL, xn_dev, out_dev, n));
+        QC_CHECK_OK(qc_gpu_download(g_gpu, og, out_dev, sizeof(float) * nd));
+        QC_CHECK_OK(qc_mlp_forward(cf, &L, xr, oc, n));
+        double r_mlp = rel_l2(og, oc, nd);
+        char what[96];
+        snprintf(what, sizeof what, "%s layer %d MLP half", label, li);
+        check_act(what, r_mlp);
+        printf("[%-17s] layer %d (%s, %d x %d): out %.2e | %d captures, worst input %.2e | mlp %.2e\n", label, li,
+               L.router ? "sparse" : "dense", nseq, T, r_out, calls, worst_in, r_mlp);
+        qc_gpu_layer_free(g_gpu, &GL);
+        qc_layer_release(&L);
+    }
+    assert_true(moe_layers > 0);
+    QC_CHECK_OK(qc_gpu_sync(g_gpu));
+    qc_gpu_free(g_gpu, x_dev);
+    qc_gpu_free(g_gpu, out_dev);
+    qc_gpu_free(g_gpu, xn_dev);
+    qc_gpu_fwd_free(gf);
+    qc_fwd_free(cf);
+    free(ids); free(x); free(xin); free(xg); free(xr); free(oc); free(og);
+    qc_model_free(m);
+}
+
+static const char *const k_moe_fixtures[] = {"mixtral", "qwen2-moe", "qwen3-moe"};
+
+static void test_moe_layers(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof k_moe_fixtures / sizeof *k_moe_fixtures; i++) {
+        const char *dir = fixture_dir(k_moe_fixtures[i]);
+        if (!qc_dir_exists(dir)) fail_msg("fixture %s not found (set QCAL_SRC to the source tree)", dir);
+        char *d = qc_strdup(dir);
+        run_moe_layers(d, k_moe_fixtures[i], 3, 24);
+        free(d);
+    }
+}
+
 static const char *const k_fixtures[] = {
     "llama-bias-untied", "llama3-rope", "llama-linear-rope", "mistral-swa", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
 };
@@ -423,7 +576,9 @@ static void check_slot(const qc_model *m, const qc_gpu_layer *GL, int li, const 
     QC_CHECK_OK(qc_layer_load(m, li, &L)); /* after the loader dropped these pages: read back from the file */
     assert_int_equal(GL->index, li);
     size_t bad = 0, total = 0;
-    for (int l = 0; l < QC_LIN_COUNT; l++) {
+    for (int l = 0; l < qc_arch_n_lin(c); l++) {
+        assert_true((GL->w[l] != NULL) == (L.w[l] != NULL));
+        if (!L.w[l]) continue; /* absent in this layer */
         assert_int_equal(GL->out_features[l], L.out_features[l]);
         assert_int_equal(GL->in_features[l], L.in_features[l]);
         size_t e = (size_t)L.out_features[l] * L.in_features[l];
@@ -439,6 +594,19 @@ static void check_slot(const qc_model *m, const qc_gpu_layer *GL, int li, const 
             bad += memcmp(fb, L.b[l], sizeof(float) * (size_t)L.out_features[l]) != 0;
             free(fb);
         }
+    }
+    assert_true((GL->router != NULL) == (L.router != NULL));
+    assert_true((GL->shared_gate != NULL) == (L.shared_gate != NULL));
+    float *gates[2] = {L.router, L.shared_gate};
+    const uint16_t *dgates[2] = {GL->router, GL->shared_gate};
+    for (int k = 0; k < 2; k++) {
+        if (!gates[k]) continue;
+        size_t e = (size_t)(k ? 1 : c->n_experts) * c->hidden_size;
+        uint16_t *h = malloc(e * sizeof(uint16_t));
+        download_u16(h, dgates[k], e);
+        for (size_t i = 0; i < e; i++) bad += h[i] != qc_f32_to_fp16(gates[k][i]);
+        total += e;
+        free(h);
     }
     float *v = malloc(sizeof(float) * (size_t)c->hidden_size);
     QC_CHECK_OK(qc_gpu_download(g_gpu, v, GL->attn_norm, sizeof(float) * (size_t)c->hidden_size));
@@ -525,6 +693,10 @@ static void test_loader(void **state) {
     (void)state;
     for (size_t i = 0; i < sizeof k_fixtures / sizeof *k_fixtures; i++)
         run_loader(fixture_dir(k_fixtures[i]), k_fixtures[i]);
+    /* MoE: the experts per expert (as the Hub stores them) and fused 3-D (as transformers 5 saves them, made
+     * here from the per-expert fixture by test_moe.sh's layout; the fixtures dir has the per-expert one) */
+    for (size_t i = 0; i < sizeof k_moe_fixtures / sizeof *k_moe_fixtures; i++)
+        run_loader(fixture_dir(k_moe_fixtures[i]), k_moe_fixtures[i]);
     const char *stories[] = {"stories260K", "stories260K-fp16", "stories260K-bf16"};
     for (int i = 0; i < 3; i++) {
         if (!qc_dir_exists(qc_test_data(stories[i]))) {
@@ -551,6 +723,7 @@ int main(void) {
         cmocka_unit_test(test_linear_hessian),
         cmocka_unit_test(test_upload_qk_norm),
         cmocka_unit_test(test_arch_layers),
+        cmocka_unit_test(test_moe_layers),
         cmocka_unit_test(test_stories_layers),
         cmocka_unit_test(test_long_attention),
         cmocka_unit_test(test_loader),
