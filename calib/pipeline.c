@@ -401,10 +401,6 @@ typedef struct {
     float *A[QC_LIN_MAX];        /* AWQ: whole inputs per capture point [Arows, K] */
     size_t Arows[QC_LIN_MAX];    /* rows held: c->rows, or an expert's routed rows (grown as they arrive) */
     size_t Acap[QC_LIN_MAX];     /* an expert's buffer capacity in rows */
-    /* MoE: the layer's experts' routed calibration rows (-1: not yet counted) and which fell below
-     * moe_min_tokens */
-    int64_t moe_rows[QC_EXPERTS_MAX];
-    bool    moe_low[QC_EXPERTS_MAX];
     qc_fwd *f;
     qc_qlinear ql;
     qc_pl_parts part;
@@ -546,51 +542,22 @@ static qc_status hessian_pass(run_ctx *c, int li, const bool *want, const bool *
 
 static int64_t moe_min_rows(const run_ctx *c) { return qc_pipeline_moe_min_rows(c->o, &c->m->cfg); }
 
-/* The layer (already-quantized groups in place) on every sample, accumulating the wanted Hessians; stops
- * after the last wanted capture point. In an MoE layer each expert's Hessians come from the rows routed to
- * it; an expert with fewer than moe_min_tokens of them gets, under moe_low all-tokens, the Hessians of every
- * row sent through it (gate/up: the block's input, the layer's QC_LIN_GATE capture; down: a second pass
- * that runs every row through that expert for its capture only), under rtn none (it is rounded). */
-static qc_status cpu_hessians(void *be, int li, int gi, int n_groups, const bool *want) {
+/* The layer (already-quantized groups in place) on every sample: hessian_pass (the CPU runs the whole layer:
+ * gi and n_groups only matter to the GPU's halves). */
+static qc_status cpu_hessians(void *be, int li, int gi, int n_groups, const bool *want, const bool *all_rows,
+                              int64_t *rows_out) {
     (void)gi, (void)n_groups;
-    run_ctx *c = be;
-    const qc_model_config *cfg = &c->m->cfg;
-    bool moe = qc_layer_is_moe(cfg, li);
-    bool *w = malloc(QC_LIN_MAX * sizeof(bool));
-    int64_t *rows = calloc(QC_LIN_MAX, sizeof(int64_t));
-    if (!w || !rows) {
-        free(w), free(rows);
-        return qc_fail(QC_ERR_NOMEM, "out of memory");
-    }
-    memcpy(w, want, QC_LIN_MAX * sizeof(bool));
-    for (int e = 0; moe && e < cfg->n_experts; e++) /* every-row gate/up Hessians ride on the block's input */
-        if (w[QC_LIN_EXPERT(e, 0)] && c->o->moe_low == QC_MOE_LOW_ALL_TOKENS) w[QC_LIN_GATE] = true;
-    qc_status st = hessian_pass(c, li, w, NULL, rows);
-    if (st == QC_OK && moe) {
-        bool *again = calloc(QC_LIN_MAX, sizeof(bool)), *all = calloc(QC_EXPERTS_MAX, sizeof(bool)), redo = false;
-        if (!again || !all) st = qc_fail(QC_ERR_NOMEM, "out of memory");
-        for (int e = 0; st == QC_OK && e < cfg->n_experts; e++) {
-            qc_linear_id g = QC_LIN_EXPERT(e, 0), dn = QC_LIN_EXPERT(e, 2);
-            if (w[g] || w[dn]) c->moe_rows[e] = w[g] ? rows[g] : rows[dn];
-            c->moe_low[e] = c->moe_rows[e] < moe_min_rows(c);
-            if (!c->moe_low[e] || c->o->moe_low != QC_MOE_LOW_ALL_TOKENS) continue;
-            if (w[g]) { /* the block's input, every row */
-                int K = cfg->hidden_size;
-                if (!hessian_buf(c, g, K)) st = qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
-                else memcpy(c->Hs[g], c->Hs[QC_LIN_GATE], sizeof(float) * (size_t)K * K);
-            }
-            if (w[dn]) again[dn] = all[e] = redo = true;
-        }
-        if (st == QC_OK && redo) st = hessian_pass(c, li, again, all, rows);
-        free(again);
-        free(all);
-    }
-    free(w);
-    free(rows);
-    return st;
+    return hessian_pass(be, li, want, all_rows, rows_out);
 }
 
-static qc_status cpu_solve(void *be, int li, qc_linear_id l, bool last_user) {
+static qc_status cpu_copy_hessian(void *be, qc_linear_id dst, qc_linear_id src, int K) {
+    run_ctx *c = be;
+    if (!hessian_buf(c, dst, K)) return qc_fail(QC_ERR_NOMEM, "out of memory for a Hessian");
+    memcpy(c->Hs[dst], c->Hs[src], sizeof(float) * (size_t)K * K);
+    return QC_OK;
+}
+
+static qc_status cpu_solve(void *be, int li, qc_linear_id l, bool last_user, bool rtn_expert) {
     (void)last_user; /* the solver works on a copy of H */
     run_ctx *c = be;
     const qc_pipeline_opts *o = c->o;
@@ -599,15 +566,7 @@ static qc_status cpu_solve(void *be, int li, qc_linear_id l, bool last_user) {
     int N = layer->out_features[l], K = layer->in_features[l];
     const float *H = c->Hs[qc_linear_input(&c->m->cfg, l)];
     double ts = qc_time_now();
-    int e, j;
-    bool rtn = o->method != QC_METHOD_GPTQ;
-    r->tokens = c->rows;
-    if (qc_linear_expert(l, &e, &j)) {
-        r->tokens = c->moe_rows[e];
-        bool low = c->moe_low[e];
-        snprintf(r->coverage, sizeof r->coverage, "%s", !low ? "routed" : o->moe_low == QC_MOE_LOW_RTN ? "rtn" : "all-tokens");
-        if (low && o->moe_low == QC_MOE_LOW_RTN) rtn = true;
-    }
+    bool rtn = o->method != QC_METHOD_GPTQ || rtn_expert;
     memcpy(c->Wo, layer->w[l], sizeof(float) * (size_t)N * K);
     qc_status st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, o->q.sym, false);
     if (st) return st;
@@ -1001,6 +960,7 @@ static qc_status cpu_awq_quantize(void *be, int li, qc_linear_id l) {
 
 static const qc_pl_backend_ops k_cpu_ops = {
     .hessians = cpu_hessians,
+    .copy_hessian = cpu_copy_hessian,
     .solve = cpu_solve,
     .keep_f16 = cpu_keep_f16,
     .group_done = NULL,
@@ -1108,7 +1068,7 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
     if (c.batch > nsamples) c.batch = nsamples;
     int stride = qc_arch_n_lin(cfg);
     c.drv = (qc_pl_driver){.m = m, .o = o, .res = res, .ops = &k_cpu_ops, .be = &c,
-                           .total = qc_pl_count_linears(cfg, L)};
+                           .total = qc_pl_count_linears(cfg, L), .rows = (int64_t)nsamples * T};
     for (int l = 0; l < stride; l++) { /* bounds every linear's N and K (Wo holds N x K) */
         int N, K;
         qc_linear_shape(cfg, (qc_linear_id)l, &N, &K);
@@ -1171,7 +1131,6 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
         if ((st = qc_layer_load(m, li, &layer))) break;
         st = qc_pl_check_layer(cfg, &layer, li);
         c.layer = &layer;
-        for (int e = 0; e < QC_EXPERTS_MAX; e++) c.moe_rows[e] = -1, c.moe_low[e] = false;
         if (st == QC_OK) st = qc_pl_layer(&c.drv, li);
         c.layer = NULL;
         if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, L, "part");

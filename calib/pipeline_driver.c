@@ -72,6 +72,52 @@ static void phase(qc_pl_driver *d, int li, const char *what) {
     if (d->o->on_phase) d->o->on_phase(d->o->user, li, d->m->cfg.n_layers, what);
 }
 
+/* The wanted Hessians of group gi. In an MoE layer each expert's come from the rows routed to it; an expert with
+ * fewer than qc_pipeline_moe_min_rows of them gets, under moe_low all-tokens, the Hessians of every row sent
+ * through it (gate/up: the block's input, the layer's QC_LIN_GATE capture; down: a second pass that runs every
+ * row through that expert for its capture only, the layer's output keeping the real routing), under rtn none
+ * (it is rounded: moe_low says so to solve). */
+static qc_status hessians(qc_pl_driver *d, int li, int gi, int n_groups, const bool *want) {
+    const qc_model_config *cfg = &d->m->cfg;
+    const qc_pipeline_opts *o = d->o;
+    bool moe = qc_layer_is_moe(cfg, li);
+    bool *w = malloc(QC_LIN_MAX * sizeof(bool)), *again = calloc(QC_LIN_MAX, sizeof(bool));
+    bool *all = calloc(QC_EXPERTS_MAX, sizeof(bool));
+    int64_t *rows = calloc(QC_LIN_MAX, sizeof(int64_t));
+    qc_status st = w && again && all && rows ? QC_OK : qc_fail(QC_ERR_NOMEM, "out of memory");
+    if (st == QC_OK) {
+        memcpy(w, want, QC_LIN_MAX * sizeof(bool));
+        for (int e = 0; moe && e < cfg->n_experts; e++) /* every-row gate/up Hessians ride on the block's input */
+            if (w[QC_LIN_EXPERT(e, 0)] && o->moe_low == QC_MOE_LOW_ALL_TOKENS) w[QC_LIN_GATE] = true;
+        st = d->ops->hessians(d->be, li, gi, n_groups, w, NULL, rows);
+    }
+    bool redo = false;
+    for (int e = 0; st == QC_OK && moe && e < cfg->n_experts; e++) {
+        qc_linear_id g = QC_LIN_EXPERT(e, 0), dn = QC_LIN_EXPERT(e, 2);
+        if (w[g] || w[dn]) d->moe_rows[e] = w[g] ? rows[g] : rows[dn];
+        d->moe_low[e] = d->moe_rows[e] < qc_pipeline_moe_min_rows(o, cfg);
+        if (!d->moe_low[e] || o->moe_low != QC_MOE_LOW_ALL_TOKENS) continue;
+        if (w[g]) st = d->ops->copy_hessian(d->be, g, QC_LIN_GATE, cfg->hidden_size); /* every row */
+        if (w[dn]) again[dn] = all[e] = redo = true;
+    }
+    if (st == QC_OK && redo) st = d->ops->hessians(d->be, li, gi, n_groups, again, all, rows);
+    free(w), free(again), free(all), free(rows);
+    return st;
+}
+
+/* A linear's report row before its solve: the tokens its Hessian saw and, for an expert, its coverage; whether
+ * it is rounded instead (an under-covered expert under moe_low rtn). */
+static bool solve_row(qc_pl_driver *d, int li, qc_linear_id l) {
+    qc_linear_report *r = qc_pl_row(d, li, l);
+    int e, j;
+    r->tokens = d->rows;
+    if (!qc_linear_expert(l, &e, &j)) return false;
+    bool low = d->moe_low[e], rtn = low && d->o->moe_low == QC_MOE_LOW_RTN;
+    r->tokens = d->moe_rows[e];
+    snprintf(r->coverage, sizeof r->coverage, "%s", !low ? "routed" : rtn ? "rtn" : "all-tokens");
+    return rtn;
+}
+
 /* GPTQ and RTN: per group (true-sequential) or all at once, the Hessians from the partly quantized layer,
  * the solves; then the quantized layer's output is the next layer's input (GPTQ propagates quantized
  * outputs). */
@@ -107,7 +153,7 @@ static qc_status gptq_layer(qc_pl_driver *d, int li) {
         }
         if (any) {
             phase(d, li, "forward");
-            st = d->ops->hessians(d->be, li, gi, n_groups, want);
+            st = hessians(d, li, gi, n_groups, want);
         }
         if (st == QC_OK) phase(d, li, "solve");
         for (int k = 0; k < nm && st == QC_OK; k++) {
@@ -119,7 +165,8 @@ static qc_status gptq_layer(qc_pl_driver *d, int li) {
             bool last = true; /* members sharing an input are adjacent (arch.c) */
             for (int k2 = k + 1; k2 < nm && k2 <= k + QC_LIN_COUNT; k2++)
                 if (quant[members[k2]] && qc_linear_input(cfg, members[k2]) == qc_linear_input(cfg, l)) last = false;
-            if ((st = d->ops->solve(d->be, li, l, last)) == QC_OK) st = report(d, li, l);
+            bool rtn = solve_row(d, li, l);
+            if ((st = d->ops->solve(d->be, li, l, last, rtn)) == QC_OK) st = report(d, li, l);
         }
         if (st == QC_OK && d->ops->group_done) st = d->ops->group_done(d->be, li, gi, n_groups, want);
     }
@@ -187,5 +234,6 @@ static qc_status awq_layer(qc_pl_driver *d, int li) {
 }
 
 qc_status qc_pl_layer(qc_pl_driver *d, int li) {
+    for (int e = 0; e < QC_EXPERTS_MAX; e++) d->moe_rows[e] = -1, d->moe_low[e] = false;
     return d->o->method == QC_METHOD_AWQ ? awq_layer(d, li) : gptq_layer(d, li);
 }

@@ -98,10 +98,6 @@ typedef struct {
     qc_qlinear              ql;
     qc_pl_parts             part;
     qc_gpu_layer           *layer;           /* the layer being quantized (device, modified in place) */
-    /* MoE: the layer's experts' routed calibration rows (-1: not yet counted) and which fell below
-     * moe_min_tokens (the CPU pipeline's policy, pipeline.c) */
-    int64_t                 moe_rows[QC_EXPERTS_MAX];
-    bool                    moe_low[QC_EXPERTS_MAX];
     qc_pl_driver            drv;             /* the shared schedule (pipeline_driver.c) */
     float                  *xh;              /* host copy of X for x.bin [rows, d]; NULL: no resume state */
     bool                    xh_pinned;
@@ -365,7 +361,7 @@ static qc_status hessian_buf(gctx *c, qc_linear_id cap, int K) {
 }
 
 /* last_user: no later linear of this group needs this H, so GPTQ may consume it (no copy). */
-static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *layer, bool last_user) {
+static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *layer, bool last_user, bool rtn) {
     const qc_pipeline_opts *o = c->o;
     qc_linear_report *r = rep_of(c, li, l);
     int N = r->N, K = r->K;
@@ -375,15 +371,7 @@ static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *lay
     qc_status st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
     if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float));
     if (st == QC_OK) st = qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &ref);
-    bool gptq = o->method == QC_METHOD_GPTQ;
-    int e, j;
-    r->tokens = (int64_t)c->rows;
-    if (qc_linear_expert(l, &e, &j)) { /* the coverage policy's outcome (gpu_hessians) */
-        bool low = c->moe_low[e];
-        r->tokens = c->moe_rows[e];
-        snprintf(r->coverage, sizeof r->coverage, "%s", !low ? "routed" : o->moe_low == QC_MOE_LOW_RTN ? "rtn" : "all-tokens");
-        if (low && o->moe_low == QC_MOE_LOW_RTN) gptq = false;
-    }
+    bool gptq = o->method == QC_METHOD_GPTQ && !rtn;
     bool copy = gptq && !last_user;
     if (copy && (size_t)K * K > c->Hw_elems) st = qc_fail(QC_ERR_ARG, "%s: no room for a Hessian copy", r->name);
     if (st == QC_OK && copy) st = qc_gpu_copy(c->g, c->Hw, H, (size_t)K * K * sizeof(float));
@@ -474,59 +462,21 @@ static qc_status hessian_pass(gctx *c, int li, int halves, const bool *want, con
     return st;
 }
 
-static int64_t moe_min_rows(const gctx *c) { return qc_pipeline_moe_min_rows(c->o, &c->m->cfg); }
-
-/* The layer's block of group gi (both blocks when every linear is one group) on every sample, from X
- * (the blocks before it already applied for good), accumulating the wanted Hessians. An MoE layer's experts
- * follow the CPU's coverage policy (pipeline.c cpu_hessians): an expert with fewer than moe_min_tokens
- * routed rows gets, under all-tokens, the block input's Hessian for its gate/up and a second pass running
- * every row through it for its down; under rtn none (it is rounded). */
-static qc_status gpu_hessians(void *be, int li, int gi, int n_groups, const bool *want) {
+static qc_status gpu_hessians(void *be, int li, int gi, int n_groups, const bool *want, const bool *all_rows,
+                              int64_t *rows_out) {
     gctx *c = be;
-    const qc_model_config *cfg = &c->m->cfg;
-    const qc_arch_desc *arch = qc_arch_desc_of(cfg->arch);
-    int halves = n_groups > 1 ? arch->seq[gi].block : QC_GPU_BOTH_HALVES;
-    bool moe = qc_layer_is_moe(cfg, li);
-    bool *w = malloc(QC_LIN_MAX * sizeof(bool));
-    int64_t *rows = calloc(QC_LIN_MAX, sizeof(int64_t));
-    if (!w || !rows) {
-        free(w), free(rows);
-        return qc_fail(QC_ERR_NOMEM, "out of memory");
-    }
-    memcpy(w, want, QC_LIN_MAX * sizeof(bool));
-    for (int e = 0; moe && e < cfg->n_experts; e++) /* every-row gate/up Hessians ride on the block's input */
-        if (w[QC_LIN_EXPERT(e, 0)] && c->o->moe_low == QC_MOE_LOW_ALL_TOKENS) w[QC_LIN_GATE] = true;
-    qc_status st = hessian_pass(c, li, halves, w, NULL, rows);
-    if (st == QC_OK && moe) {
-        bool *again = calloc(QC_LIN_MAX, sizeof(bool)), *all = calloc(QC_EXPERTS_MAX, sizeof(bool)), redo = false;
-        if (!again || !all) st = qc_fail(QC_ERR_NOMEM, "out of memory");
-        for (int e = 0; st == QC_OK && e < cfg->n_experts; e++) {
-            qc_linear_id g = QC_LIN_EXPERT(e, 0), dn = QC_LIN_EXPERT(e, 2);
-            if (w[g] || w[dn]) c->moe_rows[e] = w[g] ? rows[g] : rows[dn];
-            c->moe_low[e] = c->moe_rows[e] < moe_min_rows(c);
-            if (!c->moe_low[e] || c->o->moe_low != QC_MOE_LOW_ALL_TOKENS) continue;
-            if (w[g]) { /* the block's input, every row */
-                size_t K = (size_t)cfg->hidden_size;
-                st = qc_gpu_copy(c->g, c->Hs[g], c->Hs[QC_LIN_GATE], sizeof(float) * K * K);
-            }
-            if (w[dn]) again[dn] = all[e] = redo = true;
-        }
-        if (st == QC_OK && redo) st = hessian_pass(c, li, halves, again, all, rows);
-        free(again);
-        free(all);
-    }
-    if (st == QC_OK && moe && !want[QC_LIN_GATE] && w[QC_LIN_GATE]) { /* only borrowed for the experts */
-        qc_gpu_free(c->g, c->Hs[QC_LIN_GATE]);
-        c->Hs[QC_LIN_GATE] = NULL;
-    }
-    free(w);
-    free(rows);
-    return st;
+    const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
+    return hessian_pass(c, li, n_groups > 1 ? arch->seq[gi].block : QC_GPU_BOTH_HALVES, want, all_rows, rows_out);
 }
 
-static qc_status gpu_solve(void *be, int li, qc_linear_id l, bool last_user) {
+static qc_status gpu_copy_hessian(void *be, qc_linear_id dst, qc_linear_id src, int K) {
     gctx *c = be;
-    return solve_linear(c, li, l, c->layer, last_user);
+    return qc_gpu_copy(c->g, c->Hs[dst], c->Hs[src], sizeof(float) * (size_t)K * K);
+}
+
+static qc_status gpu_solve(void *be, int li, qc_linear_id l, bool last_user, bool rtn) {
+    gctx *c = be;
+    return solve_linear(c, li, l, c->layer, last_user, rtn);
 }
 
 static qc_status gpu_keep_f16(void *be, int li, qc_linear_id l, const char *why) {
@@ -773,6 +723,7 @@ static qc_status gpu_awq_quantize(void *be, int li, qc_linear_id l) {
 
 static const qc_pl_backend_ops k_gpu_ops = {
     .hessians = gpu_hessians,
+    .copy_hessian = gpu_copy_hessian,
     .solve = gpu_solve,
     .keep_f16 = gpu_keep_f16,
     .group_done = gpu_group_done,
@@ -885,8 +836,7 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     c.rows = (size_t)nsamples * T;
     int stride = qc_arch_n_lin(cfg);
     c.drv = (qc_pl_driver){.m = m, .o = o, .res = res, .ops = &k_gpu_ops, .be = &c,
-                           .total = qc_pl_count_linears(cfg, L)};
-    for (int e = 0; e < QC_EXPERTS_MAX; e++) c.moe_rows[e] = -1;
+                           .total = qc_pl_count_linears(cfg, L), .rows = (int64_t)nsamples * T};
     size_t nkmax = 0;
     int Nmax = 0;
     for (int l = 0; l < stride; l++) { /* the widest linear's shapes (arch.h) */
@@ -1008,7 +958,6 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         if (li + 1 < L && (st = qc_gpu_loader_prefetch(c.ld, li + 1))) break;
         if ((st = qc_gpu_loader_check_finite(c.ld, layer))) break;
         c.layer = layer;
-        for (int e = 0; e < QC_EXPERTS_MAX; e++) c.moe_rows[e] = -1, c.moe_low[e] = false;
         st = qc_pl_layer(&c.drv, li);
         c.layer = NULL;
         if (st == QC_OK && o->on_phase) o->on_phase(o->user, li, L, "part");

@@ -80,13 +80,19 @@ typedef struct qc_pl_awq_choice {
 
 typedef struct qc_pl_backend_ops {
     /* GPTQ/RTN, before solving group gi of n_groups (n_groups 1: every linear at once): run the layer on
-     * every sample with the groups before it in place, and leave 2/rows X^T X of each capture point in want,
-     * checked finite, where solve finds it. */
-    qc_status (*hessians)(void *be, int li, int gi, int n_groups, const bool *want /* [QC_LIN_MAX] */);
-    /* Solves linear l (GPTQ or RTN per the options) from its input's Hessian, puts W_hat into the layer,
-     * packs it into the layer's part and fills its report row. last_user: no later linear of this group reads
+     * every sample with the groups before it in place, stopping after the last capture point in want, and
+     * leave 2/rows X^T X of each wanted one, checked finite, where solve finds it (a capture no row reached:
+     * a zero matrix); rows_out[cap] <- its rows. all_rows (MoE, NULL otherwise): experts whose down capture
+     * gets every row sent through them (the layer's output keeps the routed rows). */
+    qc_status (*hessians)(void *be, int li, int gi, int n_groups, const bool *want /* [QC_LIN_MAX] */,
+                          const bool *all_rows /* [QC_EXPERTS_MAX] */, int64_t *rows_out /* [QC_LIN_MAX] */);
+    /* The Hessian of capture point dst <- a copy of src's (both K x K, dst's allocated by hessians). */
+    qc_status (*copy_hessian)(void *be, qc_linear_id dst, qc_linear_id src, int K);
+    /* Solves linear l from its input's Hessian (GPTQ per the options, or RTN when the method is RTN or rtn
+     * says so: an under-covered expert), puts W_hat into the layer, packs it into the layer's part and fills
+     * its report row (the driver set its tokens and coverage). last_user: no later linear of this group reads
      * the same Hessian (the solver may consume it). */
-    qc_status (*solve)(void *be, int li, qc_linear_id l, bool last_user);
+    qc_status (*solve)(void *be, int li, qc_linear_id l, bool last_user, bool rtn);
     /* Linear l goes into the part as F16 (why: the reason, for its report row), declared unquantized. */
     qc_status (*keep_f16)(void *be, int li, qc_linear_id l, const char *why);
     /* After group gi's solves; may be NULL. */
@@ -114,6 +120,11 @@ typedef struct qc_pl_driver {
     const qc_pl_backend_ops *ops;
     void                    *be;      /* the backend's context, passed to every op */
     int                      done, total; /* linears reported so far / in the run (progress) */
+    int64_t                  rows;    /* calibration rows (nsamples * seqlen): a linear's tokens */
+    /* MoE, GPTQ/RTN: the current layer's experts' routed rows (-1: not counted) and which fell below
+     * qc_pipeline_moe_min_rows (the coverage policy, pipeline_driver.c) */
+    int64_t                  moe_rows[QC_EXPERTS_MAX];
+    bool                     moe_low[QC_EXPERTS_MAX];
 } qc_pl_driver;
 
 /* Quantizes layer li on the backend (method per d->o) and reports each linear. */
