@@ -153,7 +153,7 @@ static void run_layers(const char *dir, const char *label, int nseq, int T) {
     float *x = malloc(sizeof(float) * nd), *xin = malloc(sizeof(float) * nd), *xg = malloc(sizeof(float) * nd);
     float *xr = malloc(sizeof(float) * (nf > nd ? nf : nd)), *oc = malloc(sizeof(float) * nd);
     float *og = malloc(sizeof(float) * nd);
-    QC_CHECK_OK(qc_model_embed(m, ids, n, x));
+    QC_CHECK_OK(qc_model_embed(m, ids, n, T, x));
     float *x_dev = dalloc(sizeof(float) * nd), *out_dev = dalloc(sizeof(float) * nd);
     uint16_t *xn_dev = dalloc(sizeof(uint16_t) * (nf > nd ? nf : nd));
 
@@ -171,7 +171,8 @@ static void run_layers(const char *dir, const char *label, int nseq, int T) {
         QC_CHECK_OK(qc_gpu_download(g_gpu, xg, x_dev, sizeof(float) * nd));
         assert_int_equal(gc.n_calls, 4);
         assert_int_equal(cc.n_calls, 4);
-        const qc_linear_id order[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
+        /* the MLP's input: QC_LIN_GATE, or fc1's own (QC_LIN_UP) for OPT */
+        const qc_linear_id order[4] = {QC_LIN_Q, QC_LIN_O, qc_linear_input(c, QC_LIN_UP), QC_LIN_DOWN};
         double rc[4];
         for (int k = 0; k < 4; k++) {
             assert_int_equal(gc.calls[k], order[k]);
@@ -263,6 +264,7 @@ static void run_layers(const char *dir, const char *label, int nseq, int T) {
 
 static const char *const k_fixtures[] = {
     "llama-bias-untied", "llama3-rope", "llama-linear-rope", "mistral-swa", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
+    "opt",
 };
 
 static void test_arch_layers(void **state) {
