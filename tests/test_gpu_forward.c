@@ -428,6 +428,11 @@ static void check_slot(const qc_model *m, const qc_gpu_layer *GL, int li, const 
     for (int l = 0; l < QC_LIN_COUNT; l++) {
         assert_int_equal(GL->out_features[l], L.out_features[l]);
         assert_int_equal(GL->in_features[l], L.in_features[l]);
+        if (!L.w[l]) { /* a slot the architecture lacks (OPT's gate) */
+            assert_null(GL->w[l]);
+            assert_null(GL->b[l]);
+            continue;
+        }
         size_t e = (size_t)L.out_features[l] * L.in_features[l];
         uint16_t *h = malloc(e * sizeof(uint16_t));
         download_u16(h, GL->w[l], e);
@@ -447,6 +452,12 @@ static void check_slot(const qc_model *m, const qc_gpu_layer *GL, int li, const 
     bad += memcmp(v, L.attn_norm, sizeof(float) * (size_t)c->hidden_size) != 0;
     QC_CHECK_OK(qc_gpu_download(g_gpu, v, GL->mlp_norm, sizeof(float) * (size_t)c->hidden_size));
     bad += memcmp(v, L.mlp_norm, sizeof(float) * (size_t)c->hidden_size) != 0;
+    for (int k = 0; k < QC_NORM_COUNT; k++) { /* LayerNorm biases (OPT) */
+        assert_int_equal(GL->norm_bias[k] != NULL, L.norm_bias[k] != NULL);
+        if (!L.norm_bias[k]) continue;
+        QC_CHECK_OK(qc_gpu_download(g_gpu, v, GL->norm_bias[k], sizeof(float) * (size_t)c->hidden_size));
+        bad += memcmp(v, L.norm_bias[k], sizeof(float) * (size_t)c->hidden_size) != 0;
+    }
     free(v);
     assert_int_equal(GL->q_norm != NULL, L.q_norm != NULL);
     if (L.q_norm) {
