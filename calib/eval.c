@@ -110,7 +110,7 @@ static qc_status run_windows(eval_side *sides, int nside, const int32_t *ids, si
         const int32_t *win = ids + w * (size_t)T;
         for (int k = 0; st == QC_OK && k < nside; k++) {
             eval_side *s = &sides[k];
-            st = qc_model_embed(s->m, win, T, s->x);
+            st = qc_model_embed(s->m, win, T, T, s->x);
             if (st == QC_OK) st = qc_model_run_layers(s->m, s->f, s->layers, s->x, 1, T);
             if (st == QC_OK) st = qc_model_final_norm(s->m, s->x, T);
             if (st != QC_OK && nside > 1) qc_error_prefix("%s", s->m->dir);

@@ -71,6 +71,22 @@ static __global__ void k_rmsnorm(const float *x, const float *w, float off, int 
         yr[i] = __float2half_rn((off == 0.0f ? w[i] : off + w[i]) * (xr[i] * inv));
 }
 
+/* One block per row: y = (x - mean) * rsqrt(var + eps) * w + b (OPT's LayerNorm; fp32 math, fp16 out), as
+ * model.c's layernorm_rows (two passes over the row). */
+static __global__ void k_layernorm(const float *x, const float *w, const float *b, int dim, float eps, __half *y) {
+    __shared__ float sh[32];
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    __half *yr = y + (size_t)blockIdx.x * dim;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += xr[i];
+    float mean = block_sum(s, sh) / (float)dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (xr[i] - mean) * (xr[i] - mean);
+    ss = block_sum(ss, sh);
+    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = __float2half_rn((xr[i] - mean) * inv * w[i] + b[i]);
+}
+
 /* One block per row, Gemma's post-block norm and residual: x += (off + w) * (y * rsqrt(mean(y^2) + eps)), fp32. */
 static __global__ void k_rmsnorm_add(float *x, const float *y, const float *w, float off, int dim, float eps) {
     __shared__ float sh[32];
@@ -166,6 +182,14 @@ static __global__ void k_act_mul(__half *gate, const __half *up, const float *bg
     }
 }
 
+/* h <- relu(h + b) in place, fp32 math, fp16 storage; b [ff] may be NULL (OPT's fc1 output). */
+static __global__ void k_bias_relu(__half *h, const float *b, size_t n, int ff) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = __half2float(h[i]) + (b ? b[i % ff] : 0.0f);
+        h[i] = __float2half_rn(v > 0.0f ? v : 0.0f);
+    }
+}
+
 static __global__ void k_bias_add(float *y, const float *b, size_t n, int N) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += b[i % N];
@@ -180,15 +204,17 @@ typedef struct layer_layout {
     int    out[QC_LIN_MAX], in[QC_LIN_MAX];  /* out 0: no layer has this linear */
     size_t w[QC_LIN_MAX], b[QC_LIN_MAX];     /* offsets; SIZE_MAX when absent */
     size_t norm[QC_NORM_COUNT];              /* offsets (qc_norm_id order); SIZE_MAX when absent */
+    size_t norm_b[QC_NORM_COUNT];            /* LayerNorm biases (OPT), after the weights; SIZE_MAX when absent */
     int    norm_len[QC_NORM_COUNT];          /* 0 when absent */
     size_t router, shared_gate;              /* fp16 [E, d] and [1, d]; SIZE_MAX when absent */
     int    n_experts, d;
     size_t total;
 } layer_layout;
 
-/* outs[l] 0: linear l absent. n_experts 0: no router; shared: a shared-expert gate. */
+/* outs[l] 0: linear l absent. norm_bias: the norms have biases (LayerNorms). n_experts 0: no router; shared: a
+ * shared-expert gate. */
 static void layout_make(int n_lin, const int *outs, const int *ins, const bool *bias, const int norm_len[QC_NORM_COUNT],
-                        int n_experts, bool shared, int d, layer_layout *lo) {
+                        bool norm_bias, int n_experts, bool shared, int d, layer_layout *lo) {
     size_t off = 0;
     lo->n_lin = n_lin;
     for (int l = 0; l < n_lin; l++) {
@@ -210,6 +236,12 @@ static void layout_make(int n_lin, const int *outs, const int *ins, const bool *
         lo->norm_len[k] = norm_len[k];
         if (!norm_len[k]) continue;
         lo->norm[k] = off;
+        off = align_up(off + (size_t)norm_len[k] * sizeof(float));
+    }
+    for (int k = 0; k < QC_NORM_COUNT; k++) {
+        lo->norm_b[k] = SIZE_MAX;
+        if (!norm_len[k] || !norm_bias) continue;
+        lo->norm_b[k] = off;
         off = align_up(off + (size_t)norm_len[k] * sizeof(float));
     }
     lo->n_experts = n_experts;
@@ -245,8 +277,8 @@ static void layout_from_cfg(const qc_model_config *c, layer_layout *lo) {
     for (int k = 0; k < QC_NORM_COUNT; k++)
         norm_len[k] = qc_norm_present(c, (qc_norm_id)k) ? qc_norm_dim(c, (qc_norm_id)k) : 0;
     const qc_arch_moe *mo = qc_arch_desc_of(c->arch)->moe;
-    layout_make(n_lin, outs, ins, bias, norm_len, moe ? c->n_experts : 0, moe && mo && mo->shared_gate, c->hidden_size,
-                lo);
+    layout_make(n_lin, outs, ins, bias, norm_len, qc_norm_has_bias(c), moe ? c->n_experts : 0,
+                moe && mo && mo->shared_gate, c->hidden_size, lo);
     free(outs);
     free(ins);
     free(bias);
@@ -277,8 +309,10 @@ static void layout_bind(const layer_layout *lo, char *base, const qc_model_confi
         L->out_features[l] = lo->out[l];
         L->in_features[l] = lo->in[l];
     }
-    for (int k = 0; k < QC_NORM_COUNT; k++)
+    for (int k = 0; k < QC_NORM_COUNT; k++) {
         *qc_gpu_layer_norm(L, (qc_norm_id)k) = lo->norm[k] == SIZE_MAX ? NULL : (float *)(base + lo->norm[k]);
+        L->norm_bias[k] = lo->norm_b[k] == SIZE_MAX ? NULL : (float *)(base + lo->norm_b[k]);
+    }
     if (lo->router != SIZE_MAX && (!per_layer || qc_layer_is_moe(cfg, index))) {
         L->router = (uint16_t *)(base + lo->router);
         if (lo->shared_gate != SIZE_MAX) L->shared_gate = (uint16_t *)(base + lo->shared_gate);
@@ -300,6 +334,8 @@ struct qc_gpu_fwd {
     float          *cos_l, *sin_l; /* [seqlen, head_dim / 2] local tables (rope_local_theta > 0), else NULL */
     float          *post;    /* [rows, d] fp32: a block's output before its post norm (Gemma), else NULL */
     float           norm_off, attn_scale;
+    bool            layer_norm;  /* LayerNorms with biases (OPT), else RMSNorms */
+    int             rope;        /* 1: rotate q and k; 0: learned positions (OPT) */
     int             ff_max;  /* the widest MLP (dense, expert or shared expert): work's gate/up stride */
     /* MoE (the config has experts), else NULL */
     float          *logits;  /* [rows, E] router logits */
@@ -394,10 +430,10 @@ static qc_status attn_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t 
     const float *cos_t = local ? f->cos_l : f->cos_t, *sin_t = local ? f->sin_l : f->sin_t;
     const float noff = f->norm_off;
     k_head_post<<<qc_grid((size_t)n * nh, wpb), wpb * 32, 0, g->stream>>>(q, n, nh, hd, T, L->b[QC_LIN_Q], L->q_norm,
-                                                                           noff, eps, cos_t, sin_t, 1);
+                                                                           noff, eps, cos_t, sin_t, f->rope);
     QC_CU_LAUNCH("head_post(q)");
     k_head_post<<<qc_grid((size_t)n * nkv, wpb), wpb * 32, 0, g->stream>>>(k, n, nkv, hd, T, L->b[QC_LIN_K], L->k_norm,
-                                                                            noff, eps, cos_t, sin_t, 1);
+                                                                            noff, eps, cos_t, sin_t, f->rope);
     QC_CU_LAUNCH("head_post(k)");
     if (L->b[QC_LIN_V]) {
         k_head_post<<<qc_grid((size_t)n * nkv, wpb), wpb * 32, 0, g->stream>>>(v, n, nkv, hd, T, L->b[QC_LIN_V], NULL,
@@ -452,8 +488,16 @@ static qc_status gated_core(qc_gpu_fwd *f, const qc_gpu_layer *L, int g0, const 
     return QC_OK;
 }
 
+/* The dense MLP's input side into f->work: gated_core, or OPT's relu(fc1(xn) + b) where the act goes. */
 static qc_status mlp_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, int n) {
-    return gated_core(f, L, QC_LIN_GATE, xn, n);
+    if (L->w[QC_LIN_GATE]) return gated_core(f, L, QC_LIN_GATE, xn, n);
+    int ff = L->out_features[QC_LIN_UP];
+    qc_status st = gemm16(f->g, xn, L->w[QC_LIN_UP], f->work, n, ff, L->in_features[QC_LIN_UP]);
+    size_t cnt = (size_t)n * ff;
+    if (st || !cnt) return st;
+    k_bias_relu<<<qc_grid(cnt, 256), 256, 0, f->g->stream>>>((__half *)f->work, L->b[QC_LIN_UP], cnt, ff);
+    QC_CU_LAUNCH("bias_relu");
+    return QC_OK;
 }
 
 /* ---- mixture of experts ---- */
@@ -671,6 +715,8 @@ qc_status qc_gpu_fwd_create(qc_gpu *g, const qc_model_config *cfg, int max_seqs,
     fwd_sizes_make(cfg, max_seqs, seqlen, &s);
     f->head_chunk = s.head_chunk;
     f->norm_off = qc_norm_offset(cfg);
+    f->layer_norm = qc_norm_has_bias(cfg);
+    f->rope = qc_arch_has_rope(cfg) ? 1 : 0;
     f->attn_scale = cfg->attn_scalar > 0.0 ? (float)pow(cfg->attn_scalar, -0.5) : 1.0f / sqrtf((float)cfg->head_dim);
     float *cos_h = (float *)malloc(s.rope), *sin_h = (float *)malloc(s.rope);
     if (!cos_h || !sin_h) st = qc_fail(QC_ERR_NOMEM, "out of memory for rotary tables");
@@ -768,6 +814,17 @@ qc_status qc_gpu_rmsnorm(qc_gpu_fwd *f, const float *x, const float *w, int n, u
     return QC_OK;
 }
 
+/* A layer's pre-norm into xn16: LayerNorm with its bias (OPT), else RMSNorm. */
+static qc_status norm_in(qc_gpu_fwd *f, const float *x, const float *w, const float *b, int n, uint16_t *xn16) {
+    if (!f->layer_norm) return qc_gpu_rmsnorm(f, x, w, n, xn16);
+    if (n <= 0) return QC_OK;
+    QC_ASSERT(b != NULL);
+    int d = f->cfg.hidden_size;
+    k_layernorm<<<(unsigned)n, d >= 1024 ? 512 : 128, 0, f->g->stream>>>(x, w, b, d, f->cfg.rms_norm_eps, (__half *)xn16);
+    QC_CU_LAUNCH("layernorm");
+    return QC_OK;
+}
+
 /* x[n, d] += y projected by W (fp16 input a [n, K]), through the post norm pw when there is one (Gemma:
  * y -> f->post in fp32, then x += norm(y) * (1 + pw)), else accumulated into x directly. */
 static qc_status linear_residual(qc_gpu_fwd *f, const uint16_t *a, const uint16_t *W, const float *b, const float *pw,
@@ -852,7 +909,7 @@ qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float 
     const qc_model_config *c = &f->cfg;
     int n = nseq * T, d = c->hidden_size, qd = c->n_heads * c->head_dim;
     if (halves & QC_GPU_ATTN_HALF) {
-        if ((st = qc_gpu_rmsnorm(f, x, L->attn_norm, n, f->xn))) return st;
+        if ((st = norm_in(f, x, L->attn_norm, L->norm_bias[QC_NORM_ATTN], n, f->xn))) return st;
         if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
         if ((st = attn_core(f, L, f->xn, nseq, T))) return st;
         uint16_t *att = att_ptr(f);
@@ -860,7 +917,7 @@ qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float 
         if ((st = linear_residual(f, att, L->w[QC_LIN_O], L->b[QC_LIN_O], L->attn_post_norm, x, n, qd))) return st;
     }
     if (!(halves & QC_GPU_MLP_HALF)) return QC_OK;
-    if ((st = qc_gpu_rmsnorm(f, x, L->mlp_norm, n, f->xn))) return st;
+    if ((st = norm_in(f, x, L->mlp_norm, L->norm_bias[QC_NORM_MLP], n, f->xn))) return st;
     if (L->router) { /* no MoE architecture has post norms */
         bool stopped;
         if ((st = moe_block(f, L, f->xn, f->moe_out, n, capture, user, &stopped)) || stopped) return st;
@@ -870,7 +927,8 @@ qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float 
         return QC_OK;
     }
     int ff = L->in_features[QC_LIN_DOWN];
-    if (capture && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
+    /* the MLP's input: QC_LIN_GATE (gate and up), OPT's QC_LIN_UP (fc1) */
+    if (capture && !capture(user, qc_linear_input(c, QC_LIN_UP), f->xn, n, d)) return QC_OK;
     if ((st = mlp_core(f, L, f->xn, n))) return st;
     if (capture && !capture(user, QC_LIN_DOWN, f->work, n, ff)) return QC_OK;
     return linear_residual(f, f->work, L->w[QC_LIN_DOWN], L->b[QC_LIN_DOWN], L->mlp_post_norm, x, n, ff);
@@ -902,8 +960,9 @@ static qc_status upload_with_layout(qc_gpu *g, const layer_layout *lo, const qc_
     }
     qc_layer *Lm = (qc_layer *)L; /* qc_layer_norm only locates the fields */
     for (int k = 0; k < QC_NORM_COUNT; k++)
-        if ((*qc_layer_norm(Lm, (qc_norm_id)k) != NULL) != (lo->norm_len[k] > 0))
-            return qc_fail(QC_ERR_ARG, "layer %d: norm weights do not match the config", L->index);
+        if ((*qc_layer_norm(Lm, (qc_norm_id)k) != NULL) != (lo->norm_len[k] > 0) ||
+            (L->norm_bias[k] != NULL) != (lo->norm_b[k] != SIZE_MAX))
+            return qc_fail(QC_ERR_ARG, "layer %d: norm weights or biases do not match the config", L->index);
     char *base = NULL;
     char what[64];
     snprintf(what, sizeof what, "layer %d weights (fp16)", L->index);
@@ -941,6 +1000,8 @@ static qc_status upload_with_layout(qc_gpu *g, const layer_layout *lo, const qc_
         if (lo->norm_len[k])
             st = qc_gpu_upload(g, *qc_gpu_layer_norm(&D, (qc_norm_id)k), *qc_layer_norm(Lm, (qc_norm_id)k),
                                (size_t)lo->norm_len[k] * sizeof(float));
+    for (int k = 0; !st && k < QC_NORM_COUNT; k++)
+        if (D.norm_bias[k]) st = qc_gpu_upload(g, D.norm_bias[k], L->norm_bias[k], (size_t)lo->norm_len[k] * sizeof(float));
     if (!st) st = qc_gpu_sync(g);
     qc_gpu_free(g, tmp);
     if (st) {
@@ -962,13 +1023,14 @@ qc_status qc_gpu_layer_upload(qc_gpu *g, const qc_layer *L, qc_gpu_layer *out) {
     bool bias[QC_LIN_COUNT];
     for (int l = 0; l < QC_LIN_COUNT; l++) bias[l] = L->b[l] != NULL;
     /* without the config: the two layer norms have the hidden width, q_proj's input */
-    if (L->attn_post_norm || L->mlp_post_norm)
-        return qc_fail(QC_ERR_ARG, "layer %d has post norms (Gemma), which only the config describes: use "
-                       "qc_gpu_layer_upload_cfg", L->index);
+    if (L->attn_post_norm || L->mlp_post_norm || L->norm_bias[QC_NORM_ATTN])
+        return qc_fail(QC_ERR_ARG, "layer %d has post norms (Gemma) or LayerNorm biases (OPT), which only the config "
+                       "describes: use qc_gpu_layer_upload_cfg", L->index);
     const int norm_len[QC_NORM_COUNT] = {L->in_features[QC_LIN_Q], L->in_features[QC_LIN_Q], 0, 0, 0, 0};
     layer_layout *lo = (layer_layout *)malloc(sizeof *lo);
     if (!lo) return qc_fail(QC_ERR_NOMEM, "out of memory");
-    layout_make(QC_LIN_COUNT, L->out_features, L->in_features, bias, norm_len, 0, false, L->in_features[QC_LIN_Q], lo);
+    layout_make(QC_LIN_COUNT, L->out_features, L->in_features, bias, norm_len, false, 0, false, L->in_features[QC_LIN_Q],
+                lo);
     qc_status st = upload_with_layout(g, lo, NULL, L, out);
     free(lo);
     return st;
@@ -1009,7 +1071,7 @@ typedef struct load_item {
 } load_item;
 
 /* The most tensors (slices) one layer reads: weight and bias of each linear, the norms, router, shared gate. */
-#define MAX_ITEMS (2 * QC_LIN_MAX + QC_NORM_COUNT + 2)
+#define MAX_ITEMS (2 * QC_LIN_MAX + 2 * QC_NORM_COUNT + 2)
 /* Tensors qc_gpu_loader_check_finite looks at per kernel launch (a chunk of the layer's). */
 #define CHECK_T 32
 
@@ -1103,7 +1165,8 @@ static qc_status layer_items(const qc_gpu_loader *ld, int i, load_item *items, i
         if (l >= QC_LIN_COUNT) { /* an expert: its 2-D tensor, or its slice of the fused 3-D one */
             const qc_tensor *t;
             int64_t el0;
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, qc_linear_path(cfg, (qc_linear_id)l, path, sizeof path));
+            snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(cfg), i,
+                     qc_linear_path(cfg, (qc_linear_id)l, path, sizeof path));
             if (!(st = qc_model_expert_tensor(m, i, (qc_linear_id)l, &t, &el0)))
                 st = add_item(m, name, t, -1, el0, (int64_t)lo->out[l] * lo->in[l], lo->w[l], DST_F16, items, &n, &pin);
             continue;
@@ -1111,19 +1174,23 @@ static qc_status layer_items(const qc_gpu_loader *ld, int i, load_item *items, i
         const char *tensor; /* a fused tensor (arch.h): each linear reads its rows */
         int row0, rows;
         qc_linear_storage(cfg, (qc_linear_id)l, &tensor, &row0, &rows);
-        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, tensor);
+        snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(cfg), i, tensor);
         st = add_item(m, name, qc_weights_find(m->weights, name), (int64_t)rows * lo->in[l], (int64_t)row0 * lo->in[l],
                       (int64_t)lo->out[l] * lo->in[l], lo->w[l], DST_F16, items, &n, &pin);
         if (!st && lo->b[l] != SIZE_MAX) {
-            snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, tensor);
+            snprintf(name, sizeof name, "%s.%d.%s.bias", qc_layers_path(cfg), i, tensor);
             st = add_item(m, name, qc_weights_find(m->weights, name), rows, row0, lo->out[l], lo->b[l], DST_F32, items,
                           &n, &pin);
         }
     }
     for (int k = 0; k < QC_NORM_COUNT && !st; k++) {
         if (!lo->norm_len[k]) continue;
-        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->norm[k].name);
+        snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(cfg), i, a->norm[k].name);
         st = add_item(m, name, qc_weights_find(m->weights, name), lo->norm_len[k], 0, lo->norm_len[k], lo->norm[k],
+                      DST_F32, items, &n, &pin);
+        if (st || lo->norm_b[k] == SIZE_MAX) continue;
+        snprintf(name, sizeof name, "%s.%d.%s.bias", qc_layers_path(cfg), i, a->norm[k].name);
+        st = add_item(m, name, qc_weights_find(m->weights, name), lo->norm_len[k], 0, lo->norm_len[k], lo->norm_b[k],
                       DST_F32, items, &n, &pin);
     }
     if (!st && lo->router != SIZE_MAX && qc_layer_is_moe(cfg, i)) {
@@ -1345,7 +1412,7 @@ void qc_gpu_loader_times(const qc_gpu_loader *ld, double *read_s, double *wait_s
 size_t qc_gpu_loader_host_bytes(const qc_gpu_loader *ld) { return ld->pinned_bytes; }
 
 /* One tensor of a loaded layer for the check: kind 0 weight, 1 bias (of linear l), 2 norm l, 3 router,
- * 4 shared-expert gate. */
+ * 4 shared-expert gate, 5 norm l's bias. */
 typedef struct {
     const void        *p;
     unsigned long long n;
@@ -1366,15 +1433,20 @@ static qc_status nonfinite_error(qc_gpu_loader *ld, const qc_gpu_layer *L, const
     case 0:
     case 1:
         if (it->l >= QC_LIN_COUNT) {
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", L->index,
+            snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(&m->cfg), L->index,
                      qc_linear_path(&m->cfg, (qc_linear_id)it->l, path, sizeof path));
             if (qc_model_expert_tensor(m, L->index, (qc_linear_id)it->l, &ft, &el0) != QC_OK) qc_error_clear(), ft = NULL;
         } else {
-            snprintf(name, sizeof name, "model.layers.%d.%s.%s", L->index, a->lin[it->l].name, it->kind ? "bias" : "weight");
+            snprintf(name, sizeof name, "%s.%d.%s.%s", qc_layers_path(&m->cfg), L->index, a->lin[it->l].name,
+                     it->kind ? "bias" : "weight");
         }
         if (it->kind == 0) cols = L->in_features[it->l];
         break;
-    case 2: snprintf(name, sizeof name, "model.layers.%d.%s.weight", L->index, a->norm[it->l].name); break;
+    case 2:
+    case 5:
+        snprintf(name, sizeof name, "%s.%d.%s.%s", qc_layers_path(&m->cfg), L->index, a->norm[it->l].name,
+                 it->kind == 5 ? "bias" : "weight");
+        break;
     default:
         qc_model_moe_name(m, L->index, it->kind == 4, name, sizeof name);
         cols = ld->lo.d;
@@ -1424,6 +1496,8 @@ qc_status qc_gpu_loader_check_finite(qc_gpu_loader *ld, const qc_gpu_layer *L) {
         const float *nw = *qc_gpu_layer_norm((qc_gpu_layer *)L, (qc_norm_id)k);
         if (nw) items[n++] = (check_item){nw, (unsigned long long)lo->norm_len[k], false, 2, k};
     }
+    for (int k = 0; k < QC_NORM_COUNT; k++)
+        if (L->norm_bias[k]) items[n++] = (check_item){L->norm_bias[k], (unsigned long long)lo->norm_len[k], false, 5, k};
     if (L->router) items[n++] = (check_item){L->router, (unsigned long long)lo->n_experts * lo->d, true, 3, 0};
     if (L->shared_gate) items[n++] = (check_item){L->shared_gate, (unsigned long long)lo->d, true, 4, 0};
     qc_status st = QC_OK;
@@ -1479,13 +1553,30 @@ static __global__ void k_embed_gather(const void *table, int dtype, const int32_
     }
 }
 
+/* x[r, j] += pos[(r % T + off) * d + j] (learned positions, OPT), the table as stored, F16-rounded when round. */
+static __global__ void k_add_pos(float *x, const void *table, int dtype, size_t n, int T, int off, int d, int round) {
+    size_t total = n * (size_t)d;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / d, j = i % d, src = ((r % (size_t)T) + (size_t)off) * d + j;
+        float v;
+        if (dtype == 0) v = ((const float *)table)[src];
+        else if (dtype == 1) v = __half2float(((const __half *)table)[src]);
+        else v = __bfloat162float(((const __nv_bfloat16 *)table)[src]);
+        if (round) v = __half2float(__float2half_rn(v));
+        x[i] += v;
+    }
+}
+
 static __global__ void k_scale(float *x, size_t n, float s) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) x[i] *= s;
 }
 
-extern "C" qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *ids, size_t n, float *x) {
+extern "C" qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *ids, size_t n, int T, float *x) {
     const qc_tensor *t = m->embed;
     int d = m->cfg.hidden_size;
+    if (m->pos_embed && (T < 1 || T > m->cfg.max_position_embeddings))
+        return qc_fail(QC_ERR_ARG, "%d-token sequences exceed the model's %d learned positions (max_position_embeddings)",
+                       T, m->cfg.max_position_embeddings);
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
             return qc_fail(QC_ERR_ARG, "token id %d at position %zu is outside the vocabulary [0, %d)", ids[i], i,
@@ -1508,6 +1599,23 @@ extern "C" qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *i
         k_scale<<<qc_grid(n * (size_t)d, 256), 256, 0, g->stream>>>(x, n * (size_t)d, (float)sqrt((double)d));
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) st = qc_fail(QC_ERR_DEVICE, "embedding scale: %s", cudaGetErrorString(e));
+    }
+    const qc_tensor *pt = m->pos_embed;
+    if (st == QC_OK && pt) { /* after the scaling, as qc_model_embed */
+        int pdt = pt->dtype == QC_DTYPE_F32 ? 0 : pt->dtype == QC_DTYPE_F16 ? 1 : pt->dtype == QC_DTYPE_BF16 ? 2 : -1;
+        void *ptab = NULL;
+        if (pdt < 0 || !pt->data) st = qc_fail(QC_ERR_UNSUPPORTED, "%s: position table dtype not supported on the GPU", pt->name);
+        if (st == QC_OK) st = qc_gpu_alloc(g, &ptab, pt->nbytes, "the position table");
+        if (st == QC_OK) st = qc_gpu_upload(g, ptab, pt->data, pt->nbytes);
+        if (st == QC_OK) {
+            k_add_pos<<<qc_grid(n * (size_t)d, 256), 256, 0, g->stream>>>(x, ptab, pdt, n, T,
+                                                                           qc_arch_desc_of(m->cfg.arch)->pos_offset, d,
+                                                                           m->round_f16 ? 1 : 0);
+            cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) st = qc_fail(QC_ERR_DEVICE, "position embedding: %s", cudaGetErrorString(e));
+        }
+        if (st == QC_OK) st = qc_gpu_sync(g);
+        qc_gpu_free(g, ptab);
     }
     if (st == QC_OK) st = qc_gpu_sync(g);
     qc_gpu_free(g, tab);

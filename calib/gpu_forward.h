@@ -12,11 +12,12 @@
  *     weighted output is added back per row, experts in id order, then the shared expert (sigmoid-gated):
  *     no atomics, so the sums come out the same on every run;
  *   - GEMMs through cuBLAS (fp16 operands, fp32 accumulation, tensor cores); own kernels for RMSNorm
- *     (w or Gemma's 1 + w), rotary embeddings (none/linear/llama3, from model.c's tables; Gemma-3's local
+ *     (w or Gemma's 1 + w), LayerNorm with bias (OPT), rotary embeddings (none for OPT's learned
+ *     positions; none/linear/llama3, from model.c's tables; Gemma-3's local
  *     tables on its sliding layers), q/k norms (Qwen3, Gemma-3), causal attention with grouped-query
  *     heads, an optional sliding window (Mistral; Gemma: per layer) and score soft-capping (Gemma-2),
- *     SiLU or GELU-tanh gating, Gemma's post-block norms (fp32, before the residual add), bias and
- *     residual adds.
+ *     SiLU or GELU-tanh gating, OPT's ungated ReLU MLP, Gemma's post-block norms (fp32, before the
+ *     residual add), bias and residual adds.
  * Everything runs on the context's main stream; functions return when the work is queued (errors of
  * queued work surface at the next qc_gpu_sync).
  *
@@ -48,12 +49,13 @@ extern "C" {
 typedef struct qc_gpu_layer {
     int       index;
     uint16_t *w[QC_LIN_MAX];            /* device fp16 [out_features, in_features] row-major; NULL for a linear
-                                           this layer lacks (arch.h qc_linear_present; slots >= QC_LIN_COUNT are
-                                           an MoE layer's experts) */
+                                           this layer lacks (arch.h qc_linear_present: OPT's gate; slots >=
+                                           QC_LIN_COUNT are an MoE layer's experts) */
     float    *b[QC_LIN_MAX];            /* device fp32 [out_features], or NULL */
     float    *attn_norm, *mlp_norm;     /* device fp32 [d] */
     float    *q_norm, *k_norm;          /* device fp32 [head_dim] (Qwen3, Gemma-3), else NULL */
     float    *attn_post_norm, *mlp_post_norm; /* device fp32 [d] (Gemma's post-block norms), else NULL */
+    float    *norm_bias[QC_NORM_COUNT]; /* device fp32 LayerNorm biases by qc_norm_id (OPT), else NULL */
     uint16_t *router;                   /* MoE layer: device fp16 [n_experts, d], never quantized; else NULL */
     uint16_t *shared_gate;              /* Qwen2-MoE: device fp16 [1, d] the shared expert's gate, else NULL */
     int       out_features[QC_LIN_MAX];
@@ -101,8 +103,9 @@ qc_status qc_gpu_layer_upload_cfg(qc_gpu *g, const qc_model_config *cfg, const q
 void      qc_gpu_layer_free(qc_gpu *g, qc_gpu_layer *L);
 
 /* x[n, d] (device fp32) <- the embedding rows of ids (host, checked against the vocabulary), times
- * sqrt(d) for Gemma (as qc_model_embed): the table is uploaded once (as stored) and gathered on the device. */
-qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *ids, size_t n, float *x);
+ * sqrt(d) for Gemma, plus the learned position row (r % T) + 2 of row r for OPT (as qc_model_embed): the
+ * tables are uploaded once (as stored) and gathered on the device. */
+qc_status qc_gpu_embed(qc_gpu *g, const qc_model *m, const int32_t *ids, size_t n, int T, float *x);
 
 /* ---- forward ---- */
 typedef struct qc_gpu_fwd qc_gpu_fwd;
@@ -113,8 +116,8 @@ void      qc_gpu_fwd_free(qc_gpu_fwd *f);
 size_t    qc_gpu_fwd_bytes(const qc_model_config *cfg, int max_seqs, int seqlen);
 
 /* Called with the fp16 device input of a linear, x [n, in] row-major, valid during the call; for
- * QC_LIN_Q (shared by q, k, v), QC_LIN_O, QC_LIN_GATE (shared by gate, up) and QC_LIN_DOWN, in that
- * order; an MoE layer's in qc_arch_caps order, each expert's with the rows routed to it (n may be 0), as
+ * QC_LIN_Q (shared by q, k, v), QC_LIN_O, QC_LIN_GATE (shared by gate, up; OPT: QC_LIN_UP, fc1's) and
+ * QC_LIN_DOWN, in that order; an MoE layer's in qc_arch_caps order, each expert's with the rows routed to it (n may be 0), as
  * model.h's qc_layer_forward. Returning false stops the layer there (x is then unspecified). */
 typedef bool (*qc_gpu_capture_fn)(void *user, qc_linear_id which, const uint16_t *x_dev, int n, int in);
 
@@ -135,7 +138,8 @@ void      qc_gpu_fwd_moe_all_rows(qc_gpu_fwd *f, const bool *experts);
 /* The halves without residuals, on fp16 normed inputs xn [nseq*T, d]; out fp32 [nseq*T, d]. */
 qc_status qc_gpu_attn_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int nseq, int T);
 qc_status qc_gpu_mlp_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int n);
-/* xn16[n, d] <- RMSNorm(x32) * w (fp16 out; (1 + w) for Gemma). */
+/* xn16[n, d] <- RMSNorm(x32) * w (fp16 out; (1 + w) for Gemma). OPT's LayerNorms run inside the layer
+ * forward (they need the bias). */
 qc_status qc_gpu_rmsnorm(qc_gpu_fwd *f, const float *x, const float *w, int n, uint16_t *xn16);
 /* y[n, N] (fp32) = x[n, K] . W^T + b (b may be NULL); x and W fp16. beta 1 adds into y. */
 qc_status qc_gpu_linear(qc_gpu *g, const uint16_t *x, const uint16_t *W, const float *b, float *y, int n, int N,

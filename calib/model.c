@@ -53,14 +53,14 @@ static qc_status need_tensor(const qc_model *m, const char *name, int64_t d0, in
     return QC_OK;
 }
 
-/* "model.layers.i.<rel>.<suffix>" under the description's name, else under its alternative (transformers 5's
+/* "<layers>.i.<rel>.<suffix>" under the description's name, else under its alternative (transformers 5's
  * names for Mixtral) when the model has that one: name receives the one to read. */
 static void moe_name(const qc_model *m, int i, const char *rel, const char *alt, const char *suffix, char *name,
                      size_t size) {
-    snprintf(name, size, "model.layers.%d.%s.%s", i, rel, suffix);
+    snprintf(name, size, "%s.%d.%s.%s", qc_layers_path(&m->cfg), i, rel, suffix);
     if (alt && !qc_weights_find(m->weights, name)) {
         char a[256];
-        snprintf(a, sizeof a, "model.layers.%d.%s.%s", i, alt, suffix);
+        snprintf(a, sizeof a, "%s.%d.%s.%s", qc_layers_path(&m->cfg), i, alt, suffix);
         if (qc_weights_find(m->weights, a)) snprintf(name, size, "%s", a);
     }
 }
@@ -93,7 +93,7 @@ static qc_status check_moe(const qc_model *m, int i) {
     moe_name(m, i, moe->router, moe->alt_router, "weight", name, sizeof name);
     qc_status st = need_tensor(m, name, c->n_experts, d, NULL);
     if (st == QC_OK && moe->shared_gate) {
-        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, moe->shared_gate);
+        snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(&m->cfg), i, moe->shared_gate);
         st = need_tensor(m, name, 1, d, NULL);
     }
     const qc_tensor *fz[2] = {NULL, NULL};
@@ -104,9 +104,9 @@ static qc_status check_moe(const qc_model *m, int i) {
             int no, ni;
             qc_linear_shape(c, l, &no, &ni);
             qc_linear_path(c, l, path, sizeof path);
-            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, path);
+            snprintf(name, sizeof name, "%s.%d.%s.qweight", qc_layers_path(&m->cfg), i, path);
             if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) continue;
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, path);
+            snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(&m->cfg), i, path);
             if (!qc_weights_find(m->weights, name) && fz[j == 2 ? 1 : 0]) continue;
             st = need_tensor(m, name, no, ni, NULL);
         }
@@ -132,6 +132,9 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
     const qc_arch_desc *a = qc_arch_desc_of(c->arch);
     st = need_tensor(m, a->embed, c->vocab_size, d, &m->embed);
     if (st == QC_OK) st = need_tensor(m, a->final_norm, d, -1, &m->final_norm);
+    if (st == QC_OK && a->final_norm_bias) st = need_tensor(m, a->final_norm_bias, d, -1, &m->final_norm_bias);
+    if (st == QC_OK && a->pos_embed)
+        st = need_tensor(m, a->pos_embed, (int64_t)c->max_position_embeddings + a->pos_offset, d, &m->pos_embed);
     if (st == QC_OK) {
         const qc_tensor *lm = qc_weights_find(m->weights, a->lm_head);
         if (c->tie_word_embeddings) {
@@ -145,8 +148,12 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
     for (int i = 0; st == QC_OK && i < c->n_layers; i++) {
         for (int k = 0; st == QC_OK && k < QC_NORM_COUNT; k++) {
             if (!qc_norm_present(c, (qc_norm_id)k)) continue;
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->norm[k].name);
+            snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(&m->cfg), i, a->norm[k].name);
             st = need_tensor(m, name, qc_norm_dim(c, (qc_norm_id)k), -1, NULL);
+            if (st == QC_OK && qc_norm_has_bias(c)) {
+                snprintf(name, sizeof name, "%s.%d.%s.bias", qc_layers_path(&m->cfg), i, a->norm[k].name);
+                st = need_tensor(m, name, qc_norm_dim(c, (qc_norm_id)k), -1, NULL);
+            }
         }
         if (st) break;
         for (int l = 0; st == QC_OK && l < QC_LIN_COUNT; l++) { /* each stored tensor once (fused: all rows) */
@@ -155,12 +162,12 @@ qc_status qc_model_open(const char *dir, qc_model **out) {
             const char *tensor;
             qc_linear_shape(c, (qc_linear_id)l, &no, &ni);
             qc_linear_storage(c, (qc_linear_id)l, &tensor, &row0, &no);
-            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, tensor);
+            snprintf(name, sizeof name, "%s.%d.%s.qweight", qc_layers_path(&m->cfg), i, tensor);
             if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) continue; /* checked when loaded */
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, tensor);
+            snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(&m->cfg), i, tensor);
             st = need_tensor(m, name, no, ni, NULL);
             if (st == QC_OK && qc_linear_has_bias(c, (qc_linear_id)l)) {
-                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, tensor);
+                snprintf(name, sizeof name, "%s.%d.%s.bias", qc_layers_path(&m->cfg), i, tensor);
                 st = need_tensor(m, name, no, -1, NULL);
             }
         }
@@ -211,6 +218,11 @@ float **qc_layer_norm(qc_layer *L, qc_norm_id n) {
     }
 }
 
+float **qc_layer_norm_bias(qc_layer *L, qc_norm_id n) {
+    QC_ASSERT(n >= 0 && n < QC_NORM_COUNT);
+    return &L->norm_bias[n];
+}
+
 /* One expert linear of layer i: packed (GPTQ/AWQ checkpoint), per-expert 2-D, or its slice of the fused
  * 3-D tensor. */
 static qc_status load_expert(const qc_model *m, int i, qc_linear_id l, float **out) {
@@ -219,12 +231,12 @@ static qc_status load_expert(const qc_model *m, int i, qc_linear_id l, float **o
     int N, K;
     qc_linear_shape(c, l, &N, &K);
     qc_linear_path(c, l, path, sizeof path);
-    snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, path);
+    snprintf(name, sizeof name, "%s.%d.%s.qweight", qc_layers_path(&m->cfg), i, path);
     if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) {
         bool has_bias = false;
         float *w = qc_aligned_alloc(sizeof(float) * (size_t)N * K), *b = qc_aligned_alloc(sizeof(float) * (size_t)N);
         qc_status st = (!w || !b) ? qc_fail(QC_ERR_NOMEM, "out of memory") : QC_OK;
-        snprintf(name, sizeof name, "model.layers.%d.%s", i, path);
+        snprintf(name, sizeof name, "%s.%d.%s", qc_layers_path(&m->cfg), i, path);
         if (st == QC_OK)
             st = m->is_gptq ? qc_gptq_load_linear(m->weights, name, &m->gptq, N, K, w, b, &has_bias)
                             : qc_awq_load_linear(m->weights, name, &m->awq, N, K, w, b, &has_bias);
@@ -261,7 +273,7 @@ qc_status qc_model_expert_tensor(const qc_model *m, int i, qc_linear_id l, const
     if (!qc_linear_expert(l, &e, &j)) return qc_fail(QC_ERR_ARG, "slot %d is not an expert's", (int)l);
     qc_linear_shape(c, l, &N, &K);
     qc_linear_path(c, l, path, sizeof path);
-    snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, path);
+    snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(c), i, path);
     const qc_tensor *t = qc_weights_find(m->weights, name);
     if (t) {
         if (!is_float_dtype(t->dtype) || t->numel != (int64_t)N * K || !t->data)
@@ -281,7 +293,7 @@ qc_status qc_model_expert_tensor(const qc_model *m, int i, qc_linear_id l, const
 
 void qc_model_moe_name(const qc_model *m, int i, bool shared, char *name, size_t size) {
     const qc_arch_moe *moe = qc_arch_desc_of(m->cfg.arch)->moe;
-    if (shared) snprintf(name, size, "model.layers.%d.%s.weight", i, moe->shared_gate);
+    if (shared) snprintf(name, size, "%s.%d.%s.weight", qc_layers_path(&m->cfg), i, moe->shared_gate);
     else moe_name(m, i, moe->router, moe->alt_router, "weight", name, size);
 }
 
@@ -292,7 +304,7 @@ static qc_status load_moe(const qc_model *m, int i, qc_layer *L) {
     moe_name(m, i, moe->router, moe->alt_router, "weight", name, sizeof name);
     qc_status st = load_f32(m, name, &L->router);
     if (st == QC_OK && moe->shared_gate) {
-        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, moe->shared_gate);
+        snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(&m->cfg), i, moe->shared_gate);
         st = load_f32(m, name, &L->shared_gate);
     }
     const qc_tensor *fz[2] = {NULL, NULL};
@@ -317,8 +329,11 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
     const qc_arch_desc *a = qc_arch_desc_of(c->arch);
     for (int k = 0; k < QC_NORM_COUNT; k++) {
         if (!qc_norm_present(c, (qc_norm_id)k)) continue;
-        snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, a->norm[k].name);
+        snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(&m->cfg), i, a->norm[k].name);
         if ((st = load_f32(m, name, qc_layer_norm(L, (qc_norm_id)k)))) goto fail;
+        if (!qc_norm_has_bias(c)) continue;
+        snprintf(name, sizeof name, "%s.%d.%s.bias", qc_layers_path(&m->cfg), i, a->norm[k].name);
+        if ((st = load_f32(m, name, qc_layer_norm_bias(L, (qc_norm_id)k)))) goto fail;
     }
     /* each stored tensor is read once: a fused one whole (into full_w/full_b), then sliced */
     for (int l = 0; l < QC_LIN_COUNT; l++) {
@@ -335,7 +350,7 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
         }
         if (!fused || row0 == 0) {
             float *w = NULL, *b = NULL;
-            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", i, tensor);
+            snprintf(name, sizeof name, "%s.%d.%s.qweight", qc_layers_path(&m->cfg), i, tensor);
             if ((m->is_gptq || m->is_awq) && qc_weights_find(m->weights, name)) {
                 bool has_bias = false;
                 w = qc_aligned_alloc(sizeof(float) * (size_t)rows * K);
@@ -346,7 +361,7 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
                     st = qc_fail(QC_ERR_NOMEM, "out of memory");
                     goto fail;
                 }
-                snprintf(name, sizeof name, "model.layers.%d.%s", i, tensor);
+                snprintf(name, sizeof name, "%s.%d.%s", qc_layers_path(&m->cfg), i, tensor);
                 st = m->is_gptq ? qc_gptq_load_linear(m->weights, name, &m->gptq, rows, K, w, b, &has_bias)
                                 : qc_awq_load_linear(m->weights, name, &m->awq, rows, K, w, b, &has_bias);
                 if (st == QC_OK && has_bias != qc_linear_has_bias(c, (qc_linear_id)l))
@@ -357,10 +372,10 @@ qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L) {
                     b = NULL;
                 }
             } else {
-                snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, tensor);
+                snprintf(name, sizeof name, "%s.%d.%s.weight", qc_layers_path(&m->cfg), i, tensor);
                 st = load_f32(m, name, &w);
                 if (st == QC_OK && qc_linear_has_bias(c, (qc_linear_id)l)) {
-                    snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, tensor);
+                    snprintf(name, sizeof name, "%s.%d.%s.bias", qc_layers_path(&m->cfg), i, tensor);
                     st = load_f32(m, name, &b);
                 }
             }
@@ -406,6 +421,7 @@ void qc_layer_release(qc_layer *L) {
     qc_aligned_free(L->k_norm);
     qc_aligned_free(L->attn_post_norm);
     qc_aligned_free(L->mlp_post_norm);
+    for (int k = 0; k < QC_NORM_COUNT; k++) qc_aligned_free(L->norm_bias[k]);
     for (int l = 0; l < QC_LIN_MAX; l++) {
         qc_aligned_free(L->w[l]);
         qc_aligned_free(L->b[l]);
@@ -440,6 +456,8 @@ struct qc_fwd {
     float *cos_l, *sin_l; /* [seqlen, hd/2] the local tables (rope_local_theta > 0), else NULL */
     float  norm_off;  /* RMSNorm weight offset: 1 for (1 + w) norms (Gemma), else 0 */
     float  attn_scale;
+    bool   layer_norm; /* LayerNorms with biases (OPT), else RMSNorms */
+    bool   rope;       /* rotary positions (false: learned ones, added to the embeddings) */
 };
 
 /* Inverse frequencies exactly as transformers computes them (float32), including rope scaling. */
@@ -542,6 +560,8 @@ qc_status qc_fwd_create(const qc_model_config *c, int max_seqs, int seqlen, qc_f
     qc_rope_tables(c, seqlen, f->cos, f->sin);
     if (local) qc_rope_tables_local(c, seqlen, f->cos_l, f->sin_l);
     f->norm_off = qc_norm_offset(c);
+    f->layer_norm = qc_norm_has_bias(c);
+    f->rope = qc_arch_has_rope(c);
     /* Llama: 1 / sqrtf(head_dim), as before; Gemma: query_pre_attn_scalar ** -0.5 as Python computes it */
     f->attn_scale = c->attn_scalar > 0.0 ? (float)pow(c->attn_scalar, -0.5) : 1.0f / sqrtf((float)c->head_dim);
     *out = f;
@@ -577,12 +597,12 @@ void qc_fwd_free(qc_fwd *f) {
 }
 
 /* ---- row-wise operations, on the pool in blocks of EW_ROWS rows (each row's bits are its own) ---- */
-typedef enum { EW_RMSNORM, EW_ROPE, EW_SILU_MUL, EW_GELU_TANH_MUL, EW_ADD } ew_op;
+typedef enum { EW_RMSNORM, EW_LAYERNORM, EW_ROPE, EW_SILU_MUL, EW_GELU_TANH_MUL, EW_RELU, EW_ADD } ew_op;
 typedef struct {
     ew_op        op;
     const qc_fwd *f;
     float       *y;
-    const float *x, *w;
+    const float *x, *w, *b;  /* b: EW_LAYERNORM's bias */
     const float *cos, *sin;  /* EW_ROPE: the tables */
     int          n, dim, T, nh;
     float        eps, off;   /* EW_RMSNORM: weight offset (0, or 1 for (1 + w) norms) */
@@ -599,6 +619,21 @@ static void rmsnorm_rows(float *y, const float *x, const float *w, float off, in
             for (int i = 0; i < dim; i++) yr[i] = w[i] * (xr[i] * inv);
         else /* Gemma: (x * inv) * (1 + w), the product in float32 as Gemma2RMSNorm */
             for (int i = 0; i < dim; i++) yr[i] = (off + w[i]) * (xr[i] * inv);
+    }
+}
+
+/* OPT's nn.LayerNorm in FP32: y = (x - mean) / sqrt(var + eps) * w + b, var the biased variance (two passes). */
+static void layernorm_rows(float *y, const float *x, const float *w, const float *b, int r0, int r1, int dim,
+                           float eps) {
+    for (int r = r0; r < r1; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        float sum = 0.0f, ss = 0.0f;
+        for (int i = 0; i < dim; i++) sum += xr[i];
+        float mean = sum / (float)dim;
+        for (int i = 0; i < dim; i++) ss += (xr[i] - mean) * (xr[i] - mean);
+        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+        for (int i = 0; i < dim; i++) yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
     }
 }
 
@@ -626,6 +661,7 @@ static void ew_task(void *user, int task) {
     size_t i0 = (size_t)r0 * c->dim, i1 = (size_t)r1 * c->dim;
     switch (c->op) {
     case EW_RMSNORM: rmsnorm_rows(c->y, c->x, c->w, c->off, r0, r1, c->dim, c->eps); break;
+    case EW_LAYERNORM: layernorm_rows(c->y, c->x, c->w, c->b, r0, r1, c->dim, c->eps); break;
     case EW_ROPE:    rope_rows(c->f, c->cos, c->sin, c->y, r0, r1, c->T, c->nh); break;
     case EW_SILU_MUL: /* y <- silu(y) * x */
         for (size_t i = i0; i < i1; i++) {
@@ -639,6 +675,9 @@ static void ew_task(void *user, int task) {
             float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
             c->y[i] = 0.5f * g * (1.0f + tanhf(inner)) * c->x[i];
         }
+        break;
+    case EW_RELU: /* y <- max(y, 0) (OPT's ungated MLP) */
+        for (size_t i = i0; i < i1; i++) c->y[i] = c->y[i] > 0.0f ? c->y[i] : 0.0f;
         break;
     case EW_ADD:
         for (size_t i = i0; i < i1; i++) c->y[i] += c->x[i];
@@ -654,6 +693,17 @@ static void ew_run(ew_ctx *c) {
  * Gemma2RMSNorm (off 1) (fp32). */
 static void rmsnorm(float *y, const float *x, const float *w, float off, int n, int dim, float eps) {
     ew_run(&(ew_ctx){.op = EW_RMSNORM, .y = y, .x = x, .w = w, .off = off, .n = n, .dim = dim, .eps = eps});
+}
+
+/* A layer's or the final norm: LayerNorm with bias b (OPT), else RMSNorm scaling by (off + w). */
+static void norm_apply(float *y, const float *x, const float *w, const float *b, bool layer_norm, float off, int n,
+                       int dim, float eps) {
+    if (layer_norm) {
+        QC_ASSERT(b != NULL);
+        ew_run(&(ew_ctx){.op = EW_LAYERNORM, .y = y, .x = x, .w = w, .b = b, .n = n, .dim = dim, .eps = eps});
+        return;
+    }
+    rmsnorm(y, x, w, off, n, dim, eps);
 }
 
 /* Rotates with the global tables, or the local ones when local (Gemma-3's sliding layers). */
@@ -831,8 +881,10 @@ static qc_status attn_block(qc_fwd *f, const qc_layer *L, const float *xn, float
     if (L->q_norm) rmsnorm(f->q, f->q, L->q_norm, f->norm_off, n * c->n_heads, hd, c->rms_norm_eps);
     if (L->k_norm) rmsnorm(f->k, f->k, L->k_norm, f->norm_off, n * c->n_kv_heads, hd, c->rms_norm_eps);
     bool local = qc_layer_rope_local(c, L->index);
-    rope_apply(f, local, f->q, n, T, c->n_heads);
-    rope_apply(f, local, f->k, n, T, c->n_kv_heads);
+    if (f->rope) {
+        rope_apply(f, local, f->q, n, T, c->n_heads);
+        rope_apply(f, local, f->k, n, T, c->n_kv_heads);
+    }
     attn_ctx a = {.f = f, .q = f->q, .k = f->k, .v = f->v, .out = f->att, .T = T, .win = qc_layer_window(c, L->index)};
     qc_par_for_work(nseq * c->n_heads, attn_task, &a, 2.0 * n * (double)T * qd);
     if (capture && !capture(user, QC_LIN_O, f->att, n, qd)) {
@@ -844,14 +896,21 @@ static qc_status attn_block(qc_fwd *f, const qc_layer *L, const float *xn, float
 }
 
 /* A gated MLP without the residual: out = down(act(gate(xn)) * up(xn)) with the linears in slots g, g + 1,
- * g + 2 (gate, up, down) and width ff; rows in sequences of T. The activations go to capture as `down`. */
+ * g + 2 (gate, up, down) and width ff; rows in sequences of T. The activations go to capture as `down`.
+ * Without a gate (OPT): out = down(relu(up(xn))). */
 static qc_status gated_mlp(qc_fwd *f, const qc_layer *L, int g, qc_linear_id down, const float *xn, float *out, int n,
                            int T, qc_capture_fn capture, void *user, bool *stopped) {
-    int d = f->cfg.hidden_size, ff = L->out_features[g];
-    linear(f->h1, xn, L->w[g], L->b[g], n, T, ff, d);
-    linear(f->h2, xn, L->w[g + 1], L->b[g + 1], n, T, ff, d);
-    ew_run(&(ew_ctx){.op = f->cfg.act == QC_ACT_GELU_TANH ? EW_GELU_TANH_MUL : EW_SILU_MUL, .y = f->h1, .x = f->h2,
-                     .n = n, .dim = ff});
+    int d = f->cfg.hidden_size, ff = L->out_features[g + 1];
+    if (!L->w[g]) {
+        QC_ASSERT(f->cfg.act == QC_ACT_RELU);
+        linear(f->h1, xn, L->w[g + 1], L->b[g + 1], n, T, ff, d);
+        ew_run(&(ew_ctx){.op = EW_RELU, .y = f->h1, .n = n, .dim = ff});
+    } else {
+        linear(f->h1, xn, L->w[g], L->b[g], n, T, ff, d);
+        linear(f->h2, xn, L->w[g + 1], L->b[g + 1], n, T, ff, d);
+        ew_run(&(ew_ctx){.op = f->cfg.act == QC_ACT_GELU_TANH ? EW_GELU_TANH_MUL : EW_SILU_MUL, .y = f->h1, .x = f->h2,
+                         .n = n, .dim = ff});
+    }
     if (capture && !capture(user, down, f->h1, n, ff)) {
         *stopped = true;
         return QC_OK;
@@ -1009,14 +1068,15 @@ qc_status qc_layer_forward(qc_fwd *f, const qc_layer *L, float *x, int nseq, int
     int n = nseq * T, d = c->hidden_size;
     bool stopped = false;
 
-    rmsnorm(f->xn, x, L->attn_norm, f->norm_off, n, d, c->rms_norm_eps);
+    norm_apply(f->xn, x, L->attn_norm, L->norm_bias[QC_NORM_ATTN], f->layer_norm, f->norm_off, n, d, c->rms_norm_eps);
     if (capture && !capture(user, QC_LIN_Q, f->xn, n, d)) return QC_OK;
     if ((st = attn_block(f, L, f->xn, f->tmp, nseq, T, capture, user, &stopped)) || stopped) return st;
     if (L->attn_post_norm) rmsnorm(f->tmp, f->tmp, L->attn_post_norm, f->norm_off, n, d, c->rms_norm_eps);
     ew_run(&(ew_ctx){.op = EW_ADD, .y = x, .x = f->tmp, .n = n, .dim = d});
 
-    rmsnorm(f->xn, x, L->mlp_norm, f->norm_off, n, d, c->rms_norm_eps);
-    if (capture && !L->router && !capture(user, QC_LIN_GATE, f->xn, n, d)) return QC_OK;
+    norm_apply(f->xn, x, L->mlp_norm, L->norm_bias[QC_NORM_MLP], f->layer_norm, f->norm_off, n, d, c->rms_norm_eps);
+    /* the MLP's input: QC_LIN_GATE, shared by gate and up (OPT, without a gate: QC_LIN_UP) */
+    if (capture && !L->router && !capture(user, qc_linear_input(c, QC_LIN_UP), f->xn, n, d)) return QC_OK;
     if ((st = mlp_block(f, L, f->xn, f->tmp, n, T, capture, user, &stopped)) || stopped) return st;
     if (L->mlp_post_norm) rmsnorm(f->tmp, f->tmp, L->mlp_post_norm, f->norm_off, n, d, c->rms_norm_eps);
     ew_run(&(ew_ctx){.op = EW_ADD, .y = x, .x = f->tmp, .n = n, .dim = d});
@@ -1028,31 +1088,48 @@ static float embed_scale(const qc_model_config *c) {
     return qc_arch_desc_of(c->arch)->embed_scaled ? (float)sqrt((double)c->hidden_size) : 1.0f;
 }
 
-qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, float *x) {
+qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, int T, float *x) {
     int d = m->cfg.hidden_size;
     float scale = embed_scale(&m->cfg);
+    const qc_arch_desc *a = qc_arch_desc_of(m->cfg.arch);
+    if (m->pos_embed && (T < 1 || T > m->cfg.max_position_embeddings))
+        return qc_fail(QC_ERR_ARG, "%d-token sequences exceed the model's %d learned positions (max_position_embeddings)",
+                       T, m->cfg.max_position_embeddings);
+    float *pos = NULL;
+    if (m->pos_embed && !(pos = malloc(sizeof(float) * (size_t)d))) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    qc_status st = QC_OK;
     for (int t = 0; t < n; t++) {
-        if (ids[t] < 0 || ids[t] >= m->cfg.vocab_size)
-            return qc_fail(QC_ERR_ARG, "token id %d at position %d is outside the vocabulary [0, %d)", ids[t], t,
-                           m->cfg.vocab_size);
-        qc_status st = qc_tensor_read_f32(m->embed, (int64_t)ids[t] * d, d, x + (size_t)t * d);
-        if (st) return st;
+        if (ids[t] < 0 || ids[t] >= m->cfg.vocab_size) {
+            st = qc_fail(QC_ERR_ARG, "token id %d at position %d is outside the vocabulary [0, %d)", ids[t], t,
+                         m->cfg.vocab_size);
+            break;
+        }
+        if ((st = qc_tensor_read_f32(m->embed, (int64_t)ids[t] * d, d, x + (size_t)t * d))) break;
         if (m->round_f16)
             for (int i = 0; i < d; i++) x[(size_t)t * d + i] = qc_fp16_to_f32(qc_f32_to_fp16(x[(size_t)t * d + i]));
         if (scale != 1.0f)
             for (int i = 0; i < d; i++) x[(size_t)t * d + i] *= scale;
+        if (!pos) continue;
+        /* learned positions (OPT): row (t % T) + offset, added in FP32 (F16-rounded as a checkpoint holds them) */
+        if ((st = qc_tensor_read_f32(m->pos_embed, ((int64_t)(t % T) + a->pos_offset) * d, d, pos))) break;
+        for (int i = 0; i < d; i++)
+            x[(size_t)t * d + i] += m->round_f16 ? qc_fp16_to_f32(qc_f32_to_fp16(pos[i])) : pos[i];
     }
-    return QC_OK;
+    free(pos);
+    return st;
 }
 
 qc_status qc_model_final_norm(const qc_model *m, float *x, int n) {
     int d = m->cfg.hidden_size;
-    float *w = malloc((size_t)d * sizeof(float));
+    float *w = malloc(2 * (size_t)d * sizeof(float)), *b = w ? w + d : NULL;
     if (!w) return qc_fail(QC_ERR_NOMEM, "out of memory");
     qc_status st = qc_tensor_read_f32(m->final_norm, 0, d, w);
+    if (st == QC_OK && m->final_norm_bias) st = qc_tensor_read_f32(m->final_norm_bias, 0, d, b);
     if (m->round_f16)
-        for (int i = 0; i < d; i++) w[i] = qc_fp16_to_f32(qc_f32_to_fp16(w[i]));
-    if (st == QC_OK) rmsnorm(x, x, w, qc_norm_offset(&m->cfg), n, d, m->cfg.rms_norm_eps);
+        for (int i = 0; i < (m->final_norm_bias ? 2 * d : d); i++) w[i] = qc_fp16_to_f32(qc_f32_to_fp16(w[i]));
+    if (st == QC_OK)
+        norm_apply(x, x, w, m->final_norm_bias ? b : NULL, m->final_norm_bias != NULL, qc_norm_offset(&m->cfg), n, d,
+                   m->cfg.rms_norm_eps);
     free(w);
     return st;
 }
@@ -1119,7 +1196,7 @@ qc_status qc_model_logits(const qc_model *m, const int32_t *ids, int T, float *l
     float *x = qc_aligned_alloc((size_t)T * c->hidden_size * sizeof(float));
     if (!x) return qc_fail(QC_ERR_NOMEM, "out of memory");
     qc_status st = qc_fwd_create(c, 1, T, &f);
-    if (st == QC_OK) st = qc_model_embed(m, ids, T, x);
+    if (st == QC_OK) st = qc_model_embed(m, ids, T, T, x);
     if (st == QC_OK) st = qc_model_run_layers(m, f, NULL, x, 1, T);
     if (st == QC_OK) st = qc_model_final_norm(m, x, T);
     if (st == QC_OK) st = qc_head_load(m, &h);

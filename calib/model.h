@@ -1,5 +1,5 @@
 /*
- * model.h - the FP32 forward pass of a Llama-family or Gemma decoder on the CPU, one decoder layer at a time.
+ * model.h - the FP32 forward pass of a Llama-family, Gemma or OPT decoder on the CPU, one decoder layer at a time.
  *
  * Weights stay mmapped in their stored dtype (F32/F16/BF16); qc_layer_load converts one decoder
  * layer to FP32 when it is needed and qc_layer_release gives the memory back, so at most a layer's
@@ -12,7 +12,7 @@
  *   qc_model *m;      qc_model_open("models/llama", &m);
  *   qc_fwd *f;        qc_fwd_create(&m->cfg, nseq, T, &f);
  *   float *x = ...;   // [nseq * T, d] row-major: sequence s, position t at row s*T + t
- *   qc_model_embed(m, ids, nseq * T, x);
+ *   qc_model_embed(m, ids, nseq * T, T, x);
  *   for (int i = 0; i < m->cfg.n_layers; i++) {
  *       qc_layer L;
  *       qc_layer_load(m, i, &L);
@@ -46,6 +46,8 @@ typedef struct qc_model {
     char            *dir;       /* owned copy of the model directory */
     const qc_tensor *embed;     /* [vocab, d] */
     const qc_tensor *final_norm;/* [d] */
+    const qc_tensor *final_norm_bias; /* [d] the final LayerNorm's bias (OPT), else NULL */
+    const qc_tensor *pos_embed; /* [max_position_embeddings + offset, d] learned positions (OPT), else NULL */
     const qc_tensor *lm_head;   /* [vocab, d]; == embed when embeddings are tied */
     bool             is_gptq;   /* a GPTQ checkpoint: quantized linears are dequantized on load */
     qc_gptq_config   gptq;      /* its quantization_config when is_gptq */
@@ -69,6 +71,8 @@ typedef struct qc_layer {
     float *q_norm, *k_norm;            /* [head_dim] (Qwen3, Gemma-3), else NULL */
     float *attn_post_norm;             /* [d] Gemma's post_attention_layernorm (on the attention output), else NULL */
     float *mlp_post_norm;              /* [d] Gemma's post_feedforward_layernorm, else NULL */
+    float *norm_bias[QC_NORM_COUNT];   /* LayerNorm biases by qc_norm_id (OPT: [d] self_attn_layer_norm.bias and
+                                          final_layer_norm.bias at QC_NORM_ATTN, QC_NORM_MLP), else NULL */
     /* by slot (arch.h: QC_LIN_Q .. QC_LIN_DOWN, then the experts' QC_LIN_EXPERT(e, j)); an absent slot
      * (qc_linear_present false) has w NULL */
     float *w[QC_LIN_MAX];              /* (rows = out_features, cols = in_features), row-major */
@@ -82,6 +86,8 @@ typedef struct qc_layer {
 /* The field holding norm n (&L->attn_norm, ...): how code driven by the architecture's description
  * (arch.h, qc_norm_id) reaches a norm. */
 float **qc_layer_norm(qc_layer *L, qc_norm_id n);
+/* The field holding norm n's bias (LayerNorm architectures; NULL otherwise). */
+float **qc_layer_norm_bias(qc_layer *L, qc_norm_id n);
 
 /* Converts layer i's weights to FP32 (owned by *L until qc_layer_release). */
 qc_status qc_layer_load(const qc_model *m, int i, qc_layer *L);
@@ -110,7 +116,7 @@ void      qc_fwd_free(qc_fwd *f);
 
 /* Called with the input of a linear layer: x is [n, in] row-major, valid during the call.
  * Called once per capture point in the order of qc_arch_caps: QC_LIN_Q (the input shared by q, k and v),
- * QC_LIN_O, QC_LIN_GATE (shared by gate and up) and QC_LIN_DOWN; in an MoE layer each expert's
+ * QC_LIN_O, QC_LIN_GATE (shared by gate and up; OPT: QC_LIN_UP, fc1's) and QC_LIN_DOWN; in an MoE layer each expert's
  * QC_LIN_EXPERT(e, 0) gets the rows the router sent to expert e (in row order) and QC_LIN_EXPERT(e, 2)
  * their activations, after the shared expert's (or nothing, n = 0, for an expert no row chose). Returning false stops the layer there: qc_layer_forward
  * then returns QC_OK and leaves x unspecified (callers that stop early run on a copy). */
@@ -130,6 +136,7 @@ void      qc_fwd_moe_all_rows(qc_fwd *f, const bool *experts);
  * the modules whose outputs its scale search compares):
  *   out[nseq*T, d] = o_proj(attention(q_proj(xn), k_proj(xn), v_proj(xn)))
  *   out[n, d]      = down_proj(act(gate_proj(xn)) * up_proj(xn))        (act: SiLU, Gemma's GELU-tanh)
+ *   out[n, d]      = fc2(relu(fc1(xn)))                                 (OPT: no gate)
  * (Gemma's post norms are not part of them: AWQ compares self_attn's and mlp's outputs, as AutoAWQ does.)
  * xn and out must not be the qc_fwd's own buffers. */
 qc_status qc_attn_forward(qc_fwd *f, const qc_layer *L, const float *xn, float *out, int nseq, int T);
@@ -142,9 +149,10 @@ void      qc_linear_apply(float *y, const float *x, const float *w, const float 
 qc_status qc_model_run_layers(const qc_model *m, qc_fwd *f, const qc_layer *layers, float *x, int nseq, int T);
 
 /* x[n, d] <- embedding rows of ids (ids checked against the vocabulary), times sqrt(d) (in FP32) where the
- * architecture scales its embeddings (Gemma). */
-qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, float *x);
-/* x[n, d] <- RMSNorm(x) with the final norm weight ((1 + w) for Gemma). */
+ * architecture scales its embeddings (Gemma), plus the learned position row (t % T) + 2 of row t where the
+ * architecture has learned positions (OPT; rows are sequences of T tokens, T <= max_position_embeddings). */
+qc_status qc_model_embed(const qc_model *m, const int32_t *ids, int n, int T, float *x);
+/* x[n, d] <- RMSNorm(x) with the final norm weight ((1 + w) for Gemma); OPT: LayerNorm with its bias. */
 qc_status qc_model_final_norm(const qc_model *m, float *x, int n);
 
 /* The output head, converted to FP32 once and reused across calls. */

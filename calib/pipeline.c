@@ -71,11 +71,13 @@ static qc_status to_f16_at(const char *name, const float *x, size_t n, uint16_t 
 
 qc_status qc_pl_to_f16(const char *name, const float *x, size_t n, uint16_t *h) { return to_f16_at(name, x, n, h, 0); }
 
-static qc_status check_finite_named(const float *x, size_t n, int cols, const char *fmt, int li, const char *what) {
+/* fmt: "%s.%d.%s.weight" with the layers' path, the layer and the tensor's path in it */
+static qc_status check_finite_named(const float *x, size_t n, int cols, const char *fmt, const char *layers, int li,
+                                    const char *what) {
     for (size_t i = 0; x && i < n; i++)
         if (x[i] != x[i] || x[i] - x[i] != 0.0f) {
             char nm[192];
-            snprintf(nm, sizeof nm, fmt, li, what);
+            snprintf(nm, sizeof nm, fmt, layers, li, what);
             if (cols > 0)
                 return qc_fail(QC_ERR_NUMERIC, "input model: tensor %s: element [%zu, %zu] is %g (not finite); qcal "
                                "quantizes only finite weights", nm, i / (size_t)cols, i % (size_t)cols, (double)x[i]);
@@ -93,19 +95,24 @@ qc_status qc_pl_check_layer(const qc_model_config *cfg, const qc_layer *layer, i
         if (!layer->w[l]) continue;
         int N = layer->out_features[l], K = layer->in_features[l];
         qc_linear_path(cfg, (qc_linear_id)l, path, sizeof path);
-        st = check_finite_named(layer->w[l], (size_t)N * K, K, "model.layers.%d.%s.weight", li, path);
-        if (st == QC_OK) st = check_finite_named(layer->b[l], (size_t)N, 0, "model.layers.%d.%s.bias", li, path);
+        st = check_finite_named(layer->w[l], (size_t)N * K, K, "%s.%d.%s.weight", qc_layers_path(cfg), li, path);
+        if (st == QC_OK) st = check_finite_named(layer->b[l], (size_t)N, 0, "%s.%d.%s.bias", qc_layers_path(cfg), li, path);
     }
     if (st == QC_OK && layer->router)
         st = check_finite_named(layer->router, (size_t)cfg->n_experts * cfg->hidden_size, cfg->hidden_size,
-                                "model.layers.%d.%s.weight", li, a->moe->router);
+                                "%s.%d.%s.weight", qc_layers_path(cfg), li, a->moe->router);
     if (st == QC_OK && layer->shared_gate)
-        st = check_finite_named(layer->shared_gate, (size_t)cfg->hidden_size, 0, "model.layers.%d.%s.weight", li,
-                                a->moe->shared_gate);
+        st = check_finite_named(layer->shared_gate, (size_t)cfg->hidden_size, 0, "%s.%d.%s.weight", qc_layers_path(cfg),
+                                li, a->moe->shared_gate);
     for (int k = 0; st == QC_OK && k < QC_NORM_COUNT; k++) {
         const float *nw = *qc_layer_norm((qc_layer *)layer, (qc_norm_id)k);
-        if (nw) st = check_finite_named(nw, (size_t)qc_norm_dim(cfg, (qc_norm_id)k), 0, "model.layers.%d.%s.weight", li,
-                                        a->norm[k].name);
+        if (nw)
+            st = check_finite_named(nw, (size_t)qc_norm_dim(cfg, (qc_norm_id)k), 0, "%s.%d.%s.weight", qc_layers_path(cfg),
+                                    li, a->norm[k].name);
+        const float *nb = layer->norm_bias[k];
+        if (st == QC_OK && nb)
+            st = check_finite_named(nb, (size_t)qc_norm_dim(cfg, (qc_norm_id)k), 0, "%s.%d.%s.bias", qc_layers_path(cfg),
+                                    li, a->norm[k].name);
     }
     return st;
 }
@@ -206,11 +213,11 @@ qc_status qc_pl_part_fuse(qc_pl_parts *p, const qc_model_config *cfg, int li) {
         for (size_t k = 0; k < sizeof parts / sizeof *parts; k++) {
             int src[QC_LIN_COUNT], found = 0;
             for (int i = 0; i < n; i++) {
-                snprintf(nm, sizeof nm, "model.layers.%d.%s.%s", li, a->lin[lins[i]].name, parts[k].suffix);
+                snprintf(nm, sizeof nm, "%s.%d.%s.%s", qc_layers_path(cfg), li, a->lin[lins[i]].name, parts[k].suffix);
                 if ((src[i] = part_find(p, nm)) >= 0) found++;
             }
             if (found == 0) continue;
-            snprintf(nm, sizeof nm, "model.layers.%d.%s.%s", li, a->lin[l0].tensor, parts[k].suffix);
+            snprintf(nm, sizeof nm, "%s.%d.%s.%s", qc_layers_path(cfg), li, a->lin[l0].tensor, parts[k].suffix);
             if (found != n) return qc_fail(QC_ERR_FORMAT, "%s: only %d of %d slices have it", nm, found, n);
             qc_status st = QC_OK;
             if (parts[k].axis < 0) { /* identical in every slice: keep the first */
@@ -247,7 +254,7 @@ qc_status qc_pl_push_module(qc_pipeline_result *res, const qc_model_config *cfg,
     char nm[256], path[128];
     if ((int)l >= QC_LIN_COUNT) tensor = qc_linear_path(cfg, l, path, sizeof path); /* an expert: stored alone */
     else qc_linear_storage(cfg, l, &tensor, &row0, &rows);
-    snprintf(nm, sizeof nm, "model.layers.%d.%s", li, tensor);
+    snprintf(nm, sizeof nm, "%s.%d.%s", qc_layers_path(cfg), li, tensor);
     return qc_pl_push_str(&res->unquantized, &res->n_unq, nm);
 }
 
@@ -336,10 +343,11 @@ static qc_status read_tensor_f16(const qc_model *m, const char *name, uint16_t *
 
 qc_status qc_pl_write_base_part(const qc_model *m, const char *path) {
     qc_pl_parts p = {0};
-    const char *names[3] = {"model.embed_tokens.weight", "model.norm.weight",
-                            m->cfg.tie_word_embeddings ? NULL : "lm_head.weight"};
+    const qc_arch_desc *a = qc_arch_desc_of(m->cfg.arch);
+    const char *names[5] = {a->embed, a->pos_embed, a->final_norm, a->final_norm_bias,
+                            m->cfg.tie_word_embeddings ? NULL : a->lm_head};
     qc_status st = QC_OK;
-    for (int i = 0; st == QC_OK && i < 3; i++) {
+    for (int i = 0; st == QC_OK && i < 5; i++) {
         if (!names[i]) continue;
         uint16_t *h = NULL;
         const qc_tensor *t = NULL;
@@ -468,7 +476,7 @@ static void finish_hessian(float *H, int K, int64_t rows) {
         }
 }
 
-/* The linear whose inputs capture point cap holds (its path below model.layers.N.). */
+/* The linear whose inputs capture point cap holds (its path below <layers>.N.). */
 static const char *cap_name(const qc_model_config *cfg, qc_linear_id cap) {
     static _Thread_local char buf[128];
     return qc_linear_path(cfg, cap, buf, sizeof buf);
@@ -477,9 +485,9 @@ static const char *cap_name(const qc_model_config *cfg, qc_linear_id cap) {
 qc_status qc_pl_check_hessian(const qc_model_config *cfg, const float *H, int K, int li, qc_linear_id cap) {
     for (int i = 0; i < K; i++) /* a non-finite input row makes its whole row and column of H non-finite */
         if (!isfinite(H[(size_t)i * K + i]))
-            return qc_fail(QC_ERR_NUMERIC, "model.layers.%d: the calibration activations entering %s are not finite "
+            return qc_fail(QC_ERR_NUMERIC, "%s.%d: the calibration activations entering %s are not finite "
                            "(Hessian diagonal %d is %g): the model overflows on this calibration text in FP32 or "
-                           "its weights are broken", li, cap_name(cfg, cap), i, (double)H[(size_t)i * K + i]);
+                           "its weights are broken", qc_layers_path(cfg), li, cap_name(cfg, cap), i, (double)H[(size_t)i * K + i]);
     return QC_OK;
 }
 
@@ -833,12 +841,14 @@ static qc_status cpu_awq_fold(void *be, int li, const qc_arch_awq *g, const floa
     qc_layer *layer = c->layer;
     int K = layer->in_features[g->lin[0]];
     if (g->prev_norm >= 0) {
-        float *nw = *qc_layer_norm(layer, (qc_norm_id)g->prev_norm);
+        float *nw = *qc_layer_norm(layer, (qc_norm_id)g->prev_norm), *nb = layer->norm_bias[g->prev_norm];
         const float off = qc_norm_offset(&c->m->cfg); /* (1 + w) norms: (1 + w') = (1 + w) / s */
         if (off == 0.0f)
             for (int k = 0; k < K; k++) nw[k] /= s[k];
         else
             for (int k = 0; k < K; k++) nw[k] = (off + nw[k]) / s[k] - off;
+        if (nb) /* a LayerNorm's output is w * xhat + b: both divided (AutoAWQ's scale_ln_fcs) */
+            for (int k = 0; k < K; k++) nb[k] /= s[k];
     } else {
         qc_linear_id p = (qc_linear_id)g->prev_lin;
         int Np = layer->out_features[p], Kp = layer->in_features[p];
@@ -982,15 +992,18 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
     for (int k = 0; k < QC_NORM_COUNT && st == QC_OK; k++) {
         const float *nw = *qc_layer_norm(layer, (qc_norm_id)k);
         if (!nw) continue;
-        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->norm[k].name);
+        snprintf(nm, sizeof nm, "%s.%d.%s.weight", qc_layers_path(cfg), li, arch->norm[k].name);
         st = qc_pl_part_add_f16(&c->part, nm, nw, qc_norm_dim(cfg, (qc_norm_id)k), 0);
+        if (st || !layer->norm_bias[k]) continue;
+        snprintf(nm, sizeof nm, "%s.%d.%s.bias", qc_layers_path(cfg), li, arch->norm[k].name);
+        st = qc_pl_part_add_f16(&c->part, nm, layer->norm_bias[k], qc_norm_dim(cfg, (qc_norm_id)k), 0);
     }
     if (st == QC_OK && layer->router) { /* the router and shared-expert gate stay F16, never quantized */
-        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->moe->router);
+        snprintf(nm, sizeof nm, "%s.%d.%s.weight", qc_layers_path(cfg), li, arch->moe->router);
         st = qc_pl_part_add_f16(&c->part, nm, layer->router, cfg->n_experts, cfg->hidden_size);
     }
     if (st == QC_OK && layer->shared_gate) {
-        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->moe->shared_gate);
+        snprintf(nm, sizeof nm, "%s.%d.%s.weight", qc_layers_path(cfg), li, arch->moe->shared_gate);
         st = qc_pl_part_add_f16(&c->part, nm, layer->shared_gate, 1, cfg->hidden_size);
     }
     if (st == QC_OK) st = qc_pl_part_fuse(&c->part, cfg, li);
@@ -1027,12 +1040,14 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
         for (int i = 0, n = (k ? 1 : cfg->n_experts) * cfg->hidden_size; g && i < n; i++)
             g[i] = qc_fp16_to_f32(qc_f32_to_fp16(g[i]));
     }
-    for (int k = 0; k < QC_NORM_COUNT; k++) {
-        float **src = qc_layer_norm(layer, (qc_norm_id)k), **dst = qc_layer_norm(fk, (qc_norm_id)k);
+    for (int k = 0; k < 2 * QC_NORM_COUNT; k++) { /* weights, then LayerNorm biases */
+        qc_norm_id id = (qc_norm_id)(k % QC_NORM_COUNT);
+        float **src = k < QC_NORM_COUNT ? qc_layer_norm(layer, id) : qc_layer_norm_bias(layer, id);
+        float **dst = k < QC_NORM_COUNT ? qc_layer_norm(fk, id) : qc_layer_norm_bias(fk, id);
         *dst = *src;
         *src = NULL;
         if (*dst)
-            for (int i = 0, n = qc_norm_dim(cfg, (qc_norm_id)k); i < n; i++) (*dst)[i] = qc_fp16_to_f32(qc_f32_to_fp16((*dst)[i]));
+            for (int i = 0, n = qc_norm_dim(cfg, id); i < n; i++) (*dst)[i] = qc_fp16_to_f32(qc_f32_to_fp16((*dst)[i]));
     }
     fk->index = li;
     return QC_OK;
@@ -1114,7 +1129,7 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
         c.drv.done = qc_pl_count_linears(cfg, start);
     } else {
         if (o->on_phase) o->on_phase(o->user, -1, L, "embed");
-        if ((st = qc_model_embed(m, ids, (int)c.rows, c.X))) goto out;
+        if ((st = qc_model_embed(m, ids, (int)c.rows, T, c.X))) goto out;
         snprintf(path, sizeof path, "%s/base.safetensors", o->work_dir);
         if ((st = qc_pl_write_base_part(m, path)) || (st = qc_pl_push_str(&res->parts, &res->n_parts, path))) goto out;
         res->t_embed = qc_time_now() - t0;

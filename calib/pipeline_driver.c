@@ -38,7 +38,7 @@ static void name_row(qc_pl_driver *d, int li, qc_linear_id l) {
     r->awq_loss = 0.0;
     r->tokens = -1;
     char path[128];
-    snprintf(r->name, sizeof r->name, "model.layers.%d.%s", li, qc_linear_path(cfg, l, path, sizeof path));
+    snprintf(r->name, sizeof r->name, "%s.%d.%s", qc_layers_path(cfg), li, qc_linear_path(cfg, l, path, sizeof path));
 }
 
 static qc_status report(qc_pl_driver *d, int li, qc_linear_id l) {
@@ -60,6 +60,7 @@ static bool packable(qc_pl_driver *d, qc_linear_id l, const char **why) {
     }
     qc_linear_storage(cfg, l, &t, &r0, &rows);
     for (int m = 0; m < QC_LIN_COUNT; m++) {
+        if (!qc_arch_desc_of(cfg->arch)->lin[m].name) continue; /* absent (OPT's gate) */
         qc_linear_storage(cfg, (qc_linear_id)m, &tm, &r0, &rows);
         if (m != (int)l && strcmp(tm, t) != 0) continue;
         qc_linear_shape(cfg, (qc_linear_id)m, &N, &K);
@@ -207,7 +208,7 @@ static qc_status awq_layer(qc_pl_driver *d, int li) {
         } else {
             st = d->ops->awq_search(d->be, li, &groups[gi], scales[gi], &choice[gi]);
         }
-        if (st) qc_error_prefix("model.layers.%d awq scale search", li);
+        if (st) qc_error_prefix("%s.%d awq scale search", qc_layers_path(cfg), li);
     }
     for (int gi = 0; gi < ng && st == QC_OK; gi++) {
         st = d->ops->awq_fold(d->be, li, &groups[gi], scales[gi]);

@@ -320,10 +320,11 @@ static qc_status check_hessian(gctx *c, qc_linear_id cap, int li) {
     qc_status st = qc_gpu_hessian_diag(c->g, c->Hs[cap], K, dg);
     for (int i = 0; st == QC_OK && i < K; i++)
         if (!isfinite(dg[i]))
-            st = qc_fail(QC_ERR_NUMERIC, "model.layers.%d: the calibration activations entering %s are not finite "
+            st = qc_fail(QC_ERR_NUMERIC, "%s.%d: the calibration activations entering %s are not finite "
                          "(Hessian diagonal %d is %g): the model overflows on this calibration text (the GPU feeds "
                          "the linears F16 inputs, as an F16 model does; --device cpu computes in FP32) or its "
-                         "weights are broken", li, cap_name(c, cap, nm, sizeof nm), i, (double)dg[i]);
+                         "weights are broken", qc_layers_path(&c->m->cfg), li, cap_name(c, cap, nm, sizeof nm), i,
+                         (double)dg[i]);
     free(dg);
     return st;
 }
@@ -655,6 +656,8 @@ static qc_status gpu_awq_fold(void *be, int li, const qc_arch_awq *gr, const flo
     if (gr->prev_norm >= 0) {
         st = qc_gpu_div_vec_offset_f32(c->g, *qc_gpu_layer_norm(layer, (qc_norm_id)gr->prev_norm), K, c->sdev,
                                        qc_norm_offset(&c->m->cfg));
+        float *nb = layer->norm_bias[gr->prev_norm]; /* a LayerNorm (OPT): w * xhat + b, both divided */
+        if (st == QC_OK && nb) st = qc_gpu_div_vec_f32(c->g, nb, K, c->sdev);
     } else {
         qc_linear_id p = (qc_linear_id)gr->prev_lin;
         int Np = layer->out_features[p], Kp = layer->in_features[p];
@@ -748,17 +751,20 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
     for (int k = 0; k < QC_NORM_COUNT && st == QC_OK; k++) {
         const float *nw = *qc_gpu_layer_norm((qc_gpu_layer *)layer, (qc_norm_id)k);
         if (!nw) continue;
-        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->norm[k].name);
+        snprintf(nm, sizeof nm, "%s.%d.%s.weight", qc_layers_path(cfg), li, arch->norm[k].name);
         st = part_add_dev_f32(c, nm, nw, qc_norm_dim(cfg, (qc_norm_id)k));
+        if (st || !layer->norm_bias[k]) continue;
+        snprintf(nm, sizeof nm, "%s.%d.%s.bias", qc_layers_path(cfg), li, arch->norm[k].name);
+        st = part_add_dev_f32(c, nm, layer->norm_bias[k], qc_norm_dim(cfg, (qc_norm_id)k));
     }
     /* the router and shared-expert gate stay F16, never quantized (kept for the fake layer too) */
     float *gates[2] = {NULL, NULL};
     if (st == QC_OK && layer->router && (st = f16_to_host(c, layer->router, (size_t)cfg->n_experts * d_of(c), &gates[0])) == QC_OK) {
-        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->moe->router);
+        snprintf(nm, sizeof nm, "%s.%d.%s.weight", qc_layers_path(cfg), li, arch->moe->router);
         st = qc_pl_part_add_f16(&c->part, nm, gates[0], cfg->n_experts, cfg->hidden_size);
     }
     if (st == QC_OK && layer->shared_gate && (st = f16_to_host(c, layer->shared_gate, (size_t)d_of(c), &gates[1])) == QC_OK) {
-        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, arch->moe->shared_gate);
+        snprintf(nm, sizeof nm, "%s.%d.%s.weight", qc_layers_path(cfg), li, arch->moe->shared_gate);
         st = qc_pl_part_add_f16(&c->part, nm, gates[1], 1, cfg->hidden_size);
     }
     if (st == QC_OK) st = qc_pl_part_fuse(&c->part, cfg, li);
@@ -790,9 +796,12 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
             fk->in_features[l] = layer->in_features[l];
             st = fake_vec(c, layer->b[l], layer->out_features[l], &fk->b[l]);
         }
-        for (int k = 0; k < QC_NORM_COUNT && st == QC_OK; k++)
+        for (int k = 0; k < QC_NORM_COUNT && st == QC_OK; k++) {
             st = fake_vec(c, *qc_gpu_layer_norm((qc_gpu_layer *)layer, (qc_norm_id)k), qc_norm_dim(cfg, (qc_norm_id)k),
                           qc_layer_norm(fk, (qc_norm_id)k));
+            if (st == QC_OK)
+                st = fake_vec(c, layer->norm_bias[k], qc_norm_dim(cfg, (qc_norm_id)k), qc_layer_norm_bias(fk, (qc_norm_id)k));
+        }
     }
     qc_aligned_free(gates[0]);
     qc_aligned_free(gates[1]);
@@ -938,7 +947,7 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         if (start < L && (st = qc_gpu_upload(c.g, c.X, c.xh, xbytes))) goto out;
     } else {
         if (o->on_phase) o->on_phase(o->user, -1, L, "embed");
-        if ((st = qc_gpu_embed(c.g, m, ids, c.rows, c.X))) goto out;
+        if ((st = qc_gpu_embed(c.g, m, ids, c.rows, T, c.X))) goto out;
         res->t_embed = qc_time_now() - t0;
         snprintf(ba.path, sizeof ba.path, "%s/base.safetensors", o->work_dir);
         /* listed first, as qc_resume_load lists it; a failed write fails the run at the join */

@@ -58,7 +58,9 @@ typedef struct {
     bool     no_clip[QC_LIN_COUNT];       /* AWQ's clip search skips it */
     bool     first[QC_LIN_COUNT];         /* the first (or only) linear of its stored tensor */
     int      srows[QC_LIN_COUNT];         /* its stored tensor's rows (fused: all slices') */
-    const char *tensor[QC_LIN_COUNT];     /* its stored tensor's path below model.layers.N. */
+    const char *tensor[QC_LIN_COUNT];     /* its stored tensor's path below <layers>.N. */
+    const char *layers;                   /* the layers' module path (qc_layers_path) */
+    bool     norm_bias;                   /* LayerNorms: each norm has a bias beside its weight (OPT) */
     int      n_caps, capw[QC_LIN_COUNT];  /* capture points k_caps[0 .. n_caps - 1]; width by capture id */
     qc_linear_id k_caps[QC_LIN_COUNT];
     int      norm_len[QC_NORM_COUNT];     /* 0: absent */
@@ -145,7 +147,7 @@ static void hdr_add(st_hdr *h, const char *name, const char *dt, int ndim, int64
 /* Every file's bytes (the last one included). */
 static uint64_t hdr_total(const st_hdr *h) { return h->closed + hdr_file(h); }
 
-/* A linear's tensors under `base` (model.layers.N.<path>): packed (N x K, G groups) or F16, and its bias. */
+/* A linear's tensors under `base` (<layers>.N.<path>): packed (N x K, G groups) or F16, and its bias. */
 static void module_tensors(const qc_plan_in *in, const char *base, bool quant, bool bias, int N, int K, int G,
                            st_hdr *h) {
     char nm[256];
@@ -178,7 +180,7 @@ static void module_tensors(const qc_plan_in *in, const char *base, bool quant, b
 static void linear_tensors(const qc_plan_in *in, const shapes *s, int li, qc_linear_id l, st_hdr *h) {
     if (!s->first[l]) return; /* a fused tensor: written once, with every slice's rows */
     char base[192];
-    snprintf(base, sizeof base, "model.layers.%d.%s", li, s->tensor[l]);
+    snprintf(base, sizeof base, "%s.%d.%s", s->layers, li, s->tensor[l]);
     module_tensors(in, base, s->quant[l], s->bias[l], s->srows[l], s->K[l], s->G[l], h);
 }
 
@@ -190,14 +192,14 @@ static void moe_tensors(const qc_plan_in *in, const shapes *s, int li, st_hdr *h
         for (int j = 0; j < 3; j++) {
             int N = j == 2 ? s->d : s->mff, K = j == 2 ? s->mff : s->d;
             char base[192];
-            snprintf(base, sizeof base, "model.layers.%d.%s", li, qc_linear_path(s->cfg, QC_LIN_EXPERT(e, j), path, sizeof path));
+            snprintf(base, sizeof base, "%s.%d.%s", s->layers, li, qc_linear_path(s->cfg, QC_LIN_EXPERT(e, j), path, sizeof path));
             module_tensors(in, base, s->mquant[j], false, N, K, gs > 0 ? K / gs : 1, h);
         }
     const qc_arch_moe *moe = s->arch->moe;
-    snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, moe->router);
+    snprintf(nm, sizeof nm, "%s.%d.%s.weight", s->layers, li, moe->router);
     hdr_add(h, nm, "F16", 2, s->E, s->d, (uint64_t)s->E * s->d * 2);
     if (moe->shared_gate) {
-        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, moe->shared_gate);
+        snprintf(nm, sizeof nm, "%s.%d.%s.weight", s->layers, li, moe->shared_gate);
         hdr_add(h, nm, "F16", 2, 1, s->d, (uint64_t)s->d * 2);
     }
 }
@@ -209,14 +211,22 @@ static void layer_tensors(const qc_plan_in *in, const shapes *s, int li, st_hdr 
     char nm[192];
     for (int k = 0; k < QC_NORM_COUNT; k++) {
         if (!s->norm_len[k]) continue;
-        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", li, s->arch->norm[k].name);
+        snprintf(nm, sizeof nm, "%s.%d.%s.weight", s->layers, li, s->arch->norm[k].name);
+        hdr_add(h, nm, "F16", 1, s->norm_len[k], 0, (uint64_t)s->norm_len[k] * 2);
+        if (!s->norm_bias) continue;
+        snprintf(nm, sizeof nm, "%s.%d.%s.bias", s->layers, li, s->arch->norm[k].name);
         hdr_add(h, nm, "F16", 1, s->norm_len[k], 0, (uint64_t)s->norm_len[k] * 2);
     }
 }
 
 static void base_tensors(const shapes *s, st_hdr *h) {
     hdr_add(h, s->arch->embed, "F16", 2, s->vocab, s->d, (uint64_t)s->vocab * s->d * 2);
+    if (s->arch->pos_embed) {
+        int64_t np = (int64_t)s->cfg->max_position_embeddings + s->arch->pos_offset;
+        hdr_add(h, s->arch->pos_embed, "F16", 2, np, s->d, (uint64_t)np * s->d * 2);
+    }
     hdr_add(h, s->arch->final_norm, "F16", 1, s->d, 0, (uint64_t)s->d * 2);
+    if (s->arch->final_norm_bias) hdr_add(h, s->arch->final_norm_bias, "F16", 1, s->d, 0, (uint64_t)s->d * 2);
     if (!s->tied) hdr_add(h, s->arch->lm_head, "F16", 2, s->vocab, s->d, (uint64_t)s->vocab * s->d * 2);
 }
 
@@ -269,6 +279,8 @@ static uint64_t gpu_slot_bytes(const shapes *s) {
         if (in_any[l] && s->bias[l]) off = align256(off + (uint64_t)s->N[l] * 4);
     for (int k = 0; k < QC_NORM_COUNT; k++)
         if (s->norm_len[k]) off = align256(off + (uint64_t)s->norm_len[k] * 4);
+    for (int k = 0; k < QC_NORM_COUNT && s->norm_bias; k++) /* LayerNorm biases, after the weights */
+        if (s->norm_len[k]) off = align256(off + (uint64_t)s->norm_len[k] * 4);
     if (s->L_moe > 0) { /* the router and the shared expert's gate, fp16 */
         off = align256(off + (uint64_t)s->E * s->d * 2);
         if (s->arch->moe->shared_gate) off = align256(off + (uint64_t)s->d * 2);
@@ -293,6 +305,8 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
     s->tied = c->tie_word_embeddings;
     s->arch = qc_arch_desc_of(c->arch);
     s->cfg = c;
+    s->layers = qc_layers_path(c);
+    s->norm_bias = qc_norm_has_bias(c);
     s->stride = qc_arch_n_lin(c);
     if (s->arch->moe) {
         s->E = c->n_experts;
@@ -333,6 +347,7 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
         s->bias[l] = bias[l];
         s->G[l] = in->group_size > 0 ? K[l] / in->group_size : 1;
         const char *why = NULL;
+        if (!qc_linear_present(c, 0, (qc_linear_id)l)) continue; /* OPT's gate */
         s->quant[l] = qc_pl_packable(&po, N[l], K[l], &why);
         if (s->quant[l] || in->method == QC_METHOD_AWQ) s->cap_used[qc_linear_input(c, (qc_linear_id)l)] = true;
         uint64_t nk = (uint64_t)N[l] * K[l];
@@ -340,7 +355,7 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
         if (nk > s->nkmax) s->nkmax = nk;
         s->layer_f32 += 4 * nk + (bias[l] ? 4 * (uint64_t)N[l] : 0);
     }
-    for (int k = 0; k < QC_NORM_COUNT; k++) s->layer_f32 += 4 * (uint64_t)s->norm_len[k];
+    for (int k = 0; k < QC_NORM_COUNT; k++) s->layer_f32 += (s->norm_bias ? 8 : 4) * (uint64_t)s->norm_len[k];
     s->layer_f32 += s->moe_f32; /* an upper bound: the seven slots and the experts */
     for (int j = 0; j < 3 && s->E; j++) {
         const char *why = NULL;
@@ -356,7 +371,7 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
             char path[128];
             for (int e = 0; e < s->E; e++)
                 for (int j = 0; j < 3; j++) {
-                    snprintf(name, sizeof name, "model.layers.%d.%s.weight", i,
+                    snprintf(name, sizeof name, "%s.%d.%s.weight", s->layers, i,
                              qc_linear_path(c, QC_LIN_EXPERT(e, j), path, sizeof path));
                     uint64_t b = tensor_bytes(m, name, (uint64_t)s->mff * s->d, NULL);
                     sum += b;
@@ -368,14 +383,14 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
             qc_dtype dt;
             if (!qc_linear_present(c, i, (qc_linear_id)l)) continue;
             if (!s->first[l]) continue; /* a fused tensor is stored (and staged) once */
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, s->tensor[l]);
+            snprintf(name, sizeof name, "%s.%d.%s.weight", s->layers, i, s->tensor[l]);
             uint64_t b = tensor_bytes(m, name, (uint64_t)s->srows[l] * K[l], &dt);
             sum += b;
             pin = align256(pin + b);
             if (b > s->tensor_max) s->tensor_max = b;
             if (dt == QC_DTYPE_F32 && b > s->raw_max) s->raw_max = b; /* F32 -> F16 through the staging buffer */
             if (bias[l]) {
-                snprintf(name, sizeof name, "model.layers.%d.%s.bias", i, s->tensor[l]);
+                snprintf(name, sizeof name, "%s.%d.%s.bias", s->layers, i, s->tensor[l]);
                 b = tensor_bytes(m, name, (uint64_t)s->srows[l], &dt);
                 sum += b;
                 pin = align256(pin + b);
@@ -385,8 +400,14 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
         for (int k = 0; k < QC_NORM_COUNT; k++) {
             if (!s->norm_len[k]) continue;
             qc_dtype dt;
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", i, s->arch->norm[k].name);
+            snprintf(name, sizeof name, "%s.%d.%s.weight", s->layers, i, s->arch->norm[k].name);
             uint64_t b = tensor_bytes(m, name, (uint64_t)s->norm_len[k], &dt);
+            sum += b;
+            pin = align256(pin + b);
+            if (dt != QC_DTYPE_F32 && b > s->raw_max) s->raw_max = b;
+            if (!s->norm_bias) continue;
+            snprintf(name, sizeof name, "%s.%d.%s.bias", s->layers, i, s->arch->norm[k].name);
+            b = tensor_bytes(m, name, (uint64_t)s->norm_len[k], &dt);
             sum += b;
             pin = align256(pin + b);
             if (dt != QC_DTYPE_F32 && b > s->raw_max) s->raw_max = b;
@@ -828,6 +849,7 @@ static shapes llama8b_shapes(void) {
     }
     const qc_arch_desc *a = qc_arch_desc_of(QC_ARCH_LLAMA);
     s.arch = a;
+    s.layers = a->layers;
     s.n_caps = a->n_caps;
     for (int k = 0; k < a->n_caps; k++) s.k_caps[k] = a->caps[k];
     s.capw[QC_LIN_Q] = s.capw[QC_LIN_GATE] = s.d;

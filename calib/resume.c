@@ -150,6 +150,21 @@ static qc_status load_layer_json(const char *dir, int li, qc_pipeline_result *re
     return st;
 }
 
+/* The decoder layer of a module path ("model.layers.7.mlp.up_proj", OPT "model.decoder.layers.7.fc1"): its first
+ * dot-separated component made of digits; -1 if none. */
+static int block_index(const char *path) {
+    for (const char *p = path; *p;) {
+        const char *e = strchr(p, '.');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        bool digits = n > 0 && n < 10;
+        for (size_t k = 0; k < n && digits; k++) digits = p[k] >= '0' && p[k] <= '9';
+        if (digits) return atoi(p);
+        if (!e) break;
+        p = e + 1;
+    }
+    return -1;
+}
+
 qc_status qc_resume_save_layer(const char *dir, int li, const qc_pipeline_result *res) {
     cJSON *j = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(j, "linears");
     cJSON *unq = cJSON_AddArrayToObject(j, "unquantized");
@@ -176,11 +191,8 @@ qc_status qc_resume_save_layer(const char *dir, int li, const qc_pipeline_result
         cJSON_AddItemToArray(rows, o);
     }
     /* the layer's kept-in-F16 modules, in the order the driver declared them */
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, "model.layers.%d.", li);
-    size_t pn = strlen(prefix);
     for (int i = 0; i < res->n_unq; i++)
-        if (strncmp(res->unquantized[i], prefix, pn) == 0) cJSON_AddItemToArray(unq, cJSON_CreateString(res->unquantized[i]));
+        if (block_index(res->unquantized[i]) == li) cJSON_AddItemToArray(unq, cJSON_CreateString(res->unquantized[i]));
     char *s = cJSON_Print(j), *path = path_in(dir, "layer-%05d.json", li);
     cJSON_Delete(j);
     qc_status st = s && path ? qc_write_file_atomic(path, s, strlen(s)) : qc_fail(QC_ERR_NOMEM, "out of memory");

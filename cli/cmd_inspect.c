@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "arch.h"
 #include "model_config.h"
 #include "safetensors.h"
 
@@ -55,7 +56,15 @@ static int run(int argc, char **argv) {
         printf("\n");
     }
     static const char *rope[] = {"default", "linear", "llama3"};
-    printf("rope:         theta %g, %s", c.rope_theta, rope[c.rope_type]);
+    const qc_arch_desc *a = qc_arch_desc_of(c.arch);
+    printf("layers path:  %s.N (e.g. %s.0.%s)\n", qc_layers_path(&c), qc_layers_path(&c), a->lin[QC_LIN_Q].name);
+    if (!qc_arch_has_rope(&c)) /* OPT: learned positions, LayerNorms, ReLU MLP */
+        printf("positions:    learned, %s rows p + %d (max_position_embeddings %d)\nnorms:        LayerNorm "
+               "with bias, eps %g\nmlp:          %s(%s(%s(x))), biases %s", a->pos_embed, a->pos_offset,
+               c.max_position_embeddings, (double)c.rms_norm_eps, a->lin[QC_LIN_DOWN].name, "relu",
+               a->lin[QC_LIN_UP].name, c.mlp_bias ? "on every linear" : "off");
+    else
+        printf("rope:         theta %g, %s", c.rope_theta, rope[c.rope_type]);
     if (c.rope_type != QC_ROPE_DEFAULT) printf(" (factor %g)", c.rope_factor);
     if (c.rope_local_theta > 0) printf("; sliding layers theta %g, unscaled", c.rope_local_theta);
     if (c.window_per_layer) { /* Gemma: the window's layers, the soft-caps, the activation */

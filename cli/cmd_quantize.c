@@ -281,8 +281,8 @@ static qc_status check_awq_names(const qc_model *m, const qc_pipeline_opts *po) 
             for (int k = 0; k < 2; k++)
                 if (kept[k] && strstr(path, kept[k]))
                     return qc_fail(QC_ERR_ARG, "--format awq cannot declare '%s' (kept in F16) without also matching "
-                                   "'model.layers.%d.%s' (AutoAWQ and vLLM match modules_to_not_convert as "
-                                   "substrings); use --format gptq_v2", kept[k], li, path);
+                                   "'%s.%d.%s' (AutoAWQ and vLLM match modules_to_not_convert as "
+                                   "substrings); use --format gptq_v2", kept[k], qc_layers_path(c), li, path);
         }
     return QC_OK;
 }
@@ -292,6 +292,7 @@ static qc_status check_some_packable(const qc_model *m, const qc_pipeline_opts *
     const char *why = NULL, *first = NULL;
     for (int l = 0; l < QC_LIN_COUNT; l++) {
         int N, K;
+        if (!qc_linear_present(&m->cfg, 0, (qc_linear_id)l)) continue;
         qc_linear_shape(&m->cfg, (qc_linear_id)l, &N, &K);
         if (qc_pl_packable(po, N, K, &why)) return QC_OK;
         if (!first) first = why;

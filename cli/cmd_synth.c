@@ -21,7 +21,7 @@ const qc_cmd qc_cmd_synth = {
         "\n"
         "Presets (--list prints their shapes): llama-3.1-8b, llama-3.1-70b, llama-2-7b, llama-2-13b,\n"
         "llama-2-70b, mistral-7b (v0.1), qwen2.5-7b, qwen3-8b, phi-3-mini, gemma-2-9b, gemma-3-12b (its\n"
-        "text decoder, as Gemma3ForCausalLM).\n"
+        "text decoder, as Gemma3ForCausalLM), opt-6.7b (OPTForCausalLM: LayerNorms, learned positions, ReLU).\n"
         "Shards of at most 5 GB with model.safetensors.index.json, as transformers writes them. The\n"
         "tokenizer is byte-level (256 byte tokens, no merges) with the model's BOS/EOS at their real ids,\n"
         "unless --tokenizer copies a real one. Everything is written into DIR.tmp-XXXXXX and renamed to\n"
@@ -57,7 +57,9 @@ static void list_presets(FILE *out, bool brief) {
         char heads[16];
         snprintf(heads, sizeof heads, "%d/%d", p[i].n_heads, p[i].n_kv_heads);
         char extra[64] = "";
-        if (p[i].qkv_bias) strcat(extra, "qkv bias ");
+        bool opt = strcmp(p[i].model_type, "opt") == 0;
+        if (opt) strcat(extra, "LayerNorm, learned pos, ReLU, biases ");
+        else if (p[i].qkv_bias) strcat(extra, "qkv bias ");
         if (p[i].qk_norm) strcat(extra, "q/k norm ");
         if (p[i].sliding_window && strcmp(p[i].model_type, "mistral") == 0) strcat(extra, "sliding window ");
         if (p[i].rope_llama3) strcat(extra, "llama3 rope ");

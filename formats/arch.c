@@ -36,7 +36,8 @@
             {QC_LIN_GATE, QC_AWQ_MOD_MLP, {QC_LIN_GATE, QC_LIN_UP}, 2, QC_NORM_MLP, -1, false}, \
             {QC_LIN_DOWN, QC_AWQ_MOD_LINEAR, {QC_LIN_DOWN}, 1, -1, QC_LIN_UP, false}},  \
     .n_awq = 4,                                                                         \
-    .embed = "model.embed_tokens.weight", .final_norm = "model.norm.weight", .lm_head = "lm_head.weight"
+    .layers = "model.layers", .embed = "model.embed_tokens.weight", .final_norm = "model.norm.weight",        \
+    .lm_head = "lm_head.weight"
 
 /* Phi-3: the Llama layer with q/k/v stored as one qkv_proj and gate/up as one gate_up_proj (gate rows
  * first, as Phi3MLP chunks them); no biases, no q/k norms. AWQ's clip search runs on the whole qkv_proj
@@ -96,6 +97,49 @@ static const qc_arch_moe k_moe_qwen3 = {
     {.id = ID, .class_name = CLASS, .model_type = TYPE, .lin = LLAMA_LINEARS, .norm = GEMMA_NORMS, LLAMA_LAYOUT, \
      .norm_unit_offset = true, .embed_scaled = true}
 
+/* OPT (OPTDecoderLayer, pre-LayerNorm): x += out_proj(attn(self_attn_layer_norm(x))); x += fc2(relu(fc1(
+ * final_layer_norm(x)))). Full multi-head attention without rotary (learned positions, row p + 2, added to the
+ * embeddings), LayerNorms with biases, biases on every linear (enable_bias). fc1 and fc2 take the up and down
+ * slots; there is no gate. q/k/v/out_proj keep OPT's names, under model.decoder.layers.N, in every checkpoint
+ * qcal writes (as vLLM's and GPTQModel's OPT loaders read them).
+ * True-sequential groups as GPTQ's opt.py: [q, k, v], [out_proj], [fc1], [fc2]. AWQ groups as AutoAWQ's
+ * opt.py: q/k/v scaled from self_attn_layer_norm (weight and bias divided), out_proj from v_proj, fc1 from
+ * final_layer_norm, fc2 from fc1's rows and bias (ReLU is positively homogeneous: relu(z / s) = relu(z) / s).
+ * AutoAWQ scores the fc1 group on fc1's own output; qcal scores it on the MLP's output (fc2(relu(fc1))), as its
+ * Llama MLP groups, which keeps every searched module's output at the hidden width the backends size for and
+ * also weighs fc1's errors by what fc2 makes of them. q_proj and k_proj skip the clip search (AutoAWQ's
+ * "q_"/"k_" exemptions). */
+#define OPT_DESC                                                                        \
+    {  \
+    .id = QC_ARCH_OPT, .class_name = "OPTForCausalLM", .model_type = "opt",                                    \
+    .lin = {                                                                                                   \
+        {"self_attn.q_proj", QC_DIM_Q, QC_DIM_HIDDEN, QC_BIAS_QKV, QC_LIN_Q, true},                            \
+        {"self_attn.k_proj", QC_DIM_KV, QC_DIM_HIDDEN, QC_BIAS_QKV, QC_LIN_Q, true},                           \
+        {"self_attn.v_proj", QC_DIM_KV, QC_DIM_HIDDEN, QC_BIAS_QKV, QC_LIN_Q},                                 \
+        {"self_attn.out_proj", QC_DIM_HIDDEN, QC_DIM_Q, QC_BIAS_O, QC_LIN_O},                                  \
+        {NULL, QC_DIM_HIDDEN, QC_DIM_HIDDEN, QC_BIAS_NONE, QC_LIN_GATE}, /* no gate */                         \
+        {"fc1", QC_DIM_FF, QC_DIM_HIDDEN, QC_BIAS_MLP, QC_LIN_UP},                                             \
+        {"fc2", QC_DIM_HIDDEN, QC_DIM_FF, QC_BIAS_MLP, QC_LIN_DOWN},                                           \
+    },                                                                                                         \
+    .norm = {{"self_attn_layer_norm", QC_DIM_HIDDEN, false}, {"final_layer_norm", QC_DIM_HIDDEN, false}},      \
+    .caps = {QC_LIN_Q, QC_LIN_O, QC_LIN_UP, QC_LIN_DOWN}, .n_caps = 4,                                         \
+    .seq = {{{QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, QC_BLOCK_ATTN}, {{QC_LIN_O}, 1, QC_BLOCK_ATTN},                \
+            {{QC_LIN_UP}, 1, QC_BLOCK_MLP}, {{QC_LIN_DOWN}, 1, QC_BLOCK_MLP}},                                 \
+    .n_seq = 4,                                                                                                \
+    .awq = {{QC_LIN_Q, QC_AWQ_MOD_ATTN, {QC_LIN_Q, QC_LIN_K, QC_LIN_V}, 3, QC_NORM_ATTN, -1, false},           \
+            {QC_LIN_O, QC_AWQ_MOD_LINEAR, {QC_LIN_O}, 1, -1, QC_LIN_V, true},                                  \
+            {QC_LIN_UP, QC_AWQ_MOD_MLP, {QC_LIN_UP}, 1, QC_NORM_MLP, -1, false},                               \
+            {QC_LIN_DOWN, QC_AWQ_MOD_LINEAR, {QC_LIN_DOWN}, 1, -1, QC_LIN_UP, false}},                         \
+    .n_awq = 4,                                                                                                \
+    .layer_norm = true,                                                                                        \
+    .layers = "model.decoder.layers",                                                                          \
+    .embed = "model.decoder.embed_tokens.weight",                                                              \
+    .pos_embed = "model.decoder.embed_positions.weight", .pos_offset = 2,                                      \
+    .final_norm = "model.decoder.final_layer_norm.weight",                                                     \
+    .final_norm_bias = "model.decoder.final_layer_norm.bias",                                                  \
+    .lm_head = "lm_head.weight",                                                                               \
+    }
+
 static const qc_arch_desc k_descs[] = {
     {.id = QC_ARCH_LLAMA, .class_name = "LlamaForCausalLM", .model_type = "llama", .lin = LLAMA_LINEARS, LLAMA_COMMON},
     {.id = QC_ARCH_MISTRAL, .class_name = "MistralForCausalLM", .model_type = "mistral", .lin = LLAMA_LINEARS, LLAMA_COMMON},
@@ -104,6 +148,7 @@ static const qc_arch_desc k_descs[] = {
     {.id = QC_ARCH_PHI3, .class_name = "Phi3ForCausalLM", .model_type = "phi3", .lin = PHI3_LINEARS, LLAMA_COMMON},
     GEMMA_DESC(QC_ARCH_GEMMA2, "Gemma2ForCausalLM", "gemma2"),
     GEMMA_DESC(QC_ARCH_GEMMA3, "Gemma3ForCausalLM", "gemma3_text"),
+    OPT_DESC,
     {.id = QC_ARCH_MIXTRAL, .class_name = "MixtralForCausalLM", .model_type = "mixtral", .lin = LLAMA_LINEARS,
      LLAMA_COMMON, .moe = &k_moe_mixtral},
     {.id = QC_ARCH_QWEN2_MOE, .class_name = "Qwen2MoeForCausalLM", .model_type = "qwen2_moe",
@@ -149,6 +194,12 @@ const char *qc_linear_name(qc_linear_id l) {
     return k_descs[0].lin[l].name;
 }
 
+const char *qc_layers_path(const qc_model_config *c) { return desc(c)->layers; }
+
+bool qc_norm_has_bias(const qc_model_config *c) { return desc(c)->layer_norm; }
+
+bool qc_arch_has_rope(const qc_model_config *c) { return desc(c)->pos_embed == NULL; }
+
 int qc_arch_n_lin(const qc_model_config *c) {
     return QC_LIN_COUNT + (desc(c)->moe ? 3 * c->n_experts : 0);
 }
@@ -165,6 +216,7 @@ bool qc_linear_present(const qc_model_config *c, int li, qc_linear_id l) {
     int e, j;
     if (l < 0 || (int)l >= qc_arch_n_lin(c)) return false;
     if (qc_linear_expert(l, &e, &j)) return qc_layer_is_moe(c, li);
+    if (!a->lin[l].name) return false; /* the architecture has no such linear (OPT's gate) */
     if (!a->moe || l < QC_LIN_GATE) return true;
     return qc_layer_is_moe(c, li) ? a->moe->shared : true; /* the shared expert, or a dense layer's MLP */
 }
@@ -187,6 +239,10 @@ void qc_linear_shape(const qc_model_config *c, qc_linear_id l, int *out, int *in
     }
     QC_ASSERT(l >= 0 && l < QC_LIN_COUNT);
     const qc_arch_linear *d = &desc(c)->lin[l];
+    if (!d->name) { /* absent */
+        *out = *in = 0;
+        return;
+    }
     *out = qc_arch_dim_value(c, d->out);
     *in = qc_arch_dim_value(c, d->in);
 }
@@ -194,6 +250,7 @@ void qc_linear_shape(const qc_model_config *c, qc_linear_id l, int *out, int *in
 bool qc_linear_has_bias(const qc_model_config *c, qc_linear_id l) {
     if ((int)l >= QC_LIN_COUNT) return false; /* no MoE architecture has expert biases */
     QC_ASSERT(l >= 0);
+    if (!desc(c)->lin[l].name) return false;
     switch (desc(c)->lin[l].bias) {
     case QC_BIAS_NONE: return false;
     case QC_BIAS_QKV:  return c->qkv_bias;
@@ -250,7 +307,7 @@ int qc_capture_width(const qc_model_config *c, qc_linear_id cap) {
     int e, j;
     if (qc_linear_expert(cap, &e, &j)) return j == 2 ? c->moe_intermediate_size : c->hidden_size;
     for (int l = 0; l < QC_LIN_COUNT; l++)
-        if (a->lin[l].input == cap) return qc_arch_dim_value(c, a->lin[l].in);
+        if (a->lin[l].name && a->lin[l].input == cap) return qc_arch_dim_value(c, a->lin[l].in);
     QC_ASSERT(0 && "not a capture point");
     return 0;
 }

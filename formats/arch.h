@@ -16,7 +16,8 @@
  *       const char *tensor;
  *       qc_linear_shape(&cfg, l, &out, &in);       // rows = out_features, cols = in_features
  *       qc_linear_storage(&cfg, l, &tensor, &row0, &rows);  // fused (Phi-3): rows [row0, row0 + out)
- *       printf("%s: model.layers.0.%s.weight\n", a->lin[l].name, tensor);
+ *       if (!qc_linear_present(&cfg, 0, l)) continue;        // OPT has no gate
+ *       printf("%s: %s.0.%s.weight\n", a->lin[l].name, qc_layers_path(&cfg), tensor);
  *   }
  *   for (int g = 0; g < a->n_seq; g++) ...          // true-sequential groups, a->seq[g].lin[0 .. n-1]
  *
@@ -66,7 +67,8 @@ typedef enum qc_arch_bias {
 } qc_arch_bias;
 
 typedef struct qc_arch_linear {
-    const char  *name;       /* tensor path below "model.layers.N.", e.g. "self_attn.q_proj" */
+    const char  *name;       /* tensor path below "<layers>.N." (qc_layers_path), e.g. "self_attn.q_proj";
+                                NULL: the architecture has no such linear (OPT's MLP has no gate) */
     qc_arch_dim  out, in;    /* out_features (rows), in_features (columns) */
     qc_arch_bias bias;
     qc_linear_id input;      /* the capture point whose rows it consumes (q, k, v: QC_LIN_Q) */
@@ -92,7 +94,8 @@ typedef enum qc_norm_id {
 } qc_norm_id;
 
 typedef struct qc_arch_norm {
-    const char  *name;       /* below "model.layers.N.", without ".weight"; NULL: the architecture has none */
+    const char  *name;       /* below "<layers>.N.", without ".weight" (LayerNorms: ".bias" too); NULL: the
+                                architecture has none */
     qc_arch_dim  dim;
     bool         if_qk_norm; /* present only when the config's qk_norm is set */
 } qc_arch_norm;
@@ -138,7 +141,7 @@ typedef struct qc_arch_awq {
 /* A mixture-of-experts block (spec: the router picks top-k experts per token; the block's output is the
  * routing-weighted sum of their MLPs, plus a gated shared expert where there is one). */
 typedef struct qc_arch_moe {
-    const char *router;      /* below "model.layers.N.": the router linear [n_experts, d], never quantized */
+    const char *router;      /* below "<layers>.N.": the router linear [n_experts, d], never quantized */
     const char *experts;     /* the experts' module, e.g. "block_sparse_moe.experts" */
     const char *lin[3];      /* an expert's gate, up, down below "<experts>.<e>." (Hub per-expert 2-D) */
     const char *fused[2];    /* the fused 3-D layout below "<experts>.": gate_up [E, 2 * ff, d] (gate rows
@@ -166,8 +169,17 @@ typedef struct qc_arch_desc {
                                         y = x / rms(x) * (1 + w), in FP32. Folding AWQ's 1/s into such a norm
                                         keeps (1 + w') = (1 + w) / s */
     bool           embed_scaled; /* embeddings are multiplied by sqrt(hidden_size) (Gemma; FP32 here) */
+    bool           layer_norm;   /* every norm (layer and final) is a LayerNorm with a bias (OPT), in FP32:
+                                    y = (x - mean(x)) / sqrt(var(x) + eps) * w + b; AWQ folds 1/s into w and b.
+                                    Else RMSNorm without bias */
+    const char    *layers;       /* the decoder layers' module path: layer N's tensors are "<layers>.N.<name>"
+                                    ("model.layers"; OPT "model.decoder.layers"): qc_layers_path */
     const char    *embed;        /* "model.embed_tokens.weight" */
+    const char    *pos_embed;    /* learned absolute positions [max_position_embeddings + pos_offset, d] added to
+                                    the embeddings (OPT: row p + 2 for position p); NULL: rotary positions */
+    int            pos_offset;
     const char    *final_norm;   /* "model.norm.weight" */
+    const char    *final_norm_bias; /* the final LayerNorm's bias (layer_norm), else NULL */
     const char    *lm_head;      /* "lm_head.weight" (the embedding when tie_word_embeddings) */
     const qc_arch_moe *moe;      /* NULL: a dense architecture */
 } qc_arch_desc;
@@ -177,11 +189,19 @@ const qc_arch_desc *qc_arch_desc_of(qc_arch arch);
 /* The descriptions in qc_arch order: *n of them. */
 const qc_arch_desc *qc_arch_descs(int *n);
 
+/* The decoder layers' module path ("model.layers", OPT "model.decoder.layers"): layer N's tensors are
+ * "<path>.N.<name>", in the input model, the checkpoints qcal writes, reports and messages alike. */
+const char  *qc_layers_path(const qc_model_config *cfg);
+/* Whether the architecture's norms are LayerNorms with biases (OPT), whose bias tensors sit beside the weights. */
+bool         qc_norm_has_bias(const qc_model_config *cfg);
+/* Whether the architecture rotates q and k (false: learned positions added to the embeddings, OPT). */
+bool         qc_arch_has_rope(const qc_model_config *cfg);
+
 /* Linear slots per layer: QC_LIN_COUNT, plus 3 per expert for an MoE model. */
 int          qc_arch_n_lin(const qc_model_config *cfg);
 /* Whether slot l exists in layer li. */
 bool         qc_linear_present(const qc_model_config *cfg, int li, qc_linear_id l);
-/* Slot l's tensor path below "model.layers.N." (without ".weight"): the description's name, or the
+/* Slot l's tensor path below "<layers>.N." (without ".weight"): the description's name, or the
  * expert's "<experts>.<e>.<lin>". */
 const char  *qc_linear_path(const qc_model_config *cfg, qc_linear_id l, char *buf, size_t size);
 /* For an expert slot: its expert and j (0 gate, 1 up, 2 down); returns false for slots 0..6. */
@@ -204,10 +224,10 @@ int          qc_arch_seq_groups(const qc_model_config *cfg, int li, qc_seq_group
 int          qc_arch_dim_value(const qc_model_config *cfg, qc_arch_dim dim);
 /* "self_attn.q_proj", ... (the Llama names; qc_arch_desc_of(arch)->lin[l].name for a given model). */
 const char  *qc_linear_name(qc_linear_id l);
-/* A linear's shape and whether it has a bias, for this config. */
+/* A linear's shape and whether it has a bias, for this config (an absent slot: 0 x 0, no bias). */
 void         qc_linear_shape(const qc_model_config *cfg, qc_linear_id l, int *out_features, int *in_features);
 bool         qc_linear_has_bias(const qc_model_config *cfg, qc_linear_id l);
-/* Where linear l is stored: the tensor path below "model.layers.N." (without ".weight"), the first row of
+/* Where linear l is stored: the tensor path below "<layers>.N." (without ".weight"), the first row of
  * l's slice in it and the tensor's rows (row0 0 and rows == out_features unless fused). */
 void         qc_linear_storage(const qc_model_config *cfg, qc_linear_id l, const char **tensor, int *row0, int *rows);
 /* Whether l is the first (or only) linear stored in its tensor: code that visits stored tensors once

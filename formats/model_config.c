@@ -285,6 +285,14 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
             goto done;
         }
         c->act = QC_ACT_GELU_TANH;
+    } else if (c->arch == QC_ARCH_OPT) { /* OPTConfig.activation_function, default relu */
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
+        if (cJSON_IsString(act) && strcmp(act->valuestring, "relu") != 0) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: activation_function \"%s\" is not supported for OPT (supported: "
+                         "relu)", what, act->valuestring);
+            goto done;
+        }
+        c->act = QC_ACT_RELU;
     } else {
         const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
         if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0) {
@@ -300,7 +308,9 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
     if ((st = get_int(root, "num_hidden_layers", true, 0, 1, QC_MAX_LAYERS, what, &c->n_layers))) goto done;
     if ((st = get_int(root, "num_attention_heads", true, 0, 1, 65536, what, &c->n_heads))) goto done;
     if ((st = get_int(root, "num_key_value_heads", false, c->n_heads, 1, 65536, what, &c->n_kv_heads))) goto done;
-    if ((st = get_int(root, "intermediate_size", true, 0, 1, big, what, &c->intermediate_size))) goto done;
+    const bool opt = c->arch == QC_ARCH_OPT; /* OPTConfig calls the MLP width ffn_dim */
+    if ((st = get_int(root, opt ? "ffn_dim" : "intermediate_size", true, 0, 1, big, what, &c->intermediate_size)))
+        goto done;
     if ((st = get_int(root, "vocab_size", true, 0, 1, big, what, &c->vocab_size))) goto done;
     int hd_default = c->arch == QC_ARCH_QWEN3 ? 128 : gemma ? 256 : c->hidden_size / c->n_heads;
     if ((st = get_int(root, "head_dim", false, hd_default, 2, 65536, what, &c->head_dim))) goto done;
@@ -308,17 +318,18 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
                       &c->max_position_embeddings)))
         goto done;
     double eps = 1e-6;
-    if ((st = get_num(root, "rms_norm_eps", 1e-6, 0.0, 1.0, what, &eps))) goto done;
+    if (opt) eps = 1e-5; /* OPTDecoderLayer's nn.LayerNorm default; OPTConfig has no field for it */
+    else if ((st = get_num(root, "rms_norm_eps", 1e-6, 0.0, 1.0, what, &eps))) goto done;
     c->rms_norm_eps = (float)eps;
-    if ((st = get_bool(root, "tie_word_embeddings", gemma, what, &c->tie_word_embeddings))) goto done;
-    if ((st = parse_rope(root, what, c))) goto done;
+    if ((st = get_bool(root, "tie_word_embeddings", gemma || opt, what, &c->tie_word_embeddings))) goto done;
+    if (!opt && (st = parse_rope(root, what, c))) goto done; /* OPT has learned positions, no rotary */
 
     if (c->n_heads % c->n_kv_heads != 0) {
         st = qc_fail(QC_ERR_FORMAT, "%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)",
                      what, c->n_heads, c->n_kv_heads);
         goto done;
     }
-    if (c->head_dim % 2 != 0) {
+    if (!opt && c->head_dim % 2 != 0) {
         st = qc_fail(QC_ERR_FORMAT, "%s: head_dim (%d) must be even for rotary embeddings", what, c->head_dim);
         goto done;
     }
@@ -333,6 +344,47 @@ qc_status qc_model_config_parse(const char *json, size_t len, const char *what, 
         break;
     case QC_ARCH_MISTRAL:
         break;
+    case QC_ARCH_OPT: { /* OPTConfig defaults where a field is absent */
+        bool pre_ln = true, affine = true, no_final = false, bias = true;
+        int proj = c->hidden_size;
+        if ((st = get_bool(root, "do_layer_norm_before", true, what, &pre_ln))) goto done;
+        if ((st = get_bool(root, "layer_norm_elementwise_affine", true, what, &affine))) goto done;
+        if ((st = get_bool(root, "_remove_final_layer_norm", false, what, &no_final))) goto done;
+        if ((st = get_bool(root, "enable_bias", true, what, &bias))) goto done;
+        if ((st = get_int(root, "word_embed_proj_dim", false, c->hidden_size, 1, big, what, &proj))) goto done;
+        if (!pre_ln) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: do_layer_norm_before false (post-LayerNorm OPT, e.g. OPT-350m) is "
+                         "not supported; qcal reads pre-LayerNorm OPT models", what);
+            goto done;
+        }
+        if (proj != c->hidden_size) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: word_embed_proj_dim %d != hidden_size %d (OPT's project_in / "
+                         "project_out, e.g. OPT-350m) is not supported", what, proj, c->hidden_size);
+            goto done;
+        }
+        if (!affine) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: layer_norm_elementwise_affine false (LayerNorms without weight and "
+                         "bias) is not supported", what);
+            goto done;
+        }
+        if (no_final) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: _remove_final_layer_norm true (no final LayerNorm) is not supported",
+                         what);
+            goto done;
+        }
+        if (c->hidden_size % c->n_heads != 0 || c->head_dim * c->n_heads != c->hidden_size) {
+            st = qc_fail(QC_ERR_FORMAT, "%s: hidden_size (%d) must be num_attention_heads (%d) times the head size for "
+                         "OPT", what, c->hidden_size, c->n_heads);
+            goto done;
+        }
+        if (c->n_kv_heads != c->n_heads) {
+            st = qc_fail(QC_ERR_UNSUPPORTED, "%s: OPT attention has as many key/value heads as query heads", what);
+            goto done;
+        }
+        c->qkv_bias = c->o_bias = c->mlp_bias = bias;
+        use_sw = false;
+        break;
+    }
     case QC_ARCH_QWEN2:
         c->qkv_bias = true;
         if ((st = get_bool(root, "use_sliding_window", false, what, &use_sw))) goto done;

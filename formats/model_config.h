@@ -24,7 +24,13 @@
  *                                            rope_scaling; transformers v5's per-layer-type rope_parameters
  *                                            {"full_attention": {...}, "sliding_attention": {...}} too).
  *                                            The multimodal Gemma3ForConditionalGeneration is refused.
- * hidden_act must be "silu" (Gemma: gelu_pytorch_tanh); rope_scaling may be null, "default", "linear" or
+ *   OPTForCausalLM      model_type opt      (LayerNorms with bias (eps 1e-5), learned positions (row p + 2),
+ *                                            ReLU MLP fc1/fc2 (ffn_dim), biases per enable_bias, no rotary;
+ *                                            do_layer_norm_before false (OPT-350m), word_embed_proj_dim !=
+ *                                            hidden_size (project_in/out), layer_norm_elementwise_affine false,
+ *                                            _remove_final_layer_norm true and activation_function other
+ *                                            than relu are refused)
+ * hidden_act must be "silu" (Gemma: gelu_pytorch_tanh; OPT: activation_function relu); rope_scaling may be null, "default", "linear" or
  * "llama3" (transformers v5 spells it "rope_parameters"). Anything else is QC_ERR_UNSUPPORTED with a
  * message listing what is supported.
  *
@@ -51,16 +57,18 @@ typedef enum qc_arch {
     QC_ARCH_PHI3    = 4,
     QC_ARCH_GEMMA2  = 5,
     QC_ARCH_GEMMA3  = 6,
-    /* 7: kept for OPT */
+    QC_ARCH_OPT     = 7,
     QC_ARCH_MIXTRAL   = 8,
     QC_ARCH_QWEN2_MOE = 9,
     QC_ARCH_QWEN3_MOE = 10,
 } qc_arch;
 
-/* The MLP's gate activation: down(act(gate(x)) * up(x)). Append only. */
+/* The MLP's activation: down(act(gate(x)) * up(x)), or down(act(up(x))) for an MLP without a gate (OPT).
+ * Append only. */
 typedef enum qc_act {
     QC_ACT_SILU      = 0,   /* x * sigmoid(x) (Llama family) */
     QC_ACT_GELU_TANH = 1,   /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (Gemma: gelu_pytorch_tanh) */
+    QC_ACT_RELU      = 2,   /* max(x, 0), ungated: down(relu(up(x))) (OPT's fc2(relu(fc1(x)))) */
 } qc_act;
 
 /* Upper bound on num_hidden_layers (the per-layer attention kinds and mlp_only_layers are bitmasks of this many
@@ -84,7 +92,7 @@ typedef struct qc_model_config {
     int     intermediate_size;    /* MLP width */
     int     vocab_size;
     int     max_position_embeddings;
-    float   rms_norm_eps;
+    float   rms_norm_eps;         /* the norms' eps (OPT's LayerNorms: 1e-5, torch's default) */
     double  rope_theta;
     qc_rope_type rope_type;
     double  rope_factor;            /* linear, llama3 */

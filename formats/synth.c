@@ -112,6 +112,14 @@ static const qc_synth_spec k_presets[] = {
      .rope_theta = 1000000.0, .rope_linear = true, .rope_factor = 8.0, .rms_norm_eps = 1e-6,
      .tie_word_embeddings = true, .qk_norm = true, .sliding_window = 1024, .query_pre_attn_scalar = 256,
      .sliding_window_pattern = 6, .rope_local_base_freq = 10000.0, GEMMA_TOK, .torch_dtype = "bfloat16"},
+    /* OPT: LayerNorms (eps 1e-5) with biases, learned positions (2048 + 2 rows), ReLU fc1/fc2, biases on every
+     * linear; its GPT-2 tokenizer's </s> (2) is both BOS (prepended) and EOS, kept at 2 by the SentencePiece
+     * layout (<unk> 0, bytes 3..258) */
+    {.name = "opt-6.7b", .hf_id = "facebook/opt-6.7b", .architecture = "OPTForCausalLM", .model_type = "opt",
+     .hidden_size = 4096, .intermediate_size = 16384, .n_layers = 32, .n_heads = 32, .n_kv_heads = 32,
+     .head_dim = 128, .vocab_size = 50272, .max_position_embeddings = 2048, .rms_norm_eps = 1e-5,
+     .tie_word_embeddings = true, .qkv_bias = true, .bos_token_id = 2, .eos_token_id = 2, .bos_token = "</s>",
+     .eos_token = "</s>", .add_bos = true, .vocab_layout = QC_SYNTH_VOCAB_SPM, .torch_dtype = "float16"},
 };
 #define N_PRESETS ((int)(sizeof k_presets / sizeof k_presets[0]))
 
@@ -174,9 +182,11 @@ typedef struct plan {
     int          n, cap;
     uint64_t     bytes, params;
     int          n_shards;
+    const char  *layers;     /* the layers' module path (arch.h) */
 } plan;
 
-/* Adds model.layers.<layer>.<what>, or <what> when layer < 0; cols 0 for a vector. */
+/* Adds <layers>.<layer>.<what> (p->layers: model.layers, OPT's model.decoder.layers), or <what> when layer < 0;
+ * cols 0 for a vector. */
 static bool plan_add(plan *p, tensor_kind kind, int64_t rows, int64_t cols, int layer, const char *what) {
     if (p->n == p->cap) {
         int cap = p->cap ? p->cap * 2 : 64;
@@ -188,7 +198,7 @@ static bool plan_add(plan *p, tensor_kind kind, int64_t rows, int64_t cols, int 
     plan_tensor *t = &p->t[p->n++];
     memset(t, 0, sizeof *t);
     if (layer < 0) snprintf(t->name, sizeof t->name, "%s", what);
-    else snprintf(t->name, sizeof t->name, "model.layers.%d.%s", layer, what);
+    else snprintf(t->name, sizeof t->name, "%s.%d.%s", p->layers, layer, what);
     t->kind = kind;
     t->ndim = cols ? 2 : 1;
     t->shape[0] = rows;
@@ -217,6 +227,7 @@ static qc_status spec_config(const qc_synth_spec *s, qc_model_config *c) {
     c->qk_norm = s->qk_norm;
     c->tie_word_embeddings = s->tie_word_embeddings;
     c->n_layers = s->n_layers;
+    c->o_bias = c->mlp_bias = a[found].id == QC_ARCH_OPT && s->qkv_bias; /* OPT's enable_bias: every linear */
     if (a[found].moe) {
         c->n_experts = s->n_experts;
         c->n_experts_per_tok = s->n_experts_per_tok;
@@ -238,8 +249,10 @@ static qc_status make_plan(const qc_synth_spec *s, int n_layers, plan *p) {
     const qc_arch_desc *a = qc_arch_desc_of(c.arch);
     const int64_t d = s->hidden_size;
     const tensor_kind norm_kind = a->norm_unit_offset ? K_NORM_UNIT : K_NORM; /* (1 + w) norms: w ~ 0 */
-    char what[48]; /* plan_tensor's name holds "model.layers.N." and this */
+    char what[48]; /* plan_tensor's name holds "<layers>.N." and this */
+    p->layers = a->layers;
     bool ok = plan_add(p, K_WEIGHT, s->vocab_size, d, -1, a->embed);
+    if (ok && a->pos_embed) ok = plan_add(p, K_WEIGHT, (int64_t)s->max_position_embeddings + a->pos_offset, d, -1, a->pos_embed);
     for (int i = 0; ok && i < n_layers; i++) {
         bool norm_done[QC_NORM_COUNT] = {0};
         for (int l = 0; ok && l < QC_LIN_COUNT; l++) {
@@ -272,7 +285,8 @@ static qc_status make_plan(const qc_synth_spec *s, int n_layers, plan *p) {
             }
             const char *dot = strchr(a->lin[l].name, '.');
             size_t mod = dot ? (size_t)(dot - a->lin[l].name) : 0;
-            bool last_of_module = mod > 0 && (l + 1 == QC_LIN_COUNT || strncmp(a->lin[l + 1].name, a->lin[l].name, mod + 1) != 0);
+            bool last_of_module = mod > 0 && (l + 1 == QC_LIN_COUNT || !a->lin[l + 1].name ||
+                                              strncmp(a->lin[l + 1].name, a->lin[l].name, mod + 1) != 0);
             for (int k = 0; ok && last_of_module && k < QC_NORM_COUNT; k++) {
                 if (!qc_norm_present(&c, (qc_norm_id)k) || strncmp(a->norm[k].name, a->lin[l].name, mod + 1) != 0) continue;
                 snprintf(what, sizeof what, "%s.weight", a->norm[k].name);
@@ -288,9 +302,13 @@ static qc_status make_plan(const qc_synth_spec *s, int n_layers, plan *p) {
             if (norm_done[k] || !qc_norm_present(&c, (qc_norm_id)k)) continue;
             snprintf(what, sizeof what, "%s.weight", a->norm[k].name);
             ok = plan_add(p, norm_kind, qc_norm_dim(&c, (qc_norm_id)k), 0, i, what);
+            if (!ok || !a->layer_norm) continue; /* OPT's LayerNorm biases */
+            snprintf(what, sizeof what, "%s.bias", a->norm[k].name);
+            ok = plan_add(p, K_BIAS, qc_norm_dim(&c, (qc_norm_id)k), 0, i, what);
         }
     }
     ok = ok && plan_add(p, norm_kind, d, 0, -1, a->final_norm);
+    if (ok && a->final_norm_bias) ok = plan_add(p, K_BIAS, d, 0, -1, a->final_norm_bias);
     if (ok && !s->tie_word_embeddings) ok = plan_add(p, K_WEIGHT, s->vocab_size, d, -1, a->lm_head);
     if (!ok) return qc_fail(QC_ERR_NOMEM, "synth: out of memory");
     return QC_OK;
@@ -419,7 +437,56 @@ static const char *dtype_torch(qc_dtype dt) {
     return dt == QC_DTYPE_BF16 ? "bfloat16" : dt == QC_DTYPE_F16 ? "float16" : "float32";
 }
 
+/* The SYNTHETIC note every config.json carries. */
+static void add_note(cJSON *c, const qc_synth_spec *s, const qc_synth_opts *o, int n_layers) {
+    cJSON_AddBoolToObject(c, "qcal_synthetic", true);
+    char note[512];
+    snprintf(note, sizeof note,
+             "SYNTHETIC: random weights (seed %llu, std 0.02, %s) in the shapes of %s (%s, %d layers; this "
+             "file has %d, real torch_dtype %s), written by qcal %s synth for timing. It has no language "
+             "ability: do not evaluate or publish it as a model.",
+             (unsigned long long)o->seed, dtype_torch(o->dtype), s->name, s->hf_id ? s->hf_id : "custom",
+             s->n_layers, n_layers, s->torch_dtype ? s->torch_dtype : "unknown", QC_VERSION);
+    cJSON_AddStringToObject(c, "qcal_synthetic_note", note);
+}
+
+/* OPTConfig's fields, as facebook/opt-6.7b's config.json writes them. */
+static cJSON *make_config_opt(const qc_synth_spec *s, const qc_synth_opts *o, int n_layers) {
+    cJSON *c = cJSON_CreateObject();
+    if (!c) return NULL;
+    cJSON_AddBoolToObject(c, "_remove_final_layer_norm", false);
+    cJSON_AddNumberToObject(c, "activation_dropout", 0.0);
+    cJSON_AddStringToObject(c, "activation_function", "relu");
+    cJSON *arch = cJSON_AddArrayToObject(c, "architectures");
+    if (arch) cJSON_AddItemToArray(arch, cJSON_CreateString(s->architecture));
+    cJSON_AddNumberToObject(c, "attention_dropout", 0.0);
+    cJSON_AddNumberToObject(c, "bos_token_id", s->bos_token_id);
+    cJSON_AddBoolToObject(c, "do_layer_norm_before", true);
+    cJSON_AddNumberToObject(c, "dropout", 0.1);
+    cJSON_AddBoolToObject(c, "enable_bias", s->qkv_bias);
+    cJSON_AddNumberToObject(c, "eos_token_id", s->eos_token_id);
+    cJSON_AddNumberToObject(c, "ffn_dim", s->intermediate_size);
+    cJSON_AddNumberToObject(c, "hidden_size", s->hidden_size);
+    cJSON_AddNumberToObject(c, "init_std", 0.02);
+    cJSON_AddBoolToObject(c, "layer_norm_elementwise_affine", true);
+    cJSON_AddNumberToObject(c, "layerdrop", 0.0);
+    cJSON_AddNumberToObject(c, "max_position_embeddings", s->max_position_embeddings);
+    cJSON_AddStringToObject(c, "model_type", s->model_type);
+    cJSON_AddNumberToObject(c, "num_attention_heads", s->n_heads);
+    cJSON_AddNumberToObject(c, "num_hidden_layers", n_layers);
+    cJSON_AddNumberToObject(c, "pad_token_id", 1);
+    cJSON_AddStringToObject(c, "prefix", "</s>");
+    add_note(c, s, o, n_layers);
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", s->tie_word_embeddings);
+    cJSON_AddStringToObject(c, "torch_dtype", dtype_torch(o->dtype));
+    cJSON_AddBoolToObject(c, "use_cache", true);
+    cJSON_AddNumberToObject(c, "vocab_size", s->vocab_size);
+    cJSON_AddNumberToObject(c, "word_embed_proj_dim", s->hidden_size);
+    return c;
+}
+
 static cJSON *make_config(const qc_synth_spec *s, const qc_synth_opts *o, int n_layers) {
+    if (strcmp(s->model_type, "opt") == 0) return make_config_opt(s, o, n_layers);
     cJSON *c = cJSON_CreateObject();
     if (!c) return NULL;
     bool llama = strcmp(s->model_type, "llama") == 0, qwen = strncmp(s->model_type, "qwen", 4) == 0;
@@ -451,15 +518,7 @@ static cJSON *make_config(const qc_synth_spec *s, const qc_synth_opts *o, int n_
     cJSON_AddNumberToObject(c, "num_key_value_heads", s->n_kv_heads);
     if (gemma) cJSON_AddNumberToObject(c, "pad_token_id", 0);
     if (llama) cJSON_AddNumberToObject(c, "pretraining_tp", 1);
-    cJSON_AddBoolToObject(c, "qcal_synthetic", true);
-    char note[512];
-    snprintf(note, sizeof note,
-             "SYNTHETIC: random weights (seed %llu, std 0.02, %s) in the shapes of %s (%s, %d layers; this "
-             "file has %d, real torch_dtype %s), written by qcal %s synth for timing. It has no language "
-             "ability: do not evaluate or publish it as a model.",
-             (unsigned long long)o->seed, dtype_torch(o->dtype), s->name, s->hf_id ? s->hf_id : "custom",
-             s->n_layers, n_layers, s->torch_dtype ? s->torch_dtype : "unknown", QC_VERSION);
-    cJSON_AddStringToObject(c, "qcal_synthetic_note", note);
+    add_note(c, s, o, n_layers);
     if (s->query_pre_attn_scalar > 0) cJSON_AddNumberToObject(c, "query_pre_attn_scalar", s->query_pre_attn_scalar);
     cJSON_AddNumberToObject(c, "rms_norm_eps", s->rms_norm_eps);
     if (s->rope_llama3) {
@@ -563,6 +622,8 @@ static cJSON *make_tokenizer(const qc_synth_spec *s) {
     cJSON *added = cJSON_AddArrayToObject(j, "added_tokens");
     if (added) {
         if (spm) cJSON_AddItemToArray(added, added_token(0, "<unk>"));
+        if (spm && s->bos_token_id == 2 && s->eos_token_id == 2) /* OPT: <pad> 1 fills the layout's id 1 */
+            cJSON_AddItemToArray(added, added_token(1, "<pad>"));
         cJSON_AddItemToArray(added, added_token(s->bos_token_id, s->bos_token));
         if (s->eos_token_id != s->bos_token_id) cJSON_AddItemToArray(added, added_token(s->eos_token_id, s->eos_token));
     }
@@ -617,8 +678,9 @@ static cJSON *make_tokenizer(const qc_synth_spec *s) {
          * not the id len(vocab) + k, which would move BOS/EOS away from their real ids. */
         cJSON *v = cJSON_AddObjectToObject(m, "vocab");
         if (v && spm) cJSON_AddNumberToObject(v, "<unk>", 0);
+        if (v && spm && s->bos_token_id == s->eos_token_id) cJSON_AddNumberToObject(v, "<pad>", 1); /* OPT */
         if (v && spm) cJSON_AddNumberToObject(v, s->bos_token, s->bos_token_id);
-        if (v && spm) cJSON_AddNumberToObject(v, s->eos_token, s->eos_token_id);
+        if (v && spm && s->eos_token_id != s->bos_token_id) cJSON_AddNumberToObject(v, s->eos_token, s->eos_token_id);
         for (int b = 0; v && b < 256; b++) {
             char u[4];
             byte_to_utf8(b, u);
@@ -728,7 +790,8 @@ static qc_status check_spec(const qc_synth_spec *s, const qc_synth_opts *o, int 
                               s->eos_token_id >= s->vocab_size || s->bos_token_id < 0 || s->eos_token_id < 0 ||
                               (s->vocab_layout == QC_SYNTH_VOCAB_SPM
                                    ? !((s->bos_token_id == 1 && s->eos_token_id == 2) ||
-                                       (s->bos_token_id == 2 && s->eos_token_id == 1)) /* Gemma: EOS 1, BOS 2 */
+                                       (s->bos_token_id == 2 && s->eos_token_id == 1) || /* Gemma: EOS 1, BOS 2 */
+                                       (s->bos_token_id == 2 && s->eos_token_id == 2))   /* OPT: </s> both, <pad> 1 */
                                    : s->bos_token_id < 256 || s->eos_token_id < 256)))
         return qc_fail(QC_ERR_ARG, "synth %s: vocabulary %d cannot hold the byte tokens and BOS %d / EOS %d", n,
                        s->vocab_size, s->bos_token_id, s->eos_token_id);

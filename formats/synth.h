@@ -105,7 +105,7 @@ typedef struct qc_synth_spec {
 } qc_synth_spec;
 
 /* The built-in presets (llama-3.1-8b, llama-3.1-70b, llama-2-7b, llama-2-13b, llama-2-70b, mistral-7b,
- * qwen2.5-7b, qwen3-8b, phi-3-mini, mixtral-8x7b, qwen3-30b-a3b, qwen2-57b-a14b, gemma-2-9b, gemma-3-12b), with
+ * qwen2.5-7b, qwen3-8b, phi-3-mini, mixtral-8x7b, qwen3-30b-a3b, qwen2-57b-a14b, gemma-2-9b, gemma-3-12b, opt-6.7b), with
  * the values of the real models' config.json (gemma-3-12b: the text_config of google/gemma-3-12b-pt, written as
  * the text-only Gemma3ForCausalLM). MoE layers list the router, then each expert's linears, then a shared
  * expert and its gate (transformers' module order), experts stored per expert as on the Hub. */

@@ -53,10 +53,21 @@ static void test_descriptions_consistent(void **state) {
             assert_string_not_equal(all[j].class_name, a->class_name);
         }
         qc_model_config c = config_of(a->id, 2);
-        /* linears: named uniquely, fed by a listed capture point whose width is their in_features */
+        assert_non_null(a->layers);
+        assert_true((a->final_norm_bias != NULL) == a->layer_norm);
+        /* linears: named uniquely, fed by a listed capture point whose width is their in_features; an unnamed
+         * slot is absent (OPT's gate: no shape, in no group) */
         for (int l = 0; l < QC_LIN_COUNT; l++) {
-            assert_non_null(a->lin[l].name);
-            for (int m = 0; m < l; m++) assert_string_not_equal(a->lin[m].name, a->lin[l].name);
+            if (!a->lin[l].name) {
+                int N, K;
+                qc_linear_shape(&c, (qc_linear_id)l, &N, &K);
+                assert_int_equal(N, 0);
+                assert_false(qc_linear_present(&c, 0, (qc_linear_id)l));
+                assert_false(qc_linear_has_bias(&c, (qc_linear_id)l));
+                continue;
+            }
+            for (int m = 0; m < l; m++)
+                if (a->lin[m].name) assert_string_not_equal(a->lin[m].name, a->lin[l].name);
             assert_true(is_capture(a, a->lin[l].input));
             assert_int_equal(a->lin[a->lin[l].input].input, a->lin[l].input); /* a capture is named by its own consumer */
             int N, K;
@@ -86,7 +97,7 @@ static void test_descriptions_consistent(void **state) {
             if (g > 0) assert_true(a->seq[g].block >= a->seq[g - 1].block);
             for (int k = 0; k < a->seq[g].n; k++) seen[a->seq[g].lin[k]]++;
         }
-        for (int l = 0; l < QC_LIN_COUNT; l++) assert_int_equal(seen[l], 1);
+        for (int l = 0; l < QC_LIN_COUNT; l++) assert_int_equal(seen[l], a->lin[l].name ? 1 : 0);
         /* AWQ groups: members share the group's input; a fold target is a norm or a linear, never both; a
          * linear fold target's output rows can absorb the scales (its out_features >= the group's K) */
         for (int g = 0; g < a->n_awq; g++) {
@@ -119,6 +130,60 @@ static void test_descriptions_consistent(void **state) {
         assert_int_equal(qc_norm_present(&c, QC_NORM_ATTN_POST), qc_norm_present(&c, QC_NORM_MLP_POST));
         if (qc_norm_present(&c, QC_NORM_ATTN_POST)) assert_int_equal(qc_norm_dim(&c, QC_NORM_MLP_POST), c.hidden_size);
     }
+}
+
+/* OPT: OPT's names under model.decoder.layers, no gate (fc1/fc2 in the up/down slots, fc1 its own capture
+ * point), LayerNorms with biases, learned positions, GPTQ's and AutoAWQ's groups (opt.py). */
+static void test_opt_layout(void **state) {
+    (void)state;
+    const char *js = "{\"architectures\": [\"OPTForCausalLM\"], \"model_type\": \"opt\", \"hidden_size\": 64, "
+                     "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"ffn_dim\": 96, \"vocab_size\": 256, "
+                     "\"max_position_embeddings\": 256, \"activation_function\": \"relu\", \"do_layer_norm_before\": true, "
+                     "\"enable_bias\": true, \"word_embed_proj_dim\": 64}";
+    qc_model_config c;
+    QC_CHECK_OK(qc_model_config_parse(js, strlen(js), "config.json", &c));
+    const qc_arch_desc *a = qc_arch_desc_of(c.arch);
+    assert_int_equal(c.arch, QC_ARCH_OPT);
+    assert_string_equal(qc_layers_path(&c), "model.decoder.layers");
+    assert_true(qc_norm_has_bias(&c));
+    assert_false(qc_arch_has_rope(&c));
+    assert_string_equal(a->pos_embed, "model.decoder.embed_positions.weight");
+    assert_int_equal(a->pos_offset, 2);
+    const char *names[QC_LIN_COUNT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+                                       NULL, "fc1", "fc2"};
+    for (int l = 0; l < QC_LIN_COUNT; l++) {
+        assert_int_equal(qc_linear_present(&c, 0, (qc_linear_id)l), names[l] != NULL);
+        if (!names[l]) continue;
+        char path[64];
+        assert_string_equal(qc_linear_path(&c, (qc_linear_id)l, path, sizeof path), names[l]);
+        assert_true(qc_linear_has_bias(&c, (qc_linear_id)l));
+    }
+    int N, K;
+    qc_linear_shape(&c, QC_LIN_UP, &N, &K);
+    assert_true(N == 96 && K == 64);
+    qc_linear_shape(&c, QC_LIN_DOWN, &N, &K);
+    assert_true(N == 64 && K == 96);
+    assert_int_equal(qc_linear_input(&c, QC_LIN_UP), QC_LIN_UP);
+    assert_int_equal(qc_capture_width(&c, QC_LIN_UP), 64);
+    qc_linear_id caps[QC_LIN_MAX];
+    assert_int_equal(qc_arch_caps(&c, 0, caps), 4);
+    assert_true(caps[0] == QC_LIN_Q && caps[1] == QC_LIN_O && caps[2] == QC_LIN_UP && caps[3] == QC_LIN_DOWN);
+    qc_seq_group g[4];
+    assert_int_equal(qc_arch_seq_groups(&c, 0, g), 4);
+    assert_true(g[0].n == 3 && g[1].n == 1 && g[2].n == 1 && g[3].n == 1);
+    assert_true(g[2].lin[0] == QC_LIN_UP && g[3].lin[0] == QC_LIN_DOWN);
+    qc_arch_awq w[8];
+    assert_int_equal(qc_arch_awq_groups(&c, 0, w), 4);
+    assert_true(w[0].prev_norm == QC_NORM_ATTN && w[0].n == 3);
+    assert_true(w[1].prev_lin == QC_LIN_V && w[1].lin[0] == QC_LIN_O);
+    assert_true(w[2].prev_norm == QC_NORM_MLP && w[2].n == 1 && w[2].lin[0] == QC_LIN_UP && w[2].input == QC_LIN_UP);
+    assert_true(w[3].prev_lin == QC_LIN_UP && w[3].lin[0] == QC_LIN_DOWN);
+    assert_string_equal(a->norm[QC_NORM_ATTN].name, "self_attn_layer_norm");
+    assert_string_equal(a->norm[QC_NORM_MLP].name, "final_layer_norm");
+    assert_false(qc_norm_present(&c, QC_NORM_Q));
+    assert_int_equal(c.act, QC_ACT_RELU);
+    assert_true(c.tie_word_embeddings);
+    assert_float_equal(c.rms_norm_eps, 1e-5f, 0.0f);
 }
 
 /* Gemma: the Llama linears, the pre norms AWQ folds into (input_layernorm, pre_feedforward_layernorm), post
@@ -250,7 +315,7 @@ static void test_config_names(void **state) {
         char json[512];
         /* MoE keys too (a dense architecture ignores them) */
 #define MOE_KEYS "\"num_local_experts\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32, " \
-                 "\"shared_expert_intermediate_size\": 48, "
+                 "\"shared_expert_intermediate_size\": 48, \"ffn_dim\": 96, "
         snprintf(json, sizeof json, "{\"architectures\": [\"%s\"], " MOE_KEYS "\"hidden_size\": 64, \"num_hidden_layers\": 2, "
                  "\"num_attention_heads\": 4, \"intermediate_size\": 96, \"vocab_size\": 256}", all[i].class_name);
         qc_model_config c;
@@ -380,7 +445,7 @@ int main(void) {
         cmocka_unit_test(test_descriptions_consistent), cmocka_unit_test(test_llama_layout),
         cmocka_unit_test(test_awq_groups_gqa), cmocka_unit_test(test_phi3_storage), cmocka_unit_test(test_config_names),
         cmocka_unit_test(test_moe_layout),
-        cmocka_unit_test(test_gemma_layout),
+        cmocka_unit_test(test_gemma_layout), cmocka_unit_test(test_opt_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

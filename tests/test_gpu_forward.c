@@ -153,7 +153,7 @@ static void run_layers(const char *dir, const char *label, int nseq, int T) {
     float *x = malloc(sizeof(float) * nd), *xin = malloc(sizeof(float) * nd), *xg = malloc(sizeof(float) * nd);
     float *xr = malloc(sizeof(float) * (nf > nd ? nf : nd)), *oc = malloc(sizeof(float) * nd);
     float *og = malloc(sizeof(float) * nd);
-    QC_CHECK_OK(qc_model_embed(m, ids, n, x));
+    QC_CHECK_OK(qc_model_embed(m, ids, n, T, x));
     float *x_dev = dalloc(sizeof(float) * nd), *out_dev = dalloc(sizeof(float) * nd);
     uint16_t *xn_dev = dalloc(sizeof(uint16_t) * (nf > nd ? nf : nd));
 
@@ -171,7 +171,8 @@ static void run_layers(const char *dir, const char *label, int nseq, int T) {
         QC_CHECK_OK(qc_gpu_download(g_gpu, xg, x_dev, sizeof(float) * nd));
         assert_int_equal(gc.n_calls, 4);
         assert_int_equal(cc.n_calls, 4);
-        const qc_linear_id order[4] = {QC_LIN_Q, QC_LIN_O, QC_LIN_GATE, QC_LIN_DOWN};
+        /* the MLP's input: QC_LIN_GATE, or fc1's own (QC_LIN_UP) for OPT */
+        const qc_linear_id order[4] = {QC_LIN_Q, QC_LIN_O, qc_linear_input(c, QC_LIN_UP), QC_LIN_DOWN};
         double rc[4];
         for (int k = 0; k < 4; k++) {
             assert_int_equal(gc.calls[k], order[k]);
@@ -320,7 +321,7 @@ static void run_moe_layers(const char *dir, const char *label, int nseq, int T) 
     size_t nd = (size_t)n * d;
     float *x = malloc(sizeof(float) * nd), *xin = malloc(sizeof(float) * nd), *xg = malloc(sizeof(float) * nd);
     float *xr = malloc(sizeof(float) * nd), *oc = malloc(sizeof(float) * nd), *og = malloc(sizeof(float) * nd);
-    QC_CHECK_OK(qc_model_embed(m, ids, n, x));
+    QC_CHECK_OK(qc_model_embed(m, ids, n, T, x));
     float *x_dev = dalloc(sizeof(float) * nd), *out_dev = dalloc(sizeof(float) * nd);
     uint16_t *xn_dev = dalloc(sizeof(uint16_t) * nd);
     bool all[QC_EXPERTS_MAX];
@@ -416,6 +417,7 @@ static void test_moe_layers(void **state) {
 
 static const char *const k_fixtures[] = {
     "llama-bias-untied", "llama3-rope", "llama-linear-rope", "mistral-swa", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
+    "opt",
 };
 
 static void test_arch_layers(void **state) {
@@ -581,6 +583,11 @@ static void check_slot(const qc_model *m, const qc_gpu_layer *GL, int li, const 
         if (!L.w[l]) continue; /* absent in this layer */
         assert_int_equal(GL->out_features[l], L.out_features[l]);
         assert_int_equal(GL->in_features[l], L.in_features[l]);
+        if (!L.w[l]) { /* a slot the architecture lacks (OPT's gate) */
+            assert_null(GL->w[l]);
+            assert_null(GL->b[l]);
+            continue;
+        }
         size_t e = (size_t)L.out_features[l] * L.in_features[l];
         uint16_t *h = malloc(e * sizeof(uint16_t));
         download_u16(h, GL->w[l], e);
@@ -613,6 +620,12 @@ static void check_slot(const qc_model *m, const qc_gpu_layer *GL, int li, const 
     bad += memcmp(v, L.attn_norm, sizeof(float) * (size_t)c->hidden_size) != 0;
     QC_CHECK_OK(qc_gpu_download(g_gpu, v, GL->mlp_norm, sizeof(float) * (size_t)c->hidden_size));
     bad += memcmp(v, L.mlp_norm, sizeof(float) * (size_t)c->hidden_size) != 0;
+    for (int k = 0; k < QC_NORM_COUNT; k++) { /* LayerNorm biases (OPT) */
+        assert_int_equal(GL->norm_bias[k] != NULL, L.norm_bias[k] != NULL);
+        if (!L.norm_bias[k]) continue;
+        QC_CHECK_OK(qc_gpu_download(g_gpu, v, GL->norm_bias[k], sizeof(float) * (size_t)c->hidden_size));
+        bad += memcmp(v, L.norm_bias[k], sizeof(float) * (size_t)c->hidden_size) != 0;
+    }
     free(v);
     assert_int_equal(GL->q_norm != NULL, L.q_norm != NULL);
     if (L.q_norm) {

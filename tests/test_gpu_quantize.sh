@@ -47,7 +47,7 @@ parity stories260K-fp16 32 32 128 40 0.05  gptq-w4g32         --method gptq
 parity stories260K-fp16 32 32 128 40 0.05  gptq-w4g32-act-asym --method gptq --act-order --asym --format gptq_v2
 parity stories260K-fp16 32 32 128 40 0.05  awq-w4g32          --method awq --nsamples 16
 fi
-# Every architecture end to end on the GPU (the random-weight fixtures of tests/data/arch: biases and an
+# Every architecture end to end on the GPU (the random-weight fixtures of tests/data/arch, OPT's included: biases and an
 # untied head, llama3 and linear RoPE, Mistral's sliding window, Qwen2, Qwen3's q/k norms), each with a
 # byte-level tokenizer (ids 0-255 fit their 256-token vocabularies) and its F32 weights stored as F16
 # (what the GPU computes with), so both devices quantize the same weights.

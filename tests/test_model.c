@@ -154,7 +154,7 @@ static void test_arch_fixtures(void **state) {
     (void)state;
     static const char *const names[] = {"llama-bias-untied", "llama3-rope", "llama-linear-rope",
                                         "mistral-swa", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "mixtral",
-                                        "qwen2-moe", "qwen3-moe"};
+                                        "qwen2-moe", "qwen3-moe", "opt"};
     const char *src = getenv("QCAL_SRC");
     if (!src) fail_msg("QCAL_SRC is not set (run through ctest)");
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
@@ -200,7 +200,7 @@ static void test_batch_equals_single(void **state) {
     qc_fwd *fb, *fs;
     QC_CHECK_OK(qc_fwd_create(&m->cfg, S, T, &fb));
     QC_CHECK_OK(qc_fwd_create(&m->cfg, 1, T, &fs));
-    QC_CHECK_OK(qc_model_embed(m, ids, S * T, xb));
+    QC_CHECK_OK(qc_model_embed(m, ids, S * T, T, xb));
     for (int i = 0; i < m->cfg.n_layers; i++) {
         qc_layer L;
         QC_CHECK_OK(qc_layer_load(m, i, &L));
@@ -208,7 +208,7 @@ static void test_batch_equals_single(void **state) {
         qc_layer_release(&L);
     }
     for (int s = 0; s < S; s++) {
-        QC_CHECK_OK(qc_model_embed(m, ids + s * T, T, xs));
+        QC_CHECK_OK(qc_model_embed(m, ids + s * T, T, T, xs));
         for (int i = 0; i < m->cfg.n_layers; i++) {
             qc_layer L;
             QC_CHECK_OK(qc_layer_load(m, i, &L));
@@ -249,7 +249,7 @@ static void test_errors(void **state) {
     QC_CHECK_OK(qc_model_open(dir, &m));
     float x[64 * 2];
     int32_t bad[2] = {1, 512};
-    QC_CHECK_FAILS(qc_model_embed(m, bad, 2, x), QC_ERR_ARG, "outside the vocabulary");
+    QC_CHECK_FAILS(qc_model_embed(m, bad, 2, 2, x), QC_ERR_ARG, "outside the vocabulary");
     qc_model_free(m);
     QC_CHECK_FAILS(qc_model_open("/nonexistent-qcal-model", &m), QC_ERR_IO, "nonexistent-qcal-model");
     free(dir);

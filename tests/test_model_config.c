@@ -217,6 +217,49 @@ static void test_gemma3(void **state) {
                    "multimodal Gemma-3");
 }
 
+/* facebook/opt-6.7b's config.json; what OPT variants qcal refuses, with the field named. */
+static void test_opt(void **state) {
+    (void)state;
+    qc_model_config c;
+#define OPT67 "\"_name_or_path\": \"facebook/opt-6.7b\", \"activation_dropout\": 0.0, \"architectures\": " \
+    "[\"OPTForCausalLM\"], \"attention_dropout\": 0.0, \"bos_token_id\": 2, \"dropout\": 0.1, \"eos_token_id\": 2, "  \
+    "\"ffn_dim\": 16384, \"hidden_size\": 4096, \"init_std\": 0.02, \"layerdrop\": 0.0, "                          \
+    "\"max_position_embeddings\": 2048, \"model_type\": \"opt\", \"num_attention_heads\": 32, "                    \
+    "\"num_hidden_layers\": 32, \"pad_token_id\": 1, \"prefix\": \"</s>\", \"torch_dtype\": \"float16\", "           \
+    "\"transformers_version\": \"4.21.0.dev0\", \"use_cache\": true, \"vocab_size\": 50272"
+    QC_CHECK_OK(parse("{" OPT67 ", \"_remove_final_layer_norm\": false, \"activation_function\": \"relu\", "
+                      "\"do_layer_norm_before\": true, \"word_embed_proj_dim\": 4096}", &c));
+    assert_int_equal(c.arch, QC_ARCH_OPT);
+    assert_int_equal(c.hidden_size, 4096);
+    assert_int_equal(c.intermediate_size, 16384);
+    assert_int_equal(c.n_heads, 32);
+    assert_int_equal(c.n_kv_heads, 32);
+    assert_int_equal(c.head_dim, 128);
+    assert_int_equal(c.n_layers, 32);
+    assert_int_equal(c.vocab_size, 50272);
+    assert_int_equal(c.max_position_embeddings, 2048);
+    assert_int_equal(c.act, QC_ACT_RELU);
+    assert_true(c.tie_word_embeddings && c.qkv_bias && c.o_bias && c.mlp_bias);
+    assert_int_equal(c.bos_token_id, 2);
+    assert_int_equal(c.eos_token_id, 2);
+    assert_string_equal(c.torch_dtype, "float16");
+    assert_float_equal(c.rms_norm_eps, 1e-5f, 0.0f);
+    assert_int_equal(c.sliding_window, 0);
+    QC_CHECK_OK(parse("{" OPT67 ", \"enable_bias\": false}", &c));
+    assert_false(c.qkv_bias || c.o_bias || c.mlp_bias);
+    QC_CHECK_FAILS(parse("{" OPT67 ", \"do_layer_norm_before\": false}", &c), QC_ERR_UNSUPPORTED, "do_layer_norm_before");
+    QC_CHECK_FAILS(parse("{" OPT67 ", \"word_embed_proj_dim\": 512}", &c), QC_ERR_UNSUPPORTED, "word_embed_proj_dim");
+    QC_CHECK_FAILS(parse("{" OPT67 ", \"activation_function\": \"gelu\"}", &c), QC_ERR_UNSUPPORTED, "activation_function");
+    QC_CHECK_FAILS(parse("{" OPT67 ", \"layer_norm_elementwise_affine\": false}", &c), QC_ERR_UNSUPPORTED,
+                   "layer_norm_elementwise_affine");
+    QC_CHECK_FAILS(parse("{" OPT67 ", \"_remove_final_layer_norm\": true}", &c), QC_ERR_UNSUPPORTED,
+                   "_remove_final_layer_norm");
+    QC_CHECK_FAILS(parse("{\"architectures\": [\"OPTForCausalLM\"], \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                         "\"num_attention_heads\": 4, \"intermediate_size\": 96, \"vocab_size\": 256}", &c),
+                   QC_ERR_FORMAT, "ffn_dim");
+#undef OPT67
+}
+
 static void test_errors(void **state) {
     (void)state;
     qc_model_config c;
@@ -257,7 +300,7 @@ static void test_real_configs(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama_defaults), cmocka_unit_test(test_architectures), cmocka_unit_test(test_rope), cmocka_unit_test(test_phi3),
-        cmocka_unit_test(test_gemma2), cmocka_unit_test(test_gemma3),
+        cmocka_unit_test(test_gemma2), cmocka_unit_test(test_gemma3), cmocka_unit_test(test_opt),
         cmocka_unit_test(test_errors), cmocka_unit_test(test_real_configs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

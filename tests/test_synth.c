@@ -63,7 +63,7 @@ static void test_presets_match_real_configs(void **state) {
     (void)state;
     int n;
     assert_non_null(qc_synth_presets(&n));
-    assert_int_equal(n, 14);
+    assert_int_equal(n, 15);
     /* name, hidden, ffn, layers, heads, kv, vocab, max_pos, theta, eps, bos, eos (from the hub's config.json; Phi-3's
      * eos is the synthetic tokenizer's </s>, the real config says 32000), head_dim */
     static const struct { const char *name; int d, ff, L, h, kv, V, maxpos; double theta, eps; int bos, eos, hd; } want[] = {
@@ -81,6 +81,7 @@ static void test_presets_match_real_configs(void **state) {
         {"qwen2-57b-a14b", 3584, 18944, 28, 28, 4, 151936, 131072, 1e6, 1e-6, 151643, 151643, 128},
         {"gemma-2-9b", 3584, 14336, 42, 16, 8, 256000, 8192, 10000, 1e-6, 2, 1, 256},
         {"gemma-3-12b", 3840, 15360, 48, 16, 8, 262208, 131072, 1e6, 1e-6, 2, 1, 256},
+        {"opt-6.7b", 4096, 16384, 32, 32, 32, 50272, 2048, 0, 1e-5, 2, 2, 128},
     };
     for (int i = 0; i < (int)(sizeof want / sizeof want[0]); i++) {
         const qc_synth_spec *s = qc_synth_find(want[i].name);
@@ -97,7 +98,7 @@ static void test_presets_match_real_configs(void **state) {
         QC_CHECK_NEAR(s->rms_norm_eps, want[i].eps, 0);
         assert_int_equal(s->bos_token_id, want[i].bos);
         assert_int_equal(s->eos_token_id, want[i].eos);
-        assert_int_equal(s->tie_word_embeddings, strncmp(s->name, "gemma", 5) == 0);
+        assert_int_equal(s->tie_word_embeddings, strncmp(s->name, "gemma", 5) == 0 || strncmp(s->name, "opt", 3) == 0);
     }
     const qc_synth_spec *g2 = qc_synth_find("gemma-2-9b"), *g3 = qc_synth_find("gemma-3-12b");
     QC_CHECK_NEAR(g2->query_pre_attn_scalar, 256, 0);
