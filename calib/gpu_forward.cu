@@ -59,14 +59,19 @@ static __device__ float block_max(float v, float *sh) {
 
 /* One block per row: y = (off + w) * (x * rsqrt(mean(x^2) + eps)), as model.c's rmsnorm (off 0, or 1 for
  * Gemma's (1 + w) norms). */
+/* 1 / sqrt(mean(r^2) + eps) of one row r [dim], for every thread of the block. */
+static __device__ float row_inv_rms(const float *r, int dim, float eps, float *sh) {
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += r[i] * r[i];
+    ss = block_sum(ss, sh);
+    return 1.0f / sqrtf(ss / (float)dim + eps);
+}
+
 static __global__ void k_rmsnorm(const float *x, const float *w, float off, int dim, float eps, __half *y) {
     __shared__ float sh[32];
     const float *xr = x + (size_t)blockIdx.x * dim;
     __half *yr = y + (size_t)blockIdx.x * dim;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
-    ss = block_sum(ss, sh);
-    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    float inv = row_inv_rms(xr, dim, eps, sh);
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         yr[i] = __float2half_rn((off == 0.0f ? w[i] : off + w[i]) * (xr[i] * inv));
 }
@@ -92,10 +97,7 @@ static __global__ void k_rmsnorm_add(float *x, const float *y, const float *w, f
     __shared__ float sh[32];
     const float *yr = y + (size_t)blockIdx.x * dim;
     float *xr = x + (size_t)blockIdx.x * dim;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += yr[i] * yr[i];
-    ss = block_sum(ss, sh);
-    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    float inv = row_inv_rms(yr, dim, eps, sh);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] += (off + w[i]) * (yr[i] * inv);
 }
 

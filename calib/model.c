@@ -962,6 +962,18 @@ static int moe_gather(qc_fwd *f, const float *xn, int n, int e) {
     return ne;
 }
 
+/* out += expert e's down projection of act [ne, mff] (the rows moe_gather picked, in its order), each row
+ * weighted by its routing weight, into its row. */
+static void moe_down_add(qc_fwd *f, const qc_layer *L, int e, const float *act, int ne, float *out) {
+    int d = f->cfg.hidden_size, mff = f->cfg.moe_intermediate_size;
+    linear(f->yg, act, L->w[QC_LIN_EXPERT(e, 2)], NULL, ne, ne, d, mff);
+    for (int i = 0; i < ne; i++) {
+        float *o = out + (size_t)f->gidx[i] * d, w = f->gw[i];
+        const float *y = f->yg + (size_t)i * d;
+        for (int j = 0; j < d; j++) o[j] += w * y[j];
+    }
+}
+
 /* A mixture-of-experts block without the residual: out = sum over each row's top-k experts of weight *
  * expert(xn) (experts in id order, as transformers adds them), plus sigmoid(shared_gate . xn) *
  * shared_expert(xn) where the layer has one. Captures in qc_arch_caps order. */
@@ -1006,12 +1018,7 @@ static qc_status moe_block(qc_fwd *f, const qc_layer *L, const float *xn, float 
             if (ne == 0) continue;
             for (int i = 0; i < ne; i++) /* the routed rows' activations, gathered */
                 memmove(f->h2 + (size_t)i * mff, f->h1 + (size_t)f->gidx[i] * mff, sizeof(float) * (size_t)mff);
-            linear(f->yg, f->h2, L->w[g + 2], NULL, ne, ne, d, mff);
-            for (int i = 0; i < ne; i++) {
-                float *o = out + (size_t)f->gidx[i] * d, w = f->gw[i];
-                const float *y = f->yg + (size_t)i * d;
-                for (int j = 0; j < d; j++) o[j] += w * y[j];
-            }
+            moe_down_add(f, L, e, f->h2, ne, out);
             continue;
         }
         if (ne == 0) {
@@ -1022,12 +1029,7 @@ static qc_status moe_block(qc_fwd *f, const qc_layer *L, const float *xn, float 
         linear(f->h2, f->xg, L->w[g + 1], NULL, ne, ne, mff, d);
         ew_run(&(ew_ctx){.op = EW_SILU_MUL, .y = f->h1, .x = f->h2, .n = ne, .dim = mff});
         if (capture && !capture(user, QC_LIN_EXPERT(e, 2), f->h1, ne, mff)) goto stop_free;
-        linear(f->yg, f->h1, L->w[g + 2], NULL, ne, ne, d, mff);
-        for (int i = 0; i < ne; i++) {
-            float *o = out + (size_t)f->gidx[i] * d, w = f->gw[i];
-            const float *y = f->yg + (size_t)i * d;
-            for (int j = 0; j < d; j++) o[j] += w * y[j];
-        }
+        moe_down_add(f, L, e, f->h1, ne, out);
     }
     if (sh) {
         ew_run(&(ew_ctx){.op = EW_ADD, .y = out, .x = sh, .n = n, .dim = d});

@@ -10,16 +10,16 @@
  * architecture means adding its description here (plus its config.json fields in model_config.c and any
  * new kernel), not editing each of them.
  *
- *   const qc_arch_desc *a = qc_arch_desc_of(cfg.arch);
- *   for (int l = 0; l < QC_LIN_COUNT; l++) {
- *       int out, in, row0, rows;
- *       const char *tensor;
- *       qc_linear_shape(&cfg, l, &out, &in);       // rows = out_features, cols = in_features
- *       qc_linear_storage(&cfg, l, &tensor, &row0, &rows);  // fused (Phi-3): rows [row0, row0 + out)
- *       if (!qc_linear_present(&cfg, 0, l)) continue;        // OPT has no gate
- *       printf("%s: %s.0.%s.weight\n", a->lin[l].name, qc_layers_path(&cfg), tensor);
+ *   for (int l = 0; l < qc_arch_n_lin(&cfg); l++) {   // the seven, then an MoE model's experts' (3 each)
+ *       if (!qc_linear_present(&cfg, li, l)) continue;   // OPT has no gate; dense vs sparse MoE layers
+ *       int out, in;
+ *       char path[128];
+ *       qc_linear_shape(&cfg, l, &out, &in);            // rows = out_features, cols = in_features
+ *       printf("%s.%d.%s\n", qc_layers_path(&cfg), li, qc_linear_path(&cfg, l, path, sizeof path));
+ *       // stored fused (Phi-3's qkv_proj)? qc_linear_storage gives the tensor and the rows [row0, row0 + out)
  *   }
- *   for (int g = 0; g < a->n_seq; g++) ...          // true-sequential groups, a->seq[g].lin[0 .. n-1]
+ *   qc_seq_group g[4];                                  // true-sequential groups of layer li
+ *   for (int k = 0, n = qc_arch_seq_groups(&cfg, li, g); k < n; k++) ...   // g[k].lin[0 .. g[k].n - 1]
  *
  * Descriptions are static constant data: never freed, safe from any thread.
  */
