@@ -42,6 +42,7 @@ import hashlib
 import json
 import os
 import struct
+import time
 import sys
 import types
 
@@ -164,6 +165,9 @@ def main():
     ap.add_argument("--windows", type=int)
     ap.add_argument("--seqlen", type=int)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time", action="store_true",
+                    help="gptq configurations: run the reference as its own driver does, nothing recorded, and time "
+                         "it (seconds in NAME.json: forward, hessian (add_batch), solve (fasterquant), total)")
     a = ap.parse_args()
     if a.make_tokens:
         return make_tokens(a)
@@ -384,6 +388,8 @@ def run(a):
         layers = [l for l in inner.layers]
         orig = {i: {k: v.detach().clone() for k, v in layers[i].state_dict().items()} for i in range(len(layers))}
         tensors, groups_out = {}, []
+        secs = {"forward": 0.0, "hessian": 0.0, "solve": 0.0}
+        t_start = time.perf_counter()
         x = inps0.clone()
         with torch.no_grad():
             if algo == "gptq":
@@ -401,12 +407,23 @@ def run(a):
                             g[n] = ns["GPTQ"](full[n])
                             g[n].quantizer = ns["Quantizer"]()
                             g[n].quantizer.configure(bits, perchannel=True, sym=True, mse=False)
-                        hs = [full[n].register_forward_hook(
-                            (lambda n: lambda m, i, o: g[n].add_batch(i[0].data, o.data))(n)) for n in names]
+                        def add(n, i, o):
+                            t0 = time.perf_counter()
+                            g[n].add_batch(i[0].data, o.data)
+                            secs["hessian"] += time.perf_counter() - t0
+                        hs = [full[n].register_forward_hook((lambda n: lambda m, i, o: add(n, i, o))(n)) for n in names]
+                        t0 = time.perf_counter()
                         for j in range(W):
                             layer_out(layer, x[j:j + 1])
+                        secs["forward"] += time.perf_counter() - t0
                         for h in hs:
                             h.remove()
+                        if a.time:  # the reference as its driver runs it: fasterquant, nothing recorded
+                            t0 = time.perf_counter()
+                            for n in names:
+                                g[n].fasterquant(percdamp=a.damp, groupsize=gs, actorder=act)
+                            secs["solve"] += time.perf_counter() - t0
+                            continue
                         for n in names:
                             calls = []
                             real = ns["quantize"]
@@ -442,7 +459,9 @@ def run(a):
                             tensors[p + ".scales"] = sc
                             tensors[p + ".zeros"] = zr
                             tensors[p + ".g_idx"] = gidx
+                    t0 = time.perf_counter()
                     x = torch.cat([layer_out(layer, x[j:j + 1]) for j in range(W)], 0)
+                    secs["forward"] += time.perf_counter() - t0
             else:
                 ns = autoawq_ns() if algo == "autoawq" else llmawq_ns()
                 if algo == "autoawq":
@@ -533,6 +552,11 @@ def run(a):
                 "commits": commits, "torch": torch.__version__, "transformers": transformers.__version__,
                 "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "dtype": "float32, TF32 off",
                 "groups": groups_out}
+        if a.time and algo == "gptq":
+            secs["forward"] -= secs["hessian"]  # the passes' time includes the hooks'
+            secs["total"] = time.perf_counter() - t_start
+            meta["seconds"] = secs
+            meta["threads"] = torch.get_num_threads()
         with open(os.path.join(a.out, name + ".json"), "w") as f:
             json.dump(meta, f, indent=1)
         if a.rows:
