@@ -341,10 +341,10 @@ struct qc_gpu_fwd {
     int             ff_max;  /* the widest MLP (dense, expert or shared expert): work's gate/up stride */
     /* MoE (the config has experts), else NULL */
     float          *logits;  /* [rows, E] router logits */
-    int            *top;     /* [rows, k] chosen experts, then (gidx) the rows grouped by expert [rows * k] */
-    float          *topw;    /* [rows, k] their weights, then (gw) grouped as gidx */
-    int            *gidx;    /* [rows * k] */
-    float          *gw;      /* [rows * k] */
+    int            *top;     /* [rows, k] each row's chosen experts */
+    float          *topw;    /* [rows, k] their weights */
+    int            *gidx;    /* [rows * k] the rows grouped by expert (off_h), row order within an expert */
+    float          *gw;      /* [rows * k] their weights, as gidx */
     uint16_t       *xg;      /* [rows, d] one expert's gathered input rows */
     float          *yg;      /* [rows, d] one expert's output rows */
     float          *moe_out; /* [rows, d] the block's output; the shared expert's output in post */
@@ -583,13 +583,12 @@ static qc_status moe_route(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t 
         off[e + 1]++;
     }
     for (int e = 0; e < E; e++) off[e + 1] += off[e];
-    int *pos = f->gidx_h; /* the fill uses top_h's slots as cursors: gidx_h holds the result */
-    int cur[QC_EXPERTS_MAX];
+    int cur[QC_EXPERTS_MAX]; /* each expert's next free slot */
     for (int e = 0; e < E; e++) cur[e] = off[e];
     for (int r = 0; r < n; r++)
         for (int i = 0; i < k; i++) {
             int e = f->top_h[(size_t)r * k + i], p = cur[e]++;
-            pos[p] = r;
+            f->gidx_h[p] = r;
             f->gw_h[p] = f->topw_h[(size_t)r * k + i];
         }
     if ((st = qc_gpu_upload(g, f->gidx, f->gidx_h, nk * sizeof(int)))) return st;

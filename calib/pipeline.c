@@ -548,7 +548,6 @@ static qc_status hessian_pass(run_ctx *c, int li, const bool *want, const bool *
     return st;
 }
 
-static int64_t moe_min_rows(const run_ctx *c) { return qc_pipeline_moe_min_rows(c->o, &c->m->cfg); }
 
 /* The layer (already-quantized groups in place) on every sample: hessian_pass (the CPU runs the whole layer:
  * gi and n_groups only matter to the GPU's halves). */
@@ -683,7 +682,7 @@ static qc_status awq_module(run_ctx *c, const qc_layer *L, const qc_arch_awq *g,
 static bool expert_low(const run_ctx *c, qc_linear_id l) {
     int e, j;
     if (!qc_linear_expert(l, &e, &j)) return false;
-    return (int64_t)c->Arows[QC_LIN_EXPERT(e, 0)] < moe_min_rows(c);
+    return (int64_t)c->Arows[QC_LIN_EXPERT(e, 0)] < qc_pipeline_moe_min_rows(c->o, &c->m->cfg);
 }
 
 typedef qc_arch_awq awq_group;
