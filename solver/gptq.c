@@ -339,10 +339,14 @@ qc_status qc_gptq_quantize(float *W, float *H, int N, int K, const qc_gptq_opts 
     }
     for (int j = 0; j < K; j++)
         for (int n = 0; n < N; n++) Wt[(size_t)j * N + n] = W[(size_t)n * K + perm[j]];
+    double tf = qc_time_now();
     if ((s = inverse_factor(H, Hbak, K, o, st))) goto out;
+    st->t_factor = qc_time_now() - tf;
+    tf = qc_time_now();
     gptq_ctx g = {.U = H, .Wt = Wt, .Err = Err, .Orig = Orig, .cs = cs, .cz = cz, .zf = zf, .rowbuf = rowbuf,
                   .loss = loss, .perm = perm, .o = o, .q = q, .N = N, .K = K};
     qc_par_for_work(n_tasks, gptq_task, &g, (double)N * K * K);
+    st->t_sweep = qc_time_now() - tf;
     for (int t = 0; t < n_tasks; t++) st->loss += loss[t]; /* in task order */
     for (int j = 0; j < K; j++)
         for (int n = 0; n < N; n++) W[(size_t)n * K + perm[j]] = Wt[(size_t)j * N + n];

@@ -38,6 +38,17 @@ struct qc_gpu_solver {
     bool     have_codes;
     bool     have_hbak;  /* Hbak holds the last GPTQ linear's (permuted, undamped) H */
     int      last_dead;  /* its dead columns (in s->dead) */
+    int     *perm_h;     /* [max_K] host copy of perm */
+    void    *hws;        /* cuSOLVER's host workspace (trtri) */
+    size_t   hws_len;
+    bool     plain_factor; /* potrf/potri/potrf instead of potrf/trtri (the twins the tests compare) */
+    bool     plain_sweep;  /* k_gptq_block (a row per thread) instead of k_gptq_block4 */
+    /* The last factorisation, for qc_gptq_quantize_gpu_again: U lives in the caller's H buffer. */
+    const float  *U;
+    int           u_K;
+    qc_gptq_opts  u_opts;
+    qc_gptq_stats u_stats;
+    cudaEvent_t ev[4];   /* factor start and end, sweep start and end: the stats' device times */
 };
 
 /* ---- sizes (create and qc_gpu_solver_bytes share them) ---- */
@@ -62,6 +73,10 @@ extern "C" void qc_gpu_solver_free(qc_gpu_solver *s) {
     void *bufs[] = {s->Hbak, s->Wp, s->Err, s->codes, s->scales, s->zf, s->perm, s->dead, s->ws, s->info, s->acc,
                     s->rowloss};
     for (void *p : bufs) qc_gpu_free(s->g, p);
+    for (cudaEvent_t e : s->ev)
+        if (e) cudaEventDestroy(e);
+    free(s->perm_h);
+    free(s->hws);
     free(s);
 }
 
@@ -137,14 +152,14 @@ static __global__ void k_groups(float *W, int N, int K, int gs, int maxq, bool s
     }
 }
 
-/* Dead columns (spec D.3 step 2): H[k][k] = 1, W[:, k] = 0. */
+/* Dead columns (spec D.3 step 2): H[k][k] = 1, W[:, k] = 0 (either may be NULL; N = 1 for H alone). */
 static __global__ void k_dead(float *H, float *W, int N, int K, const int *dead, int nd) {
     size_t total = (size_t)nd * N;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         int k = dead[i / N];
         size_t n = i % N;
-        W[n * K + k] = 0.0f;
-        if (n == 0) H[(size_t)k * K + k] = 1.0f;
+        if (W) W[n * K + k] = 0.0f;
+        if (H && n == 0) H[(size_t)k * K + k] = 1.0f;
     }
 }
 
@@ -253,6 +268,114 @@ static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ 
     }
     if (n < N) rowloss[n] += lacc; /* the row's own slot: launches run in order, so no race and no atomics */
 }
+
+/* k_gptq_block's work with TPR threads per row (ROWS2 rows per thread block): the same arithmetic on every
+ * element in the same order, so the same bits, with TPR times the threads in flight. Each column's code
+ * and error are computed by all TPR threads of its row alike (the same fp32 operations); the later
+ * columns' updates are split among them (column j by thread j % TPR, so each element sees its updates
+ * in column order, as before); thread 0 of the row writes the outputs. The threads of a row are adjacent
+ * lanes of one warp: __syncwarp orders their shared-memory reads and writes. A group's params read the
+ * tile when it holds the values the plain kernel reads (the block's first column starts the group and
+ * the group ends inside the block); codes go through a shared tile and out row by row (coalesced). */
+#define TPR 4
+#define ROWS2 32
+static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__restrict__ Ww, int N, int K, int i1, int nb,
+                                                                   const float *__restrict__ U, float *__restrict__ Err,
+                                                                   uint8_t *__restrict__ codes,
+                                                                   const int *__restrict__ perm, float *scales, float *zf,
+                                                                   int gs, int maxq, int mode, bool sym, bool quirk,
+                                                                   bool fp16, double *rowloss) {
+    extern __shared__ float sm[];
+    const int ld = ROWS2 + 1;
+    float *Ut = sm;                                  /* [nb][nb] */
+    float *Wt = sm + nb * nb;                        /* [nb][ld] */
+    uint8_t *Ct = (uint8_t *)(Wt + (size_t)nb * ld); /* [nb][ROWS2] codes */
+    const int t = threadIdx.x, r = t / TPR, q = t % TPR, n0 = blockIdx.x * ROWS2, n = n0 + r, i2 = i1 + nb;
+    const unsigned mask = 0xffffffffu;
+    for (int idx = t; idx < nb * nb; idx += ROWS2 * TPR) {
+        int a = idx / nb, b = idx - a * nb;
+        Ut[idx] = U[(size_t)(i1 + a) * K + i1 + b];
+    }
+    for (int idx = t; idx < ROWS2 * nb; idx += ROWS2 * TPR) {
+        int rr = idx / nb, j = idx - rr * nb;
+        if (n0 + rr < N) Wt[j * ld + rr] = Ww[(size_t)(n0 + rr) * K + i1 + j];
+    }
+    __syncthreads();
+    double lacc = 0.0;
+    /* rows past N run along on row N - 1's params and a garbage tile (every lane of the warp must reach
+     * each __syncwarp and shuffle), writing nothing */
+    const bool live = n < N;
+    const int nr = live ? n : N - 1;
+    const float *row = Ww + (size_t)nr * K; /* not written before the end: the block-start values */
+    float cs = 0.0f, cz = 0.0f;
+    if (mode == MODE_ROW) {
+        cs = scales[nr];
+        cz = zf[nr];
+    } else if (mode == MODE_GROUP && i1 % gs != 0) {
+        size_t gi = (size_t)(i1 / gs) * N + nr;
+        cs = scales[gi];
+        cz = zf[gi];
+    }
+    for (int i = 0; i < nb; i++) {
+        const int c = i1 + i;
+        __syncwarp(mask); /* column i's updates by its owner are visible */
+        if (mode == MODE_STATIC) {
+            size_t gi = (size_t)(perm[c] / gs) * N + nr;
+            cs = scales[gi];
+            cz = zf[gi];
+        } else if (mode == MODE_GROUP && c % gs == 0) {
+            /* min and max are exact, so splitting the range among the row's threads changes nothing */
+            float lo = 0.0f, hi = 0.0f;
+            const bool tile_ok = !quirk || (i == 0 && c + gs <= i2);
+            for (int k = q; k < gs; k += TPR) {
+                int col = c + k;
+                float v = (col < i2 && tile_ok) ? Wt[(col - i1) * ld + r] : row[col];
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+            }
+            for (int o = 1; o < TPR; o <<= 1) {
+                float a = __shfl_xor_sync(mask, lo, o), b = __shfl_xor_sync(mask, hi, o);
+                lo = a < lo ? a : lo;
+                hi = b > hi ? b : hi;
+            }
+            gptq_params(lo, hi, maxq, sym, &cs, &cz);
+            if (fp16) cs = __half2float(__float2half_rn(cs));
+            if (live && q == 0) {
+                size_t gi = (size_t)(c / gs) * N + n;
+                scales[gi] = cs;
+                zf[gi] = cz;
+            }
+        }
+        const float d = Ut[i * nb + i];
+        const float w = Wt[i * ld + r];
+        const int code = quant_code(w, cs, cz, maxq);
+        const float qv = __fmul_rn(cs, (float)code - cz);
+        const float diff = __fsub_rn(w, qv);
+        const float e = __fdiv_rn(diff, d);
+        __syncwarp(mask); /* every lane has read w before it is replaced */
+        if (q == 0) {
+            lacc += (double)diff * diff / ((double)d * d) / 2.0;
+            Wt[i * ld + r] = qv;
+            Ct[i * ROWS2 + r] = (uint8_t)code;
+            if (live) Err[(size_t)i * N + n] = e;
+        }
+        const float *urow = Ut + i * nb;
+        int j = i + 1 + ((q - (i + 1) % TPR + TPR) % TPR); /* this lane's first column after i */
+#pragma unroll 4
+        for (; j < nb; j += TPR) Wt[j * ld + r] = fmaf(-urow[j], e, Wt[j * ld + r]);
+    }
+    __syncthreads();
+    for (int idx = t; idx < ROWS2 * nb; idx += ROWS2 * TPR) {
+        int rr = idx / nb, j = idx - rr * nb;
+        if (n0 + rr < N) {
+            Ww[(size_t)(n0 + rr) * K + i1 + j] = Wt[j * ld + rr];
+            codes[(size_t)(n0 + rr) * K + perm[i1 + j]] = Ct[j * ROWS2 + rr];
+        }
+    }
+    if (live && q == 0) rowloss[n] += lacc;
+}
+
+static size_t smem4(int nb) { return sizeof(float) * ((size_t)nb * nb + (size_t)nb * (ROWS2 + 1)) + (size_t)nb * ROWS2; }
 
 /* GPTQ qweight [K*b/32, N]: word r of column n holds stream bits [32r, 32r + 32) of the codes of row n. */
 static __global__ void k_pack_gptq_w(const uint8_t *codes, int N, int K, int b, uint32_t *qw) {
@@ -383,6 +506,10 @@ qc_status qc_gpu_solver_create_nk(qc_gpu *g, int max_N, int max_K, size_t max_NK
     size_t N = (size_t)max_N, K = (size_t)max_K;
     qc_status st;
     int l1 = 0, l2 = 0;
+    if (!(s->perm_h = (int *)malloc(sizeof(int) * K))) {
+        st = qc_fail(QC_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     if ((st = qc_gpu_alloc(g, (void **)&s->Hbak, 4 * K * K, "the GPTQ Hessian copy")) ||
         (st = qc_gpu_alloc(g, (void **)&s->Wp, 4 * max_NK, "the GPTQ weight workspace")) ||
         (st = qc_gpu_alloc(g, (void **)&s->Err, 4 * (size_t)MAXB * N, "the GPTQ error block")) ||
@@ -403,15 +530,35 @@ qc_status qc_gpu_solver_create_nk(qc_gpu *g, int max_N, int max_K, size_t max_NK
                          qc_cusolver_status_str(a != CUSOLVER_STATUS_SUCCESS ? a : b));
             goto fail;
         }
-        size_t want = std::max(ws_bound(max_K), (size_t)std::max(l1, l2));
+        size_t tb = 0, th = 0;
+        cusolverStatus_t c = cusolverDnXtrtri_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, max_K,
+                                                         CUDA_R_32F, s->Hbak, max_K, &tb, &th);
+        if (c != CUSOLVER_STATUS_SUCCESS) {
+            st = qc_fail(QC_ERR_DEVICE, "cuSOLVER trtri workspace query for K = %d: %s", max_K, qc_cusolver_status_str(c));
+            goto fail;
+        }
+        if (th && !(s->hws = malloc(th))) {
+            st = qc_fail(QC_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        s->hws_len = th;
+        size_t want = std::max(std::max(ws_bound(max_K), (size_t)std::max(l1, l2)), (tb + 3) / 4);
         if (want > ws_bound(max_K)) QC_LOGW("gpu solver: cuSOLVER asks for %zu floats of workspace (reserved %zu)", want,
                                             ws_bound(max_K));
         if ((st = qc_gpu_alloc(g, (void **)&s->ws, 4 * want, "the cuSOLVER workspace"))) goto fail;
         s->ws_len = (int)want;
     }
+    for (cudaEvent_t &ev : s->ev)
+        if (cudaEventCreate(&ev) != cudaSuccess) {
+            ev = NULL;
+            st = qc_fail(QC_ERR_DEVICE, "gpu solver: cannot create a CUDA event");
+            goto fail;
+        }
     {
         cudaError_t e = cudaFuncSetAttribute(k_gptq_block, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (MAXB * MAXB + MAXB * (ROWS + 1)) * (int)sizeof(float));
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(k_gptq_block4, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem4(MAXB));
         if (e != cudaSuccess) {
             st = qc_fail(QC_ERR_DEVICE, "gpu solver: cannot enable %d bytes of shared memory: %s",
                          (MAXB * MAXB + MAXB * (ROWS + 1)) * (int)sizeof(float), cudaGetErrorString(e));
@@ -493,42 +640,107 @@ static qc_status launch_groups(qc_gpu_solver *s, float *W, int N, int K, int gs,
     return QC_OK;
 }
 
-/* Steps 5-6 of D.3 on the device: H <- U (row-major upper, Hinv = U^T U) from Hbak, damping raised by
- * damp_step after each failed factorisation, as gptq.c inverse_factor (same trick: a row-major lower
- * triangle is cuSOLVER's column-major upper one, so LOWER twice gives the row-major upper factor). */
+/* Hd = Hbak + add on the diagonal, rotated by 180 degrees: H[p] = Hd[K*K - 1 - p] (the reversal J Hd J). */
+static __global__ void k_rot_damp(float *H, const float *Hbak, int K, double add) {
+    const size_t KK = (size_t)K * K;
+    for (size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x; p < KK; p += (size_t)gridDim.x * blockDim.x) {
+        size_t q = KK - 1 - p;
+        float v = Hbak[q];
+        if (p / K == p % K) v = (float)__dadd_rn((double)v, add);
+        H[p] = v;
+    }
+}
+
+/* In place: A[i][j] <- A[K-1-j][K-1-i] (row-major), the transpose across the anti-diagonal, an involution
+ * done as swaps of pairs. */
+static __global__ void k_antitranspose(float *A, int K) {
+    const size_t KK = (size_t)K * K;
+    for (size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x; p < KK; p += (size_t)gridDim.x * blockDim.x) {
+        size_t i = p / K, j = p % K, q = (size_t)(K - 1 - j) * K + (K - 1 - i);
+        if (p < q) {
+            float t = A[p];
+            A[p] = A[q];
+            A[q] = t;
+        }
+    }
+}
+
+/* The cuSOLVER workspace: at least `floats` device floats and `host_bytes` host bytes. */
+static qc_status ensure_ws(qc_gpu_solver *s, size_t floats, size_t host_bytes) {
+    if (floats > (size_t)s->ws_len) {
+        qc_gpu_free(s->g, s->ws);
+        s->ws = NULL;
+        s->ws_len = 0;
+        qc_status e = qc_gpu_alloc(s->g, (void **)&s->ws, 4 * floats, "the cuSOLVER workspace");
+        if (e) return e;
+        s->ws_len = (int)floats;
+    }
+    if (host_bytes > s->hws_len) {
+        void *p = realloc(s->hws, host_bytes);
+        if (!p) return qc_fail(QC_ERR_NOMEM, "out of memory");
+        s->hws = p;
+        s->hws_len = host_bytes;
+    }
+    return QC_OK;
+}
+
+/* Steps 5-6 of D.3 on the device: H <- U (row-major upper, (Hbak + damp mean I)^-1 = U^T U), damping
+ * raised by damp_step after each failed factorisation, as gptq.c inverse_factor.
+ *
+ * Fast path (default): with J the reversal, J Hd J = L L^T (potrf), so Hd = R R^T with R = J L J upper,
+ * and Hd^-1 = R^-T R^-1: U = R^-1 = J L^-1 J (trtri), the upper Cholesky factor of the inverse, in one
+ * factorisation and one triangular inverse (2K^3/3 flops). cuSOLVER is column-major; a symmetric matrix
+ * reads the same either way, L^-1 column-major lower sits at [c * K + r], so U[i][j] = L^-1(K-1-i, K-1-j)
+ * at [(K-1-j) * K + K-1-i]: one anti-transpose in place.
+ * Plain twin (qc_gpu_solver_plain_factor): potrf, potri, potrf as gptq.c and the reference do (4K^3/3;
+ * a row-major lower triangle is cuSOLVER's column-major upper one, so LOWER twice gives the row-major
+ * upper factor). The two agree to fp32 rounding (tests/test_gpu_solver.c). */
 static qc_status inverse_factor(qc_gpu_solver *s, float *H, int K, double mean, const qc_gptq_opts *o,
                                 qc_gptq_stats *st) {
     qc_gpu *g = s->g;
     int l1 = 0, l2 = 0;
+    size_t dev_b = 0, host_b = 0;
     QC_CUSOLVER(cusolverDnSpotrf_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, &l1));
-    QC_CUSOLVER(cusolverDnSpotri_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, &l2));
-    if (std::max(l1, l2) > s->ws_len) {
-        qc_gpu_free(g, s->ws);
-        s->ws = NULL;
-        s->ws_len = 0;
-        qc_status e = qc_gpu_alloc(g, (void **)&s->ws, 4 * (size_t)std::max(l1, l2), "the cuSOLVER workspace");
-        if (e) return e;
-        s->ws_len = std::max(l1, l2);
-    }
+    if (s->plain_factor)
+        QC_CUSOLVER(cusolverDnSpotri_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, &l2));
+    else
+        QC_CUSOLVER(cusolverDnXtrtri_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, K, CUDA_R_32F,
+                                                H, K, &dev_b, &host_b));
+    qc_status e = ensure_ws(s, std::max((size_t)std::max(l1, l2), (dev_b + 3) / 4), host_b);
+    if (e) return e;
+    const size_t KK = (size_t)K * K;
     double damp = o->damp;
     for (;;) {
-        QC_CU(cudaMemcpyAsync(H, s->Hbak, sizeof(float) * (size_t)K * K, cudaMemcpyDeviceToDevice, g->stream));
-        k_damp<<<qc_grid((size_t)K, 256), 256, 0, g->stream>>>(H, s->Hbak, K, damp * mean);
-        QC_CU_LAUNCH("damp");
+        if (s->plain_factor) {
+            QC_CU(cudaMemcpyAsync(H, s->Hbak, sizeof(float) * KK, cudaMemcpyDeviceToDevice, g->stream));
+            k_damp<<<qc_grid((size_t)K, 256), 256, 0, g->stream>>>(H, s->Hbak, K, damp * mean);
+            QC_CU_LAUNCH("damp");
+        } else {
+            k_rot_damp<<<qc_grid(KK, 256), 256, 0, g->stream>>>(H, s->Hbak, K, damp * mean);
+            QC_CU_LAUNCH("damp");
+        }
         int info = 0;
-        qc_status e;
         const char *step = "potrf";
         QC_CUSOLVER(cusolverDnSpotrf(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, s->ws, s->ws_len, s->info));
         if ((e = qc_gpu_download(g, &info, s->info, sizeof info))) return e;
-        if (info == 0) {
+        if (info == 0 && s->plain_factor) {
             step = "potri";
             QC_CUSOLVER(cusolverDnSpotri(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, s->ws, s->ws_len, s->info));
             if ((e = qc_gpu_download(g, &info, s->info, sizeof info))) return e;
-        }
-        if (info == 0) {
-            step = "potrf of the inverse";
-            QC_CUSOLVER(cusolverDnSpotrf(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, s->ws, s->ws_len, s->info));
+            if (info == 0) {
+                step = "potrf of the inverse";
+                QC_CUSOLVER(cusolverDnSpotrf(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, s->ws, s->ws_len, s->info));
+                if ((e = qc_gpu_download(g, &info, s->info, sizeof info))) return e;
+            }
+        } else if (info == 0) {
+            step = "trtri";
+            QC_CUSOLVER(cusolverDnXtrtri(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, K, CUDA_R_32F, H, K,
+                                         s->ws, 4 * (size_t)s->ws_len, s->hws, s->hws_len, s->info));
             if ((e = qc_gpu_download(g, &info, s->info, sizeof info))) return e;
+            if (info == 0) {
+                k_antitranspose<<<qc_grid(KK, 256), 256, 0, g->stream>>>(H, K);
+                QC_CU_LAUNCH("anti-transpose");
+            }
         }
         if (info == 0) {
             st->damp_used = damp;
@@ -545,19 +757,14 @@ static qc_status inverse_factor(qc_gpu_solver *s, float *H, int K, double mean, 
     }
 }
 
-static qc_status gptq_run(qc_gpu_solver *s, float *W, float *H, int N, int K, const qc_gptq_opts *o, qc_qlinear *q,
-                          bool want_codes, qc_gptq_stats *st) {
-    qc_status e;
-    if ((e = qc_gptq_check_args(N, K, o, q)) || (e = check_capacity(s, N, K))) return e;
-    if (o->blocksize > MAXB)
-        return qc_fail(QC_ERR_ARG, "gptq (gpu): blocksize %d exceeds the GPU solver's %d", o->blocksize, MAXB);
+/* Steps 2 (on H), 4 and 5-6: dead columns from H's diagonal (kept in s->dead, host perm in s->perm_h),
+ * the act-order permutation, Hbak = the permuted undamped H, H <- U. Remembers the factor (s->U = H) and
+ * the options it depends on, for qc_gptq_quantize_gpu_again. */
+static qc_status factor_h(qc_gpu_solver *s, float *H, int K, const qc_gptq_opts *o, qc_gptq_stats *st) {
     qc_gpu *g = s->g;
-    const int gs = o->group_size, B = o->blocksize, maxq = (1 << o->bits) - 1, G = q->n_groups;
-    if ((e = ensure_groups(s, G, N))) return e;
-    QC_CU(cudaMemsetAsync(s->rowloss, 0, sizeof(double) * (size_t)N, g->stream));
-    /* 1: row params before the dead-column fix */
-    if (gs == -1 && (e = launch_groups(s, W, N, K, K, o->bits, o->sym, false, false))) return e;
-    /* 2: dead columns */
+    qc_status e;
+    s->U = NULL;
+    s->have_hbak = false;
     std::vector<float> diag((size_t)K);
     QC_CU(cudaMemcpy2DAsync(diag.data(), sizeof(float), H, sizeof(float) * ((size_t)K + 1), sizeof(float), (size_t)K,
                             cudaMemcpyDeviceToHost, g->stream));
@@ -569,52 +776,86 @@ static qc_status gptq_run(qc_gpu_solver *s, float *W, float *H, int N, int K, co
             dead.push_back(k);
         }
     st->dead_cols = (int)dead.size();
-    s->have_hbak = false;
     s->last_dead = (int)dead.size();
     if (!dead.empty()) {
         if ((e = qc_gpu_upload(g, s->dead, dead.data(), sizeof(int) * dead.size()))) return e;
-        k_dead<<<qc_grid(dead.size() * N, 256), 256, 0, g->stream>>>(H, W, N, K, s->dead, (int)dead.size());
+        k_dead<<<qc_grid(dead.size(), 256), 256, 0, g->stream>>>(H, NULL, 1, K, s->dead, (int)dead.size());
         QC_CU_LAUNCH("dead columns");
     }
-    /* 3: static groups from the original contiguous groups */
-    if (o->static_groups && gs > 0 && (e = launch_groups(s, W, N, K, gs, o->bits, o->sym, false, false))) return e;
-    /* 4: act-order (stable descending, as gptq.c) */
-    std::vector<int> perm((size_t)K);
+    int *perm = s->perm_h;
     for (int k = 0; k < K; k++) perm[k] = k;
-    if (o->act_order) std::stable_sort(perm.begin(), perm.end(), [&](int a, int b) { return diag[a] > diag[b]; });
-    if ((e = qc_gpu_upload(g, s->perm, perm.data(), sizeof(int) * (size_t)K))) return e;
-    float *Ww = W;
+    if (o->act_order) std::stable_sort(perm, perm + K, [&](int a, int b) { return diag[a] > diag[b]; });
+    if ((e = qc_gpu_upload(g, s->perm, perm, sizeof(int) * (size_t)K))) return e;
     if (o->act_order) {
         k_perm_h<<<qc_grid((size_t)K * K, 256), 256, 0, g->stream>>>(s->Hbak, H, s->perm, K);
         QC_CU_LAUNCH("permute H");
-        k_perm_w<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(s->Wp, W, s->perm, N, K, true);
-        QC_CU_LAUNCH("permute W");
-        Ww = s->Wp;
     } else {
         QC_CU(cudaMemcpyAsync(s->Hbak, H, sizeof(float) * (size_t)K * K, cudaMemcpyDeviceToDevice, g->stream));
     }
     s->have_hbak = true;
-    /* 5-6 */
     double mean = 0.0;
     for (int k = 0; k < K; k++) mean += diag[perm[k]];
     mean /= K;
+    QC_CU(cudaEventRecord(s->ev[0], g->stream));
     if ((e = inverse_factor(s, H, K, mean, o, st))) return e;
+    QC_CU(cudaEventRecord(s->ev[1], g->stream));
+    s->U = H;
+    s->u_K = K;
+    s->u_opts = *o;
+    s->u_stats = *st;
+    return QC_OK;
+}
+
+/* Steps 1, 2 (on W), 3, 7-10 with the factor s->U: the blocked sweep of W, then params, g_idx, codes, loss. */
+static qc_status sweep_w(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq_opts *o, qc_qlinear *q,
+                         bool want_codes, qc_gptq_stats *st) {
+    qc_gpu *g = s->g;
+    qc_status e;
+    const int gs = o->group_size, B = o->blocksize, maxq = (1 << o->bits) - 1, G = q->n_groups;
+    const float *U = s->U;
+    const int *perm = s->perm_h;
+    if ((e = ensure_groups(s, G, N))) return e;
+    QC_CU(cudaMemsetAsync(s->rowloss, 0, sizeof(double) * (size_t)N, g->stream));
+    /* 1: row params before the dead-column fix */
+    if (gs == -1 && (e = launch_groups(s, W, N, K, K, o->bits, o->sym, false, false))) return e;
+    /* 2: dead columns of W */
+    if (s->last_dead) {
+        k_dead<<<qc_grid((size_t)s->last_dead * N, 256), 256, 0, g->stream>>>(NULL, W, N, K, s->dead, s->last_dead);
+        QC_CU_LAUNCH("dead columns");
+    }
+    /* 3: static groups from the original contiguous groups */
+    if (o->static_groups && gs > 0 && (e = launch_groups(s, W, N, K, gs, o->bits, o->sym, false, false))) return e;
+    /* 4: W in processing order */
+    float *Ww = W;
+    if (o->act_order) {
+        k_perm_w<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(s->Wp, W, s->perm, N, K, true);
+        QC_CU_LAUNCH("permute W");
+        Ww = s->Wp;
+    }
     /* 7: the blocked sweep */
     const int mode = gs == -1 ? MODE_ROW : o->static_groups ? MODE_STATIC : MODE_GROUP;
     const int gsk = gs == -1 ? K : gs;
+    QC_CU(cudaEventRecord(s->ev[2], g->stream));
     for (int i1 = 0; i1 < K; i1 += B) {
         const int nb = std::min(B, K - i1), i2 = i1 + nb;
         const size_t smem = sizeof(float) * ((size_t)nb * nb + (size_t)nb * (ROWS + 1));
-        k_gptq_block<<<(N + ROWS - 1) / ROWS, ROWS, smem, g->stream>>>(Ww, N, K, i1, nb, H, s->Err, s->codes, s->perm,
-                                                                       s->scales, s->zf, gsk, maxq, mode, o->sym,
-                                                                       o->ref_group_quirk, o->fp16_scales,
-                                                                       s->rowloss);
+        /* wide layers fill the device with a row per thread already (gate/up of 8B: 224 blocks of 64 threads in
+         * one wave, where 448 of 128 take two); both kernels give the same bits */
+        if (s->plain_sweep || N > 8192)
+            k_gptq_block<<<(N + ROWS - 1) / ROWS, ROWS, smem, g->stream>>>(Ww, N, K, i1, nb, U, s->Err, s->codes, s->perm,
+                                                                           s->scales, s->zf, gsk, maxq, mode, o->sym,
+                                                                           o->ref_group_quirk, o->fp16_scales, s->rowloss);
+        else
+            k_gptq_block4<<<(N + ROWS2 - 1) / ROWS2, ROWS2 * TPR, smem4(nb), g->stream>>>(
+                Ww, N, K, i1, nb, U, s->Err, s->codes, s->perm, s->scales, s->zf, gsk, maxq, mode, o->sym,
+                o->ref_group_quirk, o->fp16_scales, s->rowloss);
         QC_CU_LAUNCH("gptq block");
         if (i2 < K &&
-            (e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_T, K - i2, N, nb, -1.0f, H + (size_t)i1 * K + i2, K, s->Err, N, 1.0f,
+            (e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_T, K - i2, N, nb, -1.0f, U + (size_t)i1 * K + i2, K, s->Err, N, 1.0f,
                        Ww + i2, K)))
             return e;
     }
+    QC_CU(cudaEventRecord(s->ev[3], g->stream));
     /* 8-10 */
     if (o->act_order) {
         k_perm_w<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(s->Wp, W, s->perm, N, K, false);
@@ -631,10 +872,21 @@ static qc_status gptq_run(qc_gpu_solver *s, float *W, float *H, int N, int K, co
     QC_CU_LAUNCH("loss sum");
     if ((e = qc_gpu_download(g, &st->loss, s->acc + PARTS, sizeof(double)))) return e;
     if ((e = qc_gpu_sync(g))) return e;
+    float ms = 0;
+    QC_CU(cudaEventElapsedTime(&ms, s->ev[2], s->ev[3]));
+    st->t_sweep = ms / 1e3;
     s->last_N = N;
     s->last_K = K;
     s->last_bits = o->bits;
     s->have_codes = true;
+    return QC_OK;
+}
+
+static qc_status gptq_args(qc_gpu_solver *s, int N, int K, const qc_gptq_opts *o, const qc_qlinear *q) {
+    qc_status e;
+    if ((e = qc_gptq_check_args(N, K, o, q)) || (e = check_capacity(s, N, K))) return e;
+    if (o->blocksize > MAXB)
+        return qc_fail(QC_ERR_ARG, "gptq (gpu): blocksize %d exceeds the GPU solver's %d", o->blocksize, MAXB);
     return QC_OK;
 }
 
@@ -645,9 +897,38 @@ qc_status qc_gptq_quantize_gpu(qc_gpu_solver *s, float *W, float *H, int N, int 
     double t0 = qc_time_now();
     memset(st, 0, sizeof *st);
     s->have_codes = false;
-    qc_status e = gptq_run(s, W, H, N, K, o, q, want_codes, st);
+    qc_status e = gptq_args(s, N, K, o, q);
+    if (e == QC_OK) e = factor_h(s, H, K, o, st);
+    if (e == QC_OK) e = sweep_w(s, W, N, K, o, q, want_codes, st);
+    float ms = 0;
+    if (e == QC_OK && cudaEventElapsedTime(&ms, s->ev[0], s->ev[1]) == cudaSuccess) st->t_factor = ms / 1e3;
     st->seconds = qc_time_now() - t0;
     return e;
+}
+
+qc_status qc_gptq_quantize_gpu_again(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq_opts *o, qc_qlinear *q,
+                                     bool want_codes, qc_gptq_stats *st) {
+    double t0 = qc_time_now();
+    memset(st, 0, sizeof *st);
+    s->have_codes = false;
+    qc_status e = gptq_args(s, N, K, o, q);
+    if (e) return e;
+    if (!s->U || s->u_K != K || s->u_opts.act_order != o->act_order || s->u_opts.damp != o->damp ||
+        s->u_opts.damp_step != o->damp_step)
+        return qc_fail(QC_ERR_ARG, "gptq (gpu): no factor of a %dx%d Hessian with these options to use again", K, K);
+    s->have_hbak = true; /* Hbak, perm and dead are the factorisation's, untouched since */
+    *st = s->u_stats; /* damping, retries, dead columns: those of the factorisation */
+    st->loss = 0;
+    st->t_factor = 0;
+    e = sweep_w(s, W, N, K, o, q, want_codes, st);
+    st->seconds = qc_time_now() - t0;
+    return e;
+}
+
+void qc_gpu_solver_plain(qc_gpu_solver *s, bool factor, bool sweep) {
+    if (factor != s->plain_factor) s->U = NULL;
+    s->plain_factor = factor;
+    s->plain_sweep = sweep;
 }
 
 /* RTN and AWQ's quantizer: per-(row, group) params and codes in one pass, W <- W_hat; g_idx = k / gs. */

@@ -68,6 +68,8 @@ typedef struct qc_gptq_stats {
     int    dead_cols;      /* columns with diag(H) == 0 */
     double loss;           /* sum (w - q)^2 / d^2 / 2, the reference's diagnostic */
     double seconds;
+    double t_factor;       /* of seconds: damping, Cholesky and inverse factor (GPU: device time) */
+    double t_sweep;        /* of seconds: the blocked column sweep and its lazy updates (GPU: device time) */
 } qc_gptq_stats;
 
 qc_gptq_opts qc_gptq_default_opts(void);

@@ -4,9 +4,11 @@
  *
  * GPTQ (spec D.3), as qc_gptq_quantize: dead columns, damping (with the same retry on a failed
  * Cholesky: damp += damp_step), act-order, static groups, the reference's group quirk, lazy batches:
- *   - Cholesky, inverse and upper Cholesky of the inverse through cuSOLVER (potrf, potri / trsm);
+ *   - the upper Cholesky factor of the inverse through cuSOLVER: potrf of the reversed H, then trtri
+ *     (half the flops of potrf, potri, potrf, the plain twin kept for the tests);
  *   - each 128-column block quantized by ONE fused kernel (columns sequential inside the kernel, rows
- *     across threads, the block's Hinv tile in shared memory), not one launch per column;
+ *     across thread groups, four threads sharing a row's later columns, the block's Hinv tile in shared
+ *     memory), not one launch per column;
  *   - the lazy trailing update W[:, j2:] -= Err . Hinv[j1:j2, j2:] with one cuBLAS SGEMM (fp32).
  *
  *   qc_gpu_solver *s;  qc_gpu_solver_create(g, max_N, max_K, &s);
@@ -39,12 +41,23 @@ size_t    qc_gpu_solver_bytes(int max_N, int max_K);
 qc_status qc_gpu_solver_create_nk(qc_gpu *g, int max_N, int max_K, size_t max_NK, qc_gpu_solver **out);
 size_t    qc_gpu_solver_bytes_nk(int max_N, int max_K, size_t max_NK);
 
-/* W: device fp32 [N, K] -> W_hat; H: device fp32 [K, K] (full symmetric), destroyed. q: host,
+/* W: device fp32 [N, K] -> W_hat; H: device fp32 [K, K] (full symmetric), overwritten by its factor
+ * (which qc_gptq_quantize_gpu_again uses; the solver keeps a pointer, never frees it). q: host,
  * allocated by the caller with qc_qlinear_alloc(N, K, bits, group_size, sym, ...): scales, zeros and
  * g_idx are written; q->codes too when want_codes (else the codes stay on the device for qc_gpu_pack).
  * Failure after the last damping retry: QC_ERR_NUMERIC, as on the CPU. */
 qc_status qc_gptq_quantize_gpu(qc_gpu_solver *s, float *W, float *H, int N, int K, const qc_gptq_opts *o,
                                qc_qlinear *q, bool want_codes, qc_gptq_stats *st);
+/* GPTQ of another linear with the same H (q/k/v, gate/up): the factor that the last qc_gptq_quantize_gpu
+ * left in its H buffer, which the caller has left untouched since, is used again (no factorisation);
+ * options as that call's (damping, act-order; QC_ERR_ARG otherwise). Results equal a fresh call's on a
+ * copy of the same H, bit for bit; st's damping, retries and dead columns are the factorisation's. */
+qc_status qc_gptq_quantize_gpu_again(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq_opts *o, qc_qlinear *q,
+                                     bool want_codes, qc_gptq_stats *st);
+/* The plain twins of two fast paths, for the tests and benchmarks that compare them: factor as gptq.c does
+ * (potrf, potri, potrf; not potrf + trtri, same result to fp32 rounding) and sweep a row per thread (not
+ * four, same bits). Switching the factor drops the one kept for qc_gptq_quantize_gpu_again. */
+void      qc_gpu_solver_plain(qc_gpu_solver *s, bool factor, bool sweep);
 /* Round-to-nearest with the GPTQ quantizer (quant.h), same outputs as qc_rtn_quantize. */
 qc_status qc_rtn_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits, int group_size, bool sym,
                               qc_qlinear *q, bool want_codes);
