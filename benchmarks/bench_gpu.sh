@@ -8,7 +8,7 @@
 #   bench_gpu.sh torch LIKE LAYERS    benchmarks/gptq_torch_ref.py on the same model and tokens
 #
 # Each prints the phases (read, forward, Hessian, solve, pack/write), the achieved TFLOP/s of the
-# forward and Hessian phases (FLOPs counted from the shapes, causal attention counted once), peak GPU
+# forward and Hessian phases (FLOPs counted from the shapes as computed: causal attention once, the Hessians' lower tiles), peak GPU
 # memory and host RSS. LIKE is a `qcal synth --like` preset; LAYERS how many decoder layers to build
 # (per-layer figures scale to the full model: the note says which were scaled).
 # Environment: QCAL (the qcal binary), BENCH_GEMM (bench_gemm), TEXT (wiki.test.raw),
@@ -73,15 +73,22 @@ hd = cfg.get("head_dim") or d // H
 qd, kvd, R = H * hd, KV * hd, ns * T
 qkv, o, gu, dn = 2 * R * d * (qd + 2 * kvd), 2 * R * qd * d, 2 * R * 2 * d * ff, 2 * R * ff * d
 att = 2 * R * T * qd  # QK^T and PV, causal half
+def tri(K):  # the share of a K x K Hessian qcal computes (gpu_forward.cu: lower tiles of 512 when K allows)
+    B = K // 512
+    return B * (B + 1) / 2 / (B * B) if K >= 1024 and K % 512 == 0 else 1.0
+hq = 2 * R * (2 * d * d * tri(d) + qd * qd * tri(qd) + ff * ff * tri(ff))  # qcal: q/k/v share one, gate/up one
 if mode == "awq":
     fwd = qkv + att + o + gu + dn
-    hess = 2 * R * (2 * d * d + qd * qd + ff * ff)
+    hess = hq
 elif mode == "torch":  # the reference: 4 capture passes of the whole layer + 1 with the quantized weights
     fwd = 5 * (qkv + att + o + gu + dn)
     hess = 2 * R * (3 * d * d + qd * qd + 2 * d * d + ff * ff)  # q, k, v each; gate, up each
+elif rep.get("gpu_stash_bytes"):  # qcal true-sequential, o_proj's and down_proj's inputs kept: each part once
+    fwd = qkv + att + o + gu + dn
+    hess = hq
 else:  # qcal true-sequential: attention half for the q/k/v and o captures, once more in place; MLP half likewise
     fwd = 2 * qkv + 2 * att + o + 2 * gu + dn
-    hess = 2 * R * (2 * d * d + qd * qd + ff * ff)
+    hess = hq
 s = rep["seconds"]
 print(f"{mode} {cfg.get('qcal_synthetic_like', '')} layers={L} d={d} ff={ff} heads={H}/{KV} tokens={ns}x{T}")
 for k in ("read", "embed", "forward", "hessian", "solve", "pack", "pack_write", "total"):
@@ -91,7 +98,7 @@ if s.get("forward"):
     print(f"  forward   {fwd * L / 1e12:9.1f} TFLOP -> {fwd * L / s['forward'] / 1e12:6.1f} TFLOP/s")
 if s.get("hessian"):
     print(f"  hessian   {hess * L / 1e12:9.1f} TFLOP -> {hess * L / s['hessian'] / 1e12:6.1f} TFLOP/s")
-for k in ("gpu_peak_device_bytes", "gpu_peak_bytes", "peak_rss_bytes", "peak_gpu_bytes", "host_rss_bytes"):
+for k in ("gpu_peak_device_bytes", "gpu_peak_bytes", "gpu_stash_bytes", "peak_rss_bytes", "peak_gpu_bytes", "host_rss_bytes"):
     if k in rep:
         print(f"  {k:22s} {rep[k] / 2**30:7.2f} GiB")
 try:

@@ -1,4 +1,6 @@
 if(QCAL_CUDA)
   add_executable(bench_gemm bench_gemm.c)
   target_link_libraries(bench_gemm PRIVATE qcal_core)
+  add_executable(bench_solver_gpu bench_solver_gpu.c)
+  target_link_libraries(bench_solver_gpu PRIVATE qcal_core)
 endif()

@@ -131,6 +131,12 @@ qc_status qc_gpu_layer_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_de
 enum { QC_GPU_ATTN_HALF = 1, QC_GPU_MLP_HALF = 2, QC_GPU_BOTH_HALVES = 3 };
 qc_status qc_gpu_layer_forward_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_dev, int nseq, int T, int halves,
                                     qc_gpu_capture_fn capture, void *user);
+/* The end of one half from its last linear's input as a capture saw it (for the same x and weights):
+ * x += o(in) for QC_GPU_ATTN_HALF (in: [nseq * T, q width], the attention output), x += down(in) for
+ * QC_GPU_MLP_HALF of a dense layer (in: [nseq * T, ff], the activation; QC_ERR_ARG on an MoE layer), post
+ * norms and biases as in qc_gpu_layer_forward_half, whose result this equals bit for bit. */
+qc_status qc_gpu_layer_finish_half(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_dev, int nseq, int T, int half,
+                                   const uint16_t *in_dev);
 /* MoE: experts[e] true makes expert e's down capture see every row sent through it (its routed rows still
  * make the output), as model.h's qc_fwd_moe_all_rows; NULL (the default) for the routed rows only. The
  * array must live while the flag is set. */
@@ -144,8 +150,12 @@ qc_status qc_gpu_rmsnorm(qc_gpu_fwd *f, const float *x, const float *w, int n, u
 /* y[n, N] (fp32) = x[n, K] . W^T + b (b may be NULL); x and W fp16. beta 1 adds into y. */
 qc_status qc_gpu_linear(qc_gpu *g, const uint16_t *x, const uint16_t *W, const float *b, float *y, int n, int N,
                         int K, float beta);
-/* H[K, K] (fp32, full square) += x^T x for fp16 x [n, K], fp32 accumulation. */
+/* H[K, K] (fp32, row-major) += x^T x for fp16 x [n, K], fp32 accumulation: its lower triangle (wide K: only
+ * the tiles on and below the diagonal are computed; the rest of H is unspecified until
+ * qc_gpu_hessian_finish). Start from zeros; call once per batch, then finish once. */
 qc_status qc_gpu_hessian_add(qc_gpu *g, const uint16_t *x, int n, int K, float *H);
+/* H <- scale * H, exactly symmetric from its lower triangle: the accumulated Hessian made whole (async). */
+qc_status qc_gpu_hessian_finish(qc_gpu *g, float *H, int K, float scale);
 /* diag_host[i] = H[i, i] for device H [K, K] (K floats downloaded; waits for the main stream): a
  * non-finite input row makes its whole row and column of H non-finite, so the diagonal tells. */
 qc_status qc_gpu_hessian_diag(qc_gpu *g, const float *H, int K, float *diag_host);

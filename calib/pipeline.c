@@ -1157,7 +1157,7 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
             (li + 1 == L || o->save_every == 0 || qc_time_now() - last_save >= o->save_every)) {
             double ts = qc_time_now();
             if (o->on_phase) o->on_phase(o->user, li, L, "save");
-            st = qc_resume_save_x(o->work_dir, li + 1, c.X, c.rows, d);
+            st = qc_resume_save_x(o->work_dir, li + 1, li + 1 == L ? NULL : c.X, c.rows, d);
             res->t_write += qc_time_now() - ts;
             last_save = qc_time_now();
         }

@@ -87,6 +87,12 @@ typedef struct {
     float                  *Hs[QC_LIN_MAX];  /* Hessians per capture point [K, K] (an MoE layer's experts' too) */
     float                  *Hw;              /* [d, d] a Hessian copy for the linears sharing one (q/k, gate) */
     size_t                  Hw_elems;
+    int                     hw_cap;          /* the capture point whose GPTQ factor Hw holds; -1: none */
+    /* o_proj's or down_proj's input for every row, as their Hessian pass saw it, so that the in-place pass
+     * after them applies only that linear (qc_gpu_layer_finish_half); taken when it fits */
+    uint16_t               *stash;           /* [rows, stash_cols] */
+    int                     stash_cols;
+    int                     stash_half;      /* the half whose input stash holds now; 0: none */
     float                  *W32, *Wo;        /* [NKmax] */
     uint16_t               *A[QC_LIN_COUNT]; /* AWQ: inputs per capture point [rows, K], fp16 */
     float                  *ref, *out;       /* AWQ: module outputs [rows, d] */
@@ -126,7 +132,9 @@ static qc_status write_part_job(void *arg) {
         /* a resumed run takes base.safetensors as written: it must be, before x.bin says so. Only this
          * thread joins the base job while a writer job runs; the main thread joins it after this one. */
         st = host_job_join(c->base);
-        if (st == QC_OK) st = qc_resume_save_x(c->o->work_dir, c->wr_layer + 1, c->xh, c->rows, c->d);
+        if (st == QC_OK)
+            st = qc_resume_save_x(c->o->work_dir, c->wr_layer + 1, c->wr_layer + 1 == c->m->cfg.n_layers ? NULL : c->xh,
+                                  c->rows, c->d);
     }
     return st;
 }
@@ -335,6 +343,8 @@ typedef struct {
     qc_linear_id last;
     qc_status    st;
     double       t_hess;
+    int          stash_in;   /* > 0: the last capture's input goes to c->stash too (this many columns) */
+    size_t       row0;       /* the batch's first row */
 } hcap;
 
 static bool hessian_capture(void *user, qc_linear_id which, const uint16_t *x, int n, int in) {
@@ -347,6 +357,8 @@ static bool hessian_capture(void *user, qc_linear_id which, const uint16_t *x, i
         if (h->st == QC_OK) h->st = qc_gpu_sync(c->g);
         h->t_hess += qc_time_now() - t1;
         h->rows[which] += n;
+        if (h->st == QC_OK && which == h->last && h->stash_in > 0)
+            h->st = qc_gpu_copy(c->g, c->stash + h->row0 * (size_t)h->stash_in, x, sizeof(uint16_t) * (size_t)n * in);
     }
     return which != h->last && h->st == QC_OK;
 }
@@ -367,13 +379,18 @@ static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *lay
     qc_linear_report *r = rep_of(c, li, l);
     int N = r->N, K = r->K;
     size_t nk = (size_t)N * K;
-    const float *H = c->Hs[qc_linear_input(&c->m->cfg, l)];
+    const qc_linear_id cap = qc_linear_input(&c->m->cfg, l);
+    const float *H = c->Hs[cap];
     double ts = qc_time_now(), ref = 0;
     qc_status st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
     if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float));
     if (st == QC_OK) st = qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &ref);
     bool gptq = o->method == QC_METHOD_GPTQ && !rtn;
-    bool copy = gptq && !last_user;
+    /* the linears sharing an H (adjacent) share its factor: the first factors a copy in Hw, the others
+     * sweep with that factor again */
+    bool again = gptq && c->hw_cap == (int)cap;
+    bool copy = gptq && !again && !last_user;
+    if (!again) c->hw_cap = -1;
     if (copy && (size_t)K * K > c->Hw_elems) st = qc_fail(QC_ERR_ARG, "%s: no room for a Hessian copy", r->name);
     if (st == QC_OK && copy) st = qc_gpu_copy(c->g, c->Hw, H, (size_t)K * K * sizeof(float));
     if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, o->q.sym, false);
@@ -381,7 +398,13 @@ static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *lay
         if (gptq) {
             qc_gptq_stats gs;
             memset(&gs, 0, sizeof gs);
-            st = qc_gptq_quantize_gpu(c->sv, c->W32, copy ? c->Hw : (float *)H, N, K, &o->q, &c->ql, o->keep_fake, &gs);
+            if (again) {
+                st = qc_gptq_quantize_gpu_again(c->sv, c->W32, N, K, &o->q, &c->ql, o->keep_fake, &gs);
+            } else {
+                st = qc_gptq_quantize_gpu(c->sv, c->W32, copy ? c->Hw : (float *)H, N, K, &o->q, &c->ql, o->keep_fake, &gs);
+                if (st == QC_OK && copy) c->hw_cap = (int)cap;
+            }
+            if (last_user) c->hw_cap = -1;
             r->damp = gs.damp_used;
             r->retries = gs.retries;
             r->dead_cols = gs.dead_cols;
@@ -399,13 +422,21 @@ static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *lay
     return finish_linear(c, li, l, layer, gptq ? NULL : H, ref);
 }
 
-/* X <- the given halves of the layer applied to X (all samples, in place). */
+/* X <- the given halves of the layer applied to X (all samples, in place); from the stash when it holds
+ * this half's last input (the same result, bit for bit). */
 static qc_status run_in_place(gctx *c, const qc_gpu_layer *layer, int halves) {
     double tf = qc_time_now();
     qc_status st = QC_OK;
+    const bool stashed = c->stash_half == halves;
+    const int in = !stashed ? 0 : halves == QC_GPU_ATTN_HALF ? cap_width(c, QC_LIN_O) : cap_width(c, QC_LIN_DOWN);
+    c->stash_half = 0;
     for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
         int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
-        st = qc_gpu_layer_forward_half(c->f, layer, c->X + (size_t)s0 * c->T * c->d, nb, c->T, halves, NULL, NULL);
+        float *x = c->X + (size_t)s0 * c->T * c->d;
+        if (stashed)
+            st = qc_gpu_layer_finish_half(c->f, layer, x, nb, c->T, halves, c->stash + (size_t)s0 * c->T * (size_t)in);
+        else
+            st = qc_gpu_layer_forward_half(c->f, layer, x, nb, c->T, halves, NULL, NULL);
     }
     if (st == QC_OK) st = qc_gpu_sync(c->g);
     c->res->t_forward += qc_time_now() - tf;
@@ -434,10 +465,19 @@ static qc_status hessian_pass(gctx *c, int li, int halves, const bool *want, con
         hc->last = cap;
         st = hessian_buf(c, cap, cap_width(c, cap));
     }
+    /* the stash: one half's pass whose last capture is that half's last linear, which the in-place pass
+     * applies next (o_proj; down_proj of a dense MLP) */
+    c->stash_half = 0;
+    if (st == QC_OK && c->stash && hc && halves != QC_GPU_BOTH_HALVES && !all_rows &&
+        ((halves == QC_GPU_ATTN_HALF && hc->last == QC_LIN_O) ||
+         (halves == QC_GPU_MLP_HALF && hc->last == QC_LIN_DOWN && !c->layer->router)) &&
+        cap_width(c, hc->last) <= c->stash_cols)
+        hc->stash_in = cap_width(c, hc->last);
     qc_gpu_fwd_moe_all_rows(c->f, all_rows);
     double tf = qc_time_now();
     for (int s0 = 0; s0 < c->nsamples && st == QC_OK; s0 += c->batch) {
         int nb = c->nsamples - s0 < c->batch ? c->nsamples - s0 : c->batch;
+        hc->row0 = (size_t)s0 * c->T;
         st = qc_gpu_copy(c->g, c->xs, c->X + (size_t)s0 * c->T * c->d, sizeof(float) * (size_t)nb * c->T * c->d);
         if (st == QC_OK) st = qc_gpu_layer_forward_half(c->f, c->layer, c->xs, nb, c->T, halves, hessian_capture, hc);
         if (st == QC_OK) st = hc->st;
@@ -449,7 +489,7 @@ static qc_status hessian_pass(gctx *c, int li, int halves, const bool *want, con
         rows_out[cap] = hc->rows[cap];
         if (hc->rows[cap] == 0) continue; /* an expert no row reached: handled by the caller */
         size_t K = (size_t)cap_width(c, cap);
-        st = qc_gpu_scale_f32(c->g, c->Hs[cap], K * K, 2.0f / (float)hc->rows[cap]);
+        st = qc_gpu_hessian_finish(c->g, c->Hs[cap], (int)K, 2.0f / (float)hc->rows[cap]);
     }
     if (st == QC_OK) st = qc_gpu_sync(c->g);
     if (hc) {
@@ -458,6 +498,7 @@ static qc_status hessian_pass(gctx *c, int li, int halves, const bool *want, con
     }
     for (int k = 0; k < n_caps && st == QC_OK; k++)
         if (hc->want[caps[k]] && hc->rows[caps[k]] > 0) st = check_hessian(c, caps[k], li);
+    if (st == QC_OK && hc->stash_in > 0) c->stash_half = halves;
     free(hc);
     free(caps);
     return st;
@@ -467,11 +508,13 @@ static qc_status gpu_hessians(void *be, int li, int gi, int n_groups, const bool
                               int64_t *rows_out) {
     gctx *c = be;
     const qc_arch_desc *arch = qc_arch_desc_of(c->m->cfg.arch);
+    c->hw_cap = -1; /* new Hessians: no factor in Hw is theirs */
     return hessian_pass(c, li, n_groups > 1 ? arch->seq[gi].block : QC_GPU_BOTH_HALVES, want, all_rows, rows_out);
 }
 
 static qc_status gpu_copy_hessian(void *be, qc_linear_id dst, qc_linear_id src, int K) {
     gctx *c = be;
+    c->hw_cap = -1;
     return qc_gpu_copy(c->g, c->Hs[dst], c->Hs[src], sizeof(float) * (size_t)K * K);
 }
 
@@ -689,7 +732,7 @@ static qc_status gpu_awq_hessians(void *be, int li, const qc_arch_awq *groups, i
             size_t n = c->rows - r0 < (size_t)c->batch * c->T ? c->rows - r0 : (size_t)c->batch * c->T;
             st = qc_gpu_hessian_add(c->g, c->A[caps[k]] + r0 * K, (int)n, K, c->Hs[caps[k]]);
         }
-        if (st == QC_OK) st = qc_gpu_scale_f32(c->g, c->Hs[caps[k]], (size_t)K * K, 2.0f / (float)c->rows);
+        if (st == QC_OK) st = qc_gpu_hessian_finish(c->g, c->Hs[caps[k]], K, 2.0f / (float)c->rows);
     }
     if (st == QC_OK) st = qc_gpu_sync(c->g);
     c->res->t_hessian += qc_time_now() - th;
@@ -776,9 +819,9 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
     int L = c->m->cfg.n_layers;
     bool save = st == QC_OK && c->xh && o->save_every >= 0 &&
                 (li + 1 == L || o->save_every == 0 || qc_time_now() - c->last_save >= o->save_every);
-    if (save) { /* X is the next layer's input now: the layer's work ended with a sync */
+    if (save) { /* X is the next layer's input now: the layer's work ended with a sync (none after the last) */
         if (o->on_phase) o->on_phase(o->user, li, L, "save");
-        st = qc_gpu_download(c->g, c->xh, c->X, c->rows * (size_t)c->d * sizeof(float));
+        if (li + 1 < L) st = qc_gpu_download(c->g, c->xh, c->X, c->rows * (size_t)c->d * sizeof(float));
         c->last_save = qc_time_now();
     }
     if (st == QC_OK) st = part_writer_start(c, path, li, save);
@@ -883,6 +926,7 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
     if (boundary >= 0 && boundary < L && (st = qc_gpu_loader_prefetch(c.ld, boundary))) goto out;
     if ((st = qc_gpu_alloc(c.g, (void **)&c.X, c.rows * d * sizeof(float), "the calibration activations"))) goto out;
     if ((st = qc_gpu_solver_create_nk(c.g, Nmax, c.Kmax, nkmax, &c.sv))) goto out;
+    c.hw_cap = -1;
     c.Hw_elems = (size_t)d * d; /* only q/k/v and gate/up share a Hessian, and their inputs are d wide */
     if (o->method == QC_METHOD_GPTQ &&
         (st = qc_gpu_alloc(c.g, (void **)&c.Hw, sizeof(float) * c.Hw_elems, "a Hessian copy for q/k and gate")))
@@ -920,6 +964,23 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
             goto out;
         if ((st = qc_gpu_fwd_create(c.g, cfg, c.batch, T, &c.f))) goto out;
         QC_LOGI("quantize: %d sequences per batch of the forward pass", c.batch);
+        /* the stash (gctx), in the room left beside the same reserve: speed only, the results are the same
+         * without it (QCAL_GPU_NO_STASH=1 leaves it out, for the tests and benchmarks that compare) */
+        const char *ns = getenv("QCAL_GPU_NO_STASH");
+        int cols = cap_width(&c, QC_LIN_O);
+        for (int li = 0; li < L; li++) /* a dense MLP's down_proj input, if any layer has one */
+            if (!qc_layer_is_moe(cfg, li) && qc_linear_present(cfg, li, QC_LIN_DOWN) && cap_width(&c, QC_LIN_DOWN) > cols)
+                cols = cap_width(&c, QC_LIN_DOWN);
+        size_t sb = c.rows * (size_t)cols * sizeof(uint16_t), room = 0;
+        if (o->method != QC_METHOD_AWQ && o->true_sequential && !(ns && *ns && *ns != '0') &&
+            qc_gpu_mem_room(c.g, &room) == QC_OK && room >= sb + reserve) {
+            if ((st = qc_gpu_alloc(c.g, (void **)&c.stash, sb, "the o_proj/down_proj inputs kept for the in-place pass")))
+                goto out;
+            c.stash_cols = cols;
+            res->gpu_stash_bytes = sb;
+            QC_LOGI("quantize: o_proj/down_proj inputs kept between passes (%.1f GiB)", sb / 1073741824.0);
+        }
+        qc_error_clear();
     }
 
     /* X on the host for x.bin: read back from it when resuming, downloaded at each save boundary */

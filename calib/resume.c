@@ -54,7 +54,7 @@ qc_status qc_resume_save_x(const char *dir, int boundary, const float *X, size_t
         h.d = (uint32_t)d;
         h.rows = rows;
         st = write_all(fd, &h, sizeof h, tmp);
-        if (st == QC_OK) st = write_all(fd, X, rows * (size_t)d * sizeof(float), tmp);
+        if (st == QC_OK && X) st = write_all(fd, X, rows * (size_t)d * sizeof(float), tmp);
         if (st == QC_OK && fsync(fd) != 0) st = qc_fail(QC_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
     }
     if (fd >= 0 && close(fd) != 0 && st == QC_OK) st = qc_fail(QC_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
@@ -216,7 +216,8 @@ qc_status qc_resume_load(const char *dir, int n_layers, size_t rows, int d, floa
     if (st == QC_OK && (h.rows != rows || (int)h.d != d || h.boundary < 1 || (int)h.boundary > n_layers))
         st = qc_fail(QC_ERR_FORMAT, "%s: snapshot of [%llu, %u] at layer %u does not fit this run ([%zu, %d], %d layers)",
                      path, (unsigned long long)h.rows, h.d, h.boundary, rows, d, n_layers);
-    size_t bytes = rows * (size_t)d * sizeof(float), got = 0;
+    /* after the last layer no layer needs X: the snapshot there is the header alone (qc_resume_save_x) */
+    size_t bytes = st == QC_OK && (int)h.boundary == n_layers ? 0 : rows * (size_t)d * sizeof(float), got = 0;
     while (st == QC_OK && got < bytes) {
         ssize_t r = pread(fd, (char *)X + got, bytes - got > (1u << 30) ? (1u << 30) : bytes - got, (off_t)(sizeof h + got));
         if (r <= 0) st = qc_fail(QC_ERR_FORMAT, "%s: truncated activation snapshot", path);

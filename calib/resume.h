@@ -6,7 +6,9 @@
  *   qc_resume_save_x(dir, i + 1, X, ...)   at a layer boundary chosen by the driver, writes x.bin: the next
  *                                          layer's input activations [rows, d] F32 with a header naming the
  *                                          boundary (atomic: x.bin.tmp, fsync, rename; the old x.bin stays
- *                                          until the new one is complete, so the disk peak is two boundaries).
+ *                                          until the new one is complete, so the disk peak is two boundaries);
+ *                                          X NULL at the last boundary (n_layers), where no layer needs it:
+ *                                          the header alone.
  * x.bin is the commit point: a run started again finds boundary b in it, takes the parts and reports of
  * layers 0..b-1 from the directory and continues at layer b with X read back, computing exactly what an
  * uninterrupted run computes (the drivers' arithmetic depends only on X and the layer).

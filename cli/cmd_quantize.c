@@ -218,6 +218,7 @@ static cJSON *report_json(const qc_recipe *r, const char *hash, const qc_calib_s
         cJSON_AddNumberToObject(ph, "pack", pr->t_pack);
         cJSON_AddNumberToObject(rep, "gpu_peak_bytes", (double)pr->gpu_peak_bytes);
         cJSON_AddNumberToObject(rep, "gpu_peak_device_bytes", (double)pr->gpu_peak_device);
+        cJSON_AddNumberToObject(rep, "gpu_stash_bytes", (double)pr->gpu_stash_bytes);
     }
     cJSON_AddNumberToObject(rep, "peak_rss_bytes", (double)qc_peak_rss());
     cJSON *lins = cJSON_AddArrayToObject(rep, "linears");

@@ -181,6 +181,18 @@ qc_status qc_gpu_mem_info(qc_gpu *g, size_t *free_bytes, size_t *total_bytes) {
     return QC_OK;
 }
 
+qc_status qc_gpu_mem_room(qc_gpu *g, size_t *room) {
+    size_t fr = 0, tot = 0;
+    QC_CU(cudaMemGetInfo(&fr, &tot));
+    const char *lim = getenv("QCAL_GPU_MEM_LIMIT_MB"); /* as qc_gpu_alloc applies it */
+    if (lim && *lim) {
+        size_t cap = (size_t)strtoull(lim, NULL, 10) << 20, left = cap > g->in_use ? cap - g->in_use : 0;
+        if (fr > left) fr = left;
+    }
+    *room = fr;
+    return QC_OK;
+}
+
 qc_status qc_gpu_host_alloc(void **p, size_t bytes, const char *what) {
     *p = NULL;
     cudaError_t e = cudaMallocHost(p, bytes ? bytes : 1);

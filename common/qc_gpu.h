@@ -57,6 +57,8 @@ size_t    qc_gpu_bytes_peak(const qc_gpu *g);     /* their high-water mark */
  * qc_gpu_sync): includes cuBLAS/cuSOLVER workspaces and the CUDA context. */
 size_t    qc_gpu_bytes_peak_device(const qc_gpu *g);
 qc_status qc_gpu_mem_info(qc_gpu *g, size_t *free_bytes, size_t *total_bytes);
+/* What qc_gpu_alloc could still take: free device memory, within QCAL_GPU_MEM_LIMIT_MB if set. */
+qc_status qc_gpu_mem_room(qc_gpu *g, size_t *room);
 
 /* Pinned host memory (for async copies). */
 qc_status qc_gpu_host_alloc(void **p, size_t bytes, const char *what);

@@ -3,7 +3,8 @@
  * Gemma-2 (soft-caps, post norms, GELU-tanh), Gemma-3 (q/k (1 + w) norms, local rope on sliding layers)):
  *  - layer outputs, every capture point's input, the attention and MLP halves, RMSNorm;
  *  - causal attention at seqlen 4096 (the score buffer in several head chunks);
- *  - qc_gpu_linear and qc_gpu_hessian_add against double-precision sums of the same fp16 inputs;
+ *  - qc_gpu_linear and qc_gpu_hessian_add (+ finish, one GEMM and lower tiles) against double-precision sums
+ *    of the same fp16 inputs;
  *  - the layer loader (prefetch overlapping the work on the previous layer): slot weights bit-exact
  *    against qc_layer_load rounded to fp16, for F32, F16 and BF16 checkpoints;
  *  - a capture callback returning false stops the layer.
@@ -90,6 +91,7 @@ static int cap_index(qc_linear_id w) {
     case QC_LIN_Q: return 0;
     case QC_LIN_O: return 1;
     case QC_LIN_GATE: return 2;
+    case QC_LIN_UP: return 2; /* OPT's MLP input is fc1's (no gate) */
     case QC_LIN_DOWN: return 3;
     default: return -1;
     }
@@ -507,7 +509,7 @@ static void test_upload_qk_norm(void **state) {
 
 static void test_linear_hessian(void **state) {
     (void)state;
-    const int n = 1000, K = 200, N = 150, n1 = 600;
+    const int n = 1000, K = 200, N = 150;
     float *x = malloc(sizeof(float) * (size_t)n * K), *W = malloc(sizeof(float) * (size_t)N * K);
     float *b = malloc(sizeof(float) * N), *y0 = malloc(sizeof(float) * (size_t)n * N);
     float *y = malloc(sizeof(float) * (size_t)n * N), *ref = malloc(sizeof(float) * (size_t)n * N);
@@ -541,28 +543,48 @@ static void test_linear_hessian(void **state) {
         if (!(r <= GEMM_TOL)) fail_msg("qc_gpu_linear: rel %.3g > %.0e", r, GEMM_TOL);
     }
 
-    /* H = H0 + X1^T X1 + X2^T X2 (two calls, as batches arrive) */
-    float *H0 = malloc(sizeof(float) * (size_t)K * K), *H = malloc(sizeof(float) * (size_t)K * K);
-    float *Href = malloc(sizeof(float) * (size_t)K * K);
-    for (size_t i = 0; i < (size_t)K * K; i++) H0[i] = frand();
-    float *H_dev = dalloc(sizeof(float) * (size_t)K * K);
-    QC_CHECK_OK(qc_gpu_upload(g_gpu, H_dev, H0, sizeof(float) * (size_t)K * K));
-    QC_CHECK_OK(qc_gpu_hessian_add(g_gpu, x_dev, n1, K, H_dev));
-    QC_CHECK_OK(qc_gpu_hessian_add(g_gpu, x_dev + (size_t)n1 * K, n - n1, K, H_dev));
-    QC_CHECK_OK(qc_gpu_download(g_gpu, H, H_dev, sizeof(float) * (size_t)K * K));
-    for (int i = 0; i < K; i++)
-        for (int j = 0; j < K; j++) {
-            double s = H0[(size_t)i * K + j];
-            for (int t = 0; t < n; t++) s += (double)x[(size_t)t * K + i] * x[(size_t)t * K + j];
-            Href[(size_t)i * K + j] = (float)s;
-        }
-    double r = rel_l2(H, Href, (size_t)K * K);
-    printf("qc_gpu_hessian_add (n %d, K %d, two calls): rel %.2e (tolerance %.0e)\n", n, K, r, GEMM_TOL);
-    if (!(r <= GEMM_TOL)) fail_msg("qc_gpu_hessian_add: rel %.3g > %.0e", r, GEMM_TOL);
-
     qc_gpu_free(g_gpu, x_dev); qc_gpu_free(g_gpu, W_dev); qc_gpu_free(g_gpu, b_dev);
-    qc_gpu_free(g_gpu, y_dev); qc_gpu_free(g_gpu, H_dev);
-    free(x); free(W); free(b); free(y0); free(y); free(ref); free(H0); free(H); free(Href);
+    qc_gpu_free(g_gpu, y_dev);
+    free(x); free(W); free(b); free(y0); free(y); free(ref);
+
+    /* H = 0.5 (X1^T X1 + X2^T X2) (two calls, as batches arrive, then finish with scale 0.5): at K = 200 one
+     * GEMM, at K = 1536 the lower triangle of 512-wide tiles (3 strided batches); exactly symmetric after */
+    const int Ks[2] = {200, 1536};
+    for (int kc = 0; kc < 2; kc++) {
+        const int KH = Ks[kc], nh = 700, nh1 = 300;
+        uint16_t *xh = malloc(sizeof(uint16_t) * (size_t)nh * KH);
+        for (size_t i = 0; i < (size_t)nh * KH; i++) xh[i] = qc_f32_to_fp16(frand() * (1.0f + (float)(i % 7)));
+        float *H = malloc(sizeof(float) * (size_t)KH * KH), *Href = malloc(sizeof(float) * (size_t)KH * KH);
+        double *acc = calloc((size_t)KH * KH, sizeof(double)), *xd = malloc(sizeof(double) * (size_t)nh * KH);
+        for (size_t i = 0; i < (size_t)nh * KH; i++) xd[i] = qc_fp16_to_f32(xh[i]);
+        uint16_t *xh_dev = dalloc(sizeof(uint16_t) * (size_t)nh * KH);
+        float *H_dev = dalloc(sizeof(float) * (size_t)KH * KH);
+        QC_CHECK_OK(qc_gpu_upload(g_gpu, xh_dev, xh, sizeof(uint16_t) * (size_t)nh * KH));
+        QC_CHECK_OK(qc_gpu_memset(g_gpu, H_dev, 0, sizeof(float) * (size_t)KH * KH));
+        QC_CHECK_OK(qc_gpu_hessian_add(g_gpu, xh_dev, nh1, KH, H_dev));
+        QC_CHECK_OK(qc_gpu_hessian_add(g_gpu, xh_dev + (size_t)nh1 * KH, nh - nh1, KH, H_dev));
+        QC_CHECK_OK(qc_gpu_hessian_finish(g_gpu, H_dev, KH, 0.5f));
+        QC_CHECK_OK(qc_gpu_download(g_gpu, H, H_dev, sizeof(float) * (size_t)KH * KH));
+        for (int t = 0; t < nh; t++) { /* acc += x_t^T x_t, upper half, mirrored below */
+            const double *xt = xd + (size_t)t * KH;
+            for (int i = 0; i < KH; i++)
+                for (int j = i; j < KH; j++) acc[(size_t)i * KH + j] += xt[i] * xt[j];
+        }
+        bool sym = true;
+        for (int i = 0; i < KH; i++)
+            for (int j = 0; j < KH; j++) {
+                Href[(size_t)i * KH + j] = (float)(0.5 * acc[i <= j ? (size_t)i * KH + j : (size_t)j * KH + i]);
+                sym = sym && H[(size_t)i * KH + j] == H[(size_t)j * KH + i];
+            }
+        double r = rel_l2(H, Href, (size_t)KH * KH);
+        printf("qc_gpu_hessian_add (n %d, K %d, two calls, %s) + finish: rel %.2e (tolerance %.0e), %s\n", nh, KH,
+               KH % 512 ? "one GEMM" : "lower tiles", r, GEMM_TOL, sym ? "symmetric" : "NOT SYMMETRIC");
+        if (!(r <= GEMM_TOL)) fail_msg("qc_gpu_hessian_add: K %d: rel %.3g > %.0e", KH, r, GEMM_TOL);
+        if (!sym) fail_msg("qc_gpu_hessian_finish: K %d: H is not symmetric", KH);
+        qc_gpu_free(g_gpu, xh_dev);
+        qc_gpu_free(g_gpu, H_dev);
+        free(xh); free(H); free(Href); free(acc); free(xd);
+    }
 }
 
 /* ---- the loader ---- */

@@ -47,6 +47,28 @@ parity stories260K-fp16 32 32 128 40 0.05  gptq-w4g32         --method gptq
 parity stories260K-fp16 32 32 128 40 0.05  gptq-w4g32-act-asym --method gptq --act-order --asym --format gptq_v2
 parity stories260K-fp16 32 32 128 40 0.05  awq-w4g32          --method awq --nsamples 16
 fi
+# The GPU's fast paths against their plain twins, same checkpoint bit for bit: the stash (o_proj's and
+# down_proj's inputs kept for the in-place pass, QCAL_GPU_NO_STASH=1 recomputes the half) over several
+# forward batches (--batch-tokens), with act-order and the shared q/k/v and gate/up factorisations.
+same_tensors() { python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p + "/model.safetensors", "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return h, b[8 + n:]
+(ha, da), (hb, db) = load(sys.argv[1]), load(sys.argv[2])
+sys.exit(0 if ha == hb and da == db else 1)
+PY
+}
+twin=(--model "$D/stories260K-fp16" --calib "$D/text/c4.utf8" --nsamples 32 --seqlen 128 --group-size 32 --method gptq
+      --act-order --batch-tokens 1024 --device cuda)
+"$Q" quantize "${twin[@]}" --out "$T/twin-fast" >/dev/null 2>"$T/twin-fast.err" &&
+    QCAL_GPU_NO_STASH=1 "$Q" quantize "${twin[@]}" --out "$T/twin-plain" >/dev/null 2>"$T/twin-plain.err" &&
+    grep -q "inputs kept between passes" "$T/twin-fast.err" && ! grep -q "inputs kept" "$T/twin-plain.err" &&
+    same_tensors "$T/twin-fast" "$T/twin-plain" && { ok; echo "stash vs recompute (stories260K, GPTQ act-order, 4 batches): identical"; } ||
+    bad "stash vs recompute: checkpoints differ or the stash was not taken: $(tail -2 "$T/twin-fast.err" "$T/twin-plain.err")"
+
 # Every architecture end to end on the GPU (the random-weight fixtures of tests/data/arch, OPT's included: biases and an
 # untied head, llama3 and linear RoPE, Mistral's sliding window, Qwen2, Qwen3's q/k norms), each with a
 # byte-level tokenizer (ids 0-255 fit their 256-token vocabularies) and its F32 weights stored as F16
