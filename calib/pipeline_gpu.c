@@ -971,9 +971,21 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         for (int li = 0; li < L; li++) /* a dense MLP's down_proj input, if any layer has one */
             if (!qc_layer_is_moe(cfg, li) && qc_linear_present(cfg, li, QC_LIN_DOWN) && cap_width(&c, QC_LIN_DOWN) > cols)
                 cols = cap_width(&c, QC_LIN_DOWN);
-        size_t sb = c.rows * (size_t)cols * sizeof(uint16_t), room = 0;
-        if (o->method != QC_METHOD_AWQ && o->true_sequential && !(ns && *ns && *ns != '0') &&
-            qc_gpu_mem_room(c.g, &room) == QC_OK && room >= sb + reserve) {
+        /* beside it, every Hessian of the layer with the most (an MoE layer's experts' all at once) and the
+         * libraries' 1 GiB: more than any one group holds at a time */
+        size_t sb = c.rows * (size_t)cols * sizeof(uint16_t), room = 0, hs_max = 0;
+        qc_linear_id *caps = malloc(sizeof(qc_linear_id) * QC_LIN_MAX);
+        for (int li = 0; caps && li < L; li++) {
+            size_t hs = 0;
+            int n_caps = qc_arch_caps(cfg, li, caps);
+            for (int k = 0; k < n_caps; k++) hs += sizeof(float) * (size_t)cap_width(&c, caps[k]) * cap_width(&c, caps[k]);
+            hs_max = hs > hs_max ? hs : hs_max;
+        }
+        size_t keep = hs_max + ((size_t)1 << 30) > reserve ? hs_max + ((size_t)1 << 30) : reserve;
+        bool take = caps && o->method != QC_METHOD_AWQ && o->true_sequential && !(ns && *ns && *ns != '0') &&
+                    qc_gpu_mem_room(c.g, &room) == QC_OK && room >= sb + keep;
+        free(caps);
+        if (take) {
             if ((st = qc_gpu_alloc(c.g, (void **)&c.stash, sb, "the o_proj/down_proj inputs kept for the in-place pass")))
                 goto out;
             c.stash_cols = cols;
