@@ -54,7 +54,7 @@ struct qc_gpu_solver {
 /* ---- sizes (create and qc_gpu_solver_bytes share them) ---- */
 
 static size_t group_cap(int max_N, size_t max_NK) { return std::max((size_t)max_N, max_NK / 32); }
-/* cuSOLVER's potrf/potri workspace for max_K: reserved up front so qc_gpu_solver_bytes is exact; create
+/* cuSOLVER's potrf/potri/trtri workspace for max_K: reserved up front so qc_gpu_solver_bytes is exact; create
  * takes more if cuSOLVER asks for more (it asks for far less). */
 static size_t ws_bound(int max_K) { return (size_t)max_K * 256 + 65536; }
 
@@ -692,7 +692,7 @@ static qc_status ensure_ws(qc_gpu_solver *s, size_t floats, size_t host_bytes) {
  * factorisation and one triangular inverse (2K^3/3 flops). cuSOLVER is column-major; a symmetric matrix
  * reads the same either way, L^-1 column-major lower sits at [c * K + r], so U[i][j] = L^-1(K-1-i, K-1-j)
  * at [(K-1-j) * K + K-1-i]: one anti-transpose in place.
- * Plain twin (qc_gpu_solver_plain_factor): potrf, potri, potrf as gptq.c and the reference do (4K^3/3;
+ * Plain twin (qc_gpu_solver_plain): potrf, potri, potrf as gptq.c and the reference do (4K^3/3;
  * a row-major lower triangle is cuSOLVER's column-major upper one, so LOWER twice gives the row-major
  * upper factor). The two agree to fp32 rounding (tests/test_gpu_solver.c). */
 static qc_status inverse_factor(qc_gpu_solver *s, float *H, int K, double mean, const qc_gptq_opts *o,
