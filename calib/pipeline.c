@@ -24,13 +24,13 @@ const char *qc_method_name(qc_method m) {
     return "?";
 }
 
-qc_status qc_pl_part_add(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1, void *data,
-                          size_t nbytes) {
+static qc_status part_add(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1, void *data,
+                          size_t nbytes, bool borrowed) {
     if (p->n == p->cap) {
         int cap = p->cap ? p->cap * 2 : 32;
         qc_pl_tensor *t = realloc(p->t, sizeof *t * (size_t)cap);
         if (!t) {
-            free(data);
+            if (!borrowed) free(data);
             return qc_fail(QC_ERR_NOMEM, "out of memory");
         }
         p->t = t;
@@ -44,7 +44,18 @@ qc_status qc_pl_part_add(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim
     t->shape[1] = d1;
     t->data = data;
     t->nbytes = nbytes;
+    t->borrowed = borrowed;
     return QC_OK;
+}
+
+qc_status qc_pl_part_add(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1, void *data,
+                         size_t nbytes) {
+    return part_add(p, name, dt, ndim, d0, d1, data, nbytes, false);
+}
+
+qc_status qc_pl_part_add_borrowed(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1,
+                                  void *data, size_t nbytes) {
+    return part_add(p, name, dt, ndim, d0, d1, data, nbytes, true);
 }
 
 /* Set by qc_pipeline_run for the run in progress (one run per process at a time). */
@@ -238,7 +249,7 @@ qc_status qc_pl_part_fuse(qc_pl_parts *p, const qc_model_config *cfg, int li) {
     int w = 0; /* drop the slices, keeping the order of the rest */
     for (int i = 0; i < p->n; i++) {
         if (p->t[i].name[0] == 0) {
-            free(p->t[i].data);
+            if (!p->t[i].borrowed) free(p->t[i].data);
             continue;
         }
         p->t[w++] = p->t[i];
@@ -259,7 +270,8 @@ qc_status qc_pl_push_module(qc_pipeline_result *res, const qc_model_config *cfg,
 }
 
 void qc_pl_part_free(qc_pl_parts *p) {
-    for (int i = 0; i < p->n; i++) free(p->t[i].data);
+    for (int i = 0; i < p->n; i++)
+        if (!p->t[i].borrowed) free(p->t[i].data);
     free(p->t);
     memset(p, 0, sizeof *p);
 }

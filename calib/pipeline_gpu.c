@@ -121,7 +121,78 @@ typedef struct {
     qc_pipeline_result      wr_res;          /* lin [L * lin_stride], unquantized (pointers only) */
     int                     wr_unq_cap;
     host_job               *base;            /* the base part's writer: finished before the first x.bin */
+    /* Host buffers the packed tensors are downloaded into and the part borrows, reused layer after layer
+     * (pinned: full-speed copies, no page faults): ar[ar_cur] for the layer being built, the other for the
+     * part the writer thread holds. A layer that does not fit takes malloc'd buffers and the arenas grow to
+     * its need at the next hand-over. */
+    struct pack_arena {
+        unsigned char *p;
+        size_t cap, used;
+        bool pinned;
+    } ar[2];
+    int                     ar_cur;
+    size_t                  ar_need;         /* the most one layer's packed tensors took */
 } gctx;
+
+typedef struct pack_arena pack_arena;
+
+/* n bytes (256-aligned) of the current arena, or NULL when it has no room (the caller mallocs). */
+static void *arena_take(gctx *c, size_t n) {
+    pack_arena *a = &c->ar[c->ar_cur];
+    size_t off = (a->used + 255) & ~(size_t)255;
+    a->used = off + n;
+    if (a->used > c->ar_need) c->ar_need = a->used;
+    return a->p && a->used <= a->cap ? a->p + off : NULL;
+}
+
+static void arena_release(pack_arena *a) {
+    if (a->pinned) qc_gpu_host_free(a->p);
+    else free(a->p);
+    memset(a, 0, sizeof *a);
+}
+
+/* After the current arena's part went to the writer: the other one (its job joined) becomes current,
+ * emptied, grown to the largest layer's need. A failed pinned allocation falls back to malloc. */
+static qc_status arena_next(gctx *c) {
+    c->ar_cur ^= 1;
+    pack_arena *a = &c->ar[c->ar_cur];
+    a->used = 0;
+    if (a->cap >= c->ar_need) return QC_OK;
+    arena_release(a);
+    size_t n = c->ar_need + (c->ar_need >> 4);
+    if (qc_gpu_host_alloc((void **)&a->p, n, "the packed tensors' staging") == QC_OK) {
+        a->pinned = true;
+    } else {
+        qc_error_clear();
+        if (!(a->p = malloc(n))) return qc_fail(QC_ERR_NOMEM, "out of memory for the packed tensors (%.1f MiB)", n / 1048576.0);
+    }
+    a->cap = n;
+    return QC_OK;
+}
+
+/* A packed tensor's host buffer: from the arena (borrowed by the part) or malloc'd (owned by it). */
+typedef struct {
+    void *p;
+    bool  borrowed;
+} pack_buf;
+
+static pack_buf pack_alloc(gctx *c, size_t n) {
+    void *p = arena_take(c, n);
+    return p ? (pack_buf){p, true} : (pack_buf){malloc(n + 1), false};
+}
+
+static void pack_buf_free(pack_buf *b) {
+    if (!b->borrowed) free(b->p);
+    b->p = NULL;
+}
+
+static qc_status part_add_packed(gctx *c, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1, pack_buf *b,
+                                 size_t nbytes) {
+    void *p = b->p;
+    b->p = NULL;
+    return b->borrowed ? qc_pl_part_add_borrowed(&c->part, name, dt, ndim, d0, d1, p, nbytes)
+                       : qc_pl_part_add(&c->part, name, dt, ndim, d0, d1, p, nbytes);
+}
 
 static qc_status write_part_job(void *arg) {
     gctx *c = arg;
@@ -161,7 +232,7 @@ static qc_status part_writer_start(gctx *c, const char *path, int li, bool save_
     c->wr_save_x = save_x;
     qc_status st = host_job_start(&c->wr, write_part_job, c);
     if (st) qc_pl_part_free(&c->wr_parts);
-    return st;
+    return st ? st : arena_next(c);
 }
 
 static qc_linear_report *rep_of(gctx *c, int li, qc_linear_id l) { return qc_pl_row(&c->drv, li, l); }
@@ -256,42 +327,37 @@ static qc_status finish_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *la
     if (st) return st;
     r->rel_err = ref > 0 ? err / ref : 0.0;
     r->quantized = true;
-    /* pack on the device */
+    /* pack on the device, download into the arena */
     double tp = qc_time_now();
     bool awq = c->o->format == QC_PACK_AWQ;
     size_t qw = awq ? (size_t)K * (N / 8) : (size_t)K * b / 32 * N;
     size_t qz = awq ? (size_t)G * (N / 8) : (size_t)G * ((size_t)N * b / 32);
-    int32_t *qweight = malloc(qw * 4), *qzeros = malloc(qz * 4), *gidx = awq ? NULL : malloc((size_t)K * 4);
-    uint16_t *sc = malloc((size_t)G * N * 2);
-    if (!qweight || !qzeros || (!awq && !gidx) || !sc) st = qc_fail(QC_ERR_NOMEM, "out of memory packing %s", r->name);
+    pack_buf qweight = pack_alloc(c, qw * 4), qzeros = pack_alloc(c, qz * 4), sc = pack_alloc(c, (size_t)G * N * 2),
+             gidx = awq ? (pack_buf){0} : pack_alloc(c, (size_t)K * 4);
+    if (!qweight.p || !qzeros.p || (!awq && !gidx.p) || !sc.p) st = qc_fail(QC_ERR_NOMEM, "out of memory packing %s", r->name);
     if (st == QC_OK)
         st = qc_gpu_pack(c->sv, &c->ql,
                          awq ? QC_GPU_PACK_AWQ : c->o->format == QC_PACK_GPTQ_V2 ? QC_GPU_PACK_GPTQ_V2 : QC_GPU_PACK_GPTQ,
-                         qweight, qzeros, sc);
+                         qweight.p, qzeros.p, sc.p);
     c->res->t_pack += qc_time_now() - tp;
-    if (st) {
-        free(qweight); free(qzeros); free(gidx); free(sc);
-        return st;
-    }
     double tw = qc_time_now();
     char name[192];
     snprintf(name, sizeof name, "%s.qweight", r->name);
-    st = qc_pl_part_add(&c->part, name, QC_DTYPE_I32, 2, awq ? K : (int64_t)K * b / 32, awq ? N / 8 : N, qweight, qw * 4);
+    if (st == QC_OK)
+        st = part_add_packed(c, name, QC_DTYPE_I32, 2, awq ? K : (int64_t)K * b / 32, awq ? N / 8 : N, &qweight, qw * 4);
     snprintf(name, sizeof name, "%s.qzeros", r->name);
-    if (st == QC_OK) st = qc_pl_part_add(&c->part, name, QC_DTYPE_I32, 2, G, awq ? N / 8 : (int64_t)N * b / 32, qzeros, qz * 4);
-    else free(qzeros);
+    if (st == QC_OK) st = part_add_packed(c, name, QC_DTYPE_I32, 2, G, awq ? N / 8 : (int64_t)N * b / 32, &qzeros, qz * 4);
     snprintf(name, sizeof name, "%s.scales", r->name);
-    if (st == QC_OK) st = qc_pl_part_add(&c->part, name, QC_DTYPE_F16, 2, G, N, sc, (size_t)G * N * 2);
-    else free(sc);
-    if (!awq) {
+    if (st == QC_OK) st = part_add_packed(c, name, QC_DTYPE_F16, 2, G, N, &sc, (size_t)G * N * 2);
+    if (!awq && st == QC_OK) {
         snprintf(name, sizeof name, "%s.g_idx", r->name);
-        if (st == QC_OK) {
-            memcpy(gidx, c->ql.g_idx, (size_t)K * 4);
-            st = qc_pl_part_add(&c->part, name, QC_DTYPE_I32, 1, K, 0, gidx, (size_t)K * 4);
-        } else {
-            free(gidx);
-        }
+        memcpy(gidx.p, c->ql.g_idx, (size_t)K * 4);
+        st = part_add_packed(c, name, QC_DTYPE_I32, 1, K, 0, &gidx, (size_t)K * 4);
     }
+    pack_buf_free(&qweight);
+    pack_buf_free(&qzeros);
+    pack_buf_free(&sc);
+    pack_buf_free(&gidx);
     if (st == QC_OK && layer->b[l]) {
         snprintf(name, sizeof name, "%s.bias", r->name);
         st = part_add_dev_f32(c, name, layer->b[l], N);
@@ -1062,6 +1128,8 @@ out:
     }
     qc_qlinear_free(&c.ql);
     qc_pl_part_free(&c.part);
+    arena_release(&c.ar[0]); /* the writer is joined: nothing borrows them now */
+    arena_release(&c.ar[1]);
     qc_gpu_fwd_free(c.f);
     qc_gpu_loader_free(c.ld);
     qc_gpu_solver_free(c.sv);

@@ -12,7 +12,8 @@
 extern "C" {
 #endif
 
-/* One tensor of a part file; data is owned by the list. */
+/* One tensor of a part file; data is owned by the list unless borrowed (then it lives in a buffer the
+ * caller owns and keeps until the part is written or freed: pipeline_gpu.c's pinned pack arenas). */
 typedef struct {
     char     name[200];
     qc_dtype dtype;
@@ -20,6 +21,7 @@ typedef struct {
     int64_t  shape[2];
     void    *data;
     size_t   nbytes;
+    bool     borrowed;
 } qc_pl_tensor;
 
 typedef struct {
@@ -30,6 +32,9 @@ typedef struct {
 /* Takes ownership of data (freed on failure too). ndim 1 ignores d1. */
 qc_status qc_pl_part_add(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1, void *data,
                          size_t nbytes);
+/* Like qc_pl_part_add, but data stays the caller's (never freed here; it must outlive the part's write). */
+qc_status qc_pl_part_add_borrowed(qc_pl_parts *p, const char *name, qc_dtype dt, int ndim, int64_t d0, int64_t d1,
+                                  void *data, size_t nbytes);
 /* F32 -> F16 with the run's guard: a non-finite value, or one beyond the F16 range (unless the run clamps),
  * is QC_ERR_NUMERIC naming `name` and the element. */
 qc_status qc_pl_to_f16(const char *name, const float *x, size_t n, uint16_t *h);
