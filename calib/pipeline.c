@@ -141,7 +141,7 @@ qc_status qc_pl_part_add_f16(qc_pl_parts *p, const char *name, const float *x, i
     return qc_pl_part_add(p, name, QC_DTYPE_F16, d1 > 0 ? 2 : 1, d0, d1, h, n * sizeof(uint16_t));
 }
 
-qc_status qc_pl_part_write(qc_pl_parts *p, const char *path) {
+qc_status qc_pl_part_write(qc_pl_parts *p, const char *path, const qc_pipeline_opts *o) {
     for (int i = 0; i < p->n; i++) { /* the last guard: no inf/NaN reaches a checkpoint */
         if (p->t[i].dtype != QC_DTYPE_F16) continue;
         const uint16_t *h = p->t[i].data;
@@ -152,6 +152,7 @@ qc_status qc_pl_part_write(qc_pl_parts *p, const char *path) {
     }
     qc_st_writer *w;
     qc_status st = qc_st_writer_create(path, &w);
+    for (int i = 0; st == QC_OK && i < o->n_part_meta; i++) st = qc_st_writer_set_meta(w, o->part_meta[i][0], o->part_meta[i][1]);
     for (int i = 0; st == QC_OK && i < p->n; i++)
         st = qc_st_writer_add(w, p->t[i].name, p->t[i].dtype, p->t[i].ndim, p->t[i].shape);
     if (st == QC_OK) st = qc_st_writer_begin(w);
@@ -353,7 +354,7 @@ static qc_status read_tensor_f16(const qc_model *m, const char *name, uint16_t *
     return QC_OK;
 }
 
-qc_status qc_pl_write_base_part(const qc_model *m, const char *path) {
+qc_status qc_pl_write_base_part(const qc_model *m, const char *path, const qc_pipeline_opts *o) {
     qc_pl_parts p = {0};
     const qc_arch_desc *a = qc_arch_desc_of(m->cfg.arch);
     const char *names[5] = {a->embed, a->pos_embed, a->final_norm, a->final_norm_bias,
@@ -367,7 +368,7 @@ qc_status qc_pl_write_base_part(const qc_model *m, const char *path) {
         int64_t d0 = t->shape[0], d1 = t->ndim == 2 ? t->shape[1] : 0;
         st = qc_pl_part_add(&p, names[i], QC_DTYPE_F16, d1 > 0 ? 2 : 1, d0, d1, h, sizeof(uint16_t) * (size_t)t->numel);
     }
-    if (st == QC_OK) st = qc_pl_part_write(&p, path);
+    if (st == QC_OK) st = qc_pl_part_write(&p, path, o);
     qc_pl_part_free(&p);
     return st;
 }
@@ -1019,7 +1020,7 @@ static qc_status layer_epilogue(run_ctx *c, int li, qc_layer *layer) {
     }
     if (st == QC_OK) st = qc_pl_part_fuse(&c->part, cfg, li);
     snprintf(path, sizeof path, "%s/layer-%05d.safetensors", c->o->work_dir, li);
-    if (st == QC_OK) st = qc_pl_part_write(&c->part, path);
+    if (st == QC_OK) st = qc_pl_part_write(&c->part, path, c->o);
     if (st == QC_OK) st = qc_pl_push_str(&c->res->parts, &c->res->n_parts, path);
     c->res->t_write += qc_time_now() - tw;
     qc_pl_part_free(&c->part);
@@ -1142,7 +1143,7 @@ qc_status qc_pipeline_run(const qc_model *m, const int32_t *ids, int nsamples, i
         if (o->on_phase) o->on_phase(o->user, -1, L, "embed");
         if ((st = qc_model_embed(m, ids, (int)c.rows, T, c.X))) goto out;
         snprintf(path, sizeof path, "%s/base.safetensors", o->work_dir);
-        if ((st = qc_pl_write_base_part(m, path)) || (st = qc_pl_push_str(&res->parts, &res->n_parts, path))) goto out;
+        if ((st = qc_pl_write_base_part(m, path, o)) || (st = qc_pl_push_str(&res->parts, &res->n_parts, path))) goto out;
         res->t_embed = qc_time_now() - t0;
     }
 

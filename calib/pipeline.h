@@ -26,8 +26,9 @@
  *
  * Each finished layer is written to <work_dir>/layer-NNNNN.safetensors holding exactly the tensors the
  * checkpoint will carry for it (packed GPTQ tensors, F16 norms and unquantized linears); the
- * non-layer tensors go to <work_dir>/base.safetensors. Those files, with X, are the state a resumed
- * run needs. qc_gptq_write_checkpoint then assembles the checkpoint from them.
+ * non-layer tensors go to <work_dir>/base.safetensors, each with the checkpoint's shard metadata
+ * (part_meta). Those files, with X, are the state a resumed run needs. qc_gptq_write_checkpoint then
+ * assembles the checkpoint from them, hard-linking them into place as its shards when they fit.
  */
 #ifndef QC_PIPELINE_H
 #define QC_PIPELINE_H
@@ -110,6 +111,12 @@ typedef struct qc_pipeline_opts {
      * directory belongs to this run). */
     double       save_every;
     bool         clamp_f16;      /* F32 values beyond the F16 range are clamped to +-65504 (else an error) */
+    /* The __metadata__ pairs every part file carries after "format": "pt": the checkpoint's shard metadata
+     * (qc_gptq_shard_meta, qc_awq_shard_meta), so that the checkpoint writer can take the parts as its shards
+     * without copying them (ckpt_write.h: part shards). Borrowed for the run; NULL with 0: none (the writer
+     * then copies). */
+    const char *const (*part_meta)[2];
+    int          n_part_meta;
     /* Called when a phase starts ("embed", "forward", "solve", "save", ...) for layer (-1: none); may be NULL. */
     void       (*on_phase)(void *user, int layer, int n_layers, const char *phase);
     /* Called after each linear is solved (for the progress line); may be NULL. Return false to cancel. */

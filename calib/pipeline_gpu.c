@@ -196,7 +196,7 @@ static qc_status part_add_packed(gctx *c, const char *name, qc_dtype dt, int ndi
 
 static qc_status write_part_job(void *arg) {
     gctx *c = arg;
-    qc_status st = qc_pl_part_write(&c->wr_parts, c->wr_path);
+    qc_status st = qc_pl_part_write(&c->wr_parts, c->wr_path, c->o);
     qc_pl_part_free(&c->wr_parts);
     if (st == QC_OK) st = qc_resume_save_layer(c->o->work_dir, c->wr_layer, &c->wr_res);
     if (st == QC_OK && c->wr_save_x) {
@@ -921,12 +921,13 @@ static qc_status layer_epilogue(gctx *c, int li, const qc_gpu_layer *layer) {
 /* The base part (embedding, final norm, head) is written by a host thread while the GPU works. */
 typedef struct {
     const qc_model *m;
+    const qc_pipeline_opts *o;
     char            path[4096];
 } base_args;
 
 static qc_status write_base_job(void *arg) {
     base_args *b = arg;
-    return qc_pl_write_base_part(b->m, b->path);
+    return qc_pl_write_base_part(b->m, b->path, b->o);
 }
 
 qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsamples, int seqlen,
@@ -965,7 +966,7 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         c.Kmax = K > c.Kmax ? K : c.Kmax;
     }
 
-    base_args ba = {.m = m};
+    base_args ba = {.m = m, .o = o};
     host_job base = {0};
     c.base = &base;
     qc_status st = qc_gpu_open(o->device, &c.g);

@@ -43,8 +43,9 @@ qc_status qc_pl_to_f16(const char *name, const float *x, size_t n, uint16_t *h);
 qc_status qc_pl_check_layer(const qc_model_config *cfg, const qc_layer *layer, int li);
 /* F32 values -> a new F16 tensor (d1 == 0: 1-D), guarded as qc_pl_to_f16. */
 qc_status qc_pl_part_add_f16(qc_pl_parts *p, const char *name, const float *x, int64_t d0, int64_t d1);
-/* Writes the buffered tensors as one safetensors file (atomically). */
-qc_status qc_pl_part_write(qc_pl_parts *p, const char *path);
+/* Writes the buffered tensors as one safetensors file (atomically), its __metadata__ "format": "pt" plus
+ * o->part_meta's pairs (so that it can become a checkpoint shard as it is). */
+qc_status qc_pl_part_write(qc_pl_parts *p, const char *path, const qc_pipeline_opts *o);
 void      qc_pl_part_free(qc_pl_parts *p);
 /* Joins the tensors of linears stored fused (arch.h: Phi-3's qkv_proj, gate_up_proj) into the fused tensors
  * of layer li, as the checkpoint stores them: packed tensors along N, F16 weights and biases along rows, one
@@ -52,8 +53,8 @@ void      qc_pl_part_free(qc_pl_parts *p);
 qc_status qc_pl_part_fuse(qc_pl_parts *p, const qc_model_config *cfg, int li);
 /* Declares linear l of layer li unquantized in res: its stored module's name, once per fused tensor. */
 qc_status qc_pl_push_module(qc_pipeline_result *res, const qc_model_config *cfg, int li, qc_linear_id l);
-/* The embedding, final norm and (untied) head as F16, to path. */
-qc_status qc_pl_write_base_part(const qc_model *m, const char *path);
+/* The embedding, final norm and (untied) head as F16, to path (written as qc_pl_part_write does). */
+qc_status qc_pl_write_base_part(const qc_model *m, const char *path, const qc_pipeline_opts *o);
 qc_status qc_pl_push_str(char ***arr, int *n, const char *s);
 /* The capture points, groups and folds of each architecture: arch.h (qc_linear_input, qc_arch_awq_groups,
  * qc_arch_desc's seq). */

@@ -117,6 +117,10 @@ typedef struct {
     int      all_n, shards;
 } st_hdr;
 
+/* The __metadata__ members of the checkpoint's shards and of the work directory's parts, which carry the same
+ * (format, the gptq_* or awq settings, the quantizer): an estimate from above. */
+#define SHARD_META 230
+
 /* 8-byte length + {"__metadata__":{META},...tensors...} padded to 8, + the data. */
 static uint64_t hdr_file(const st_hdr *h) {
     uint64_t j = 17 + h->meta + 1 + h->json + 1;
@@ -417,12 +421,12 @@ static qc_status shapes_make(const qc_plan_in *in, shapes *s) {
     }
     s->embed_bytes = m->embed ? m->embed->nbytes : (uint64_t)s->vocab * s->d * 2;
     s->head_bytes = s->tied ? 0 : m->lm_head ? m->lm_head->nbytes : (uint64_t)s->vocab * s->d * 2;
-    st_hdr h = {.meta = 13}; /* "format":"pt" */
+    st_hdr h = {.meta = SHARD_META};
     layer_tensors(in, s, s->L > 0 ? s->L - 1 : 0, &h);
     s->part_data = h.data;
     s->part_file = hdr_file(&h);
     s->part_tensors = h.n;
-    st_hdr hb = {.meta = 13};
+    st_hdr hb = {.meta = SHARD_META};
     base_tensors(s, &hb);
     s->base_data = hb.data;
     s->base_file = hdr_file(&hb);
@@ -740,13 +744,31 @@ static void disk(const qc_plan_in *in, const shapes *s, qc_plan *p, uint64_t *ou
 
     /* the checkpoint: the base and every part's tensors in shards (the metadata: format, the gptq_* or awq
      * settings, the quantizer), the configs, the copied side files */
-    st_hdr ck = {.meta = 230, .max_shard = in->max_shard_bytes ? in->max_shard_bytes : (uint64_t)4096 << 20};
+    st_hdr ck = {.meta = SHARD_META, .max_shard = in->max_shard_bytes ? in->max_shard_bytes : (uint64_t)4096 << 20};
     base_tensors(s, &ck);
     for (int li = 0; li < s->L; li++) layer_tensors(in, s, li, &ck);
-    p->n_shards = ck.shards + 1;
     *out_layers = ck.all_data - s->base_data;
-    add(&o, QC_PLAN_FIXED, hdr_total(&ck), "%d shard%s: %d tensors (packed linears, F16 rest)", p->n_shards,
-        p->n_shards == 1 ? "" : "s", ck.all_n);
+    /* part shards (ckpt_write.h): the data exceed one shard and every part fits one, so the parts become the
+     * shards, hard-linked (no new blocks) where the work dir is on the checkpoint's file system and copied
+     * elsewhere (counted as copies when that is unknown). The parts of an older build resumed take the copy
+     * the plan then does not count; a resume across builds is refused unless the version is the same. */
+    bool part_shards = ck.all_data > ck.max_shard && s->base_data <= ck.max_shard && s->L + 1 <= 99999;
+    uint64_t parts_file = s->base_file;
+    for (int li = 0; part_shards && li < s->L; li++) {
+        st_hdr h = {.meta = SHARD_META};
+        layer_tensors(in, s, li, &h);
+        part_shards = h.data <= ck.max_shard;
+        parts_file += hdr_file(&h);
+    }
+    if (part_shards) {
+        p->n_shards = s->L + 1;
+        add(&o, QC_PLAN_FIXED, p->same_fs ? 0 : parts_file, "%d shards: the part files, %s", p->n_shards,
+            p->same_fs ? "hard-linked (no new blocks)" : "copied from the work dir's file system");
+    } else {
+        p->n_shards = ck.shards + 1;
+        add(&o, QC_PLAN_FIXED, hdr_total(&ck), "%d shard%s: %d tensors (packed linears, F16 rest)", p->n_shards,
+            p->n_shards == 1 ? "" : "s", ck.all_n);
+    }
     if (p->n_shards > 1) add(&o, QC_PLAN_FIXED, ck.index + 64, "model.safetensors.index.json");
     uint64_t side = 0;
     for (size_t i = 0; i < sizeof k_side_files / sizeof *k_side_files; i++) side += file_size(in->m->dir, k_side_files[i]);

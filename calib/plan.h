@@ -23,7 +23,9 @@
  * the CUDA context and library workspaces, QC_PLAN_CUDA_CONTEXT + QC_PLAN_CUDA_WORKSPACES), the
  * figure the run reports as gpu_peak_device_bytes; gpu_own is qcal's buffers alone (gpu_peak_bytes).
  * Disk figures are apparent bytes (du -sb); work_disk is the peak while the last activation snapshot
- * replaces the previous one (two copies of X), work_disk_final what is left after the run.
+ * replaces the previous one (two copies of X), work_disk_final what is left after the run. When the
+ * checkpoint will take the parts as its shards (ckpt_write.h: part shards) they are hard links where the
+ * work dir shares the checkpoint's file system (out_disk counts no blocks for them) and copies elsewhere.
  *
  * The times are estimates from FLOP counts: on the CPU at the sgemm rate measured when the plan is made
  * (~0.2 s, at the BLAS thread count the caller has set) times per-phase efficiencies; on the GPU from

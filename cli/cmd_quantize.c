@@ -525,6 +525,21 @@ static int run(int argc, char **argv) {
         goto out;
     }
 
+    /* static groups make the layout identical to a non-act-order one (spec A.4 DECISION) */
+    char quantizer[32];
+    snprintf(quantizer, sizeof quantizer, "qcal:%s", QC_VERSION);
+    qc_gptq_config gc = {.bits = r.bits, .group_size = r.group_size, .sym = r.sym,
+                         .desc_act = r.act_order && !r.static_groups, .static_groups = r.static_groups,
+                         .true_sequential = r.true_sequential, .v2 = po.format == QC_PACK_GPTQ_V2, .damp_percent = r.damp,
+                         .quantizer = quantizer};
+    qc_awq_config ac = {.bits = r.bits, .group_size = r.group_size, .quantizer = quantizer};
+    /* the parts carry the shards' metadata, from the configs the checkpoint is written with below: then the
+     * writer can take them as its shards without copying (ckpt_write.h: part shards) */
+    qc_shard_meta sm;
+    if (po.format == QC_PACK_AWQ) qc_awq_shard_meta(&ac, &sm);
+    else qc_gptq_shard_meta(&gc, &sm);
+    po.part_meta = qc_shard_meta_pairs(&sm);
+    po.n_part_meta = sm.n;
     if ((st = qc_pipeline_run(m, set.ids, set.nsamples, set.seqlen, &po, &pr))) goto out;
 
     on_phase(&ru.pc, -1, m->cfg.n_layers, "assembly");
@@ -537,25 +552,18 @@ static int run(int argc, char **argv) {
         meta = cJSON_PrintUnformatted(mj);
         cJSON_Delete(mj);
     }
-    char quantizer[32];
-    snprintf(quantizer, sizeof quantizer, "qcal:%s", QC_VERSION);
     rep = report_json(&r, hash, &set, &pr, pr.t_write, t_start, device, platform, threads);
     rep_text = rep ? cJSON_Print(rep) : NULL;
     if (!meta || !rep_text) {
         st = qc_fail(QC_ERR_NOMEM, "out of memory");
         goto out;
     }
-    /* static groups make the layout identical to a non-act-order one (spec A.4 DECISION) */
-    qc_gptq_config gc = {.bits = r.bits, .group_size = r.group_size, .sym = r.sym,
-                         .desc_act = r.act_order && !r.static_groups, .static_groups = r.static_groups,
-                         .true_sequential = r.true_sequential, .v2 = po.format == QC_PACK_GPTQ_V2, .damp_percent = r.damp,
-                         .quantizer = quantizer, .meta_json = meta, .report_json = rep_text};
+    gc.meta_json = ac.meta_json = meta;
+    gc.report_json = ac.report_json = rep_text;
     /* from here a stop can leave the checkpoint written and the work directory not yet removed: say so
      * (not with --keep-work, whose directory is meant to stay) */
     if (!qc_cli_opt(k_opts, "keep-work")->set && (st = qc_workdir_mark_finishing(&wd, hash))) goto out;
     if (po.format == QC_PACK_AWQ) {
-        qc_awq_config ac = {.bits = r.bits, .group_size = r.group_size, .quantizer = quantizer, .meta_json = meta,
-                            .report_json = rep_text};
         st = qc_awq_write_checkpoint(r.out, model_dir, (const char *const *)pr.parts, pr.n_parts, &ac,
                                      (const char *const *)pr.unquantized, pr.n_unq, (uint64_t)shard_mb << 20, overwrite);
     } else {

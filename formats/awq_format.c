@@ -385,6 +385,13 @@ static bool make_configs(const qc_awq_config *cfg, const qc_ckpt_modules *m, con
     return ok;
 }
 
+void qc_awq_shard_meta(const qc_awq_config *cfg, qc_shard_meta *out) {
+    memset(out, 0, sizeof *out);
+    out->kv[0][0] = "quantizer";
+    out->kv[0][1] = cfg->quantizer ? cfg->quantizer : "qcal:" QC_VERSION;
+    out->n = 1;
+}
+
 qc_status qc_awq_write_checkpoint(const char *out_dir, const char *model_dir, const char *const *parts, int n_parts,
                                   const qc_awq_config *cfg, const char *const *unquantized_modules, int n_unq,
                                   uint64_t max_shard_bytes, bool overwrite) {
@@ -417,11 +424,12 @@ qc_status qc_awq_write_checkpoint(const char *out_dir, const char *model_dir, co
         st = qc_fail(QC_ERR_NOMEM, "quantization_config: out of memory");
     qc_strset_free(&qrel);
     if (st == QC_OK) {
-        const char *const meta[][2] = {{"quantizer", cfg->quantizer ? cfg->quantizer : "qcal:" QC_VERSION}};
+        qc_shard_meta sm;
+        qc_awq_shard_meta(cfg, &sm);
         cJSON *rep = cfg->report_json ? cJSON_Parse(cfg->report_json) : NULL;
         const qc_ckpt_file side[] = {{"quant_config.json", legacy}, {"qcal_report.json", rep}};
         if (cfg->report_json && !cJSON_IsObject(rep)) st = qc_fail(QC_ERR_ARG, "awq checkpoint: the report is not a JSON object");
-        else st = qc_ckpt_commit(c, qcfg, side, rep ? 2 : 1, meta, 1);
+        else st = qc_ckpt_commit(c, qcfg, side, rep ? 2 : 1, qc_shard_meta_pairs(&sm), sm.n);
         cJSON_Delete(rep);
     }
     qc_strset_free(&urel);

@@ -80,6 +80,10 @@ typedef struct qc_awq_config {
 
 #define QC_AWQ_DEFAULT_SHARD_BYTES 5000000000ull /* AutoAWQ's and transformers' "5GB" */
 
+/* The __metadata__ pairs of an AWQ checkpoint's shards after "format": "pt" (just "quantizer"); the
+ * pipeline's part files carry them too (see qc_shard_meta in gptq_format.h). */
+void qc_awq_shard_meta(const qc_awq_config *cfg, qc_shard_meta *out);
+
 /* Like qc_gptq_write_checkpoint (same parts, sharding, index, side files, tied lm_head, F16 conversion,
  * temp dir + rename, overwrite rules; shards default to QC_AWQ_DEFAULT_SHARD_BYTES), with:
  *   quantization_config {"quant_method": "awq", "zero_point": true, "group_size": gs, "bits": 4,
@@ -88,7 +92,8 @@ typedef struct qc_awq_config {
  *     is ignored by both);
  *   quant_config.json {"zero_point": true, "q_group_size": gs, "w_bit": 4, "version": "GEMM"} (AutoAWQ's
  *     legacy file, plus its modules_to_not_convert when that is not empty);
- *   safetensors __metadata__ {"format": "pt", "quantizer": ...}.
+ *   safetensors __metadata__ {"format": "pt", "quantizer": ...} (qc_awq_shard_meta); the parts become the
+ *     shards by hard links when they can, as for GPTQ (ckpt_write.h: part shards).
  * modules_to_not_convert lists the full paths of the Linears kept in F16: unquantized_modules (each inside
  * a decoder block, holding P.weight and no P.qweight) and any other 2-D float P.weight inside a block.
  * Loaders match these names as substrings (transformers, vLLM, AutoAWQ), so a name that would also match a

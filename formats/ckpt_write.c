@@ -385,6 +385,7 @@ typedef struct {
     const qc_tensor *t;
     qc_dtype  out_dt;
     uint64_t  out_bytes;
+    int       part;           /* index into parts */
     int       shard;
     bool      drop;
 } entry;
@@ -396,8 +397,11 @@ struct qc_ckpt {
     bool exists;              /* out exists and is to be replaced */
     cJSON *config;            /* the model's config.json */
     cJSON *extra_meta;
+    const char *const *part_paths;
     qc_safetensors **parts;
     int n_parts;
+    uint64_t max_shard;
+    bool part_shards;         /* commit links each part into place as one shard (parts_are_shards) */
     entry *e;                 /* sorted by name */
     size_t n;
     int n_shards;
@@ -489,8 +493,10 @@ static qc_status plan(qc_ckpt *c, bool tied, uint64_t max_shard) {
     for (int p = 0; p < c->n_parts; p++) n += qc_safetensors_count(c->parts[p]);
     if (!(c->e = qc_calloc(n ? n : 1, sizeof *c->e))) return qc_fail(QC_ERR_NOMEM, "out of memory");
     for (int p = 0; p < c->n_parts; p++)
-        for (size_t i = 0; i < qc_safetensors_count(c->parts[p]); i++)
+        for (size_t i = 0; i < qc_safetensors_count(c->parts[p]); i++) {
+            c->e[c->n].part = p;
             c->e[c->n++].t = qc_safetensors_get(c->parts[p], i);
+        }
     qsort(c->e, c->n, sizeof *c->e, cmp_entry);
     for (size_t i = 0; i < c->n; i++) {
         entry *e = &c->e[i];
@@ -541,6 +547,8 @@ qc_status qc_ckpt_open(qc_ckpt **out, const qc_ckpt_spec *spec, const char *out_
     c->spec = spec;
     c->model_dir = model_dir;
     c->n_parts = n_parts;
+    c->part_paths = parts;
+    c->max_shard = max_shard_bytes;
     for (size_t n = strlen(c->out); n > 1 && c->out[n - 1] == '/'; n--) c->out[n - 1] = '\0';
 
     qc_status st = QC_OK;
@@ -649,6 +657,132 @@ static qc_status stream_tensor(qc_st_writer *w, const entry *e) {
                                t->file, t->name, first + i, (double)f[i]);
         }
         if ((st = qc_st_writer_write(w, h, (size_t)cnt * 2)) != QC_OK) return st;
+    }
+    return QC_OK;
+}
+
+/* Whether the parts can serve as the shards as they are (ckpt_write.h: part shards): the data do not fit one
+ * shard but every part does, no tensor is converted or dropped, no part is empty, and every part's
+ * __metadata__ is exactly what write_shards would give its shard. Anything else takes the sorted copy. */
+static bool parts_are_shards(const qc_ckpt *c, const char *const (*meta)[2], int n_meta) {
+    if (c->n_parts < 2 || c->n_parts > 99999) return false;
+    uint64_t *bytes = qc_calloc((size_t)c->n_parts, sizeof *bytes), total = 0;
+    if (!bytes) return false; /* the copy needs no more memory than it has */
+    bool ok = true;
+    for (size_t i = 0; ok && i < c->n; i++) {
+        const entry *e = &c->e[i];
+        ok = !e->drop && e->out_dt == e->t->dtype;
+        bytes[e->part] += e->out_bytes;
+        total += e->out_bytes;
+    }
+    ok = ok && total > c->max_shard;
+    for (int p = 0; ok && p < c->n_parts; p++) {
+        const qc_safetensors *f = c->parts[p];
+        const char *fmt = qc_safetensors_meta(f, "format");
+        ok = qc_safetensors_count(f) > 0 && bytes[p] <= c->max_shard && fmt && strcmp(fmt, "pt") == 0 &&
+             qc_safetensors_meta_count(f) == (size_t)n_meta + 1;
+        for (int m = 0; ok && m < n_meta; m++) {
+            const char *v = qc_safetensors_meta(f, meta[m][0]);
+            ok = strcmp(meta[m][0], "format") != 0 && v && strcmp(v, meta[m][1]) == 0;
+        }
+    }
+    free(bytes);
+    return ok;
+}
+
+/* Copies src to dst (dst.tmp, fsync, rename): the fallback where a part cannot be linked. */
+static qc_status copy_part(const char *src, const char *dst) {
+    size_t n = strlen(dst);
+    char *tmp = qc_malloc(n + 5);
+    if (!tmp) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    memcpy(tmp, dst, n);
+    memcpy(tmp + n, ".tmp", 5);
+    qc_status st = QC_OK;
+    char *buf = NULL;
+    struct stat sb;
+    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1;
+    if (in < 0 || fstat(in, &sb) != 0) {
+        st = qc_fail(QC_ERR_IO, "%s: cannot open: %s", src, strerror(errno));
+        goto done;
+    }
+    if ((out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
+        st = qc_fail(QC_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        goto done;
+    }
+    uint64_t done_bytes = 0, size = (uint64_t)sb.st_size;
+    bool plain = false; /* copy_file_range refused: read/write from where it stopped */
+    while (done_bytes < size && st == QC_OK) {
+        size_t want = size - done_bytes > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)(size - done_bytes);
+        ssize_t k;
+        if (!plain) {
+            k = copy_file_range(in, NULL, out, NULL, want, 0);
+            if (k < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
+                plain = true;
+                continue;
+            }
+        } else {
+            if (!buf && !(buf = qc_malloc((size_t)1 << 20))) {
+                st = qc_fail(QC_ERR_NOMEM, "out of memory");
+                break;
+            }
+            k = read(in, buf, want < ((size_t)1 << 20) ? want : (size_t)1 << 20);
+            for (ssize_t w = 0, r; k > 0 && w < k; w += r)
+                if ((r = write(out, buf + w, (size_t)(k - w))) < 0) {
+                    if (errno == EINTR) r = 0;
+                    else {
+                        st = qc_fail(QC_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+                        break;
+                    }
+                }
+        }
+        if (st != QC_OK) break;
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) st = qc_fail(QC_ERR_IO, "%s -> %s: copy failed: %s", src, tmp, strerror(errno));
+        else if (k == 0) st = qc_fail(QC_ERR_IO, "%s: ended after %" PRIu64 " of %" PRIu64 " bytes", src, done_bytes, size);
+        else done_bytes += (uint64_t)k;
+    }
+    if (st == QC_OK && fsync(out) != 0) st = qc_fail(QC_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
+    if (out >= 0 && close(out) != 0 && st == QC_OK) st = qc_fail(QC_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+    out = -1;
+    if (st == QC_OK && rename(tmp, dst) != 0)
+        st = qc_fail(QC_ERR_IO, "%s: rename to %s failed: %s", tmp, dst, strerror(errno));
+done:
+    if (in >= 0) close(in);
+    if (out >= 0) close(out);
+    if (st != QC_OK) unlink(tmp);
+    free(buf);
+    free(tmp);
+    return st;
+}
+
+/* Part shards: each part becomes shard p by a hard link, no data copied; where the file system refuses
+ * links (the work directory on another one), a copy. The link shares the part's inode, which is safe
+ * because qcal never writes a part in place: parts (and shards) are only ever created whole under a
+ * temporary name and renamed, so a kept work directory (--keep-work) or a later run rewriting a part
+ * replaces the directory entry and leaves the checkpoint's inode as it was. */
+static qc_status link_shards(const qc_ckpt *c) {
+    char name[64];
+    bool copied = false;
+    for (int p = 0; p < c->n_parts; p++) {
+        if (qc_cancel_requested()) return qc_fail(QC_ERR_CANCELLED, "%s: interrupted while writing the checkpoint", c->out);
+        qc_test_point("tensor");
+        shard_name(name, sizeof name, p, c->n_parts);
+        char *path = qc_path_join(c->tmp, name);
+        if (!path) return qc_fail(QC_ERR_NOMEM, "out of memory");
+        qc_status st = QC_OK;
+        if (link(c->part_paths[p], path) != 0) {
+            int e = errno;
+            if (e == EXDEV || e == EPERM || e == EMLINK || e == ENOTSUP || e == EOPNOTSUPP) {
+                if (!copied) QC_LOGI("%s: cannot hard-link the part files into %s (%s): copying them", c->out, c->tmp,
+                                     strerror(e));
+                copied = true;
+                st = copy_part(c->part_paths[p], path);
+            } else {
+                st = qc_fail(QC_ERR_IO, "%s: cannot link to %s: %s", c->part_paths[p], path, strerror(e));
+            }
+        }
+        free(path);
+        if (st != QC_OK) return st;
     }
     return QC_OK;
 }
@@ -812,7 +946,12 @@ qc_status qc_ckpt_commit(qc_ckpt *c, const cJSON *qcfg, const qc_ckpt_file *side
         free(stamp);
         return st;
     }
-    if ((st = write_shards(c, shard_meta, n_meta)) != QC_OK || (st = verify_shards(c)) != QC_OK ||
+    if ((c->part_shards = parts_are_shards(c, shard_meta, n_meta))) {
+        for (size_t i = 0; i < c->n; i++) c->e[i].shard = c->e[i].part; /* verify_shards and the index follow */
+        c->n_shards = c->n_parts;
+    }
+    if ((st = c->part_shards ? link_shards(c) : write_shards(c, shard_meta, n_meta)) != QC_OK ||
+        (st = verify_shards(c)) != QC_OK ||
         (st = write_index(c)) != QC_OK || (st = write_configs(c, qcfg, side, n_side)) != QC_OK ||
         (st = copy_side_files(c)) != QC_OK) {
         free(stamp);
@@ -821,8 +960,8 @@ qc_status qc_ckpt_commit(qc_ckpt *c, const cJSON *qcfg, const qc_ckpt_file *side
     if (unlink(stamp) != 0) st = qc_fail(QC_ERR_IO, "%s: cannot remove: %s", stamp, strerror(errno));
     free(stamp);
     if (st != QC_OK || (st = install(c)) != QC_OK) return st;
-    QC_LOGI("%s: %s checkpoint written (%zu quantized Linears, %d shard%s)", c->out, c->spec->format,
-            c->mods.quantized.n, c->n_shards, c->n_shards == 1 ? "" : "s");
+    QC_LOGI("%s: %s checkpoint written (%zu quantized Linears, %d shard%s%s)", c->out, c->spec->format,
+            c->mods.quantized.n, c->n_shards, c->n_shards == 1 ? "" : "s", c->part_shards ? ", the part files" : "");
     return QC_OK;
 }
 

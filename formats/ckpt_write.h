@@ -21,17 +21,32 @@
  *   - the parts are opened; their tensors are sorted by name; a name in two parts, or a tensor named
  *     gptq_bits/gptq_groupsize (TGI would take the checkpoint for its own format), is QC_ERR_ARG;
  *     floating tensors are planned as F16 (converted while streaming, overflow/NaN is QC_ERR_NUMERIC),
- *     integer ones copied verbatim; shards of at most max_shard_bytes (a bigger tensor gets one alone);
+ *     integer ones copied verbatim; shards of at most max_shard_bytes (a bigger tensor gets one alone;
+ *     commit may instead take the parts as the shards, below);
  *   - every P.qweight is a quantized module: lm_head is QC_ERR_UNSUPPORTED, the others go to the spec's
  *     check_module; a P.qzeros or P.g_idx without P.qweight is QC_ERR_ARG; a 2-D floating P.weight inside
  *     a decoder block with no P.qweight is a Linear left unquantized; each declared unquantized module
  *     must be inside a block, hold P.weight and no P.qweight; no P.qweight at all is QC_ERR_ARG.
- * commit writes into out_dir.tmp-XXXXXX: the shards (__metadata__ format "pt" then the spec's pairs), each
- * re-read with the validating reader and compared with the plan; model.safetensors.index.json when there
- * are several; config.json (model's, with quantization_config = qcfg, torch_dtype float16, and dtype
+ * commit writes into out_dir.tmp-XXXXXX: the shards (__metadata__ format "pt" then the format's pairs,
+ * shard_meta), each re-read with the validating reader and compared with the plan;
+ * model.safetensors.index.json when there are several; config.json (model's, with quantization_config = qcfg, torch_dtype float16, and dtype
  * float16 when present); the side files given; the tokenizer/generation files copied from model_dir. Then
  * it renames the directory to out_dir (an existing one is exchanged atomically where the file system can,
  * and removed).
+ *
+ *
+ * Part shards. When the parts can serve as the shards as they are, commit does not copy them: part p becomes
+ * shard model-<p+1>-of-<n_parts>.safetensors by link(2) in parts order (the pipeline's: base part first, then
+ * the layers), the index maps each tensor to its part's shard, and verify_shards compares each with its
+ * part's tensors. This takes all of: the output's tensor bytes exceed max_shard_bytes (a checkpoint that
+ * fits one shard stays one model.safetensors); no part's exceed it; every tensor is already in its output
+ * dtype (F16 or integer: nothing to convert) and none is dropped (the tied lm_head); no part is empty; and
+ * every part's __metadata__ is exactly {"format": "pt"} plus shard_meta's pairs, no other key (the pipeline
+ * writes its parts with them, qc_pipeline_opts.part_meta; parts of an older build carry only "format" and
+ * take the copy). Otherwise the tensors are sorted and copied as above, byte for byte as before. Where the
+ * file system refuses the link (EXDEV, EPERM, EMLINK, ENOTSUP: the parts on another one) that part is
+ * copied (then fsynced) instead; any other failure is QC_ERR_IO naming both files. The output shares the
+ * parts' inodes: safe because parts are only ever replaced by rename, never written in place.
  *
  * Ownership: qc_ckpt borrows spec, parts and the strings given to open until close; the module lists and
  * the tensors qc_ckpt_find returns live until close. commit borrows qcfg and the side files.

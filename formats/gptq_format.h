@@ -120,6 +120,23 @@ typedef struct qc_gptq_config {
 
 #define QC_GPTQ_DEFAULT_SHARD_BYTES 4000000000ull /* GPTQModel's "4GB" */
 
+/* The safetensors __metadata__ pairs a checkpoint's shards carry after "format": "pt", in write order.
+ * The checkpoint writers take them from here, and the pipeline writes the same pairs into its part files
+ * (qc_pipeline_opts.part_meta), so that a part can become a shard as it is (part shards, below): the two
+ * never disagree. kv points into the struct itself and at cfg->quantizer: do not copy a qc_shard_meta,
+ * and keep cfg's strings alive while it is used. */
+#define QC_SHARD_META_MAX 8
+typedef const char *const qc_meta_pair[2];      /* {key, value} */
+typedef struct qc_shard_meta {
+    const char *kv[QC_SHARD_META_MAX][2];
+    int         n;
+    char        num[3][32];                     /* the numbers kv[i][1] points at */
+} qc_shard_meta;
+static inline const qc_meta_pair *qc_shard_meta_pairs(const qc_shard_meta *m) { return (const qc_meta_pair *)m->kv; }
+/* AutoGPTQ's informational strings (spec A.7): gptq_quant_method, gptq_bits, gptq_group_size, gptq_desc_act,
+ * gptq_damp_percent (%g), gptq_checkpoint_format, quantizer. */
+void qc_gptq_shard_meta(const qc_gptq_config *cfg, qc_shard_meta *out);
+
 /* Writes out_dir from:
  *   model_dir: the original model (config.json copied with quantization_config added and torch_dtype
  *              float16, and "dtype" too when present (transformers 5); tokenizer.json, tokenizer_config.json,
@@ -128,7 +145,11 @@ typedef struct qc_gptq_config {
  *              gets the same quantization_config dict
  *   parts:     safetensors files holding the new tensors (per-layer files written by the pipeline,
  *              plus one with the non-quantized tensors), streamed into shards of at most
- *              max_shard_bytes (model.safetensors, or model-0000i-of-0000n.safetensors + index)
+ *              max_shard_bytes (model.safetensors, or model-0000i-of-0000n.safetensors + index), tensors
+ *              sorted by name; or, when the parts can serve as the shards as they are, hard-linked into
+ *              place one part per shard with no data copied ("part shards": ckpt_write.h says when --
+ *              among others, the data exceed max_shard_bytes, no part does, every tensor is already F16 or
+ *              integer, and every part's __metadata__ is exactly format "pt" + qc_gptq_shard_meta(cfg))
  *   unquantized_modules: module paths inside blocks left in F16 (declared per spec A.5), may be NULL
  * Everything goes to out_dir.tmp-XXXX first and is renamed to out_dir only when complete; an existing
  * out_dir is not overwritten (QC_ERR_ARG) unless `overwrite` (then it is swapped out and removed).
@@ -138,7 +159,7 @@ typedef struct qc_gptq_config {
  * What it does beyond copying (each a status naming the file/tensor when it fails):
  *   - parts without any P.qweight are QC_ERR_ARG; a quantized lm_head is QC_ERR_UNSUPPORTED (the
  *     config declares lm_head false);
- *   - tensors are sorted by name; a name in two parts, or a tensor named gptq_bits/gptq_groupsize, is
+ *   - tensors are sorted by name (part shards: kept in their parts' order); a name in two parts, or a tensor named gptq_bits/gptq_groupsize, is
  *     QC_ERR_ARG; with tie_word_embeddings true in config.json, lm_head.weight is dropped;
  *   - floating tensors (F32/BF16/F64) are converted to F16 (A.1 DECISION: everything float16); a value
  *     that overflows fp16 or is NaN is QC_ERR_NUMERIC; integer tensors are copied verbatim;

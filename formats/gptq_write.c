@@ -166,6 +166,22 @@ oom:
     return NULL;
 }
 
+void qc_gptq_shard_meta(const qc_gptq_config *cfg, qc_shard_meta *out) {
+    snprintf(out->num[0], sizeof out->num[0], "%d", cfg->bits);
+    snprintf(out->num[1], sizeof out->num[1], "%d", cfg->group_size);
+    snprintf(out->num[2], sizeof out->num[2], "%g", cfg->damp_percent);
+    /* AutoGPTQ's informational metadata strings (A.7); never tensors of these names. */
+    const char *kv[][2] = {
+        {"gptq_quant_method", "gptq"}, {"gptq_bits", out->num[0]}, {"gptq_group_size", out->num[1]},
+        {"gptq_desc_act", cfg->desc_act ? "True" : "False"}, {"gptq_damp_percent", out->num[2]},
+        {"gptq_checkpoint_format", cfg->v2 ? "gptq_v2" : "gptq"},
+        {"quantizer", cfg->quantizer ? cfg->quantizer : "qcal:" QC_VERSION},
+    };
+    _Static_assert(sizeof kv / sizeof *kv <= QC_SHARD_META_MAX, "qc_shard_meta too small");
+    memcpy(out->kv, kv, sizeof kv);
+    out->n = (int)(sizeof kv / sizeof *kv);
+}
+
 static qc_status check_cfg(const qc_gptq_config *cfg) {
     if (cfg->bits != 2 && cfg->bits != 3 && cfg->bits != 4 && cfg->bits != 8)
         return qc_fail(QC_ERR_ARG, "gptq checkpoint: bits = %d (2, 3, 4 or 8)", cfg->bits);
@@ -207,21 +223,12 @@ qc_status qc_gptq_write_checkpoint(const char *out_dir, const char *model_dir, c
         !(qcfg = make_qconfig(cfg, m, &qrel, m->declared || m->unquantized.n > 0, qc_ckpt_extra_meta(c))))
         st = qc_fail(QC_ERR_NOMEM, "quantization_config: out of memory");
     if (st == QC_OK) {
-        char bits[16], gs[16], damp[32];
-        snprintf(bits, sizeof bits, "%d", cfg->bits);
-        snprintf(gs, sizeof gs, "%d", cfg->group_size);
-        snprintf(damp, sizeof damp, "%g", cfg->damp_percent);
-        /* AutoGPTQ's informational metadata strings (A.7); never tensors of these names. */
-        const char *const meta[][2] = {
-            {"gptq_quant_method", "gptq"}, {"gptq_bits", bits}, {"gptq_group_size", gs},
-            {"gptq_desc_act", cfg->desc_act ? "True" : "False"}, {"gptq_damp_percent", damp},
-            {"gptq_checkpoint_format", cfg->v2 ? "gptq_v2" : "gptq"},
-            {"quantizer", cfg->quantizer ? cfg->quantizer : "qcal:" QC_VERSION},
-        };
+        qc_shard_meta sm;
+        qc_gptq_shard_meta(cfg, &sm);
         cJSON *rep = cfg->report_json ? cJSON_Parse(cfg->report_json) : NULL;
         const qc_ckpt_file side[] = {{"quantize_config.json", qcfg}, {"qcal_report.json", rep}};
         if (cfg->report_json && !cJSON_IsObject(rep)) st = qc_fail(QC_ERR_ARG, "gptq checkpoint: the report is not a JSON object");
-        else st = qc_ckpt_commit(c, qcfg, side, rep ? 2 : 1, meta, (int)(sizeof meta / sizeof *meta));
+        else st = qc_ckpt_commit(c, qcfg, side, rep ? 2 : 1, qc_shard_meta_pairs(&sm), sm.n);
         cJSON_Delete(rep);
     }
     qc_strset_free(&qrel);

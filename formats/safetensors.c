@@ -484,6 +484,8 @@ const char *qc_safetensors_meta(const qc_safetensors *f, const char *key) {
     return m ? m->value : NULL;
 }
 
+size_t qc_safetensors_meta_count(const qc_safetensors *f) { return f ? f->n_meta : 0; }
+
 /* ---- a model directory ---- */
 
 struct qc_weights {

@@ -92,6 +92,8 @@ const qc_tensor *qc_safetensors_get(const qc_safetensors *f, size_t i);     /* i
 const qc_tensor *qc_safetensors_find(const qc_safetensors *f, const char *name);
 /* Value of a __metadata__ key, NULL if absent. */
 const char      *qc_safetensors_meta(const qc_safetensors *f, const char *key);
+/* Number of __metadata__ keys (0 when the header has none). */
+size_t           qc_safetensors_meta_count(const qc_safetensors *f);
 
 /* ---- a model directory: model.safetensors, or model.safetensors.index.json + shards ---- */
 typedef struct qc_weights qc_weights;

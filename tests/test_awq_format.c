@@ -548,6 +548,42 @@ static void check_shard_header(const char *path, cJSON *weight_map, const char *
     cJSON_Delete(j);
 }
 
+/* Part shards (ckpt_write.h): parts carrying qc_awq_shard_meta's pairs become the shards by hard links; the
+ * GPTQ test covers every rule, this one that AWQ's metadata (just the quantizer) is what the writer expects. */
+static void test_ckpt_part_shards(void **state) {
+    (void)state;
+    ckpt c;
+    ckpt_make(&c, &(ckpt_opts){.group_size = 32, .lm_head_in_parts = true});
+    qc_shard_meta sm;
+    qc_awq_shard_meta(&c.cfg, &sm);
+    assert_int_equal(sm.n, 1);
+    assert_string_equal(sm.kv[0][0], "quantizer");
+    assert_string_equal(sm.kv[0][1], "qcal:test");
+    const int order[3] = {2, 0, 1};
+    char *pp[3], *bare[3];
+    uint64_t largest = 0;
+    for (int k = 0; k < 3; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "pp-%d.safetensors", k);
+        write_pipeline_part(c.parts[order[k]], pp[k] = join(c.root, name), qc_shard_meta_pairs(&sm), sm.n, false, false);
+        snprintf(name, sizeof name, "bare-%d.safetensors", k);
+        write_pipeline_part(c.parts[order[k]], bare[k] = join(c.root, name), NULL, 0, false, false);
+        if (st_data_bytes(pp[k]) > largest) largest = st_data_bytes(pp[k]);
+    }
+    QC_CHECK_OK(qc_awq_write_checkpoint(c.out, c.model, (const char *const *)pp, 3, &c.cfg, NULL, 0, largest, false));
+    check_part_shards(c.out, pp, 3, false);
+    ckpt_check_readback(&c, true);
+    QC_CHECK_OK(qc_awq_write_checkpoint(c.out, c.model, (const char *const *)bare, 3, &c.cfg, NULL, 0, largest, true));
+    check_copy_layout(c.out, bare, 3);
+    ckpt_check_readback(&c, true);
+    for (int k = 0; k < 3; k++) {
+        unlink(bare[k]);
+        free(pp[k]);
+        free(bare[k]);
+    }
+    ckpt_free(&c);
+}
+
 static void test_ckpt_sharded(void **state) {
     (void)state;
     ckpt c;
@@ -1082,6 +1118,7 @@ int main(void) {
         cmocka_unit_test(test_pack_rejects),
         cmocka_unit_test(test_ckpt_roundtrip),
         cmocka_unit_test(test_ckpt_sharded),
+        cmocka_unit_test(test_ckpt_part_shards),
         cmocka_unit_test(test_ckpt_config_files),
         cmocka_unit_test(test_ckpt_modules_to_not_convert),
         cmocka_unit_test(test_ckpt_tied_drops_lm_head),

@@ -623,6 +623,99 @@ static void test_ckpt_sharded(void **state) {
     ckpt_free(&c);
 }
 
+/* Part shards (ckpt_write.h): parts written as the pipeline writes them (F16, the shard metadata) become the
+ * shards by hard links, in parts order, when the data exceed the limit and each part fits; anything else
+ * takes the sorted copy. */
+static void test_ckpt_part_shards(void **state) {
+    (void)state;
+    ckpt c;
+    ckpt_make(&c, &(ckpt_opts){.bits = 4, .group_size = 32, .sym = true, .lm_head_in_parts = true});
+    qc_shard_meta sm;
+    qc_gptq_shard_meta(&c.cfg, &sm);
+    const int order[3] = {2, 0, 1}; /* the pipeline's: the base part first, then the layers */
+    char *pp[3], *bare[3], *f32[3], *extra[3], *other[3];
+    qc_gptq_config c2 = c.cfg;
+    c2.damp_percent = 0.02;
+    qc_shard_meta sm2;
+    qc_gptq_shard_meta(&c2, &sm2);
+    uint64_t total = 0, largest = 0;
+    for (int k = 0; k < 3; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "pp-%d.safetensors", k);
+        write_pipeline_part(c.parts[order[k]], pp[k] = join(c.root, name), qc_shard_meta_pairs(&sm), sm.n, false, false);
+        snprintf(name, sizeof name, "bare-%d.safetensors", k);
+        write_pipeline_part(c.parts[order[k]], bare[k] = join(c.root, name), NULL, 0, false, false);
+        snprintf(name, sizeof name, "f32-%d.safetensors", k);
+        write_pipeline_part(c.parts[order[k]], f32[k] = join(c.root, name), qc_shard_meta_pairs(&sm), sm.n, true, false);
+        snprintf(name, sizeof name, "extra-%d.safetensors", k);
+        write_pipeline_part(c.parts[order[k]], extra[k] = join(c.root, name), qc_shard_meta_pairs(&sm), sm.n, false, k == 1);
+        snprintf(name, sizeof name, "other-%d.safetensors", k);
+        write_pipeline_part(c.parts[order[k]], other[k] = join(c.root, name),
+                            qc_shard_meta_pairs(k == 2 ? &sm2 : &sm), sm.n, false, false);
+        uint64_t b = st_data_bytes(pp[k]);
+        total += b;
+        if (b > largest) largest = b;
+    }
+    assert_true(largest < total);
+    const char *const *P = (const char *const *)pp;
+#define WRITE(parts, limit) QC_CHECK_OK(qc_gptq_write_checkpoint(c.out, c.model, (const char *const *)(parts), 3, \
+                                                                  &c.cfg, NULL, 0, (limit), true))
+    /* the parts as the shards, linked; the checkpoint reads back as the copy did */
+    WRITE(P, largest);
+    check_part_shards(c.out, pp, 3, false);
+    ckpt_check_readback(&c, true);
+    /* the limit exactly the total: one shard holds it all, the copy as before */
+    WRITE(P, total);
+    check_copy_layout(c.out, pp, 3);
+    assert_int_equal(count_prefixed(c.out, "model-"), 0);
+    /* a part over the limit; parts without the metadata, with one key more, or one value different; an F32
+     * tensor to convert: the sorted copy, as before */
+    WRITE(P, largest - 1);
+    check_copy_layout(c.out, pp, 3);
+    assert_true(count_prefixed(c.out, "model-") >= 2);
+    WRITE(bare, largest);
+    check_copy_layout(c.out, bare, 3);
+    WRITE(extra, largest);
+    check_copy_layout(c.out, extra, 3);
+    WRITE(other, largest);
+    check_copy_layout(c.out, other, 3);
+    WRITE(f32, st_data_bytes(pp[0]));
+    check_copy_layout(c.out, f32, 3);
+    ckpt_check_readback(&c, true);
+    /* the links survive the parts' removal (the work directory goes after a run) */
+    WRITE(P, largest);
+    for (int k = 0; k < 3; k++) assert_int_equal(unlink(pp[k]), 0);
+    ckpt_check_readback(&c, true);
+
+    /* parts on another file system: copied, byte for byte, in the same layout */
+    struct stat a, b;
+    char shm[] = "/dev/shm/qcal-test-XXXXXX";
+    if (stat("/dev/shm", &a) == 0 && stat(c.root, &b) == 0 && a.st_dev != b.st_dev && mkdtemp(shm)) {
+        char *sp[3];
+        for (int k = 0; k < 3; k++) {
+            char name[64];
+            snprintf(name, sizeof name, "p%d.safetensors", k);
+            write_pipeline_part(c.parts[order[k]], sp[k] = join(shm, name), qc_shard_meta_pairs(&sm), sm.n, false, false);
+        }
+        WRITE(sp, largest);
+        check_part_shards(c.out, sp, 3, true);
+        ckpt_check_readback(&c, true);
+        for (int k = 0; k < 3; k++) {
+            unlink(sp[k]);
+            free(sp[k]);
+        }
+        rmdir(shm);
+    } else {
+        printf("# part shards across file systems: skipped (/dev/shm is not another file system here)\n");
+    }
+#undef WRITE
+    for (int k = 0; k < 3; k++) {
+        unlink(bare[k]), unlink(f32[k]), unlink(extra[k]), unlink(other[k]);
+        free(pp[k]), free(bare[k]), free(f32[k]), free(extra[k]), free(other[k]);
+    }
+    ckpt_free(&c);
+}
+
 static const cJSON *jget(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!v) fail_msg("key '%s' missing", k);
@@ -1137,6 +1230,7 @@ int main(void) {
         cmocka_unit_test(test_pack_rejects),
         cmocka_unit_test(test_ckpt_roundtrip_all_bits),
         cmocka_unit_test(test_ckpt_sharded),
+        cmocka_unit_test(test_ckpt_part_shards),
         cmocka_unit_test(test_ckpt_config_files),
         cmocka_unit_test(test_ckpt_unquantized_modules),
         cmocka_unit_test(test_ckpt_tied_drops_lm_head),

@@ -145,6 +145,29 @@ static void test_cpu_gptq(void **state) {
     QC_CHECK_OK(qc_plan_compute(&in, &q));
     assert_true(q.n_shards >= 3);
     item(q.outd, q.n_out, "model.safetensors.index.json");
+
+    /* part shards (ckpt_write.h): the data exceed the limit, the base part and each layer's fit it, so the
+     * parts become the shards: offline the file systems are unknown and they count as copies of the parts;
+     * with the work dir beside the checkpoint they are hard links and need no new blocks */
+    in.max_shard_bytes = base;
+    QC_CHECK_OK(qc_plan_compute(&in, &q));
+    assert_int_equal(q.n_shards, 3);
+    const uint64_t parts = item(q.work, q.n_work, "base.safetensors") + item(q.work, q.n_work, "2 layer parts");
+    assert_int_equal(item(q.outd, q.n_out, "3 shards: the part files, copied"), parts);
+    item(q.outd, q.n_out, "model.safetensors.index.json");
+    const uint64_t copied = q.out_disk;
+    in.offline = false;
+    QC_CHECK_OK(qc_plan_compute(&in, &q));
+    assert_true(q.same_fs);
+    assert_int_equal(q.n_shards, 3);
+    assert_int_equal(q.out_disk, copied - parts); /* the links: no item of their own */
+    for (int i = 0; i < q.n_out; i++) assert_null(strstr(q.outd[i].what, "shard"));
+    in.offline = true;
+    in.max_shard_bytes = base - 1; /* the base part does not fit: the sorted copy */
+    QC_CHECK_OK(qc_plan_compute(&in, &q));
+    assert_true(q.n_shards >= 3);
+    assert_true(item(q.outd, q.n_out, "") > 0);
+    assert_true(strstr(q.outd[0].what, "tensors (packed linears") != NULL);
 }
 
 /* AWQ keeps every linear's input and two output buffers; --eval keeps the fake-quantized layers. */

@@ -157,6 +157,60 @@ cmp -s "$T/awq-llm/model.safetensors" "$T/awq/model.safetensors" && bad "llm-awq
 # RTN
 "$Q" quantize "${common[@]}" --method rtn --out "$T/rtn" --quiet >/dev/null 2>"$T/err" && ok || { bad "rtn"; cat "$T/err"; }
 
+# part shards (formats/ckpt_write.h): with --max-shard-size below the checkpoint (32 MB) and above every part
+# (the 25.2 MB base part, 0.8 MB layers), the work dir's parts become the shards by hard links, one per part,
+# base first: the same tensors with the same bytes as the one-file copy, and `qcal check` passes. 23 MB is
+# below the base part: the sorted copy, as before.
+if [[ -d "$D/qcal-llama-25m" ]]; then
+    pc=(--model "$D/qcal-llama-25m" --calib "$D/text/c4.utf8" --nsamples 8 --seqlen 256 --quiet)
+    "$Q" quantize "${pc[@]}" --out "$T/ps" --max-shard-size 25 --keep-work >/dev/null 2>"$T/err" \
+        && ok || { bad "part shards: quantize"; cat "$T/err"; }
+    "$Q" quantize "${pc[@]}" --out "$T/ps1" >/dev/null 2>"$T/err" && ok || { bad "part shards: one file"; cat "$T/err"; }
+    "$Q" quantize "${pc[@]}" --out "$T/ps23" --max-shard-size 23 >/dev/null 2>"$T/err" \
+        && ok || { bad "part shards: 23 MB"; cat "$T/err"; }
+    "$Q" check "$T/ps" >"$T/chk" 2>&1 && ok || { bad "part shards: qcal check"; cat "$T/chk"; }
+    python3 - "$T/ps" "$T/ps1" "$T/ps23" "$T/ps.qcal-work" <<'PY' && ok || bad "part shards: layout or bytes"
+import json, os, struct, sys
+ps, one, copy, work = sys.argv[1:]
+def tensors(path):  # name -> (dtype, shape, bytes), in header order
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        h = json.loads(f.read(n))
+        data = f.read()
+    h.pop("__metadata__", None)
+    return {k: (v["dtype"], v["shape"], data[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in h.items()}
+def all_tensors(d):
+    out, files = {}, sorted(f for f in os.listdir(d) if f.startswith("model") and f.endswith(".safetensors"))
+    for f in files:
+        t = tensors(os.path.join(d, f))
+        assert not set(t) & set(out), f
+        out.update(t)
+    return out, files
+L = json.load(open(os.path.join(ps, "config.json")))["num_hidden_layers"]
+got, files = all_tensors(ps)
+assert files == ["model-%05d-of-%05d.safetensors" % (i + 1, L + 1) for i in range(L + 1)], files
+parts = ["base.safetensors"] + ["layer-%05d.safetensors" % i for i in range(L)]
+wm = json.load(open(os.path.join(ps, "model.safetensors.index.json")))["weight_map"]
+assert len(wm) == len(got), (len(wm), len(got))
+for f, p in zip(files, parts):
+    a, b = os.stat(os.path.join(ps, f)), os.stat(os.path.join(work, p))
+    assert (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino), (f, p, "not a hard link")
+    assert all(wm[k] == f for k in tensors(os.path.join(ps, f))), f
+ref, rf = all_tensors(one)
+assert rf == ["model.safetensors"], rf
+assert got == ref, sorted(k for k in set(got) | set(ref) if got.get(k) != ref.get(k))[:5]
+c, cf = all_tensors(copy)
+assert len(cf) >= 2 and c == ref, cf
+names = [k for f in cf for k in tensors(os.path.join(copy, f))]
+assert names == sorted(names), "23 MB: not the sorted copy"
+assert all(os.stat(os.path.join(copy, f)).st_nlink == 1 for f in cf)
+PY
+    rm -rf "$T/ps.qcal-work"
+    "$Q" check "$T/ps" >"$T/chk" 2>&1 && ok || { bad "part shards: qcal check without the work dir"; cat "$T/chk"; }
+else
+    echo "SKIP part shards: $D/qcal-llama-25m not found"
+fi
+
 # failures: clear message, right status, nothing written
 "$Q" quantize "${common[@]}" --out "$T/g4" --quiet >/dev/null 2>"$T/err"; rc=$?
 [[ $rc -eq 1 ]] && grep -q "already exists" "$T/err" && ok || bad "existing out: rc $rc $(cat "$T/err")"

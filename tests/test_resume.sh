@@ -3,7 +3,8 @@
 # (sampling, each layer's load/forward/solve/part/save, checkpoint assembly), then started again with the
 # same command: each must resume and write a checkpoint byte-identical to the uninterrupted run's (every
 # file but qcal_report.json, which holds timings). The same with SIGTERM (exit 143, state kept, message
-# on how to resume). AWQ and an --eval run resume too. No temporary file or work directory may be left.
+# on how to resume). AWQ and an --eval run resume too, and a run whose parts become the shards (part shards).
+# No temporary file or work directory may be left.
 set -u
 Q=${QCAL_BIN:?QCAL_BIN not set}
 D=${QCAL_DATA:-../shared/data}
@@ -124,6 +125,20 @@ QCAL_TEST_KILL="phase:save:3" "$Q" quantize "${common[@]}" --out "$T/r" >/dev/nu
 "$Q" quantize "${common[@]}" --bits 3 --out "$T/r" --restart >/dev/null 2>"$T/err"; rc=$?
 [[ $rc -eq 0 && -f "$T/r/model.safetensors" && ! -e "$T/r.qcal-work" ]] && ! grep -q "resuming" "$T/err" \
     && ok || bad "--restart: rc $rc $(cat "$T/err")"
+
+# 7. part shards (formats/ckpt_write.h: --max-shard-size below the checkpoint, above every part, so the parts
+#    become the shards by hard links): killed while a layer's part is written, at assembly and between two
+#    links, the resumed run links the parts of both processes and gives the uninterrupted run's bytes
+PS=(--act-order --max-shard-size 25)
+rm -rf "$T/out" "$T/ref"
+"$Q" quantize "${common[@]}" "${PS[@]}" --out "$T/out" >/dev/null 2>"$T/err" || { cat "$T/err"; exit 1; }
+mv "$T/out" "$T/ref"; REF=$T/ref
+[[ $(ls "$REF" | grep -c '^model-[0-9]*-of-00009\.safetensors$') -eq 9 ]] && ok || bad "part shards: $(ls "$REF")"
+SIG=9; DELAY=
+for spec in "phase:part:4" "phase:assembly:1" "tensor:3"; do
+    KILL_ENV="QCAL_TEST_KILL=$spec" run_case "part shards: SIGKILL at $spec" "${PS[@]}"
+done
+"$Q" check "$T/out" >"$T/chk" 2>&1 && ok || { bad "part shards after resume: qcal check"; cat "$T/chk"; }
 
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]
