@@ -67,6 +67,18 @@ static void trtri(float *A, int n, int lda) {
 
 static int nb_base = 512;
 
+/* [A11 .; A21 A22] of a column-major [n, n] A, split at a multiple of 128 near n / 2 */
+typedef struct {
+    int n1, n2;
+    float *A21, *A22;
+} blocks;
+
+static blocks split(float *A, int n, int lda) {
+    int n1 = n / 2 / 128 * 128;
+    if (n1 < 128) n1 = n / 2;
+    return (blocks){n1, n - n1, A + n1, A + (size_t)n1 * lda + n1};
+}
+
 /* column-major lower A [n, n] (lda) -> its Cholesky factor: [A11 .; A21 A22] with L11 = chol(A11),
  * L21 = A21 L11^-T, L22 = chol(A22 - L21 L21^T) */
 static void rpotrf(float *A, int n, int lda) {
@@ -74,10 +86,9 @@ static void rpotrf(float *A, int n, int lda) {
         potrf(A, n, lda);
         return;
     }
-    int n1 = n / 2 / 128 * 128;
-    if (n1 < 128) n1 = n / 2;
-    int n2 = n - n1;
-    float *A11 = A, *A21 = A + n1, *A22 = A + (size_t)n1 * lda + n1;
+    blocks b = split(A, n, lda);
+    int n1 = b.n1, n2 = b.n2;
+    float *A11 = A, *A21 = b.A21, *A22 = b.A22;
     const float one = 1.0f, mone = -1.0f;
     rpotrf(A11, n1, lda);
     CK(cublasStrsm(blas, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, CUBLAS_DIAG_NON_UNIT, n2, n1, &one,
@@ -92,10 +103,9 @@ static void rtrtri(float *A, int n, int lda) {
         trtri(A, n, lda);
         return;
     }
-    int n1 = n / 2 / 128 * 128;
-    if (n1 < 128) n1 = n / 2;
-    int n2 = n - n1;
-    float *A11 = A, *A21 = A + n1, *A22 = A + (size_t)n1 * lda + n1;
+    blocks b = split(A, n, lda);
+    int n1 = b.n1, n2 = b.n2;
+    float *A11 = A, *A21 = b.A21, *A22 = b.A22;
     const float one = 1.0f, mone = -1.0f;
     /* L21 <- L21 L11^-1 needs the original L11; L22^-1 L21 the inverted L22: B first, then the diagonal */
     CK(cublasStrsm(blas, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, CUBLAS_DIAG_NON_UNIT, n2, n1, &one,
@@ -112,10 +122,9 @@ static void rtrtri_mm(float *A, int n, int lda) {
         trtri(A, n, lda);
         return;
     }
-    int n1 = n / 2 / 128 * 128;
-    if (n1 < 128) n1 = n / 2;
-    int n2 = n - n1;
-    float *A11 = A, *A21 = A + n1, *A22 = A + (size_t)n1 * lda + n1;
+    blocks b = split(A, n, lda);
+    int n1 = b.n1, n2 = b.n2;
+    float *A11 = A, *A21 = b.A21, *A22 = b.A22;
     const float one = 1.0f, mone = -1.0f;
     rtrtri_mm(A11, n1, lda);
     rtrtri_mm(A22, n2, lda);

@@ -196,6 +196,30 @@ static __global__ void k_damp(float *H, const float *Hbak, int K, double add) {
  * columns with the block's U tile (shared memory, read as broadcasts), the row tile in shared memory
  * column-major with a padded stride (conflict-free). Writes Q into Ww, e into Err [nb, N], codes in
  * original column order, and new group params into scales/zf. */
+/* One column's quantize step (D.3 step 7), shared by both sweep kernels so that their bits agree: w's code
+ * under (cs, cz), its dequantized value qv, diff = w - qv and the scaled error e = diff / d (explicitly
+ * rounded operations: no contraction can change them). */
+typedef struct {
+    int   code;
+    float qv, diff, e;
+} col_step;
+
+static __device__ __forceinline__ col_step gptq_col_step(float w, float d, float cs, float cz, int maxq) {
+    col_step s;
+    s.code = quant_code(w, cs, cz, maxq);
+    s.qv = __fmul_rn(cs, (float)s.code - cz);
+    s.diff = __fsub_rn(w, s.qv);
+    s.e = __fdiv_rn(s.diff, d);
+    return s;
+}
+
+/* A group's params from its range, the scale rounded to fp16 when the format stores it so. */
+static __device__ __forceinline__ void group_params(float lo, float hi, int maxq, bool sym, bool fp16, float *cs,
+                                                    float *cz) {
+    gptq_params(lo, hi, maxq, sym, cs, cz);
+    if (fp16) *cs = __half2float(__float2half_rn(*cs));
+}
+
 static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ Ww, int N, int K, int i1, int nb,
                                                             const float *__restrict__ U, float *__restrict__ Err,
                                                             uint8_t *__restrict__ codes, const int *__restrict__ perm,
@@ -240,22 +264,18 @@ static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ 
                     lo = v < lo ? v : lo;
                     hi = v > hi ? v : hi;
                 }
-                gptq_params(lo, hi, maxq, sym, &cs, &cz);
-                if (fp16) cs = __half2float(__float2half_rn(cs));
+                group_params(lo, hi, maxq, sym, fp16, &cs, &cz);
                 size_t gi = (size_t)(c / gs) * N + n;
                 scales[gi] = cs;
                 zf[gi] = cz;
             }
             const float d = Ut[i * nb + i];
-            const float w = Wt[i * ld + t];
-            const int code = quant_code(w, cs, cz, maxq);
-            const float qv = __fmul_rn(cs, (float)code - cz);
-            const float diff = __fsub_rn(w, qv);
-            lacc += (double)diff * diff / ((double)d * d) / 2.0;
-            const float e = __fdiv_rn(diff, d);
-            Wt[i * ld + t] = qv;
+            const col_step x = gptq_col_step(Wt[i * ld + t], d, cs, cz, maxq);
+            const float e = x.e;
+            lacc += (double)x.diff * x.diff / ((double)d * d) / 2.0;
+            Wt[i * ld + t] = x.qv;
             Err[(size_t)i * N + n] = e;
-            codes[(size_t)n * K + perm[c]] = (uint8_t)code;
+            codes[(size_t)n * K + perm[c]] = (uint8_t)x.code;
             const float *urow = Ut + i * nb;
 #pragma unroll 4
             for (int j = i + 1; j < nb; j++) Wt[j * ld + t] = fmaf(-urow[j], e, Wt[j * ld + t]);
@@ -338,8 +358,7 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
                 lo = a < lo ? a : lo;
                 hi = b > hi ? b : hi;
             }
-            gptq_params(lo, hi, maxq, sym, &cs, &cz);
-            if (fp16) cs = __half2float(__float2half_rn(cs));
+            group_params(lo, hi, maxq, sym, fp16, &cs, &cz);
             if (live && q == 0) {
                 size_t gi = (size_t)(c / gs) * N + n;
                 scales[gi] = cs;
@@ -347,16 +366,13 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
             }
         }
         const float d = Ut[i * nb + i];
-        const float w = Wt[i * ld + r];
-        const int code = quant_code(w, cs, cz, maxq);
-        const float qv = __fmul_rn(cs, (float)code - cz);
-        const float diff = __fsub_rn(w, qv);
-        const float e = __fdiv_rn(diff, d);
+        const col_step x = gptq_col_step(Wt[i * ld + r], d, cs, cz, maxq);
+        const float e = x.e;
         __syncwarp(mask); /* every lane has read w before it is replaced */
         if (q == 0) {
-            lacc += (double)diff * diff / ((double)d * d) / 2.0;
-            Wt[i * ld + r] = qv;
-            Ct[i * ROWS2 + r] = (uint8_t)code;
+            lacc += (double)x.diff * x.diff / ((double)d * d) / 2.0;
+            Wt[i * ld + r] = x.qv;
+            Ct[i * ROWS2 + r] = (uint8_t)x.code;
             if (live) Err[(size_t)i * N + n] = e;
         }
         const float *urow = Ut + i * nb;
