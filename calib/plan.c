@@ -39,13 +39,16 @@
 #define CPU_SCALAR_GFLOPS 1.5      /* GPTQ's in-block column sweep, per BLAS thread */
 #define DISK_BYTES_PER_S  1.0e9    /* sequential write + fsync */
 #define FSYNC_SECONDS     0.01     /* per file written and fsynced */
-/* GPU: one H100, GPTQ w4g128 and AWQ w4g128 on Llama-3.1-8B shapes (benchmarks/results/gpu_h100.md). */
-#define H100_FWD_TFLOPS       379.0  /* GPTQ's schedule */
+/* GPU: one H100, GPTQ w4g128 and AWQ w4g128 on Llama-3.1-8B shapes (benchmarks/results/gpu_h100.md,
+ * 2026-12-07). GPTQ's forward assumes the stash is taken (each part of a layer once; where the card has no
+ * room for it the forward takes about 1.7x this); the Hessian rate is per full X^T X product, of which the
+ * lower tiles compute about half. */
+#define H100_FWD_TFLOPS       383.0  /* GPTQ's schedule, each part once */
 #define H100_AWQ_FWD_TFLOPS   289.0
-#define H100_HESS_TFLOPS      683.0
-#define H100_SOLVE_S_8B       0.522  /* per 8B layer: GPTQ + error report, 7 linears */
+#define H100_HESS_TFLOPS      1020.0
+#define H100_SOLVE_S_8B       0.243  /* per 8B layer: GPTQ + error report, 7 linears */
 #define H100_AWQ_SOLVE_S_8B   0.44   /* per 8B layer: scale search + clip + quantize, 23 x 512 tokens */
-#define H100_PACK_S_8B        0.089  /* per 8B layer */
+#define H100_PACK_S_8B        0.018  /* per 8B layer */
 #define H100_EMBED_S_8B       0.20
 
 /* ---- the model's shapes ---- */
@@ -929,11 +932,11 @@ static void eta(const qc_plan_in *in, const shapes *s, double gflops, qc_plan *p
         p->eta_write = written / DISK_BYTES_PER_S + files * FSYNC_SECONDS;
     } else {
         shapes b = llama8b_shapes();
-        /* true-sequential: the attention half for the q/k/v and o captures and once in place, the MLP half likewise */
-        double sched = in->true_sequential ? 2 * f.qkv + 2 * f.att + f.o + 2 * f.gu + f.dn
-                                           : 2 * f.qkv + 2 * f.att + 2 * f.o + 2 * f.gu + f.dn;
-        double fwd = awq ? (f.qkv + f.att + f.o + f.gu + f.dn) / (H100_AWQ_FWD_TFLOPS * 1e12)
-                         : sched / (H100_FWD_TFLOPS * 1e12);
+        /* true-sequential with the stash: each part of the layer once; without true-sequential the in-place
+         * pass after the layer applies it whole again */
+        double once = f.qkv + f.att + f.o + f.gu + f.dn;
+        double sched = in->true_sequential ? once : 2 * once;
+        double fwd = awq ? once / (H100_AWQ_FWD_TFLOPS * 1e12) : sched / (H100_FWD_TFLOPS * 1e12);
         p->eta_embed = H100_EMBED_S_8B * (double)s->embed_bytes / (128256.0 * 4096 * 2);
         p->eta_forward = L * fwd;
         p->eta_hessian = L * 2 * hess / (H100_HESS_TFLOPS * 1e12);
@@ -947,11 +950,11 @@ static void eta(const qc_plan_in *in, const shapes *s, double gflops, qc_plan *p
         } else {
             p->eta_solve = L * H100_SOLVE_S_8B * sol / solve_flops(&b, true, NULL);
         }
-        /* the writer thread overlaps the snapshots with the next layers' work */
-        double snap = n_snap > 1 ? ((double)n_snap - 1) * (64 + R * s->d * 4) / DISK_BYTES_PER_S : 0;
-        double busy = p->eta_forward + p->eta_hessian + p->eta_solve;
-        p->eta_write = L * H100_PACK_S_8B * (double)s->nk_sum / (double)b.nk_sum + written / DISK_BYTES_PER_S - snap +
-                       (snap > busy ? snap - busy : 0) + files * FSYNC_SECONDS;
+        /* the writer thread overlaps the parts and snapshots with the next layers' work: only what the disk
+         * cannot take meanwhile shows */
+        double busy = p->eta_forward + p->eta_hessian + p->eta_solve, disk = written / DISK_BYTES_PER_S;
+        p->eta_write = L * H100_PACK_S_8B * (double)s->nk_sum / (double)b.nk_sum + (disk > busy ? disk - busy : 0) +
+                       files * FSYNC_SECONDS;
     }
     if (in->keep_fake && in->eval_seqlen > 1) {
         double Te = in->eval_seqlen, tokens = 0;
