@@ -1,10 +1,12 @@
 /* gpu_forward.cu - the decoder layer on the GPU and layer streaming (see gpu_forward.h).
  *
- * Attention runs per sequence as two cuBLAS strided-batched GEMMs around a masked softmax kernel:
+ * Attention runs in one fused kernel (gpu_attn.cu) where head_dim allows; its plain twin, and the path
+ * for other head sizes, runs per sequence as two cuBLAS strided-batched GEMMs around a masked softmax kernel:
  * S = scale * Q K^T (fp32) over a chunk of kv heads, P = softmax(S) (fp16), O = P V. For grouped-query
  * heads the batch runs over kv heads for one group member r at a time (query head kvh * g + r), so
  * each batch has uniform strides. The score chunk is bounded by SCORES_BUDGET. */
 #include "gpu_forward.h"
+#include "gpu_attn.h"
 #include "qc_gpu_internal.h"
 
 #include <math.h>
@@ -336,6 +338,7 @@ struct qc_gpu_fwd {
     float          *cos_l, *sin_l; /* [seqlen, head_dim / 2] local tables (rope_local_theta > 0), else NULL */
     float          *post;    /* [rows, d] fp32: a block's output before its post norm (Gemma), else NULL */
     float           norm_off, attn_scale;
+    bool            attn_fused;  /* gpu_attn.h's kernel, else the plain cuBLAS + softmax path */
     bool            layer_norm;  /* LayerNorms with biases (OPT), else RMSNorms */
     int             rope;        /* 1: rotate q and k; 0: learned positions (OPT) */
     int             ff_max;  /* the widest MLP (dense, expert or shared expert): work's gate/up stride */
@@ -414,37 +417,19 @@ static qc_status check_rows(const qc_gpu_fwd *f, int nseq, int T) {
     return QC_OK;
 }
 
-/* q, k, v projections, their post-processing, and attention into att [n, qd] (all in f->work). */
-static qc_status attn_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, int nseq, int T) {
+/* softmax(scale * q k^T) v per sequence and head into att (gpu_attn.h's shapes), for layer `layer` (its window):
+ * the fused kernel when f->attn_fused, else two cuBLAS GEMMs around the softmax kernel (the plain twin). */
+static qc_status attn_sdpa(qc_gpu_fwd *f, int layer, const __half *q, const __half *k, const __half *v, __half *att,
+                           int nseq, int T) {
     qc_gpu *g = f->g;
     const qc_model_config *c = &f->cfg;
-    int n = nseq * T, d = c->hidden_size, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
+    int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
     int qd = nh * hd, kvd = nkv * hd, grp = nh / nkv;
-    size_t rows = (size_t)f->max_rows;
-    __half *q = (__half *)f->work, *k = q + rows * qd, *v = k + rows * kvd, *att = v + rows * kvd;
-    qc_status st;
-    if ((st = gemm16(g, xn, L->w[QC_LIN_Q], (uint16_t *)q, n, qd, d))) return st;
-    if ((st = gemm16(g, xn, L->w[QC_LIN_K], (uint16_t *)k, n, kvd, d))) return st;
-    if ((st = gemm16(g, xn, L->w[QC_LIN_V], (uint16_t *)v, n, kvd, d))) return st;
-    const unsigned wpb = 4; /* warps per block */
-    float eps = c->rms_norm_eps;
-    const bool local = qc_layer_rope_local(c, L->index);
-    const float *cos_t = local ? f->cos_l : f->cos_t, *sin_t = local ? f->sin_l : f->sin_t;
-    const float noff = f->norm_off;
-    k_head_post<<<qc_grid((size_t)n * nh, wpb), wpb * 32, 0, g->stream>>>(q, n, nh, hd, T, L->b[QC_LIN_Q], L->q_norm,
-                                                                           noff, eps, cos_t, sin_t, f->rope);
-    QC_CU_LAUNCH("head_post(q)");
-    k_head_post<<<qc_grid((size_t)n * nkv, wpb), wpb * 32, 0, g->stream>>>(k, n, nkv, hd, T, L->b[QC_LIN_K], L->k_norm,
-                                                                            noff, eps, cos_t, sin_t, f->rope);
-    QC_CU_LAUNCH("head_post(k)");
-    if (L->b[QC_LIN_V]) {
-        k_head_post<<<qc_grid((size_t)n * nkv, wpb), wpb * 32, 0, g->stream>>>(v, n, nkv, hd, T, L->b[QC_LIN_V], NULL,
-                                                                                noff, eps, cos_t, sin_t, 0);
-        QC_CU_LAUNCH("head_post(v)");
-    }
-
+    if (f->attn_fused)
+        return qc_gpu_flash_attn(g, (const uint16_t *)q, (const uint16_t *)k, (const uint16_t *)v, (uint16_t *)att, nseq,
+                                 T, nh, nkv, hd, f->attn_scale, qc_layer_window(c, layer), c->attn_softcap);
     const float scale = f->attn_scale, one = 1.0f, zero = 0.0f;
-    const int win = qc_layer_window(c, L->index);
+    const int win = qc_layer_window(c, layer);
     long long TT = (long long)T * T;
     unsigned sm_threads = T >= 512 ? 256 : 128;
     for (int s = 0; s < nseq; s++) {
@@ -470,6 +455,38 @@ static qc_status attn_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t 
         }
     }
     return QC_OK;
+}
+
+/* q, k, v projections, their post-processing, and attention into att [n, qd] (all in f->work). */
+static qc_status attn_core(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, int nseq, int T) {
+    qc_gpu *g = f->g;
+    const qc_model_config *c = &f->cfg;
+    int n = nseq * T, d = c->hidden_size, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
+    int qd = nh * hd, kvd = nkv * hd;
+    size_t rows = (size_t)f->max_rows;
+    __half *q = (__half *)f->work, *k = q + rows * qd, *v = k + rows * kvd, *att = v + rows * kvd;
+    qc_status st;
+    if ((st = gemm16(g, xn, L->w[QC_LIN_Q], (uint16_t *)q, n, qd, d))) return st;
+    if ((st = gemm16(g, xn, L->w[QC_LIN_K], (uint16_t *)k, n, kvd, d))) return st;
+    if ((st = gemm16(g, xn, L->w[QC_LIN_V], (uint16_t *)v, n, kvd, d))) return st;
+    const unsigned wpb = 4; /* warps per block */
+    float eps = c->rms_norm_eps;
+    const bool local = qc_layer_rope_local(c, L->index);
+    const float *cos_t = local ? f->cos_l : f->cos_t, *sin_t = local ? f->sin_l : f->sin_t;
+    const float noff = f->norm_off;
+    k_head_post<<<qc_grid((size_t)n * nh, wpb), wpb * 32, 0, g->stream>>>(q, n, nh, hd, T, L->b[QC_LIN_Q], L->q_norm,
+                                                                           noff, eps, cos_t, sin_t, f->rope);
+    QC_CU_LAUNCH("head_post(q)");
+    k_head_post<<<qc_grid((size_t)n * nkv, wpb), wpb * 32, 0, g->stream>>>(k, n, nkv, hd, T, L->b[QC_LIN_K], L->k_norm,
+                                                                            noff, eps, cos_t, sin_t, f->rope);
+    QC_CU_LAUNCH("head_post(k)");
+    if (L->b[QC_LIN_V]) {
+        k_head_post<<<qc_grid((size_t)n * nkv, wpb), wpb * 32, 0, g->stream>>>(v, n, nkv, hd, T, L->b[QC_LIN_V], NULL,
+                                                                                noff, eps, cos_t, sin_t, 0);
+        QC_CU_LAUNCH("head_post(v)");
+    }
+
+    return attn_sdpa(f, L->index, q, k, v, att, nseq, T);
 }
 
 /* gate/up projections (slots g, g + 1, on n rows of xn) and act = act(gate) * up, written over gate (f->work,
@@ -719,6 +736,8 @@ qc_status qc_gpu_fwd_create(qc_gpu *g, const qc_model_config *cfg, int max_seqs,
     f->layer_norm = qc_norm_has_bias(cfg);
     f->rope = qc_arch_has_rope(cfg) ? 1 : 0;
     f->attn_scale = cfg->attn_scalar > 0.0 ? (float)pow(cfg->attn_scalar, -0.5) : 1.0f / sqrtf((float)cfg->head_dim);
+    const char *ak = getenv("QCAL_GPU_ATTN");
+    f->attn_fused = qc_gpu_flash_attn_supported(cfg->head_dim) && !(ak && strcmp(ak, "plain") == 0);
     float *cos_h = (float *)malloc(s.rope), *sin_h = (float *)malloc(s.rope);
     if (!cos_h || !sin_h) st = qc_fail(QC_ERR_NOMEM, "out of memory for rotary tables");
     if (!st) st = qc_gpu_alloc(g, (void **)&f->xn, s.xn, "normed activations (fp16)");
@@ -907,6 +926,21 @@ qc_status qc_gpu_hessian_diag(qc_gpu *g, const float *H, int K, float *diag_host
                             cudaMemcpyDeviceToHost, g->stream));
     QC_CU(cudaStreamSynchronize(g->stream));
     return QC_OK;
+}
+
+bool qc_gpu_fwd_set_fused_attn(qc_gpu_fwd *f, bool fused) {
+    if (fused && !qc_gpu_flash_attn_supported(f->cfg.head_dim)) return false;
+    f->attn_fused = fused;
+    return true;
+}
+
+bool qc_gpu_fwd_fused_attn(const qc_gpu_fwd *f) { return f->attn_fused; }
+
+qc_status qc_gpu_attn_core(qc_gpu_fwd *f, int layer, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                           uint16_t *att, int nseq, int T) {
+    qc_status st = check_rows(f, nseq, T);
+    if (st) return st;
+    return attn_sdpa(f, layer, (const __half *)q, (const __half *)k, (const __half *)v, (__half *)att, nseq, T);
 }
 
 qc_status qc_gpu_attn_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, const uint16_t *xn, float *out, int nseq, int T) {

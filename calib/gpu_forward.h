@@ -121,6 +121,17 @@ size_t    qc_gpu_fwd_bytes(const qc_model_config *cfg, int max_seqs, int seqlen)
  * model.h's qc_layer_forward. Returning false stops the layer there (x is then unspecified). */
 typedef bool (*qc_gpu_capture_fn)(void *user, qc_linear_id which, const uint16_t *x_dev, int n, int in);
 
+/* The attention kernel: the fused one (gpu_attn.h: no score matrix in memory) wherever head_dim allows
+ * (16, 32, 64, 96, 128), else the plain one (cuBLAS scores, a softmax kernel, cuBLAS P V; also where the
+ * environment has QCAL_GPU_ATTN=plain at qc_gpu_fwd_create). The two agree to the fp16 rounding of the
+ * probabilities, not bit for bit. set returns false, changing nothing, when fused is asked for and the
+ * head_dim has no fused kernel. */
+bool      qc_gpu_fwd_set_fused_attn(qc_gpu_fwd *f, bool fused);
+bool      qc_gpu_fwd_fused_attn(const qc_gpu_fwd *f);
+/* softmax(scale q k^T) v alone on projected, rotated q/k/v (gpu_attn.h's shapes; nseq * T within the
+ * buffers) with layer `layer`'s window and the config's soft-cap, by the kernel chosen above. */
+qc_status qc_gpu_attn_core(qc_gpu_fwd *f, int layer, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                           uint16_t *att, int nseq, int T);
 /* x_dev: fp32 [nseq * T, d], updated in place to the layer's output. */
 qc_status qc_gpu_layer_forward(qc_gpu_fwd *f, const qc_gpu_layer *L, float *x_dev, int nseq, int T,
                                qc_gpu_capture_fn capture, void *user);

@@ -136,6 +136,7 @@ typedef struct qc_pipeline_result {
     size_t  gpu_peak_bytes;      /* GPU: peak of qcal's device allocations */
     size_t  gpu_peak_device;     /* GPU: peak device memory in use (incl. CUDA context, library workspaces) */
     size_t  gpu_stash_bytes;     /* GPU: o_proj/down_proj inputs kept between passes (0: recomputed) */
+    const char *gpu_attention;   /* GPU: "fused" or "plain", the attention kernel (gpu_forward.h); static */
     char    device_desc[192];    /* "cpu" or the GPU's description */
     char  **parts;               /* part files in work_dir, [n_parts] */
     int     n_parts;

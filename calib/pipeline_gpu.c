@@ -1030,6 +1030,7 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         if ((st = qc_gpu_alloc(c.g, (void **)&c.xs, (size_t)c.batch * T * d * sizeof(float), "a batch of activations")))
             goto out;
         if ((st = qc_gpu_fwd_create(c.g, cfg, c.batch, T, &c.f))) goto out;
+        res->gpu_attention = qc_gpu_fwd_fused_attn(c.f) ? "fused" : "plain";
         QC_LOGI("quantize: %d sequences per batch of the forward pass", c.batch);
         /* the stash (gctx), in the room left beside the same reserve: speed only, the results are the same
          * without it (QCAL_GPU_NO_STASH=1 leaves it out, for the tests and benchmarks that compare) */

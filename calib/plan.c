@@ -40,16 +40,16 @@
 #define DISK_BYTES_PER_S  1.0e9    /* sequential write + fsync */
 #define FSYNC_SECONDS     0.01     /* per file written and fsynced */
 /* GPU: one H100, GPTQ w4g128 and AWQ w4g128 on Llama-3.1-8B shapes (benchmarks/results/gpu_h100.md,
- * 2026-12-07). GPTQ's forward assumes the stash is taken (each part of a layer once; where the card has no
- * room for it the forward takes about 1.7x this); the Hessian rate is per full X^T X product, of which the
- * lower tiles compute about half. */
-#define H100_FWD_TFLOPS       383.0  /* GPTQ's schedule, each part once */
-#define H100_AWQ_FWD_TFLOPS   289.0
+ * 2026-12-07, third session: the fused attention kernel, the Gram-form clip search). GPTQ's forward assumes
+ * the stash is taken (each part of a layer once; where the card has no room for it the forward takes about
+ * 1.7x this); the Hessian rate is per full X^T X product, of which the lower tiles compute about half. */
+#define H100_FWD_TFLOPS       486.0  /* GPTQ's schedule, each part once */
+#define H100_AWQ_FWD_TFLOPS   405.0
 #define H100_HESS_TFLOPS      1020.0
-#define H100_SOLVE_S_8B       0.243  /* per 8B layer: GPTQ + error report, 7 linears */
-#define H100_AWQ_SOLVE_S_8B   0.44   /* per 8B layer: scale search + clip + quantize, 23 x 512 tokens */
-#define H100_PACK_S_8B        0.018  /* per 8B layer */
-#define H100_EMBED_S_8B       0.20
+#define H100_SOLVE_S_8B       0.240  /* per 8B layer: GPTQ + error report, 7 linears */
+#define H100_AWQ_SOLVE_S_8B   0.41   /* per 8B layer: scale search + clip + quantize, 23 x 512 tokens */
+#define H100_PACK_S_8B        0.016  /* per 8B layer */
+#define H100_EMBED_S_8B       0.12
 
 /* ---- the model's shapes ---- */
 typedef struct {

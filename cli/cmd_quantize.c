@@ -219,6 +219,7 @@ static cJSON *report_json(const qc_recipe *r, const char *hash, const qc_calib_s
         cJSON_AddNumberToObject(rep, "gpu_peak_bytes", (double)pr->gpu_peak_bytes);
         cJSON_AddNumberToObject(rep, "gpu_peak_device_bytes", (double)pr->gpu_peak_device);
         cJSON_AddNumberToObject(rep, "gpu_stash_bytes", (double)pr->gpu_stash_bytes);
+        if (pr->gpu_attention) cJSON_AddStringToObject(rep, "gpu_attention", pr->gpu_attention);
     }
     cJSON_AddNumberToObject(rep, "peak_rss_bytes", (double)qc_peak_rss());
     cJSON *lins = cJSON_AddArrayToObject(rep, "linears");
@@ -496,6 +497,10 @@ static int run(int argc, char **argv) {
         cJSON_AddStringToObject(fp, "out", out_abs);
         cJSON_AddItemToObject(fp, "model_files", ident);
         cJSON_AddStringToObject(fp, "device", device < 0 ? platform : r.device);
+        if (device >= 0) { /* the two attention kernels round differently: a resume must not mix them */
+            const char *ak = getenv("QCAL_GPU_ATTN");
+            cJSON_AddStringToObject(fp, "gpu_attention", ak && strcmp(ak, "plain") == 0 ? "plain" : "fused-where-supported");
+        }
         /* the arithmetic's partition of the work: fixed chunks, whatever --threads and --batch-tokens are */
         cJSON_AddStringToObject(fp, "partition", "fixed-chunks-v1");
         free(out_abs);

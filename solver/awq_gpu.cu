@@ -261,6 +261,125 @@ __global__ void __launch_bounds__(kClipRows) k_awq_clip(float *W, int N, int K, 
         for (int k = 0; k < gs; k++) w[k] = clampm(w[k], best);
 }
 
+/* The clipping search by Gram matrices: sum over tokens of (d . x_t)^2 = d^T Gm d with Gm = sum_t x_t x_t^T over
+ * the sampled tokens, one gs x gs matrix per group shared by every row and candidate, so a candidate costs
+ * gs^2 multiply-adds a row instead of Ts * gs (4x fewer at 512 tokens and g128). Same candidates, the same
+ * strict tie rule; the error is the same sum in another order (k_awq_clip's twin: test_gpu_awq compares
+ * both with the CPU and with each other).
+ *
+ * k_awq_gram: gram[g][i][j] for i, j < GSM (zeros past gs): products of fp16 inputs are exact in fp32,
+ * summed in double, stored fp32. Block per (group, 16 rows of the matrix), 256 threads: thread (i, j0)
+ * sums columns j0 + 16c. */
+constexpr int kGramTile = 64;
+template <int GSM>
+__global__ void __launch_bounds__(256) k_awq_gram(const __half *X, int K, int64_t step, int Ts, int gs, float *gram) {
+    __shared__ float xs[kGramTile][GSM];
+    constexpr int NC = GSM / 16;
+    const int g = blockIdx.x, tid = threadIdx.x, i = blockIdx.y * 16 + tid / 16, j0 = tid % 16;
+    double acc[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) acc[c] = 0.0;
+    for (int t0 = 0; t0 < Ts; t0 += kGramTile) {
+        int nt = Ts - t0 < kGramTile ? Ts - t0 : kGramTile;
+        __syncthreads();
+        for (int idx = tid; idx < kGramTile * GSM; idx += 256) {
+            int tt = idx / GSM, k = idx - tt * GSM;
+            float v = 0.0f;
+            if (tt < nt && k < gs) v = __half2float(X[(size_t)((int64_t)(t0 + tt) * step) * K + (size_t)g * gs + k]);
+            xs[tt][k] = v;
+        }
+        __syncthreads();
+        for (int tt = 0; tt < nt; tt++) {
+            float xi = xs[tt][i];
+#pragma unroll
+            for (int c = 0; c < NC; c++) acc[c] += (double)__fmul_rn(xi, xs[tt][j0 + 16 * c]);
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < NC; c++) gram[((size_t)g * GSM + i) * GSM + j0 + 16 * c] = (float)acc[c];
+}
+
+/* Block per (group, kClipRows rows), thread per row; the group's Gram matrix in shared memory. */
+template <int GSM>
+__global__ void __launch_bounds__(kClipRows) k_awq_clip_gram(float *W, int N, int K, const float *gram, int Ts, int gs,
+                                                              int maxq, int n_grid, int steps) {
+    extern __shared__ float4 gm4[];
+    const int g = blockIdx.x, tid = threadIdx.x;
+    const int row = blockIdx.y * kClipRows + tid;
+    const bool live = row < N;
+    const float4 *src = reinterpret_cast<const float4 *>(gram + (size_t)g * GSM * GSM);
+    for (int idx = tid; idx < GSM * GSM / 4; idx += kClipRows) gm4[idx] = src[idx];
+    __syncthreads();
+    float *w = W + (size_t)(live ? row : N - 1) * K + (size_t)g * gs;
+    float m0 = 0.0f, mx0 = w[0], mn0 = w[0];
+    for (int k = 0; k < gs; k++) {
+        float a = w[k];
+        m0 = fabsf(a) > m0 ? fabsf(a) : m0;
+        mx0 = a > mx0 ? a : mx0;
+        mn0 = a < mn0 ? a : mn0;
+    }
+    float best = m0;
+    double best_err = 1e9;
+    float d[GSM];
+    for (int i = 0; i < steps; i++) {
+        float m = __fmul_rn(m0, __fsub_rn(1.0f, __fdiv_rn((float)i, (float)n_grid)));
+        float sc, z;
+        quant_params(clampm(mx0, m), clampm(mn0, m), maxq, &sc, &z);
+#pragma unroll
+        for (int k = 0; k < GSM; k++) {
+            d[k] = 0.0f;
+            if (k < gs) {
+                float a = w[k];
+                d[k] = __fsub_rn(qdq(clampm(a, m), sc, z, maxq), a);
+            }
+        }
+        double e = 0.0;
+        for (int r = 0; r < gs; r++) {
+            const float4 *gr = gm4 + (size_t)r * (GSM / 4);
+            float u0 = 0.0f, u1 = 0.0f, u2 = 0.0f, u3 = 0.0f;
+#pragma unroll
+            for (int k4 = 0; k4 < GSM / 4; k4++) {
+                float4 p = gr[k4];
+                u0 = fmaf(d[4 * k4], p.x, u0);
+                u1 = fmaf(d[4 * k4 + 1], p.y, u1);
+                u2 = fmaf(d[4 * k4 + 2], p.z, u2);
+                u3 = fmaf(d[4 * k4 + 3], p.w, u3);
+            }
+            float a = w[r];
+            float dr = __fsub_rn(qdq(clampm(a, m), sc, z, maxq), a); /* d[r], recomputed: r is not a constant */
+            e += (double)dr * (double)((u0 + u1) + (u2 + u3));
+        }
+        e /= Ts;
+        if (e < best_err) { /* strictly smaller: the first of equal candidates wins, as on the CPU */
+            best_err = e;
+            best = m;
+        }
+    }
+    if (live)
+        for (int k = 0; k < gs; k++) w[k] = clampm(w[k], best);
+}
+
+template <int GSM>
+qc_status launch_clip_gram(qc_gpu *g, dim3 grid, float *W, int N, int K, const __half *X, int64_t step, int Ts, int gs,
+                           int maxq, int n_grid, int steps) {
+    float *gram = NULL;
+    qc_status st = qc_gpu_alloc(g, (void **)&gram, sizeof(float) * (size_t)grid.x * GSM * GSM, "awq clip Gram matrices");
+    if (st) return st;
+    k_awq_gram<GSM><<<dim3(grid.x, GSM / 16), 256, 0, g->stream>>>(X, K, step, Ts, gs, gram);
+    cudaError_t e = cudaGetLastError();
+    size_t smem = sizeof(float) * GSM * GSM;
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(k_awq_clip_gram<GSM>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) {
+        k_awq_clip_gram<GSM><<<grid, kClipRows, smem, g->stream>>>(W, N, K, gram, Ts, gs, maxq, n_grid, steps);
+        e = cudaGetLastError();
+    }
+    if (e != cudaSuccess) st = qc_fail(QC_ERR_DEVICE, "awq clip (Gram): %s", cudaGetErrorString(e));
+    if (st == QC_OK) st = qc_gpu_sync(g);
+    qc_gpu_free(g, gram);
+    return st;
+}
+
 qc_status check_gs(const char *what, int K, int gs) {
     if (gs <= 0 || K <= 0 || K % gs != 0)
         return qc_fail(QC_ERR_ARG, "%s: group size %d does not divide %d", what, gs, K);
@@ -428,8 +547,8 @@ qc_status qc_gpu_div_cols_act_f16(qc_gpu *g, uint16_t *X, int64_t T, int K, cons
     return QC_OK;
 }
 
-qc_status qc_gpu_awq_clip(qc_gpu *g, float *W, int N, int K, const uint16_t *X, int64_t T, int bits, int gs,
-                          int n_tokens, int n_grid, double max_shrink) {
+static qc_status awq_clip(qc_gpu *g, float *W, int N, int K, const uint16_t *X, int64_t T, int bits, int gs,
+                          int n_tokens, int n_grid, double max_shrink, bool gram) {
     qc_status st = check_gs("awq clip", K, gs);
     if (st == QC_OK) st = check_bits("awq clip", bits);
     if (st) return st;
@@ -444,6 +563,9 @@ qc_status qc_gpu_awq_clip(qc_gpu *g, float *W, int N, int K, const uint16_t *X, 
     int G = K / gs, row_blocks = (N + kClipRows - 1) / kClipRows;
     if (G > INT32_MAX || row_blocks > 65535) return qc_fail(QC_ERR_ARG, "awq clip: weight %dx%d too large", N, K);
     dim3 grid((unsigned)G, (unsigned)row_blocks);
+    if (gram && gs <= 32) return launch_clip_gram<32>(g, grid, W, N, K, (const __half *)X, step, Ts, gs, maxq, n_grid, steps);
+    if (gram && gs <= 64) return launch_clip_gram<64>(g, grid, W, N, K, (const __half *)X, step, Ts, gs, maxq, n_grid, steps);
+    if (gram && gs <= 128) return launch_clip_gram<128>(g, grid, W, N, K, (const __half *)X, step, Ts, gs, maxq, n_grid, steps);
     if (gs <= 32) return launch_clip<32>(g, grid, sizeof(float) * kClipTile * 32, W, N, K, (const __half *)X, step, Ts, gs, maxq, n_grid, steps, kClipTile, NULL, 0);
     if (gs <= 64) return launch_clip<64>(g, grid, sizeof(float) * kClipTile * 64, W, N, K, (const __half *)X, step, Ts, gs, maxq, n_grid, steps, kClipTile, NULL, 0);
     if (gs <= 128) return launch_clip<128>(g, grid, sizeof(float) * kClipTile * 128, W, N, K, (const __half *)X, step, Ts, gs, maxq, n_grid, steps, kClipTile, NULL, 0);
@@ -465,6 +587,16 @@ qc_status qc_gpu_awq_clip(qc_gpu *g, float *W, int N, int K, const uint16_t *X, 
     if (st == QC_OK) st = qc_gpu_sync(g);
     qc_gpu_free(g, D);
     return st;
+}
+
+qc_status qc_gpu_awq_clip(qc_gpu *g, float *W, int N, int K, const uint16_t *X, int64_t T, int bits, int gs,
+                          int n_tokens, int n_grid, double max_shrink) {
+    return awq_clip(g, W, N, K, X, T, bits, gs, n_tokens, n_grid, max_shrink, true);
+}
+
+qc_status qc_gpu_awq_clip_tokens(qc_gpu *g, float *W, int N, int K, const uint16_t *X, int64_t T, int bits, int gs,
+                                 int n_tokens, int n_grid, double max_shrink) {
+    return awq_clip(g, W, N, K, X, T, bits, gs, n_tokens, n_grid, max_shrink, false);
 }
 
 } /* extern "C" */

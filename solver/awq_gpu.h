@@ -39,6 +39,12 @@ qc_status qc_gpu_div_cols_act_f16(qc_gpu *g, uint16_t *X, int64_t T, int K, cons
  * max(1, T / n_tokens); candidates max|w| * (1 - i / n_grid) for i < max_shrink * n_grid. */
 qc_status qc_gpu_awq_clip(qc_gpu *g, float *W, int N, int K, const uint16_t *X, int64_t T, int bits, int gs,
                           int n_tokens, int n_grid, double max_shrink);
+/* The same search summing over the sampled tokens one by one (the plain twin; groups over 128 always
+ * take it): qc_gpu_awq_clip uses each group's Gram matrix of the sampled tokens instead, gs^2 work per
+ * row and candidate in place of tokens * gs. The two errors are the same sums in another order, so a
+ * near-tie between candidates can go either way. */
+qc_status qc_gpu_awq_clip_tokens(qc_gpu *g, float *W, int N, int K, const uint16_t *X, int64_t T, int bits, int gs,
+                                 int n_tokens, int n_grid, double max_shrink);
 
 #ifdef __cplusplus
 }

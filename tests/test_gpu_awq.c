@@ -9,8 +9,9 @@
  *   sqdiff           rel 1e-10: double accumulation in another order.
  *   folding ops      exact (one fp32 op, then round to fp16).
  *   clip             the GPU sums (Qdq(w) - w) . x in fp32 where the CPU subtracts two fp32 sgemm
- *                    outputs, so a near-tie between shrink candidates can go the other way: at most
- *                    1% of the (row, group) choices may differ.
+ *                    outputs (token by token, qc_gpu_awq_clip_tokens; or as d^T Gram d, qc_gpu_awq_clip),
+ *                    so a near-tie between shrink candidates can go the other way: at most 1% of the
+ *                    (row, group) choices may differ from the CPU's, and between the two GPU forms.
  * Set QCAL_GPU_QUICK=1 (e.g. under compute-sanitizer) to skip the large cases and the timing line. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,18 +341,25 @@ static void test_clip(void **state) {
             X[i] = f2h(Xf[i] / s[i % K]);
             Xf[i] = h2f(X[i]);
         }
-        float *cpu = malloc(sizeof(float) * nk), *gpu = malloc(sizeof(float) * nk);
+        float *cpu = malloc(sizeof(float) * nk), *gpu = malloc(sizeof(float) * nk), *tok = malloc(sizeof(float) * nk);
         memcpy(cpu, W, sizeof(float) * nk);
         double t0 = qc_time_now();
         QC_CHECK_OK(qc_awq_clip(cpu, N, K, Xf, T, bits, gs, 512, 20, 0.5));
         double tc = qc_time_now() - t0;
         void *dW = dev_put(W, sizeof(float) * nk), *dX = dev_put(X, sizeof(uint16_t) * (size_t)T * K);
+        /* the plain twin (token by token) first, then the Gram form on a fresh copy */
+        QC_CHECK_OK(qc_gpu_awq_clip_tokens(G, dW, N, K, dX, T, bits, gs, 512, 20, 0.5));
+        poison_host(tok, nk);
+        QC_CHECK_OK(qc_gpu_download(G, tok, dW, sizeof(float) * nk));
+        QC_CHECK_OK(qc_gpu_upload(G, dW, W, sizeof(float) * nk));
         t0 = qc_time_now();
         QC_CHECK_OK(qc_gpu_awq_clip(G, dW, N, K, dX, T, bits, gs, 512, 20, 0.5));
         QC_CHECK_OK(qc_gpu_sync(G));
         double tg = qc_time_now() - t0;
         poison_host(gpu, nk);
         QC_CHECK_OK(qc_gpu_download(G, gpu, dW, sizeof(float) * nk));
+        size_t twin = 0; /* (row, group) choices where the two GPU forms differ */
+        for (size_t o = 0; o < nk; o += gs) twin += memcmp(&gpu[o], &tok[o], sizeof(float) * gs) != 0;
         /* the chosen max of a (row, group) is the clamped group's max |w| */
         size_t diff = 0, clipped = 0, bad_same = 0;
         double num = 0, den = 0;
@@ -377,15 +385,16 @@ static void test_clip(void **state) {
         double rel = sqrt(num / den);
         size_t ng = (size_t)N * G_;
         printf("clip %dx%d w%d g%d T %lld: %zu / %zu choices differ (%.2e), %.1f%% of groups clipped, "
-               "W rel diff %.2e; cpu %.3f s gpu %.4f s\n", N, K, bits, gs, (long long)T, diff, ng, (double)diff / ng,
-               100.0 * clipped / ng, rel, tc, tg);
+               "W rel diff %.2e; Gram vs token sums: %zu differ; cpu %.3f s gpu %.4f s\n", N, K, bits, gs, (long long)T,
+               diff, ng, (double)diff / ng, 100.0 * clipped / ng, rel, twin, tc, tg);
         if (bad_same) fail_msg("clip: %zu weights differ in groups with the same choice", bad_same);
         if (clipped == 0) fail_msg("clip: no group was clipped: the case tests nothing");
         if ((double)diff > 0.01 * ng) fail_msg("clip: %zu of %zu choices differ (> 1%%)", diff, ng);
+        if ((double)twin > 0.01 * ng) fail_msg("clip: the Gram and token forms differ in %zu of %zu choices (> 1%%)", twin, ng);
         tot += ng;
         tot_diff += diff;
         qc_gpu_free(G, dW); qc_gpu_free(G, dX);
-        free(X); free(Wh); free(Xf); free(W); free(s); free(cpu); free(gpu);
+        free(X); free(Wh); free(Xf); free(W); free(s); free(cpu); free(gpu); free(tok);
     }
     printf("clip total: %zu / %zu choices differ (%.2e)\n", tot_diff, tot, (double)tot_diff / tot);
 }
@@ -425,14 +434,17 @@ static void test_clip_timing(void **state) {
     for (int t = 0; t < n_tokens; t++)
         QC_CHECK_OK(qc_gpu_upload(G, (uint16_t *)dX + (size_t)(t * step) * K, Xs + (size_t)t * K, sizeof(uint16_t) * K));
     QC_CHECK_OK(qc_gpu_sync(G));
-    for (int rep = 0; rep < 2; rep++) {
+    for (int rep = 0; rep < 4; rep++) { /* token sums, Gram form, token sums, Gram form (the same input each time) */
+        QC_CHECK_OK(qc_gpu_upload(G, dW, W, sizeof(float) * nk));
+        QC_CHECK_OK(qc_gpu_sync(G));
         double t0 = qc_time_now();
-        QC_CHECK_OK(qc_gpu_awq_clip(G, dW, N, K, dX, T, 4, 128, n_tokens, 20, 0.5));
+        if (rep % 2) QC_CHECK_OK(qc_gpu_awq_clip(G, dW, N, K, dX, T, 4, 128, n_tokens, 20, 0.5));
+        else QC_CHECK_OK(qc_gpu_awq_clip_tokens(G, dW, N, K, dX, T, 4, 128, n_tokens, 20, 0.5));
         QC_CHECK_OK(qc_gpu_sync(G));
         double dt = qc_time_now() - t0;
         double flop = 2.0 * nk * n_tokens * 10;
-        printf("timing: qc_gpu_awq_clip %dx%d T %lld (512 tokens, 10 candidates, w4 g128): %.1f ms (%.1f TFLOP/s fp32 "
-               "useful)\n", N, K, (long long)T, dt * 1e3, flop / dt / 1e12);
+        printf("timing: qc_gpu_awq_clip%s %dx%d T %lld (512 tokens, 10 candidates, w4 g128): %.1f ms (%.1f TFLOP/s fp32 "
+               "of the token form's work)\n", rep % 2 ? "" : "_tokens", N, K, (long long)T, dt * 1e3, flop / dt / 1e12);
     }
     float *xm = malloc(sizeof(float) * K);
     double t0 = qc_time_now();

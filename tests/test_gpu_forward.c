@@ -3,6 +3,7 @@
  * Gemma-2 (soft-caps, post norms, GELU-tanh), Gemma-3 (q/k (1 + w) norms, local rope on sliding layers)):
  *  - layer outputs, every capture point's input, the attention and MLP halves, RMSNorm;
  *  - causal attention at seqlen 4096 (the score buffer in several head chunks);
+ *  - the fused attention kernel against its plain twin and a double-precision reference;
  *  - qc_gpu_linear and qc_gpu_hessian_add (+ finish, one GEMM and lower tiles) against double-precision sums
  *    of the same fp16 inputs;
  *  - the layer loader (prefetch overlapping the work on the previous layer): slot weights bit-exact
@@ -489,6 +490,130 @@ static void test_long_attention(void **state) {
     qc_model_free(m);
 }
 
+/* The fused attention kernel (gpu_attn.cu) against its plain twin (cuBLAS scores + softmax) and a
+ * double-precision reference on the same fp16 q/k/v: every supported head_dim, grouped and plain heads,
+ * a sliding window, Gemma-2's soft-cap, sequence lengths around the 64-row tiles (1, 17, 64, 200, 333).
+ * Both paths round the probabilities to fp16 (the fused one before normalizing), so each is within
+ * 2e-3 (relative L2) of the reference and of the other; the fused kernel repeats bit for bit. */
+static void sdpa_ref(const float *q, const float *k, const float *v, float *o, int nseq, int T, int nh, int nkv, int hd,
+                     float scale, int win, float cap) {
+    int qd = nh * hd, kvd = nkv * hd, grp = nh / nkv;
+    double *p = malloc(sizeof(double) * (size_t)T);
+    for (int s = 0; s < nseq; s++)
+        for (int h = 0; h < nh; h++)
+            for (int i = 0; i < T; i++) {
+                const float *qi = q + ((size_t)s * T + i) * qd + (size_t)h * hd;
+                int lo = win > 0 && i - win + 1 > 0 ? i - win + 1 : 0;
+                double mx = -INFINITY, sum = 0;
+                for (int j = lo; j <= i; j++) {
+                    const float *kj = k + ((size_t)s * T + j) * kvd + (size_t)(h / grp) * hd;
+                    double d = 0;
+                    for (int e = 0; e < hd; e++) d += (double)qi[e] * kj[e];
+                    d *= scale;
+                    if (cap > 0) d = tanh(d / cap) * cap;
+                    p[j] = d;
+                    if (d > mx) mx = d;
+                }
+                for (int j = lo; j <= i; j++) sum += (p[j] = exp(p[j] - mx));
+                float *oi = o + ((size_t)s * T + i) * qd + (size_t)h * hd;
+                for (int e = 0; e < hd; e++) {
+                    double acc = 0;
+                    for (int j = lo; j <= i; j++) acc += p[j] * v[((size_t)s * T + j) * kvd + (size_t)(h / grp) * hd + e];
+                    oi[e] = (float)(acc / sum);
+                }
+            }
+    free(p);
+}
+
+static void test_fused_attention(void **state) {
+    (void)state;
+    static const struct { int hd, nh, nkv, win; float cap; } cases[] = {
+        {128, 8, 2, 0, 0.0f}, {128, 4, 4, 37, 0.0f}, {64, 6, 2, 0, 0.0f}, {64, 4, 2, 0, 30.0f}, {96, 4, 1, 0, 0.0f},
+        {32, 4, 2, 8, 5.0f},  {16, 4, 2, 0, 0.0f},
+    };
+    static const int Ts[] = {1, 17, 64, 200, 333};
+    const int nseq = 2;
+    double worst = 0, worst_twin = 0;
+    int n_runs = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        int hd = cases[ci].hd, nh = cases[ci].nh, nkv = cases[ci].nkv;
+        char json[512];
+        snprintf(json, sizeof json,
+                 "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_size\":%d,"
+                 "\"intermediate_size\":64,\"num_hidden_layers\":1,\"num_attention_heads\":%d,\"num_key_value_heads\":%d,"
+                 "\"head_dim\":%d,\"vocab_size\":256,\"max_position_embeddings\":4096,\"rms_norm_eps\":1e-5}",
+                 nh * hd, nh, nkv, hd);
+        qc_model_config cfg;
+        QC_CHECK_OK(qc_model_config_parse(json, strlen(json), "test config", &cfg));
+        cfg.sliding_window = cases[ci].win;
+        cfg.attn_softcap = cases[ci].cap;
+        qc_gpu_fwd *gf;
+        QC_CHECK_OK(qc_gpu_fwd_create(g_gpu, &cfg, nseq, 333, &gf));
+        assert_true(qc_gpu_fwd_fused_attn(gf));
+        int qd = nh * hd, kvd = nkv * hd;
+        size_t nq = (size_t)nseq * 333 * qd, nk = (size_t)nseq * 333 * kvd;
+        float *q = malloc(sizeof(float) * nq), *k = malloc(sizeof(float) * nk), *v = malloc(sizeof(float) * nk);
+        float *ref = malloc(sizeof(float) * nq), *of = malloc(sizeof(float) * nq), *op = malloc(sizeof(float) * nq);
+        uint16_t *q_d = dalloc(nq * 2), *k_d = dalloc(nk * 2), *v_d = dalloc(nk * 2), *o_d = dalloc(nq * 2);
+        uint16_t *a = malloc(nq * 2), *b = malloc(nq * 2);
+        for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {
+            int T = Ts[ti];
+            size_t mq = (size_t)nseq * T * qd, mk = (size_t)nseq * T * kvd;
+            /* sharp and flat rows alike: q scaled so that scores span several units */
+            for (size_t i = 0; i < mq; i++) q[i] = r16(3.0f * frand());
+            for (size_t i = 0; i < mk; i++) k[i] = r16(frand() + 0.25f * (float)((i / kvd) % 3));
+            for (size_t i = 0; i < mk; i++) v[i] = r16(frand());
+            upload_f16(q_d, q, mq);
+            upload_f16(k_d, k, mk);
+            upload_f16(v_d, v, mk);
+            sdpa_ref(q, k, v, ref, nseq, T, nh, nkv, hd, 1.0f / sqrtf((float)hd), cases[ci].win, cases[ci].cap);
+            /* fused, twice (bit for bit), then plain */
+            QC_CHECK_OK(qc_gpu_memset(g_gpu, o_d, 0xFF, mq * 2));
+            QC_CHECK_OK(qc_gpu_attn_core(gf, 0, q_d, k_d, v_d, o_d, nseq, T));
+            QC_CHECK_OK(qc_gpu_download(g_gpu, a, o_d, mq * 2));
+            QC_CHECK_OK(qc_gpu_memset(g_gpu, o_d, 0xFF, mq * 2));
+            QC_CHECK_OK(qc_gpu_attn_core(gf, 0, q_d, k_d, v_d, o_d, nseq, T));
+            QC_CHECK_OK(qc_gpu_download(g_gpu, b, o_d, mq * 2));
+            if (memcmp(a, b, mq * 2)) fail_msg("fused attention hd %d T %d: two runs differ", hd, T);
+            for (size_t i = 0; i < mq; i++) of[i] = qc_fp16_to_f32(a[i]);
+            assert_true(qc_gpu_fwd_set_fused_attn(gf, false));
+            QC_CHECK_OK(qc_gpu_memset(g_gpu, o_d, 0xFF, mq * 2));
+            QC_CHECK_OK(qc_gpu_attn_core(gf, 0, q_d, k_d, v_d, o_d, nseq, T));
+            download_f16(o_d, mq, op);
+            assert_true(qc_gpu_fwd_set_fused_attn(gf, true));
+            double rf = rel_l2(of, ref, mq), rp = rel_l2(op, ref, mq), rt = rel_l2(of, op, mq);
+            if (!(rf <= 2e-3) || !(rp <= 2e-3) || !(rt <= 2e-3))
+                fail_msg("attention hd %d heads %d/%d window %d cap %g T %d: fused %.3g, plain %.3g vs reference; "
+                         "fused vs plain %.3g (bound 2e-3)",
+                         hd, nh, nkv, cases[ci].win, cases[ci].cap, T, rf, rp, rt);
+            worst = rf > worst ? rf : worst;
+            worst_twin = rt > worst_twin ? rt : worst_twin;
+            n_runs++;
+        }
+        printf("[fused attention  ] hd %3d heads %d/%d window %2d cap %4.1f: T 1..333 within bounds\n", hd, nh, nkv,
+               cases[ci].win, cases[ci].cap);
+        qc_gpu_free(g_gpu, q_d);
+        qc_gpu_free(g_gpu, k_d);
+        qc_gpu_free(g_gpu, v_d);
+        qc_gpu_free(g_gpu, o_d);
+        qc_gpu_fwd_free(gf);
+        free(q); free(k); free(v); free(ref); free(of); free(op); free(a); free(b);
+    }
+    /* head sizes without a fused kernel stay on the plain path */
+    qc_model *m;
+    QC_CHECK_OK(qc_model_open(fixture_dir("llama3-rope"), &m));
+    qc_model_config c8 = m->cfg;
+    c8.head_dim = 8;
+    qc_gpu_fwd *g8;
+    QC_CHECK_OK(qc_gpu_fwd_create(g_gpu, &c8, 1, 16, &g8));
+    assert_false(qc_gpu_fwd_fused_attn(g8));
+    assert_false(qc_gpu_fwd_set_fused_attn(g8, true));
+    qc_gpu_fwd_free(g8);
+    qc_model_free(m);
+    printf("[fused attention  ] %d runs: worst %.2e vs the double reference, %.2e vs the plain twin; repeats bit for bit\n",
+           n_runs, worst, worst_twin);
+}
+
 /* qc_gpu_layer_upload refuses q/k-norm layers (it cannot know head_dim); _cfg takes them. */
 static void test_upload_qk_norm(void **state) {
     (void)state;
@@ -761,6 +886,7 @@ int main(void) {
         cmocka_unit_test(test_moe_layers),
         cmocka_unit_test(test_stories_layers),
         cmocka_unit_test(test_long_attention),
+        cmocka_unit_test(test_fused_attention),
         cmocka_unit_test(test_loader),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,34 @@
+/*
+ * gpu_attn.h - causal attention in one kernel (flash-style) for gpu_forward.cu.
+ *
+ *   q   [nseq * T, n_heads * head_dim]    fp16 on the device, after rope and norms; row s * T + i
+ *   k,v [nseq * T, n_kv_heads * head_dim] fp16 on the device
+ *   att [nseq * T, n_heads * head_dim]    fp16 on the device, written: att = softmax(scale * q k^T) v
+ *                                         per sequence and head, query head h reading kv head
+ *                                         h / (n_heads / n_kv_heads)
+ * Row i sees keys j <= i, and with window > 0 only j > i - window; softcap > 0 replaces a score s by
+ * tanh(s / softcap) * softcap before the mask (Gemma-2). Queued on g's main stream; no scratch memory.
+ * head_dim must be one qc_gpu_flash_attn_supported accepts (else QC_ERR_UNSUPPORTED).
+ */
+#ifndef QC_GPU_ATTN_H
+#define QC_GPU_ATTN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "qc_gpu.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+bool      qc_gpu_flash_attn_supported(int head_dim);
+qc_status qc_gpu_flash_attn(qc_gpu *g, const uint16_t *q, const uint16_t *k, const uint16_t *v, uint16_t *att,
+                            int nseq, int T, int n_heads, int n_kv_heads, int head_dim, float scale, int window,
+                            float softcap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
