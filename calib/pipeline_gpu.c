@@ -97,7 +97,9 @@ typedef struct {
     uint16_t               *A[QC_LIN_COUNT]; /* AWQ: inputs per capture point [rows, K], fp16 */
     float                  *ref, *out;       /* AWQ: module outputs [rows, d] */
     uint16_t               *trial[3];        /* AWQ: trial weights [NKmax] fp16 */
-    float                  *sdev;            /* AWQ: scales [Kmax] */
+    float                  *sdev;            /* AWQ: scales [n_cand][Kmax]: the search's candidates, a fold's one */
+    double                 *parts;           /* AWQ: the search's loss partial sums [n_cand][1024] */
+    int                     n_cand;          /* AWQ: qc_awq_n_candidates for the run's scale mode */
     qc_gpu_fwd             *f;
     qc_gpu_loader          *ld;
     qc_gpu_solver          *sv;
@@ -669,9 +671,9 @@ static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group 
     size_t out_n = (size_t)nw * T * (size_t)c->d;
     const uint16_t *A = c->A[gr->input];
     uint16_t *Asub = NULL;
-    float *xm = malloc(sizeof(float) * K), *wm = malloc(sizeof(float) * K), *cand = malloc(sizeof(float) * K);
+    float *xm = malloc(sizeof(float) * K), *wm = malloc(sizeof(float) * K);
     float *other = malloc(sizeof(float) * K);
-    qc_status st = (!xm || !wm || !cand || !other) ? qc_fail(QC_ERR_NOMEM, "awq: out of memory") : QC_OK;
+    qc_status st = (!xm || !wm || !other) ? qc_fail(QC_ERR_NOMEM, "awq: out of memory") : QC_OK;
     if (st == QC_OK && nw < c->nsamples) { /* the search's windows, gathered: window i * nsamples / nw */
         st = qc_gpu_alloc(c->g, (void **)&Asub, sizeof(uint16_t) * (size_t)nw * T * K, "AWQ's search windows");
         for (int i = 0; st == QC_OK && i < nw; i++)
@@ -690,32 +692,53 @@ static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group 
         st = qc_gpu_awq_w_mean(c->g, ws, ns, gr->n, K, gs, wm);
     }
     if (st == QC_OK) st = awq_module(c, layer, gr, A, nw, c->ref);
+    /* every candidate queued back to back (the scales uploaded at once, the losses' partial sums left on the
+     * device), then one download: no wait between candidates. The same kernels on the same inputs as one at a
+     * time, and the totals summed in qc_gpu_sqdiff_sum's order, so the same losses and the same choice. */
     qc_gpu_layer trial = *layer;
     const int n_grid = 20;
     qc_awq_scale_mode mode = c->o->awq_scale;
-    best->loss = INFINITY;
-    for (int j = 0; j < qc_awq_n_candidates(mode, n_grid) && st == QC_OK; j++) {
-        qc_awq_formula f;
-        double r;
-        if (!qc_awq_candidate_scales(mode, n_grid, j, xm, wm, K, &f, &r, cand, other)) continue;
-        st = qc_gpu_upload(c->g, c->sdev, cand, sizeof(float) * K);
+    const int nc = qc_awq_n_candidates(mode, n_grid);
+    const unsigned np = qc_gpu_sqdiff_parts_count(out_n);
+    float *cands = malloc(sizeof(float) * K * (size_t)nc);
+    double *parts = malloc(sizeof(double) * 1024 * (size_t)nc);
+    qc_awq_formula *fs = malloc(sizeof *fs * (size_t)nc);
+    double *rs = malloc(sizeof(double) * (size_t)nc);
+    bool *ok = calloc((size_t)nc, sizeof(bool));
+    if (st == QC_OK && (!cands || !parts || !fs || !rs || !ok)) st = qc_fail(QC_ERR_NOMEM, "awq: out of memory");
+    if (st == QC_OK && (nc > c->n_cand || np > 1024))
+        st = qc_fail(QC_ERR_ARG, "awq: %d candidates for %d slots", nc, c->n_cand);
+    for (int j = 0; j < nc && st == QC_OK; j++)
+        ok[j] = qc_awq_candidate_scales(mode, n_grid, j, xm, wm, K, &fs[j], &rs[j], cands + (size_t)j * K, other);
+    if (st == QC_OK) st = qc_gpu_upload(c->g, c->sdev, cands, sizeof(float) * K * (size_t)nc);
+    for (int j = 0; j < nc && st == QC_OK; j++) {
+        if (!ok[j]) continue;
         for (int i = 0; i < gr->n && st == QC_OK; i++) {
             qc_linear_id l = gr->lin[i];
-            st = qc_gpu_awq_scaled_qdq(c->g, layer->w[l], c->sdev, layer->out_features[l], K, bits, gs, c->trial[i]);
+            st = qc_gpu_awq_scaled_qdq(c->g, layer->w[l], c->sdev + (size_t)j * K, layer->out_features[l], K, bits, gs,
+                                       c->trial[i]);
             trial.w[l] = c->trial[i];
         }
         if (st == QC_OK) st = awq_module(c, &trial, gr, A, nw, c->out);
-        double loss = 0;
-        if (st == QC_OK) st = qc_gpu_sqdiff_sum(c->g, c->ref, c->out, out_n, &loss);
-        if (st) break;
-        loss /= (double)out_n;
+        if (st == QC_OK) st = qc_gpu_sqdiff_parts(c->g, c->ref, c->out, out_n, c->parts + (size_t)j * 1024);
+    }
+    if (st == QC_OK) st = qc_gpu_download(c->g, parts, c->parts, sizeof(double) * 1024 * (size_t)nc);
+    best->loss = INFINITY;
+    for (int j = 0; j < nc && st == QC_OK; j++) {
+        if (!ok[j]) continue;
+        double loss = qc_gpu_sqdiff_parts_total(parts + (size_t)j * 1024, out_n) / (double)out_n;
         if (loss < best->loss) { /* strictly smaller, as the reference */
             best->loss = loss;
-            best->ratio = r;
-            best->formula = f;
-            memcpy(s, cand, sizeof(float) * K);
+            best->ratio = rs[j];
+            best->formula = fs[j];
+            memcpy(s, cands + (size_t)j * K, sizeof(float) * K);
         }
     }
+    free(cands);
+    free(parts);
+    free(fs);
+    free(rs);
+    free(ok);
     if (st == QC_OK && !isfinite(best->loss))
         st = qc_fail(QC_ERR_NUMERIC, "awq: the scale search found no finite loss (non-finite activations?)");
     if (Asub) { /* the copies are asynchronous: done before the buffer goes */
@@ -725,7 +748,6 @@ static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group 
     }
     free(xm);
     free(wm);
-    free(cand);
     free(other);
     return st;
 }
@@ -1009,7 +1031,11 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         if (st == QC_OK) st = qc_gpu_alloc(c.g, (void **)&c.out, c.rows * d * sizeof(float), "AWQ's trial outputs");
         for (int i = 0; i < 3 && st == QC_OK; i++)
             st = qc_gpu_alloc(c.g, (void **)&c.trial[i], nkmax * sizeof(uint16_t), "AWQ's trial weights");
-        if (st == QC_OK) st = qc_gpu_alloc(c.g, (void **)&c.sdev, sizeof(float) * c.Kmax, "AWQ scales");
+        c.n_cand = qc_awq_n_candidates(o->awq_scale, 20);
+        if (st == QC_OK)
+            st = qc_gpu_alloc(c.g, (void **)&c.sdev, sizeof(float) * c.Kmax * (size_t)c.n_cand, "AWQ candidate scales");
+        if (st == QC_OK)
+            st = qc_gpu_alloc(c.g, (void **)&c.parts, sizeof(double) * 1024 * (size_t)c.n_cand, "AWQ search losses");
         if (st) goto out;
     }
     {

@@ -486,23 +486,38 @@ qc_status qc_gpu_awq_scaled_qdq(qc_gpu *g, const uint16_t *W, const float *s, in
     return QC_OK;
 }
 
+unsigned qc_gpu_sqdiff_parts_count(size_t n) {
+    if (n == 0) return 0;
+    unsigned blocks = qc_grid(n, kThreads);
+    return blocks > 1024 ? 1024 : blocks;
+}
+
+qc_status qc_gpu_sqdiff_parts(qc_gpu *g, const float *a, const float *b, size_t n, double *part) {
+    unsigned blocks = qc_gpu_sqdiff_parts_count(n);
+    if (blocks == 0) return QC_OK;
+    k_sqdiff<<<blocks, kThreads, 0, g->stream>>>(a, b, n, part);
+    QC_CU_LAUNCH("k_sqdiff");
+    return QC_OK;
+}
+
+double qc_gpu_sqdiff_parts_total(const double *part_host, size_t n) {
+    double sum = 0.0;
+    for (unsigned i = 0; i < qc_gpu_sqdiff_parts_count(n); i++) sum += part_host[i];
+    return sum;
+}
+
 qc_status qc_gpu_sqdiff_sum(qc_gpu *g, const float *a, const float *b, size_t n, double *out_host) {
     *out_host = 0.0;
     if (n == 0) return QC_OK;
-    unsigned blocks = qc_grid(n, kThreads);
-    if (blocks > 1024) blocks = 1024;
+    unsigned blocks = qc_gpu_sqdiff_parts_count(n);
     double *part = NULL, host[1024];
     qc_status st = qc_gpu_alloc(g, (void **)&part, sizeof(double) * blocks, "sqdiff partial sums");
     if (st) return st;
-    k_sqdiff<<<blocks, kThreads, 0, g->stream>>>(a, b, n, part);
-    cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess) st = qc_fail(QC_ERR_DEVICE, "CUDA kernel k_sqdiff failed to launch: %s", cudaGetErrorString(e));
+    st = qc_gpu_sqdiff_parts(g, a, b, n, part);
     if (st == QC_OK) st = qc_gpu_download(g, host, part, sizeof(double) * blocks);
     qc_gpu_free(g, part);
     if (st) return st;
-    double sum = 0.0;
-    for (unsigned i = 0; i < blocks; i++) sum += host[i];
-    *out_host = sum;
+    *out_host = qc_gpu_sqdiff_parts_total(host, n);
     return QC_OK;
 }
 

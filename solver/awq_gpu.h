@@ -24,6 +24,12 @@ qc_status qc_gpu_awq_scaled_qdq(qc_gpu *g, const uint16_t *W, const float *s, in
                                 uint16_t *out);
 /* sum (a - b)^2 over n fp32 elements, returned on the host (double accumulation). */
 qc_status qc_gpu_sqdiff_sum(qc_gpu *g, const float *a, const float *b, size_t n, double *out_host);
+/* The same sum in two steps, with nothing waited for: qc_gpu_sqdiff_parts queues the partial sums into
+ * part (device, qc_gpu_sqdiff_parts_count(n) <= 1024 doubles); once they are downloaded,
+ * qc_gpu_sqdiff_parts_total adds them up in qc_gpu_sqdiff_sum's order (so the totals are the same bits). */
+unsigned  qc_gpu_sqdiff_parts_count(size_t n);
+qc_status qc_gpu_sqdiff_parts(qc_gpu *g, const float *a, const float *b, size_t n, double *part);
+double    qc_gpu_sqdiff_parts_total(const double *part_host, size_t n);
 
 /* Folding: W[:, k] *= s[k] (cols), W[n, :] /= s[n - row0] for rows row0..row0+len-1 (rows),
  * v[k] /= s[k] (fp32 vectors: norms, biases), X[t, k] /= s[k] for fp16 X [T, K]. */

@@ -141,11 +141,14 @@ fi
 # qcal-llama-25m (8 layers): a flipped code changes the next layer's inputs, so differences compound
 # layer after layer. Measured on an H100 (GPTQ act-order w4g128, 128 x 512, 100 windows): CPU 113.225,
 # GPU 114.019 (0.70%, 12.4% of codes), while the GPU alone with calibration seed 1 instead of 0 gives
-# 113.128 (0.79% from seed 0): the CPU/GPU difference is within the calibration's own spread. The
-# bounds here are that spread (1%) and the code fraction measured (with margin).
+# 113.128 (0.79% from seed 0): the CPU/GPU difference is within the calibration's own spread. The CPU
+# reference moves as much between machines: the same command on 2026-12-07 gave 112.426 on the device's
+# CPU and 113.477 on the 2-core CI-class EPYC (0.93% apart; OpenBLAS picks other kernels), the GPU 113.605
+# (1.05% from the first, 0.11% from the second). So the GPTQ row's bound is 1.5%; the code fraction's is
+# the measured one with margin.
 if [[ -d "$D/qcal-llama-25m" && "${QCAL_GPU_PARITY_25M:-1}" == 1 ]]; then
     [[ "${QCAL_GPU_PARITY_AWQ_ONLY:-0}" == 1 ]] ||
-        PPL_BOUND=0.01 parity qcal-llama-25m 128 128 512 100 0.2 25m-gptq-w4g128-act --method gptq --act-order
+        PPL_BOUND=0.015 parity qcal-llama-25m 128 128 512 100 0.2 25m-gptq-w4g128-act --method gptq --act-order
     PPL_BOUND=0.01 parity qcal-llama-25m 128 64 512 100 0.2  25m-awq-w4g128      --method awq
 fi
 
