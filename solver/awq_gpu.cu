@@ -160,6 +160,52 @@ __global__ void k_div_vec_offset_f32(float *v, int n, const float *s, float off)
         v[i] = __fsub_rn(__fdiv_rn(__fadd_rn(off, v[i]), s[i]), off);
 }
 
+/* The clip kernels' shared steps: a (row, group)'s max |w|, max and min; candidate i's max m and its
+ * quantizer params; the strict tie rule; the final clamp to the chosen max. */
+__device__ __forceinline__ void group_range(const float *w, int gs, float *m0, float *mx0, float *mn0) {
+    float m = 0.0f, mx = w[0], mn = w[0];
+    for (int k = 0; k < gs; k++) {
+        float a = w[k];
+        m = fabsf(a) > m ? fabsf(a) : m;
+        mx = a > mx ? a : mx;
+        mn = a < mn ? a : mn;
+    }
+    *m0 = m;
+    *mx0 = mx;
+    *mn0 = mn;
+}
+
+__device__ __forceinline__ float clip_candidate(float m0, int i, int n_grid, float mx0, float mn0, int maxq, float *sc,
+                                                float *z) {
+    float m = __fmul_rn(m0, __fsub_rn(1.0f, __fdiv_rn((float)i, (float)n_grid)));
+    /* clamp is monotone, so the clamped group's max/min are the clamped max/min */
+    quant_params(clampm(mx0, m), clampm(mn0, m), maxq, sc, z);
+    return m;
+}
+
+/* d = Qdq(clamp(w, m)) - w for one weight, and for a group's gs (<= GSM; zeros past gs) */
+__device__ __forceinline__ float clip_diff(float a, float m, float sc, float z, int maxq) {
+    return __fsub_rn(qdq(clampm(a, m), sc, z, maxq), a);
+}
+
+template <int GSM>
+__device__ __forceinline__ void clip_diffs(const float *w, int gs, float m, float sc, float z, int maxq, float (&d)[GSM]) {
+#pragma unroll
+    for (int k = 0; k < GSM; k++) d[k] = k < gs ? clip_diff(w[k], m, sc, z, maxq) : 0.0f;
+}
+
+__device__ __forceinline__ void clip_keep(double e, float m, double *best_err, float *best) {
+    if (e < *best_err) { /* strictly smaller: the first of equal candidates wins, as on the CPU */
+        *best_err = e;
+        *best = m;
+    }
+}
+
+__device__ __forceinline__ void clip_apply(float *w, int gs, float best, bool live) {
+    if (live)
+        for (int k = 0; k < gs; k++) w[k] = clampm(w[k], best);
+}
+
 /* The clipping search. GSM > 0: gs <= GSM, d in registers (padded with zeros, the tile too).
  * GSM == 0: any gs, d in the global scratch D [K][Npad] (column per thread, coalesced), tile of
  * `tile` tokens. Blocks: x = group, y = chunk of kClipRows rows. Shared: xs [tile][gsp] fp32. */
@@ -175,37 +221,20 @@ __global__ void __launch_bounds__(kClipRows) k_awq_clip(float *W, int N, int K, 
     const int gsp = GSM ? GSM : ((gs + 3) & ~3);
     float *w = W + (size_t)(live ? row : N - 1) * K + (size_t)g * gs;
 
-    float m0 = 0.0f, mx0 = w[0], mn0 = w[0];
-    for (int k = 0; k < gs; k++) {
-        float a = w[k];
-        m0 = fabsf(a) > m0 ? fabsf(a) : m0;
-        mx0 = a > mx0 ? a : mx0;
-        mn0 = a < mn0 ? a : mn0;
-    }
+    float m0, mx0, mn0;
+    group_range(w, gs, &m0, &mx0, &mn0);
     float best = m0;
     double best_err = 1e9;
     float d[GSM ? GSM : 1];
     float *dcol = D ? D + (size_t)g * gs * Npad + blockIdx.y * kClipRows + tid : NULL;
 
     for (int i = 0; i < steps; i++) {
-        float m = __fmul_rn(m0, __fsub_rn(1.0f, __fdiv_rn((float)i, (float)n_grid)));
-        /* clamp is monotone, so the clamped group's max/min are the clamped max/min */
         float sc, z;
-        quant_params(clampm(mx0, m), clampm(mn0, m), maxq, &sc, &z);
+        float m = clip_candidate(m0, i, n_grid, mx0, mn0, maxq, &sc, &z);
         if constexpr (GSM > 0) {
-#pragma unroll
-            for (int k = 0; k < GSM; k++) {
-                d[k] = 0.0f;
-                if (k < gs) {
-                    float a = w[k];
-                    d[k] = __fsub_rn(qdq(clampm(a, m), sc, z, maxq), a);
-                }
-            }
+            clip_diffs<GSM>(w, gs, m, sc, z, maxq, d);
         } else {
-            for (int k = 0; k < gs; k++) {
-                float a = w[k];
-                dcol[(size_t)k * Npad] = __fsub_rn(qdq(clampm(a, m), sc, z, maxq), a);
-            }
+            for (int k = 0; k < gs; k++) dcol[(size_t)k * Npad] = clip_diff(w[k], m, sc, z, maxq);
         }
         double e = 0.0;
         for (int t0 = 0; t0 < Ts; t0 += tile) {
@@ -252,13 +281,9 @@ __global__ void __launch_bounds__(kClipRows) k_awq_clip(float *W, int N, int K, 
             }
         }
         e /= Ts;
-        if (e < best_err) { /* strictly smaller: the first of equal candidates wins, as on the CPU */
-            best_err = e;
-            best = m;
-        }
+        clip_keep(e, m, &best_err, &best);
     }
-    if (live)
-        for (int k = 0; k < gs; k++) w[k] = clampm(w[k], best);
+    clip_apply(w, gs, best, live);
 }
 
 /* The clipping search by Gram matrices: sum over tokens of (d . x_t)^2 = d^T Gm d with Gm = sum_t x_t x_t^T over
@@ -311,28 +336,15 @@ __global__ void __launch_bounds__(kClipRows) k_awq_clip_gram(float *W, int N, in
     for (int idx = tid; idx < GSM * GSM / 4; idx += kClipRows) gm4[idx] = src[idx];
     __syncthreads();
     float *w = W + (size_t)(live ? row : N - 1) * K + (size_t)g * gs;
-    float m0 = 0.0f, mx0 = w[0], mn0 = w[0];
-    for (int k = 0; k < gs; k++) {
-        float a = w[k];
-        m0 = fabsf(a) > m0 ? fabsf(a) : m0;
-        mx0 = a > mx0 ? a : mx0;
-        mn0 = a < mn0 ? a : mn0;
-    }
+    float m0, mx0, mn0;
+    group_range(w, gs, &m0, &mx0, &mn0);
     float best = m0;
     double best_err = 1e9;
     float d[GSM];
     for (int i = 0; i < steps; i++) {
-        float m = __fmul_rn(m0, __fsub_rn(1.0f, __fdiv_rn((float)i, (float)n_grid)));
         float sc, z;
-        quant_params(clampm(mx0, m), clampm(mn0, m), maxq, &sc, &z);
-#pragma unroll
-        for (int k = 0; k < GSM; k++) {
-            d[k] = 0.0f;
-            if (k < gs) {
-                float a = w[k];
-                d[k] = __fsub_rn(qdq(clampm(a, m), sc, z, maxq), a);
-            }
-        }
+        float m = clip_candidate(m0, i, n_grid, mx0, mn0, maxq, &sc, &z);
+        clip_diffs<GSM>(w, gs, m, sc, z, maxq, d);
         double e = 0.0;
         for (int r = 0; r < gs; r++) {
             const float4 *gr = gm4 + (size_t)r * (GSM / 4);
@@ -345,18 +357,13 @@ __global__ void __launch_bounds__(kClipRows) k_awq_clip_gram(float *W, int N, in
                 u2 = fmaf(d[4 * k4 + 2], p.z, u2);
                 u3 = fmaf(d[4 * k4 + 3], p.w, u3);
             }
-            float a = w[r];
-            float dr = __fsub_rn(qdq(clampm(a, m), sc, z, maxq), a); /* d[r], recomputed: r is not a constant */
+            float dr = clip_diff(w[r], m, sc, z, maxq); /* d[r], recomputed: r is not a constant */
             e += (double)dr * (double)((u0 + u1) + (u2 + u3));
         }
         e /= Ts;
-        if (e < best_err) { /* strictly smaller: the first of equal candidates wins, as on the CPU */
-            best_err = e;
-            best = m;
-        }
+        clip_keep(e, m, &best_err, &best);
     }
-    if (live)
-        for (int k = 0; k < gs; k++) w[k] = clampm(w[k], best);
+    clip_apply(w, gs, best, live);
 }
 
 template <int GSM>
