@@ -247,10 +247,6 @@ qc_status launch(cudaStream_t stream, const __half *q, const __half *k, const __
 
 } // namespace
 
-extern "C" bool qc_gpu_flash_attn_supported(int head_dim) {
-    return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 96 || head_dim == 128;
-}
-
 extern "C" qc_status qc_gpu_flash_attn(qc_gpu *g, const uint16_t *q, const uint16_t *k, const uint16_t *v, uint16_t *att,
                                        int nseq, int T, int n_heads, int n_kv_heads, int head_dim, float scale, int window,
                                        float softcap) {

@@ -736,8 +736,7 @@ qc_status qc_gpu_fwd_create(qc_gpu *g, const qc_model_config *cfg, int max_seqs,
     f->layer_norm = qc_norm_has_bias(cfg);
     f->rope = qc_arch_has_rope(cfg) ? 1 : 0;
     f->attn_scale = cfg->attn_scalar > 0.0 ? (float)pow(cfg->attn_scalar, -0.5) : 1.0f / sqrtf((float)cfg->head_dim);
-    const char *ak = getenv("QCAL_GPU_ATTN");
-    f->attn_fused = qc_gpu_flash_attn_supported(cfg->head_dim) && !(ak && strcmp(ak, "plain") == 0);
+    f->attn_fused = strcmp(qc_gpu_attn_kernel(cfg->head_dim), "fused") == 0;
     float *cos_h = (float *)malloc(s.rope), *sin_h = (float *)malloc(s.rope);
     if (!cos_h || !sin_h) st = qc_fail(QC_ERR_NOMEM, "out of memory for rotary tables");
     if (!st) st = qc_gpu_alloc(g, (void **)&f->xn, s.xn, "normed activations (fp16)");

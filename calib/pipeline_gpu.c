@@ -98,7 +98,7 @@ typedef struct {
     float                  *ref, *out;       /* AWQ: module outputs [rows, d] */
     uint16_t               *trial[3];        /* AWQ: trial weights [NKmax] fp16 */
     float                  *sdev;            /* AWQ: scales [n_cand][Kmax]: the search's candidates, a fold's one */
-    double                 *parts;           /* AWQ: the search's loss partial sums [n_cand][1024] */
+    double                 *parts;           /* AWQ: the search's loss partial sums [n_cand][QC_GPU_SQDIFF_PARTS_MAX] */
     int                     n_cand;          /* AWQ: qc_awq_n_candidates for the run's scale mode */
     qc_gpu_fwd             *f;
     qc_gpu_loader          *ld;
@@ -699,15 +699,14 @@ static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group 
     const int n_grid = 20;
     qc_awq_scale_mode mode = c->o->awq_scale;
     const int nc = qc_awq_n_candidates(mode, n_grid);
-    const unsigned np = qc_gpu_sqdiff_parts_count(out_n);
     float *cands = malloc(sizeof(float) * K * (size_t)nc);
-    double *parts = malloc(sizeof(double) * 1024 * (size_t)nc);
+    const size_t pmax = QC_GPU_SQDIFF_PARTS_MAX;
+    double *parts = malloc(sizeof(double) * pmax * (size_t)nc);
     qc_awq_formula *fs = malloc(sizeof *fs * (size_t)nc);
     double *rs = malloc(sizeof(double) * (size_t)nc);
     bool *ok = calloc((size_t)nc, sizeof(bool));
     if (st == QC_OK && (!cands || !parts || !fs || !rs || !ok)) st = qc_fail(QC_ERR_NOMEM, "awq: out of memory");
-    if (st == QC_OK && (nc > c->n_cand || np > 1024))
-        st = qc_fail(QC_ERR_ARG, "awq: %d candidates for %d slots", nc, c->n_cand);
+    if (st == QC_OK && nc > c->n_cand) st = qc_fail(QC_ERR_ARG, "awq: %d candidates for %d slots", nc, c->n_cand);
     for (int j = 0; j < nc && st == QC_OK; j++)
         ok[j] = qc_awq_candidate_scales(mode, n_grid, j, xm, wm, K, &fs[j], &rs[j], cands + (size_t)j * K, other);
     if (st == QC_OK) st = qc_gpu_upload(c->g, c->sdev, cands, sizeof(float) * K * (size_t)nc);
@@ -720,13 +719,13 @@ static qc_status awq_search(gctx *c, const qc_gpu_layer *layer, const awq_group 
             trial.w[l] = c->trial[i];
         }
         if (st == QC_OK) st = awq_module(c, &trial, gr, A, nw, c->out);
-        if (st == QC_OK) st = qc_gpu_sqdiff_parts(c->g, c->ref, c->out, out_n, c->parts + (size_t)j * 1024);
+        if (st == QC_OK) st = qc_gpu_sqdiff_parts(c->g, c->ref, c->out, out_n, c->parts + (size_t)j * pmax);
     }
-    if (st == QC_OK) st = qc_gpu_download(c->g, parts, c->parts, sizeof(double) * 1024 * (size_t)nc);
+    if (st == QC_OK) st = qc_gpu_download(c->g, parts, c->parts, sizeof(double) * pmax * (size_t)nc);
     best->loss = INFINITY;
     for (int j = 0; j < nc && st == QC_OK; j++) {
         if (!ok[j]) continue;
-        double loss = qc_gpu_sqdiff_parts_total(parts + (size_t)j * 1024, out_n) / (double)out_n;
+        double loss = qc_gpu_sqdiff_parts_total(parts + (size_t)j * pmax, out_n) / (double)out_n;
         if (loss < best->loss) { /* strictly smaller, as the reference */
             best->loss = loss;
             best->ratio = rs[j];
@@ -1035,7 +1034,8 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         if (st == QC_OK)
             st = qc_gpu_alloc(c.g, (void **)&c.sdev, sizeof(float) * c.Kmax * (size_t)c.n_cand, "AWQ candidate scales");
         if (st == QC_OK)
-            st = qc_gpu_alloc(c.g, (void **)&c.parts, sizeof(double) * 1024 * (size_t)c.n_cand, "AWQ search losses");
+            st = qc_gpu_alloc(c.g, (void **)&c.parts, sizeof(double) * QC_GPU_SQDIFF_PARTS_MAX * (size_t)c.n_cand,
+                              "AWQ search losses");
         if (st) goto out;
     }
     {

@@ -14,6 +14,7 @@
 #include "hf_hub.h"
 #include "qc_gpu.h"
 #include "eval.h"
+#include "gpu_attn.h"
 #include "pipeline.h"
 #include "plan.h"
 #include "qc_par.h"
@@ -497,10 +498,8 @@ static int run(int argc, char **argv) {
         cJSON_AddStringToObject(fp, "out", out_abs);
         cJSON_AddItemToObject(fp, "model_files", ident);
         cJSON_AddStringToObject(fp, "device", device < 0 ? platform : r.device);
-        if (device >= 0) { /* the two attention kernels round differently: a resume must not mix them */
-            const char *ak = getenv("QCAL_GPU_ATTN");
-            cJSON_AddStringToObject(fp, "gpu_attention", ak && strcmp(ak, "plain") == 0 ? "plain" : "fused-where-supported");
-        }
+        if (device >= 0) /* the two attention kernels round differently: a resume must not mix them */
+            cJSON_AddStringToObject(fp, "gpu_attention", qc_gpu_attn_kernel(m->cfg.head_dim));
         /* the arithmetic's partition of the work: fixed chunks, whatever --threads and --batch-tokens are */
         cJSON_AddStringToObject(fp, "partition", "fixed-chunks-v1");
         free(out_abs);

@@ -496,7 +496,7 @@ qc_status qc_gpu_awq_scaled_qdq(qc_gpu *g, const uint16_t *W, const float *s, in
 unsigned qc_gpu_sqdiff_parts_count(size_t n) {
     if (n == 0) return 0;
     unsigned blocks = qc_grid(n, kThreads);
-    return blocks > 1024 ? 1024 : blocks;
+    return blocks > QC_GPU_SQDIFF_PARTS_MAX ? QC_GPU_SQDIFF_PARTS_MAX : blocks;
 }
 
 qc_status qc_gpu_sqdiff_parts(qc_gpu *g, const float *a, const float *b, size_t n, double *part) {
@@ -517,7 +517,7 @@ qc_status qc_gpu_sqdiff_sum(qc_gpu *g, const float *a, const float *b, size_t n,
     *out_host = 0.0;
     if (n == 0) return QC_OK;
     unsigned blocks = qc_gpu_sqdiff_parts_count(n);
-    double *part = NULL, host[1024];
+    double *part = NULL, host[QC_GPU_SQDIFF_PARTS_MAX];
     qc_status st = qc_gpu_alloc(g, (void **)&part, sizeof(double) * blocks, "sqdiff partial sums");
     if (st) return st;
     st = qc_gpu_sqdiff_parts(g, a, b, n, part);

@@ -25,8 +25,9 @@ qc_status qc_gpu_awq_scaled_qdq(qc_gpu *g, const uint16_t *W, const float *s, in
 /* sum (a - b)^2 over n fp32 elements, returned on the host (double accumulation). */
 qc_status qc_gpu_sqdiff_sum(qc_gpu *g, const float *a, const float *b, size_t n, double *out_host);
 /* The same sum in two steps, with nothing waited for: qc_gpu_sqdiff_parts queues the partial sums into
- * part (device, qc_gpu_sqdiff_parts_count(n) <= 1024 doubles); once they are downloaded,
+ * part (device, qc_gpu_sqdiff_parts_count(n) <= QC_GPU_SQDIFF_PARTS_MAX doubles); once they are downloaded,
  * qc_gpu_sqdiff_parts_total adds them up in qc_gpu_sqdiff_sum's order (so the totals are the same bits). */
+#define QC_GPU_SQDIFF_PARTS_MAX 1024
 unsigned  qc_gpu_sqdiff_parts_count(size_t n);
 qc_status qc_gpu_sqdiff_parts(qc_gpu *g, const float *a, const float *b, size_t n, double *part);
 double    qc_gpu_sqdiff_parts_total(const double *part_host, size_t n);

@@ -190,12 +190,6 @@ static __global__ void k_damp(float *H, const float *Hbak, int K, double add) {
     }
 }
 
-/* One lazy batch [i1, i1 + nb) of GPTQ for ROWS rows per thread block, one row per thread: the columns
- * in order, each quantized (group params computed where a group starts, from W as of the block start
- * when `quirk`, else from the current values), its error e = (w - q) / d spread over the block's later
- * columns with the block's U tile (shared memory, read as broadcasts), the row tile in shared memory
- * column-major with a padded stride (conflict-free). Writes Q into Ww, e into Err [nb, N], codes in
- * original column order, and new group params into scales/zf. */
 /* One column's quantize step (D.3 step 7), shared by both sweep kernels so that their bits agree: w's code
  * under (cs, cz), its dequantized value qv, diff = w - qv and the scaled error e = diff / d (explicitly
  * rounded operations: no contraction can change them). */
@@ -220,6 +214,12 @@ static __device__ __forceinline__ void group_params(float lo, float hi, int maxq
     if (fp16) *cs = __half2float(__float2half_rn(*cs));
 }
 
+/* One lazy batch [i1, i1 + nb) of GPTQ for ROWS rows per thread block, one row per thread: the columns
+ * in order, each quantized (group params computed where a group starts, from W as of the block start
+ * when `quirk`, else from the current values), its error e = (w - q) / d spread over the block's later
+ * columns with the block's U tile (shared memory, read as broadcasts), the row tile in shared memory
+ * column-major with a padded stride (conflict-free). Writes Q into Ww, e into Err [nb, N], codes in
+ * original column order, and new group params into scales/zf. */
 static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ Ww, int N, int K, int i1, int nb,
                                                             const float *__restrict__ U, float *__restrict__ Err,
                                                             uint8_t *__restrict__ codes, const int *__restrict__ perm,
