@@ -198,7 +198,8 @@ void qc_guard_clean_leftovers(const char *out) {
         char path[PATH_MAX + 260];
         snprintf(path, sizeof path, "%s/%s", parent, nm);
         if (!qc_dir_exists(path)) continue;
-        if (has_file(path, QC_TMP_STAMP) || (old && has_file(path, "qcal_report.json"))) {
+        if (has_file(path, QC_TMP_STAMP) || (old && has_file(path, "qcal_report.json")) ||
+            (tmp && has_file(path, QC_WORK_STAMP))) {
             QC_LOGI("removing %s, left by an interrupted qcal run", path);
             if (!qc_rm_tree(path)) QC_LOGW("%s: could not remove it all", path);
         } else {
@@ -279,16 +280,59 @@ static void diff_keys(const cJSON *want, const cJSON *have, char *buf, size_t ca
     }
 }
 
+/* w->path made with its stamp in one step: <path>.tmp-XXXXXX made and stamped, then renamed into place, so
+ * that an interrupted creation leaves either nothing at path or a stamped directory (plus, at worst, a stamped
+ * temporary, which qc_guard_clean_leftovers(path) removes at the next start). *raced: path appeared meanwhile
+ * (another run's); nothing of ours is left then. */
+static qc_status create_stamped(qc_workdir *w, const cJSON *fp, bool *raced) {
+    *raced = false;
+    qc_guard_clean_leftovers(w->path);
+    size_t n = strlen(w->path) + 16;
+    char *tmp = malloc(n), *sp = NULL, *txt = NULL;
+    if (!tmp) return qc_fail(QC_ERR_NOMEM, "out of memory");
+    snprintf(tmp, n, "%s.tmp-XXXXXX", w->path);
+    if (!mkdtemp(tmp)) {
+        qc_status e = qc_fail(QC_ERR_IO, "%s: cannot create the work directory: %s", w->path, strerror(errno));
+        free(tmp);
+        return e;
+    }
+    mode_t mask = umask(0);
+    umask(mask);
+    chmod(tmp, 0755 & ~mask); /* as mkdir(path, 0755) would (mkdtemp makes it 0700) */
+    w->stamp = new_stamp(fp);
+    sp = qc_path_join(tmp, QC_WORK_STAMP);
+    txt = cJSON_Print(w->stamp);
+    qc_status st = sp && txt ? qc_write_file_atomic(sp, txt, strlen(txt)) : qc_fail(QC_ERR_NOMEM, "out of memory");
+    if (st == QC_OK && rename(tmp, w->path) != 0) {
+        if (errno == EEXIST || errno == ENOTEMPTY) *raced = true;
+        else st = qc_fail(QC_ERR_IO, "%s: cannot create the work directory: %s", w->path, strerror(errno));
+    }
+    if (st || *raced) {
+        if (sp) unlink(sp);
+        rmdir(tmp);
+        cJSON_Delete(w->stamp);
+        w->stamp = NULL;
+    }
+    free(sp);
+    free(txt);
+    free(tmp);
+    return st;
+}
+
 qc_status qc_workdir_open(const char *path, const cJSON *fp, bool restart, qc_workdir *w) {
     memset(w, 0, sizeof *w);
     w->dirfd = -1;
     if (!(w->path = qc_strdup(path))) return qc_fail(QC_ERR_NOMEM, "out of memory");
     qc_status st = QC_OK;
     struct stat sb;
+    bool raced = false;
     if (lstat(path, &sb) != 0) {
-        if (mkdir(path, 0755) != 0) return qc_fail(QC_ERR_IO, "%s: cannot create the work directory: %s", path, strerror(errno));
-        w->created = true;
-    } else if (!S_ISDIR(sb.st_mode)) {
+        if ((st = create_stamped(w, fp, &raced))) return st;
+        w->created = !raced;
+    }
+    if (!w->created && lstat(path, &sb) != 0) {
+        return qc_fail(QC_ERR_IO, "%s: cannot read the work directory: %s", path, strerror(errno));
+    } else if (!w->created && !S_ISDIR(sb.st_mode)) {
         return qc_fail(QC_ERR_ARG, "work directory %s exists and is not a directory; refusing", path);
     }
     w->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -296,10 +340,7 @@ qc_status qc_workdir_open(const char *path, const cJSON *fp, bool restart, qc_wo
     if (flock(w->dirfd, LOCK_EX | LOCK_NB) != 0)
         return qc_fail(QC_ERR_ARG, "work directory %s is in use by another qcal run; wait for it or choose another "
                        "--work-dir", path);
-    if (w->created) {
-        w->stamp = new_stamp(fp);
-        return write_stamp(w);
-    }
+    if (w->created) return QC_OK; /* stamped as it was made */
     char *sp = qc_path_join(path, QC_WORK_STAMP), *text = NULL;
     size_t len;
     cJSON *old = NULL;

@@ -98,6 +98,13 @@ kill $fl 2>/dev/null; wait $fl 2>/dev/null
 mkdir "$T/o10.tmp-AbC123" "$T/o10.tmp-zzzzzz"; echo qcal >"$T/o10.tmp-AbC123/.qcal-tmp"; echo x >"$T/o10.tmp-zzzzzz/f"
 "$Q" quantize "${common[@]}" --out "$T/o10" >/dev/null 2>"$T/e"
 [[ ! -e "$T/o10.tmp-AbC123" && -f "$T/o10.tmp-zzzzzz/f" ]] && ok || bad "leftovers: $(ls "$T" | grep o10)"
+# the work directory is made as <work>.tmp-XXXXXX holding its stamp, then renamed into place (a run killed in
+# between used to leave an unstamped work directory that the rerun refused): a stamped leftover goes, others stay
+mkdir "$T/o10w.qcal-work.tmp-AbC123" "$T/o10w.qcal-work.tmp-zzzzzz"; echo '{}' >"$T/o10w.qcal-work.tmp-AbC123/qcal-work.json"
+echo x >"$T/o10w.qcal-work.tmp-zzzzzz/f"
+"$Q" quantize "${common[@]}" --out "$T/o10w" --keep-work >/dev/null 2>"$T/e"
+[[ ! -e "$T/o10w.qcal-work.tmp-AbC123" && -f "$T/o10w.qcal-work.tmp-zzzzzz/f" && -f "$T/o10w.qcal-work/qcal-work.json" &&
+   $(stat -c %a "$T/o10w.qcal-work") == 7[57]5 ]] && ok || bad "work dir leftovers: $(ls "$T" | grep o10w) $(tail -2 "$T/e")"
 
 # ---- numerical guards ----
 poke() { # poke DIR TENSOR INDEX VALUE: set one F32 element of a copy of the model
