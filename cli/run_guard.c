@@ -286,14 +286,21 @@ static void diff_keys(const cJSON *want, const cJSON *have, char *buf, size_t ca
  * (another run's); nothing of ours is left then. */
 static qc_status create_stamped(qc_workdir *w, const cJSON *fp, bool *raced) {
     *raced = false;
-    qc_guard_clean_leftovers(w->path);
-    size_t n = strlen(w->path) + 16;
-    char *tmp = malloc(n), *sp = NULL, *txt = NULL;
-    if (!tmp) return qc_fail(QC_ERR_NOMEM, "out of memory");
-    snprintf(tmp, n, "%s.tmp-XXXXXX", w->path);
+    size_t len = strlen(w->path), n = len + 16;
+    while (len > 1 && w->path[len - 1] == '/') len--; /* "dir/": the temporary is dir.tmp-XXXXXX, beside it */
+    char *tmp = malloc(n), *dst = malloc(n), *sp = NULL, *txt = NULL;
+    if (!tmp || !dst) {
+        free(tmp);
+        free(dst);
+        return qc_fail(QC_ERR_NOMEM, "out of memory");
+    }
+    snprintf(dst, n, "%.*s", (int)len, w->path);
+    snprintf(tmp, n, "%s.tmp-XXXXXX", dst);
+    qc_guard_clean_leftovers(dst);
     if (!mkdtemp(tmp)) {
         qc_status e = qc_fail(QC_ERR_IO, "%s: cannot create the work directory: %s", w->path, strerror(errno));
         free(tmp);
+        free(dst);
         return e;
     }
     mode_t mask = umask(0);
@@ -303,7 +310,7 @@ static qc_status create_stamped(qc_workdir *w, const cJSON *fp, bool *raced) {
     sp = qc_path_join(tmp, QC_WORK_STAMP);
     txt = cJSON_Print(w->stamp);
     qc_status st = sp && txt ? qc_write_file_atomic(sp, txt, strlen(txt)) : qc_fail(QC_ERR_NOMEM, "out of memory");
-    if (st == QC_OK && rename(tmp, w->path) != 0) {
+    if (st == QC_OK && rename(tmp, dst) != 0) {
         if (errno == EEXIST || errno == ENOTEMPTY) *raced = true;
         else st = qc_fail(QC_ERR_IO, "%s: cannot create the work directory: %s", w->path, strerror(errno));
     }
@@ -316,6 +323,7 @@ static qc_status create_stamped(qc_workdir *w, const cJSON *fp, bool *raced) {
     free(sp);
     free(txt);
     free(tmp);
+    free(dst);
     return st;
 }
 
