@@ -249,13 +249,16 @@ static void clear_dir(const char *path, bool keep_stamp, bool warn) {
 
 void qc_workdir_clear(const qc_workdir *w, bool keep_stamp) { clear_dir(w->path, keep_stamp, true); }
 
-static qc_status write_stamp(qc_workdir *w) {
-    char *p = qc_path_join(w->path, QC_WORK_STAMP), *s = cJSON_Print(w->stamp);
+/* dir/QC_WORK_STAMP <- stamp, atomically. */
+static qc_status write_stamp_in(const char *dir, const cJSON *stamp) {
+    char *p = qc_path_join(dir, QC_WORK_STAMP), *s = cJSON_Print(stamp);
     qc_status st = p && s ? qc_write_file_atomic(p, s, strlen(s)) : qc_fail(QC_ERR_NOMEM, "out of memory");
     free(p);
     free(s);
     return st;
 }
+
+static qc_status write_stamp(qc_workdir *w) { return write_stamp_in(w->path, w->stamp); }
 
 static cJSON *new_stamp(const cJSON *fp) {
     cJSON *s = cJSON_CreateObject();
@@ -288,7 +291,7 @@ static qc_status create_stamped(qc_workdir *w, const cJSON *fp, bool *raced) {
     *raced = false;
     size_t len = strlen(w->path), n = len + 16;
     while (len > 1 && w->path[len - 1] == '/') len--; /* "dir/": the temporary is dir.tmp-XXXXXX, beside it */
-    char *tmp = malloc(n), *dst = malloc(n), *sp = NULL, *txt = NULL;
+    char *tmp = malloc(n), *dst = malloc(n);
     if (!tmp || !dst) {
         free(tmp);
         free(dst);
@@ -307,21 +310,19 @@ static qc_status create_stamped(qc_workdir *w, const cJSON *fp, bool *raced) {
     umask(mask);
     chmod(tmp, 0755 & ~mask); /* as mkdir(path, 0755) would (mkdtemp makes it 0700) */
     w->stamp = new_stamp(fp);
-    sp = qc_path_join(tmp, QC_WORK_STAMP);
-    txt = cJSON_Print(w->stamp);
-    qc_status st = sp && txt ? qc_write_file_atomic(sp, txt, strlen(txt)) : qc_fail(QC_ERR_NOMEM, "out of memory");
+    qc_status st = write_stamp_in(tmp, w->stamp);
     if (st == QC_OK && rename(tmp, dst) != 0) {
         if (errno == EEXIST || errno == ENOTEMPTY) *raced = true;
         else st = qc_fail(QC_ERR_IO, "%s: cannot create the work directory: %s", w->path, strerror(errno));
     }
     if (st || *raced) {
+        char *sp = qc_path_join(tmp, QC_WORK_STAMP);
         if (sp) unlink(sp);
+        free(sp);
         rmdir(tmp);
         cJSON_Delete(w->stamp);
         w->stamp = NULL;
     }
-    free(sp);
-    free(txt);
     free(tmp);
     free(dst);
     return st;
@@ -337,12 +338,11 @@ qc_status qc_workdir_open(const char *path, const cJSON *fp, bool restart, qc_wo
     if (lstat(path, &sb) != 0) {
         if ((st = create_stamped(w, fp, &raced))) return st;
         w->created = !raced;
+        if (raced && lstat(path, &sb) != 0) /* another run's, made meanwhile */
+            return qc_fail(QC_ERR_IO, "%s: cannot read the work directory: %s", path, strerror(errno));
     }
-    if (!w->created && lstat(path, &sb) != 0) {
-        return qc_fail(QC_ERR_IO, "%s: cannot read the work directory: %s", path, strerror(errno));
-    } else if (!w->created && !S_ISDIR(sb.st_mode)) {
+    if (!w->created && !S_ISDIR(sb.st_mode))
         return qc_fail(QC_ERR_ARG, "work directory %s exists and is not a directory; refusing", path);
-    }
     w->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (w->dirfd < 0) return qc_fail(QC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (flock(w->dirfd, LOCK_EX | LOCK_NB) != 0)
