@@ -27,6 +27,10 @@ bool      qc_gpu_flash_attn_supported(int head_dim);
 /* "fused" or "plain": the kernel a forward created now uses for this head size (plain where the fused one
  * does not take it, or where the environment has QCAL_GPU_ATTN=plain). A static string. */
 const char *qc_gpu_attn_kernel(int head_dim);
+/* Whether a GPU run solves the GPTQ linears sharing an input as one stacked problem (pipeline_gpu.c
+ * gpu_solve_run; attn_choice.c, in every build): yes unless the environment has QCAL_GPU_NO_STACK=1. The
+ * GEMMs round differently at another N, so the work directory's fingerprint records it. */
+bool      qc_gpu_solve_stacked(void);
 qc_status qc_gpu_flash_attn(qc_gpu *g, const uint16_t *q, const uint16_t *k, const uint16_t *v, uint16_t *att,
                             int nseq, int T, int n_heads, int n_kv_heads, int head_dim, float scale, int window,
                             float softcap);

@@ -163,10 +163,25 @@ static qc_status gptq_layer(qc_pl_driver *d, int li) {
                 if ((st = d->ops->keep_f16(d->be, li, l, why[l])) == QC_OK) st = report(d, li, l);
                 continue;
             }
-            bool last = true; /* members sharing an input are adjacent (arch.c) */
-            for (int k2 = k + 1; k2 < nm && k2 <= k + QC_LIN_COUNT; k2++)
-                if (quant[members[k2]] && qc_linear_input(cfg, members[k2]) == qc_linear_input(cfg, l)) last = false;
+            const qc_linear_id in = qc_linear_input(cfg, l);
             bool rtn = solve_row(d, li, l);
+            /* the run of GPTQ linears from k on that share l's input (members sharing an input are adjacent,
+             * arch.c), offered to the backend as one problem */
+            int n = 1;
+            while (!rtn && d->ops->solve_run && o->method == QC_METHOD_GPTQ && k + n < nm && quant[members[k + n]] &&
+                   qc_linear_input(cfg, members[k + n]) == in && !solve_row(d, li, members[k + n]))
+                n++;
+            bool last = true;
+            for (int k2 = k + n; k2 < nm && k2 <= k + QC_LIN_COUNT; k2++)
+                if (quant[members[k2]] && qc_linear_input(cfg, members[k2]) == in) last = false;
+            bool taken = false;
+            if (n >= 2 && (st = d->ops->solve_run(d->be, li, members + k, n, last, &taken))) break;
+            if (taken) {
+                for (int j = 0; j < n && st == QC_OK; j++) st = report(d, li, members[k + j]);
+                k += n - 1;
+                continue;
+            }
+            if (n >= 2) last = false; /* not taken: the run's later members still read l's Hessian */
             if ((st = d->ops->solve(d->be, li, l, last, rtn)) == QC_OK) st = report(d, li, l);
         }
         if (st == QC_OK && d->ops->group_done) st = d->ops->group_done(d->be, li, gi, n_groups, want);

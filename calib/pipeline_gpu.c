@@ -23,6 +23,7 @@
  */
 #include "awq.h"
 #include "awq_gpu.h"
+#include "gpu_attn.h"
 #include "gpu_forward.h"
 #include "pipeline_internal.h"
 #include "qc_signal.h"
@@ -80,7 +81,8 @@ typedef struct {
     const qc_model         *m;
     const qc_pipeline_opts *o;
     qc_pipeline_result     *res;
-    int                     d, T, nsamples, batch, Kmax, NKmax;
+    int                     d, T, nsamples, batch, Kmax, Nmax;
+    size_t                  NKmax;           /* the widest linear's N * K (W32, Wo, the solver) */
     size_t                  rows;
     float                  *X;               /* [rows, d] the current layer's input */
     float                  *xs;              /* [batch * T, d] scratch copy */
@@ -88,6 +90,7 @@ typedef struct {
     float                  *Hw;              /* [d, d] a Hessian copy for the linears sharing one (q/k, gate) */
     size_t                  Hw_elems;
     int                     hw_cap;          /* the capture point whose GPTQ factor Hw holds; -1: none */
+    bool                    stack_logged;    /* a stacked solve (gpu_solve_run) has been announced */
     /* o_proj's or down_proj's input for every row, as their Hessian pass saw it, so that the in-place pass
      * after them applies only that linear (qc_gpu_layer_finish_half); taken when it fits */
     uint16_t               *stash;           /* [rows, stash_cols] */
@@ -316,16 +319,19 @@ static qc_status keep_unquantized(gctx *c, int li, qc_linear_id l, const qc_gpu_
 }
 
 /* After a solver left W_hat in c->W32 (the original in c->Wo) and the codes in the solver/c->ql: the
- * output error under H, W_hat into the layer's fp16 weight, device packing, bias, fake weight. */
-static qc_status finish_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *layer, const float *H, double ref) {
+ * output error under H, W_hat into the layer's fp16 weight, device packing, bias, fake weight. off: the
+ * linear's first row in W32/Wo (a stacked solve, gpu_solve_run; the solver's window is on its rows). */
+static qc_status finish_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *layer, const float *H, double ref,
+                               size_t off) {
     qc_linear_report *r = rep_of(c, li, l);
     int N = r->N, K = r->K, b = c->ql.bits, G = c->ql.n_groups;
     size_t nk = (size_t)N * K;
-    qc_status st = qc_gpu_sub(c->g, c->Wo, c->W32, c->Wo, nk);
+    float *Wo = c->Wo + off * K, *W32 = c->W32 + off * K;
+    qc_status st = qc_gpu_sub(c->g, Wo, W32, Wo, nk);
     double err = 0;
     if (st == QC_OK) /* H == NULL: the solver consumed the caller's H and keeps its own copy */
-        st = H ? qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &err) : qc_gpu_solver_quad_form_saved(c->sv, c->Wo, N, K, &err);
-    if (st == QC_OK) st = qc_gpu_f32_to_f16(c->g, c->W32, layer->w[l], nk);
+        st = H ? qc_gpu_quad_form(c->sv, Wo, H, N, K, &err) : qc_gpu_solver_quad_form_saved(c->sv, Wo, N, K, &err);
+    if (st == QC_OK) st = qc_gpu_f32_to_f16(c->g, W32, layer->w[l], nk);
     if (st) return st;
     r->rel_err = ref > 0 ? err / ref : 0.0;
     r->quantized = true;
@@ -487,7 +493,87 @@ static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *lay
     }
     r->seconds = qc_time_now() - ts;
     c->res->t_solve += r->seconds;
-    return finish_linear(c, li, l, layer, gptq ? NULL : H, ref);
+    return finish_linear(c, li, l, layer, gptq ? NULL : H, ref, 0);
+}
+
+/* The driver's solve_run: GPTQ of n linears sharing an input (q/k/v) as one problem, their weights stacked
+ * along N in W32 (GPTQ treats rows independently: each row's codes are what its own solve gives, up to the
+ * GEMMs' rounding at another N), one factorisation and one sweep over all rows, which fills the device
+ * where k and v alone (N = 1024 on 8B) leave most of it idle. Taken when the stack fits the buffers sized
+ * for the widest linear (so no memory is added) and qc_gpu_solve_stacked() allows it. Each linear's report
+ * seconds are the run's split by rows. */
+static qc_status gpu_solve_run(void *be, int li, const qc_linear_id *ls, int n, bool last_user, bool *taken) {
+    gctx *c = be;
+    const qc_pipeline_opts *o = c->o;
+    *taken = false;
+    if (o->method != QC_METHOD_GPTQ || n > QC_LIN_COUNT || !qc_gpu_solve_stacked()) return QC_OK;
+    const int K = rep_of(c, li, ls[0])->K;
+    int Nt = 0, Ns[QC_LIN_COUNT];
+    for (int i = 0; i < n; i++) {
+        const qc_linear_report *r = rep_of(c, li, ls[i]);
+        if (r->K != K) return QC_OK;
+        Ns[i] = r->N;
+        Nt += r->N;
+    }
+    if (Nt > c->Nmax || (size_t)Nt * K > c->NKmax) return QC_OK;
+    *taken = true;
+    const qc_linear_id cap = qc_linear_input(&c->m->cfg, ls[0]);
+    float *H = c->Hs[cap];
+    double ts = qc_time_now(), ref[QC_LIN_COUNT];
+    qc_status st = QC_OK;
+    size_t off = 0;
+    for (int i = 0; i < n && st == QC_OK; off += (size_t)Ns[i] * K, i++)
+        st = qc_gpu_f16_to_f32(c->g, c->layer->w[ls[i]], c->W32 + off, (size_t)Ns[i] * K);
+    if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, (size_t)Nt * K * sizeof(float));
+    off = 0;
+    for (int i = 0; i < n && st == QC_OK; off += (size_t)Ns[i] * K, i++)
+        st = qc_gpu_quad_form(c->sv, c->Wo + off, H, Ns[i], K, &ref[i]);
+    /* as solve_linear: a later linear of the group on the same H sweeps with this factor again */
+    const bool copy = !last_user;
+    c->hw_cap = -1;
+    if (st == QC_OK && copy) st = qc_gpu_copy(c->g, c->Hw, H, (size_t)K * K * sizeof(float));
+    qc_qlinear qt = {0};
+    qc_gptq_stats gs;
+    memset(&gs, 0, sizeof gs);
+    if (st == QC_OK) st = qc_qlinear_alloc(&qt, Nt, K, o->q.bits, o->q.group_size, o->q.sym, false);
+    if (st == QC_OK) st = qc_gptq_quantize_gpu(c->sv, c->W32, copy ? c->Hw : H, Nt, K, &o->q, &qt, o->keep_fake, &gs);
+    if (st == QC_OK && copy) c->hw_cap = (int)cap;
+    if (st == QC_OK) st = qc_gpu_sync(c->g);
+    if (st) {
+        qc_error_prefix("%s (solved with the linears after it on the same input)", rep_of(c, li, ls[0])->name);
+        qc_qlinear_free(&qt);
+        return st;
+    }
+    const double dt = qc_time_now() - ts;
+    if (!c->stack_logged) /* once a run: the tests look for it */
+        QC_LOGI("quantize: linears sharing an input solved stacked (layer %d: %d linears as one %d x %d problem)", li, n,
+                Nt, K);
+    c->stack_logged = true;
+    int row0 = 0;
+    for (int i = 0; i < n && st == QC_OK; row0 += Ns[i], i++) {
+        qc_linear_report *r = rep_of(c, li, ls[i]);
+        const int N = Ns[i], G = qt.n_groups;
+        r->damp = gs.damp_used;
+        r->retries = gs.retries;
+        r->dead_cols = gs.dead_cols;
+        r->seconds = dt * N / Nt;
+        c->res->t_solve += r->seconds;
+        st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, o->q.sym, false);
+        if (st == QC_OK) { /* the linear's columns of the run's [G, Nt] params, its rows of the codes */
+            for (int g = 0; g < G; g++) {
+                memcpy(c->ql.scales + (size_t)g * N, qt.scales + (size_t)g * Nt + row0, sizeof(float) * N);
+                memcpy(c->ql.zeros + (size_t)g * N, qt.zeros + (size_t)g * Nt + row0, sizeof(int32_t) * N);
+            }
+            memcpy(c->ql.g_idx, qt.g_idx, sizeof(int32_t) * K);
+            if (o->keep_fake) memcpy(c->ql.codes, qt.codes + (size_t)row0 * K, (size_t)N * K);
+            st = qc_gpu_solver_rows(c->sv, row0, N);
+        }
+        if (st == QC_OK) st = finish_linear(c, li, ls[i], c->layer, NULL, ref[i], (size_t)row0);
+        else qc_qlinear_free(&c->ql);
+        if (st) qc_error_prefix("%s", r->name);
+    }
+    qc_qlinear_free(&qt);
+    return st;
 }
 
 /* X <- the given halves of the layer applied to X (all samples, in place); from the stash when it holds
@@ -851,13 +937,14 @@ static qc_status gpu_awq_quantize(void *be, int li, qc_linear_id l) {
     }
     r->seconds = qc_time_now() - t0;
     c->res->t_solve += r->seconds;
-    return finish_linear(c, li, l, layer, H, ref);
+    return finish_linear(c, li, l, layer, H, ref, 0);
 }
 
 static const qc_pl_backend_ops k_gpu_ops = {
     .hessians = gpu_hessians,
     .copy_hessian = gpu_copy_hessian,
     .solve = gpu_solve,
+    .solve_run = gpu_solve_run,
     .keep_f16 = gpu_keep_f16,
     .group_done = gpu_group_done,
     .propagate = gpu_propagate,
@@ -986,6 +1073,8 @@ qc_status qc_pipeline_run_gpu(const qc_model *m, const int32_t *ids, int nsample
         Nmax = N > Nmax ? N : Nmax;
         c.Kmax = K > c.Kmax ? K : c.Kmax;
     }
+    c.Nmax = Nmax;
+    c.NKmax = nkmax;
 
     base_args ba = {.m = m, .o = o};
     host_job base = {0};

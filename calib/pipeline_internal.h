@@ -99,6 +99,10 @@ typedef struct qc_pl_backend_ops {
      * its report row (the driver set its tokens and coverage). last_user: no later linear of this group reads
      * the same Hessian (the solver may consume it). */
     qc_status (*solve)(void *be, int li, qc_linear_id l, bool last_user, bool rtn);
+    /* May be NULL. The n >= 2 adjacent GPTQ linears ls of a group that share an input (none rounded
+     * instead), solved as one problem if the backend can (*taken <- true; each as solve would leave it)
+     * or left to solve one by one (*taken <- false, nothing done). last_user as for solve, for the run. */
+    qc_status (*solve_run)(void *be, int li, const qc_linear_id *ls, int n, bool last_user, bool *taken);
     /* Linear l goes into the part as F16 (why: the reason, for its report row), declared unquantized. */
     qc_status (*keep_f16)(void *be, int li, qc_linear_id l, const char *why);
     /* After group gi's solves; may be NULL. */

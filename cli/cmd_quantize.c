@@ -498,8 +498,11 @@ static int run(int argc, char **argv) {
         cJSON_AddStringToObject(fp, "out", out_abs);
         cJSON_AddItemToObject(fp, "model_files", ident);
         cJSON_AddStringToObject(fp, "device", device < 0 ? platform : r.device);
-        if (device >= 0) /* the two attention kernels round differently: a resume must not mix them */
+        if (device >= 0) { /* the two attention kernels, and stacked solves, round differently: a resume must
+                            * not mix them */
             cJSON_AddStringToObject(fp, "gpu_attention", qc_gpu_attn_kernel(m->cfg.head_dim));
+            cJSON_AddStringToObject(fp, "gpu_solves", qc_gpu_solve_stacked() ? "stacked" : "one-by-one");
+        }
         /* the arithmetic's partition of the work: fixed chunks, whatever --threads and --batch-tokens are */
         cJSON_AddStringToObject(fp, "partition", "fixed-chunks-v1");
         free(out_abs);

@@ -35,6 +35,7 @@ struct qc_gpu_solver {
     double  *acc;        /* [PARTS + 1]: partial sums, then the loss at [PARTS] */
     double  *rowloss;    /* [N] each row's share of the GPTQ loss (a fixed-order sum: no atomics) */
     int      last_N, last_K, last_bits;
+    int      full_N, row0; /* the last solve's rows; the window [row0, row0 + last_N) (qc_gpu_solver_rows) */
     bool     have_codes;
     bool     have_hbak;  /* Hbak holds the last GPTQ linear's (permuted, undamped) H */
     int      last_dead;  /* its dead columns (in s->dead) */
@@ -46,6 +47,7 @@ struct qc_gpu_solver {
     /* The last factorisation, for qc_gptq_quantize_gpu_again: U lives in the caller's H buffer. */
     const float  *U;
     int           u_K;
+    bool          u_rform;  /* U holds the R form (inverse_factor), not U itself */
     qc_gptq_opts  u_opts;
     qc_gptq_stats u_stats;
     cudaEvent_t ev[4];   /* factor start and end, sweep start and end: the stats' device times */
@@ -214,17 +216,41 @@ static __device__ __forceinline__ void group_params(float lo, float hi, int maxq
     if (fp16) *cs = __half2float(__float2half_rn(*cs));
 }
 
+/* The sweep's two forms (sweep_w). U form (GF NULL): Ww holds W as updated so far, the block's start
+ * values. R form: Ww keeps W0 until the block ends; a block's start value is W0 + T, with T = G_c U_cc read
+ * from Err ([N, nb] here, row by row: coalesced; tadd: every block but the first), written to GF for the
+ * group reads. */
+static __device__ __forceinline__ float block_start(const float *Ww, float *GF, const float *Err, bool tadd, int nb,
+                                                    int K, int n, int c, int j) {
+    const size_t p = (size_t)n * K + c;
+    float v = Ww[p];
+    if (GF) {
+        if (tadd) v = __fadd_rn(v, Err[(size_t)n * nb + j]);
+        GF[p] = v;
+    }
+    return v;
+}
+
+/* Column c of row n is done with Q = qv: Ww <- Q; R form: GF <- F = W0 - Q (Ww still held W0). */
+static __device__ __forceinline__ void block_end(float *Ww, float *GF, int K, int n, int c, float qv) {
+    const size_t p = (size_t)n * K + c;
+    if (GF) GF[p] = __fsub_rn(Ww[p], qv);
+    Ww[p] = qv;
+}
+
 /* One lazy batch [i1, i1 + nb) of GPTQ for ROWS rows per thread block, one row per thread: the columns
  * in order, each quantized (group params computed where a group starts, from W as of the block start
  * when `quirk`, else from the current values), its error e = (w - q) / d spread over the block's later
  * columns with the block's U tile (shared memory, read as broadcasts), the row tile in shared memory
- * column-major with a padded stride (conflict-free). Writes Q into Ww, e into Err [nb, N], codes in
- * original column order, and new group params into scales/zf. */
+ * column-major with a padded stride (conflict-free). Writes Q into Ww, e into Err [nb, N] (U form; the R
+ * form writes F into GF instead: block_start, block_end), codes in original column order, and new group
+ * params into scales/zf. */
 static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ Ww, int N, int K, int i1, int nb,
                                                             const float *__restrict__ U, float *__restrict__ Err,
                                                             uint8_t *__restrict__ codes, const int *__restrict__ perm,
                                                             float *scales, float *zf, int gs, int maxq, int mode,
-                                                            bool sym, bool quirk, bool fp16, double *rowloss) {
+                                                            bool sym, bool quirk, bool fp16, double *rowloss,
+                                                            float *__restrict__ GF, bool tadd) {
     extern __shared__ float sm[];
     float *Ut = sm;           /* [nb][nb]: U[i1 + a][i1 + b] */
     float *Wt = sm + nb * nb; /* column j of the tile at Wt[j * ld + r] */
@@ -235,12 +261,12 @@ static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ 
     }
     for (int idx = t; idx < ROWS * nb; idx += ROWS) {
         int r = idx / nb, j = idx - r * nb;
-        if (n0 + r < N) Wt[j * ld + r] = Ww[(size_t)(n0 + r) * K + i1 + j];
+        if (n0 + r < N) Wt[j * ld + r] = block_start(Ww, GF, Err, tadd, nb, K, n0 + r, i1 + j, j);
     }
     __syncthreads();
     double lacc = 0.0;
     if (n < N) {
-        const float *row = Ww + (size_t)n * K; /* not written before the end: the block-start values */
+        const float *row = (GF ? GF : Ww) + (size_t)n * K; /* not written before the end: the block-start values */
         float cs = 0.0f, cz = 0.0f;
         if (mode == MODE_ROW) {
             cs = scales[n];
@@ -274,7 +300,7 @@ static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ 
             const float e = x.e;
             lacc += (double)x.diff * x.diff / ((double)d * d) / 2.0;
             Wt[i * ld + t] = x.qv;
-            Err[(size_t)i * N + n] = e;
+            if (!GF) Err[(size_t)i * N + n] = e;
             codes[(size_t)n * K + perm[c]] = (uint8_t)x.code;
             const float *urow = Ut + i * nb;
 #pragma unroll 4
@@ -284,7 +310,7 @@ static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ 
     __syncthreads();
     for (int idx = t; idx < ROWS * nb; idx += ROWS) {
         int r = idx / nb, j = idx - r * nb;
-        if (n0 + r < N) Ww[(size_t)(n0 + r) * K + i1 + j] = Wt[j * ld + r];
+        if (n0 + r < N) block_end(Ww, GF, K, n0 + r, i1 + j, Wt[j * ld + r]);
     }
     if (n < N) rowloss[n] += lacc; /* the row's own slot: launches run in order, so no race and no atomics */
 }
@@ -304,7 +330,8 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
                                                                    uint8_t *__restrict__ codes,
                                                                    const int *__restrict__ perm, float *scales, float *zf,
                                                                    int gs, int maxq, int mode, bool sym, bool quirk,
-                                                                   bool fp16, double *rowloss) {
+                                                                   bool fp16, double *rowloss, float *__restrict__ GF,
+                                                                   bool tadd) {
     extern __shared__ float sm[];
     const int ld = ROWS2 + 1;
     float *Ut = sm;                                  /* [nb][nb] */
@@ -318,7 +345,7 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
     }
     for (int idx = t; idx < ROWS2 * nb; idx += ROWS2 * TPR) {
         int rr = idx / nb, j = idx - rr * nb;
-        if (n0 + rr < N) Wt[j * ld + rr] = Ww[(size_t)(n0 + rr) * K + i1 + j];
+        if (n0 + rr < N) Wt[j * ld + rr] = block_start(Ww, GF, Err, tadd, nb, K, n0 + rr, i1 + j, j);
     }
     __syncthreads();
     double lacc = 0.0;
@@ -326,7 +353,7 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
      * each __syncwarp and shuffle), writing nothing */
     const bool live = n < N;
     const int nr = live ? n : N - 1;
-    const float *row = Ww + (size_t)nr * K; /* not written before the end: the block-start values */
+    const float *row = (GF ? GF : Ww) + (size_t)nr * K; /* not written before the end: the block-start values */
     float cs = 0.0f, cz = 0.0f;
     if (mode == MODE_ROW) {
         cs = scales[nr];
@@ -373,7 +400,7 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
             lacc += (double)x.diff * x.diff / ((double)d * d) / 2.0;
             Wt[i * ld + r] = x.qv;
             Ct[i * ROWS2 + r] = (uint8_t)x.code;
-            if (live) Err[(size_t)i * N + n] = e;
+            if (live && !GF) Err[(size_t)i * N + n] = e;
         }
         const float *urow = Ut + i * nb;
         int j = i + 1 + ((q - (i + 1) % TPR + TPR) % TPR); /* this lane's first column after i */
@@ -384,7 +411,7 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
     for (int idx = t; idx < ROWS2 * nb; idx += ROWS2 * TPR) {
         int rr = idx / nb, j = idx - rr * nb;
         if (n0 + rr < N) {
-            Ww[(size_t)(n0 + rr) * K + i1 + j] = Wt[j * ld + rr];
+            block_end(Ww, GF, K, n0 + rr, i1 + j, Wt[j * ld + rr]);
             codes[(size_t)(n0 + rr) * K + perm[i1 + j]] = Ct[j * ROWS2 + rr];
         }
     }
@@ -392,6 +419,36 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
 }
 
 static size_t smem4(int nb) { return sizeof(float) * ((size_t)nb * nb + (size_t)nb * (ROWS2 + 1)) + (size_t)nb * ROWS2; }
+
+/* R form: the diagonal blocks of row-major upper R [K, K] (blocks of B from column 0, the last one shorter)
+ * replaced by their inverses U_cc, zeros below their diagonals. One thread block of B threads per diagonal
+ * block: thread j solves R_cc x = e_j by back substitution, all threads on the same row at a time (R's row
+ * read as broadcasts, x's column-interleaved in double), so sums and stored x are double; 192 KiB of shared
+ * memory at B = 128. */
+static __global__ void __launch_bounds__(MAXB) k_diag_inv(float *R, int K, int B) {
+    extern __shared__ double smd[];
+    const int i1 = blockIdx.x * B, nb = min(B, K - i1), j = threadIdx.x;
+    double *X = smd;                     /* [nb][nb]: X[a * nb + j] = U_cc[a][j] */
+    float *Rt = (float *)(smd + nb * nb); /* [nb][nb] */
+    for (int idx = j; idx < nb * nb; idx += blockDim.x) {
+        int a = idx / nb, b = idx - a * nb;
+        Rt[idx] = R[(size_t)(i1 + a) * K + i1 + b];
+    }
+    __syncthreads();
+    for (int i = nb - 1; i >= 0; i--) {
+        if (j >= nb || j < i) continue;
+        double acc = i == j ? 1.0 : 0.0;
+        for (int k = i + 1; k <= j; k++) acc -= (double)Rt[i * nb + k] * X[k * nb + j];
+        X[i * nb + j] = acc / (double)Rt[i * nb + i];
+    }
+    __syncthreads();
+    for (int idx = j; idx < nb * nb; idx += blockDim.x) {
+        int a = idx / nb, b = idx - a * nb;
+        R[(size_t)(i1 + a) * K + i1 + b] = b >= a ? (float)X[idx] : 0.0f;
+    }
+}
+
+static size_t smem_diag_inv(int nb) { return (size_t)nb * nb * (sizeof(double) + sizeof(float)); }
 
 /* GPTQ qweight [K*b/32, N]: word r of column n holds stream bits [32r, 32r + 32) of the codes of row n. */
 static __global__ void k_pack_gptq_w(const uint8_t *codes, int N, int K, int b, uint32_t *qw) {
@@ -575,6 +632,8 @@ qc_status qc_gpu_solver_create_nk(qc_gpu *g, int max_N, int max_K, size_t max_NK
                                              (MAXB * MAXB + MAXB * (ROWS + 1)) * (int)sizeof(float));
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(k_gptq_block4, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem4(MAXB));
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(k_diag_inv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_diag_inv(MAXB));
         if (e != cudaSuccess) {
             st = qc_fail(QC_ERR_DEVICE, "gpu solver: cannot enable %d bytes of shared memory: %s",
                          (MAXB * MAXB + MAXB * (ROWS + 1)) * (int)sizeof(float), cudaGetErrorString(e));
@@ -751,6 +810,12 @@ static qc_status trtri_rec(qc_gpu_solver *s, float *A, int n, int ld) {
     return QC_OK;
 }
 
+/* The sweep can run on the R form when no group reads a column of a later lazy batch (whose start values
+ * the R form does not hold): per-row params, static groups, or groups that tile the batches. */
+static bool use_rform(const qc_gpu_solver *s, const qc_gptq_opts *o) {
+    return !s->plain_factor && (o->group_size == -1 || o->static_groups || o->blocksize % o->group_size == 0);
+}
+
 /* Steps 5-6 of D.3 on the device: H <- U (row-major upper, (Hbak + damp mean I)^-1 = U^T U), damping
  * raised by damp_step after each failed factorisation, as gptq.c inverse_factor.
  *
@@ -760,10 +825,13 @@ static qc_status trtri_rec(qc_gpu_solver *s, float *A, int n, int ld) {
  * positive) as potrf's info checks the factor's. cuSOLVER is column-major; a symmetric matrix
  * reads the same either way, L^-1 column-major lower sits at [c * K + r], so U[i][j] = L^-1(K-1-i, K-1-j)
  * at [(K-1-j) * K + K-1-i]: one anti-transpose in place.
+ * R form (rform, use_rform): no triangular inverse at all. H <- R row-major upper (Hd = R R^T, U = R^-1), with
+ * its diagonal blocks of the sweep's blocksize replaced by U's own (U_cc = R_cc^-1, k_diag_inv): K^3/3 flops.
+ * sweep_w runs on that directly (see there).
  * Plain twin (qc_gpu_solver_plain): potrf, potri, potrf as gptq.c and the reference do (4K^3/3;
  * a row-major lower triangle is cuSOLVER's column-major upper one, so LOWER twice gives the row-major
  * upper factor). The two agree to fp32 rounding (tests/test_gpu_solver.c). */
-static qc_status inverse_factor(qc_gpu_solver *s, float *H, int K, double mean, const qc_gptq_opts *o,
+static qc_status inverse_factor(qc_gpu_solver *s, float *H, int K, double mean, const qc_gptq_opts *o, bool rform,
                                 qc_gptq_stats *st) {
     qc_gpu *g = s->g;
     int l1 = 0, l2 = 0;
@@ -800,6 +868,14 @@ static qc_status inverse_factor(qc_gpu_solver *s, float *H, int K, double mean, 
                 QC_CUSOLVER(cusolverDnSpotrf(g->solver, CUBLAS_FILL_MODE_LOWER, K, H, K, s->ws, s->ws_len, s->info));
                 if ((e = qc_gpu_download(g, &info, s->info, sizeof info))) return e;
             }
+        } else if (info == 0 && rform) {
+            /* R form: R = J L J row-major (the anti-transpose of potrf's column-major L), its diagonal blocks
+             * then replaced by U's (potrf's info has checked R's diagonal) */
+            k_antitranspose<<<qc_grid(KK, 256), 256, 0, g->stream>>>(H, K);
+            QC_CU_LAUNCH("anti-transpose");
+            const int B = o->blocksize, nblk = (K + B - 1) / B;
+            k_diag_inv<<<nblk, B, smem_diag_inv(std::min(B, K)), g->stream>>>(H, K, B);
+            QC_CU_LAUNCH("diagonal-block inverses");
         } else if (info == 0) {
             step = "trtri";
             if ((e = trtri_rec(s, H, K, K))) return e;
@@ -867,10 +943,12 @@ static qc_status factor_h(qc_gpu_solver *s, float *H, int K, const qc_gptq_opts 
     double mean = 0.0;
     for (int k = 0; k < K; k++) mean += diag[perm[k]];
     mean /= K;
+    const bool rform = use_rform(s, o);
     QC_CU(cudaEventRecord(s->ev[0], g->stream));
-    if ((e = inverse_factor(s, H, K, mean, o, st))) return e;
+    if ((e = inverse_factor(s, H, K, mean, o, rform, st))) return e;
     QC_CU(cudaEventRecord(s->ev[1], g->stream));
     s->U = H;
+    s->u_rform = rform;
     s->u_K = K;
     s->u_opts = *o;
     s->u_stats = *st;
@@ -903,25 +981,42 @@ static qc_status sweep_w(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq
         QC_CU_LAUNCH("permute W");
         Ww = s->Wp;
     }
-    /* 7: the blocked sweep */
+    /* 7: the blocked sweep. U form (the reference's): each block's errors E_c update the later columns of Ww,
+     * W[:, >c] -= E_c U[c, >c]. R form (s->u_rform): W0 - Q = E U and U R = I give batch c's start values as
+     * W0_c + G_c U_cc, G_c = sum over b < c of F_b R[b, c], F = W0 - Q; so Ww keeps W0 until each block ends,
+     * and GF (the weight-sized buffer W0 leaves free) holds G for the columns to come and F for those done:
+     * per block one small GEMM T = G_c U_cc (into Err, [N, nb]), the block kernel (start W0 + T, F at the end), then
+     * the trailing GEMM G[:, >c] += F_c R[c, >c] with the U form's shape. */
     const int mode = gs == -1 ? MODE_ROW : o->static_groups ? MODE_STATIC : MODE_GROUP;
     const int gsk = gs == -1 ? K : gs;
+    const bool rform = s->u_rform;
+    float *GF = !rform ? NULL : o->act_order ? W : s->Wp;
     QC_CU(cudaEventRecord(s->ev[2], g->stream));
     for (int i1 = 0; i1 < K; i1 += B) {
         const int nb = std::min(B, K - i1), i2 = i1 + nb;
+        const bool tadd = rform && i1 > 0;
+        /* T [N, nb] row-major is column-major T^T = U_cc^T G_c^T: both operands as they lie */
+        if (tadd && (e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_N, nb, N, nb, 1.0f, U + (size_t)i1 * K + i1, K, GF + i1, K,
+                               0.0f, s->Err, nb)))
+            return e;
         const size_t smem = sizeof(float) * ((size_t)nb * nb + (size_t)nb * (ROWS + 1));
         /* wide layers fill the device with a row per thread already (gate/up of 8B: 224 blocks of 64 threads in
          * one wave, where 448 of 128 take two); both kernels give the same bits */
         if (s->plain_sweep || N > 8192)
             k_gptq_block<<<(N + ROWS - 1) / ROWS, ROWS, smem, g->stream>>>(Ww, N, K, i1, nb, U, s->Err, s->codes, s->perm,
                                                                            s->scales, s->zf, gsk, maxq, mode, o->sym,
-                                                                           o->ref_group_quirk, o->fp16_scales, s->rowloss);
+                                                                           o->ref_group_quirk, o->fp16_scales, s->rowloss,
+                                                                           GF, tadd);
         else
             k_gptq_block4<<<(N + ROWS2 - 1) / ROWS2, ROWS2 * TPR, smem4(nb), g->stream>>>(
                 Ww, N, K, i1, nb, U, s->Err, s->codes, s->perm, s->scales, s->zf, gsk, maxq, mode, o->sym,
-                o->ref_group_quirk, o->fp16_scales, s->rowloss);
+                o->ref_group_quirk, o->fp16_scales, s->rowloss, GF, tadd);
         QC_CU_LAUNCH("gptq block");
-        if (i2 < K &&
+        if (i2 < K && rform &&
+            (e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_N, K - i2, N, nb, 1.0f, U + (size_t)i1 * K + i2, K, GF + i1, K,
+                       i1 > 0 ? 1.0f : 0.0f, GF + i2, K)))
+            return e;
+        if (i2 < K && !rform &&
             (e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_T, K - i2, N, nb, -1.0f, U + (size_t)i1 * K + i2, K, s->Err, N, 1.0f,
                        Ww + i2, K)))
             return e;
@@ -946,7 +1041,8 @@ static qc_status sweep_w(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq
     float ms = 0;
     QC_CU(cudaEventElapsedTime(&ms, s->ev[2], s->ev[3]));
     st->t_sweep = ms / 1e3;
-    s->last_N = N;
+    s->last_N = s->full_N = N;
+    s->row0 = 0;
     s->last_K = K;
     s->last_bits = o->bits;
     s->have_codes = true;
@@ -985,7 +1081,8 @@ qc_status qc_gptq_quantize_gpu_again(qc_gpu_solver *s, float *W, int N, int K, c
     qc_status e = gptq_args(s, N, K, o, q);
     if (e) return e;
     if (!s->U || s->u_K != K || s->u_opts.act_order != o->act_order || s->u_opts.damp != o->damp ||
-        s->u_opts.damp_step != o->damp_step)
+        s->u_opts.damp_step != o->damp_step || s->u_rform != use_rform(s, o) ||
+        (s->u_rform && s->u_opts.blocksize != o->blocksize))
         return qc_fail(QC_ERR_ARG, "gptq (gpu): no factor of a %dx%d Hessian with these options to use again", K, K);
     s->have_hbak = true; /* Hbak, perm and dead are the factorisation's, untouched since */
     *st = s->u_stats; /* damping, retries, dead columns: those of the factorisation */
@@ -1011,7 +1108,8 @@ static qc_status quantize_rowwise(qc_gpu_solver *s, float *W, int N, int K, int 
         return e;
     if (want_codes && (e = qc_gpu_download(s->g, q->codes, s->codes, (size_t)N * K))) return e;
     for (int k = 0; k < K; k++) q->g_idx[k] = k / gs;
-    s->last_N = N;
+    s->last_N = s->full_N = N;
+    s->row0 = 0;
     s->last_K = K;
     s->last_bits = bits;
     s->have_codes = true;
@@ -1064,9 +1162,10 @@ qc_status qc_gpu_pack(qc_gpu_solver *s, const qc_qlinear *q, qc_gpu_pack_format 
     qc_gpu *g = s->g;
     const int N = q->N, K = q->K, G = q->n_groups, b = q->bits, maxq = (1 << b) - 1;
     const bool awq = fmt == QC_GPU_PACK_AWQ;
+    const uint8_t *codes = s->codes + (size_t)s->row0 * K; /* the window's rows */
     /* codes <= maxq (gptq_format.c checks them; ours come from the solver, so this only guards misuse) */
     QC_CU(cudaMemsetAsync(s->info + 1, 0, sizeof(int), g->stream));
-    k_max_code<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(s->codes, (size_t)N * K, s->info + 1);
+    k_max_code<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(codes, (size_t)N * K, s->info + 1);
     QC_CU_LAUNCH("max code");
     int mx = 0;
     if ((e = qc_gpu_download(g, &mx, s->info + 1, sizeof mx))) return e;
@@ -1087,9 +1186,9 @@ qc_status qc_gpu_pack(qc_gpu_solver *s, const qc_qlinear *q, qc_gpu_pack_format 
     e = qc_gpu_upload(g, dzeros, q->zeros, 4 * gn);
     if (e == QC_OK) {
         if (awq) {
-            k_pack_awq<<<qc_grid(nw + nz, 256), 256, 0, g->stream>>>(s->codes, dzeros, N, K, G, dw, dz);
+            k_pack_awq<<<qc_grid(nw + nz, 256), 256, 0, g->stream>>>(codes, dzeros, N, K, G, dw, dz);
         } else {
-            k_pack_gptq_w<<<qc_grid(nw, 256), 256, 0, g->stream>>>(s->codes, N, K, b, dw);
+            k_pack_gptq_w<<<qc_grid(nw, 256), 256, 0, g->stream>>>(codes, N, K, b, dw);
             k_pack_gptq_z<<<qc_grid(nz, 256), 256, 0, g->stream>>>(dzeros, N, G, b, fmt == QC_GPU_PACK_GPTQ_V2, dz);
         }
         cudaError_t ce = cudaGetLastError();
@@ -1121,6 +1220,15 @@ static qc_status quad_form_into(qc_gpu_solver *s, const float *D, const float *H
     k_sum_parts<<<1, 32, 0, g->stream>>>(s->acc, PARTS);
     QC_CU_LAUNCH("sum");
     return qc_gpu_download(g, out, s->acc + PARTS, sizeof(double));
+}
+
+qc_status qc_gpu_solver_rows(qc_gpu_solver *s, int row0, int N) {
+    if (!s->have_codes || row0 < 0 || N < 1 || row0 > s->full_N - N)
+        return qc_fail(QC_ERR_ARG, "gpu solver: rows [%d, %d) of a last solve of %d rows%s", row0, row0 + N, s->full_N,
+                       s->have_codes ? "" : " (none held)");
+    s->row0 = row0;
+    s->last_N = N;
+    return QC_OK;
 }
 
 qc_status qc_gpu_solver_quad_form_saved(qc_gpu_solver *s, float *D, int N, int K, double *out) {

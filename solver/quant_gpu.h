@@ -72,6 +72,12 @@ typedef enum qc_gpu_pack_format { QC_GPU_PACK_GPTQ = 0, QC_GPU_PACK_GPTQ_V2 = 1,
 qc_status qc_gpu_pack(qc_gpu_solver *s, const qc_qlinear *q, qc_gpu_pack_format fmt, int32_t *qweight,
                       int32_t *qzeros, uint16_t *scales_f16);
 
+/* Narrows "the last linear solved" to its rows [row0, row0 + N), for qc_gpu_pack and
+ * qc_gpu_solver_quad_form_saved: several linears sharing an input solved as one (their weights stacked
+ * along N, rows being independent in GPTQ) are then packed and reported one by one. The next solve widens
+ * it again. QC_ERR_ARG when no codes are held or the rows lie outside the last solve's. */
+qc_status qc_gpu_solver_rows(qc_gpu_solver *s, int row0, int N);
+
 /* tr(D H D^T) for device D [N, K], H [K, K] (fp32, accumulated in double at the end). */
 qc_status qc_gpu_quad_form(qc_gpu_solver *s, const float *D, const float *H, int N, int K, double *out);
 /* tr(D H D^T) with the H of the last GPTQ linear solved, from the solver's own (permuted) copy: lets

@@ -69,6 +69,26 @@ twin=(--model "$D/stories260K-fp16" --calib "$D/text/c4.utf8" --nsamples 32 --se
     same_tensors "$T/twin-fast" "$T/twin-plain" && { ok; echo "stash vs recompute (stories260K, GPTQ act-order, 4 batches): identical"; } ||
     bad "stash vs recompute: checkpoints differ or the stash was not taken: $(tail -2 "$T/twin-fast.err" "$T/twin-plain.err")"
 
+# Linears sharing an input solved stacked (q/k/v as one problem, gpu_solve_run) against one by one
+# (QCAL_GPU_NO_STACK=1): GPTQ's rows are independent, so only the GEMMs' rounding at another N may flip a
+# code, and a flip feeds that row's later columns; the bound is the GPU-vs-CPU one above.
+for act in "" --act-order; do
+    stk=(--model "$D/stories260K-fp16" --calib "$D/text/c4.utf8" --nsamples 32 --seqlen 128 --group-size 32 --method gptq
+         --device cuda $act)
+    if "$Q" quantize "${stk[@]}" --out "$T/stack-on" >/dev/null 2>"$T/stack-on.err" &&
+       QCAL_GPU_NO_STACK=1 "$Q" quantize "${stk[@]}" --out "$T/stack-off" >/dev/null 2>"$T/stack-off.err"; then
+        codes=$("$CMP" 4 "$T/stack-on" "$T/stack-off")
+        frac=$(sed -n 's/^codes: [0-9]* of [0-9]* differ (\([0-9.]*\)).*/\1/p' <<<"$codes")
+        echo "stacked vs one by one (stories260K, GPTQ w4g32${act:+ act-order}): $codes"
+        if grep -q "solved stacked" "$T/stack-on.err" && ! grep -q "solved stacked" "$T/stack-off.err" &&
+           [[ -n $frac ]] && python3 -c "import sys; sys.exit(0 if $frac <= 0.05 else 1)"; then ok
+        else bad "stacked vs one by one${act:+ (act-order)}: codes '$codes', or the stacked solve was not taken / not switched off"; fi
+    else
+        bad "stacked vs one by one${act:+ (act-order)}: $(tail -2 "$T/stack-on.err" "$T/stack-off.err")"
+    fi
+    rm -rf "$T/stack-on" "$T/stack-off"
+done
+
 # Every architecture end to end on the GPU (the random-weight fixtures of tests/data/arch, OPT's included: biases and an
 # untied head, llama3 and linear RoPE, Mistral's sliding window, Qwen2, Qwen3's q/k norms), each with a
 # byte-level tokenizer (ids 0-255 fit their 256-token vocabularies) and its F32 weights stored as F16
