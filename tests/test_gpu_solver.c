@@ -481,18 +481,19 @@ static void test_pack(void **state) {
     if (g_soft_fails) fail_msg("%d check(s) failed (FAIL lines above)", g_soft_fails);
 }
 
-/* In place: upper triangular A [n, n] (row-major, leading dimension ld) <- A^-1, by back substitution in
- * double. */
+/* In place: upper triangular A [n, n] (row-major, leading dimension ld) <- A^-1, in double, row by row from
+ * the bottom: row i of the inverse needs A's row i and the inverse's rows below it, which have replaced A's. */
 static void inv_upper(double *A, int n, int ld) {
     double *x = malloc(sizeof(double) * (size_t)n);
     QC_ASSERT(x);
-    for (int j = 0; j < n; j++) {
-        for (int i = j; i >= 0; i--) {
+    for (int i = n - 1; i >= 0; i--) {
+        const double *a = A + (size_t)i * ld;
+        for (int j = i; j < n; j++) {
             double acc = i == j ? 1.0 : 0.0;
-            for (int k = i + 1; k <= j; k++) acc -= A[(size_t)i * ld + k] * x[k];
-            x[i] = acc / A[(size_t)i * ld + i];
+            for (int k = i + 1; k <= j; k++) acc -= a[k] * A[(size_t)k * ld + j];
+            x[j] = acc / a[i];
         }
-        for (int i = 0; i <= j; i++) A[(size_t)i * ld + j] = x[i]; /* column j is not read again */
+        for (int j = i; j < n; j++) A[(size_t)i * ld + j] = x[j];
     }
     free(x);
 }
