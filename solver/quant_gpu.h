@@ -50,12 +50,14 @@ qc_status qc_gptq_quantize_gpu(qc_gpu_solver *s, float *W, float *H, int N, int 
                                qc_qlinear *q, bool want_codes, qc_gptq_stats *st);
 /* GPTQ of another linear with the same H (q/k/v, gate/up): the factor that the last qc_gptq_quantize_gpu
  * left in its H buffer, which the caller has left untouched since, is used again (no factorisation);
- * options as that call's (damping, act-order; QC_ERR_ARG otherwise). Results equal a fresh call's on a
+ * options as that call's (damping, act-order; for the R form the blocksize, and a group size that keeps
+ * it; QC_ERR_ARG otherwise). Results equal a fresh call's on a
  * copy of the same H, bit for bit; st's damping, retries and dead columns are the factorisation's. */
 qc_status qc_gptq_quantize_gpu_again(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq_opts *o, qc_qlinear *q,
                                      bool want_codes, qc_gptq_stats *st);
 /* The plain twins of two fast paths, for the tests and benchmarks that compare them: factor as gptq.c does
- * (potrf, potri, potrf; not potrf + trtri, same result to fp32 rounding) and sweep a row per thread (not
+ * (potrf, potri, potrf, and the reference's U sweep; not the R form of one potrf, gptq_gpu.cu
+ * inverse_factor, nor potrf + trtri; the same result to fp32 rounding) and sweep a row per thread (not
  * four, same bits). Switching the factor drops the one kept for qc_gptq_quantize_gpu_again. */
 void      qc_gpu_solver_plain(qc_gpu_solver *s, bool factor, bool sweep);
 /* Round-to-nearest with the GPTQ quantizer (quant.h), same outputs as qc_rtn_quantize. */
