@@ -447,18 +447,26 @@ static qc_status hessian_buf(gctx *c, qc_linear_id cap, int K) {
     return qc_gpu_memset(c->g, c->Hs[cap], 0, sizeof(float) * (size_t)K * K);
 }
 
+/* Linear l's fp16 weight [N, K] into W32 from row off on, a copy into Wo (the original, for the error), and
+ * *ref = tr(W H W^T), the error's scale. */
+static qc_status load_weight(gctx *c, const qc_gpu_layer *layer, qc_linear_id l, int N, int K, size_t off,
+                             const float *H, double *ref) {
+    const size_t nk = (size_t)N * K;
+    float *W32 = c->W32 + off * K, *Wo = c->Wo + off * K;
+    qc_status st = qc_gpu_f16_to_f32(c->g, layer->w[l], W32, nk);
+    if (st == QC_OK) st = qc_gpu_copy(c->g, Wo, W32, nk * sizeof(float));
+    return st ? st : qc_gpu_quad_form(c->sv, Wo, H, N, K, ref);
+}
+
 /* last_user: no later linear of this group needs this H, so GPTQ may consume it (no copy). */
 static qc_status solve_linear(gctx *c, int li, qc_linear_id l, qc_gpu_layer *layer, bool last_user, bool rtn) {
     const qc_pipeline_opts *o = c->o;
     qc_linear_report *r = rep_of(c, li, l);
     int N = r->N, K = r->K;
-    size_t nk = (size_t)N * K;
     const qc_linear_id cap = qc_linear_input(&c->m->cfg, l);
     const float *H = c->Hs[cap];
     double ts = qc_time_now(), ref = 0;
-    qc_status st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
-    if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float));
-    if (st == QC_OK) st = qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &ref);
+    qc_status st = load_weight(c, layer, l, N, K, 0, H, &ref);
     bool gptq = o->method == QC_METHOD_GPTQ && !rtn;
     /* the linears sharing an H (adjacent) share its factor: the first factors a copy in Hw, the others
      * sweep with that factor again */
@@ -521,13 +529,8 @@ static qc_status gpu_solve_run(void *be, int li, const qc_linear_id *ls, int n, 
     float *H = c->Hs[cap];
     double ts = qc_time_now(), ref[QC_LIN_COUNT];
     qc_status st = QC_OK;
-    size_t off = 0;
-    for (int i = 0; i < n && st == QC_OK; off += (size_t)Ns[i] * K, i++)
-        st = qc_gpu_f16_to_f32(c->g, c->layer->w[ls[i]], c->W32 + off, (size_t)Ns[i] * K);
-    if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, (size_t)Nt * K * sizeof(float));
-    off = 0;
-    for (int i = 0; i < n && st == QC_OK; off += (size_t)Ns[i] * K, i++)
-        st = qc_gpu_quad_form(c->sv, c->Wo + off, H, Ns[i], K, &ref[i]);
+    for (int i = 0, row0 = 0; i < n && st == QC_OK; row0 += Ns[i], i++)
+        st = load_weight(c, c->layer, ls[i], Ns[i], K, (size_t)row0, H, &ref[i]);
     /* as solve_linear: a later linear of the group on the same H sweeps with this factor again */
     const bool copy = !last_user;
     c->hw_cap = -1;
@@ -919,13 +922,10 @@ static qc_status gpu_awq_quantize(void *be, int li, qc_linear_id l) {
     qc_gpu_layer *layer = c->layer;
     qc_linear_report *r = rep_of(c, li, l);
     int N = r->N, K = r->K;
-    size_t nk = (size_t)N * K;
     double t0 = qc_time_now(), ref = 0;
     qc_linear_id cap = qc_linear_input(&c->m->cfg, l);
     const float *H = c->Hs[cap];
-    qc_status st = qc_gpu_f16_to_f32(c->g, layer->w[l], c->W32, nk);
-    if (st == QC_OK) st = qc_gpu_copy(c->g, c->Wo, c->W32, nk * sizeof(float)); /* the scaled weight */
-    if (st == QC_OK) st = qc_gpu_quad_form(c->sv, c->Wo, H, N, K, &ref);
+    qc_status st = load_weight(c, layer, l, N, K, 0, H, &ref); /* the scaled weight */
     if (st == QC_OK && o->awq_clip && !qc_arch_desc_of(c->m->cfg.arch)->lin[l].awq_no_clip)
         st = qc_gpu_awq_clip(c->g, c->W32, N, K, c->A[cap], (int64_t)c->rows, o->q.bits, o->q.group_size, 512, 20, 0.5);
     if (st == QC_OK) st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, false, false);

@@ -692,6 +692,15 @@ static qc_status ensure_groups(qc_gpu_solver *s, int G, int N) {
     return QC_OK;
 }
 
+/* The device codes are now an N x K linear's, all rows in the window (qc_gpu_pack, qc_gpu_solver_rows). */
+static void hold_codes(qc_gpu_solver *s, int N, int K, int bits) {
+    s->last_N = s->full_N = N;
+    s->row0 = 0;
+    s->last_K = K;
+    s->last_bits = bits;
+    s->have_codes = true;
+}
+
 /* Group params into q: scales as they are, zero points from the solver's floats. */
 static qc_status download_params(qc_gpu_solver *s, qc_qlinear *q) {
     size_t gn = (size_t)q->n_groups * q->N;
@@ -1041,11 +1050,7 @@ static qc_status sweep_w(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq
     float ms = 0;
     QC_CU(cudaEventElapsedTime(&ms, s->ev[2], s->ev[3]));
     st->t_sweep = ms / 1e3;
-    s->last_N = s->full_N = N;
-    s->row0 = 0;
-    s->last_K = K;
-    s->last_bits = o->bits;
-    s->have_codes = true;
+    hold_codes(s, N, K, o->bits);
     return QC_OK;
 }
 
@@ -1108,11 +1113,7 @@ static qc_status quantize_rowwise(qc_gpu_solver *s, float *W, int N, int K, int 
         return e;
     if (want_codes && (e = qc_gpu_download(s->g, q->codes, s->codes, (size_t)N * K))) return e;
     for (int k = 0; k < K; k++) q->g_idx[k] = k / gs;
-    s->last_N = s->full_N = N;
-    s->row0 = 0;
-    s->last_K = K;
-    s->last_bits = bits;
-    s->have_codes = true;
+    hold_codes(s, N, K, bits);
     s->have_hbak = false;
     return QC_OK;
 }
