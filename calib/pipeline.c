@@ -308,6 +308,34 @@ static double quad_form(const float *D, const float *H, int N, int K, float *tmp
     return s;
 }
 
+/* tr(D H D^T) after a GPTQ solve, D = W0 - W_hat [N, K], in O(N K) from the solver's loss instead of a
+ * second quad form. The solver's 2 * loss is exactly tr(D' H' D'^T): H' is H with 1 on the diagonal of
+ * the dead columns (H[k][k] == 0: their rows and columns of H are zero) plus lam I, lam = damp_used *
+ * mean(diag H'), and D' is D with -W_hat on the dead columns (the solver zeroed W0 there). Hence
+ *   tr(D H D^T) = 2 loss - lam sum_all D^2 + sum_{n, dead k} (lam D[n,k]^2 - (1 + lam) W_hat[n,k]^2).
+ * Exact in exact arithmetic; in float it tracks the quad form to 1e-7..1e-4 relative (the solver's
+ * float factor and feedback, worse for ill-conditioned H), ample for a diagnostic. H is the undamped
+ * Hessian the solver was given (the pipeline's copy survives the solve). Serial sums in double in a
+ * fixed order: the report does not depend on the thread count. */
+static double gptq_quad_err(const float *D, const float *What, const float *H, int N, int K,
+                            const qc_gptq_stats *gs) {
+    double mean = 0.0;
+    for (int k = 0; k < K; k++) {
+        float h = H[(size_t)k * K + k];
+        mean += h == 0.0f ? 1.0 : (double)h;
+    }
+    double lam = gs->damp_used * (mean / K), s2 = 0.0, dead = 0.0;
+    for (size_t i = 0; i < (size_t)N * K; i++) s2 += (double)D[i] * D[i];
+    for (int k = 0; gs->dead_cols > 0 && k < K; k++) {
+        if (H[(size_t)k * K + k] != 0.0f) continue;
+        for (int n = 0; n < N; n++) {
+            double d = D[(size_t)n * K + k], w = What[(size_t)n * K + k];
+            dead += lam * d * d - (1.0 + lam) * w * w;
+        }
+    }
+    return 2.0 * gs->loss - lam * s2 + dead;
+}
+
 void qc_pipeline_result_free(qc_pipeline_result *r) {
     free(r->lin);
     for (int i = 0; i < r->n_parts; i++) free(r->parts[i]);
@@ -435,13 +463,16 @@ bool qc_pl_packable(const qc_pipeline_opts *o, int N, int K, const char **why) {
 }
 
 /* After a solver left W_hat in layer->w[l] and the codes in c->ql: the output error against Wref
- * under H, packing, the bias, and the loader-exact fake weight. */
-static qc_status finish_linear(run_ctx *c, int li, qc_linear_id l, qc_layer *layer, const float *H) {
+ * under H, packing, the bias, and the loader-exact fake weight. gs: the stats of a GPTQ solve of
+ * c->Wo under H (its error then comes from the loss, gptq_quad_err), else NULL. */
+static qc_status finish_linear(run_ctx *c, int li, qc_linear_id l, qc_layer *layer, const float *H,
+                               const qc_gptq_stats *gs) {
     qc_linear_report *r = qc_pl_row(&c->drv, li, l);
     int N = layer->out_features[l], K = layer->in_features[l];
     double ref = quad_form(c->Wo, H, N, K, c->tmp);
     for (size_t i = 0; i < (size_t)N * K; i++) c->Wo[i] -= layer->w[l][i];
-    r->rel_err = ref > 0 ? quad_form(c->Wo, H, N, K, c->tmp) / ref : 0.0;
+    double err = gs ? gptq_quad_err(c->Wo, layer->w[l], H, N, K, gs) : quad_form(c->Wo, H, N, K, c->tmp);
+    r->rel_err = ref > 0 ? err / ref : 0.0;
     r->quantized = true;
     double tw = qc_time_now();
     qc_status st = add_packed(&c->part, r->name, &c->ql, c->o->format);
@@ -591,8 +622,8 @@ static qc_status cpu_solve(void *be, int li, qc_linear_id l, bool last_user, boo
     qc_status st = qc_qlinear_alloc(&c->ql, N, K, o->q.bits, o->q.group_size, o->q.sym, false);
     if (st) return st;
     memcpy(c->Hw, H, sizeof(float) * (size_t)K * K);
+    qc_gptq_stats gs;
     if (!rtn) {
-        qc_gptq_stats gs;
         st = qc_gptq_quantize(layer->w[l], c->Hw, N, K, &o->q, &c->ql, &gs);
         r->damp = gs.damp_used;
         r->retries = gs.retries;
@@ -606,7 +637,7 @@ static qc_status cpu_solve(void *be, int li, qc_linear_id l, bool last_user, boo
     }
     r->seconds = qc_time_now() - ts;
     c->res->t_solve += r->seconds;
-    return finish_linear(c, li, l, layer, H);
+    return finish_linear(c, li, l, layer, H, rtn ? NULL : &gs);
 }
 
 static qc_status cpu_keep_f16(void *be, int li, qc_linear_id l, const char *why) {
@@ -977,7 +1008,7 @@ static qc_status cpu_awq_quantize(void *be, int li, qc_linear_id l) {
     }
     r->seconds = qc_time_now() - t0;
     c->res->t_solve += r->seconds;
-    return finish_linear(c, li, l, layer, c->Hs[cap]);
+    return finish_linear(c, li, l, layer, c->Hs[cap], NULL); /* c->Wo precedes clipping, not the solver input */
 }
 
 static const qc_pl_backend_ops k_cpu_ops = {
