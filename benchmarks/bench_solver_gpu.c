@@ -129,10 +129,11 @@ int main(int argc, char **argv) {
                 CHECK(qc_gpu_sync(g));
                 double t2 = qc_time_now();
                 CHECK(qc_gpu_sub(g, Wo, W32, Wo, nk));
-                CHECK(qc_gpu_solver_quad_form_saved(s, Wo, N, K, &err));
+                CHECK(qc_gpu_solver_error(s, Wo, W32, N, K, &err));
                 CHECK(qc_gpu_f32_to_f16(g, W32, W16, nk));
                 CHECK(qc_gpu_sync(g));
-                double t3 = qc_time_now();
+                double t3 = qc_time_now(), errq = 0; /* the same error as a quadratic form (untimed) */
+                CHECK(qc_gpu_solver_quad_form_saved(s, Wo, N, K, &errq));
                 int32_t *qw = malloc(nk / 2), *qz = malloc((size_t)q.n_groups * N / 2);
                 uint16_t *sc = malloc((size_t)q.n_groups * N * 2);
                 CHECK(qc_gpu_pack(s, &q, QC_GPU_PACK_GPTQ, qw, qz, sc));
@@ -144,9 +145,9 @@ int main(int argc, char **argv) {
                 double v[6] = {t1 - t0, t2 - t1, gs.t_factor, gs.t_sweep, t3 - t2, t4 - t3};
                 for (int k = 0; k < 6; k++) tot[k] += v[k];
                 if (rep == 1)
-                    printf("%-10s %6d %6d | %8.4f %8.4f %8.4f %8.4f | %8.4f %8.4f | %8.4f   rel_err %.4g%s\n", lin[i].name,
-                           N, K, v[0], v[1], v[2], v[3], v[4], v[5], t4 - t0, ref > 0 ? err / ref : 0,
-                           again ? " (factor again)" : "");
+                    printf("%-10s %6d %6d | %8.4f %8.4f %8.4f %8.4f | %8.4f %8.4f | %8.4f   rel_err %.6g (quad form %.6g)%s\n",
+                           lin[i].name, N, K, v[0], v[1], v[2], v[3], v[4], v[5], t4 - t0, ref > 0 ? err / ref : 0,
+                           ref > 0 ? errq / ref : 0, again ? " (factor again)" : "");
             }
         }
         double all = tot[0] + tot[1] + tot[4] + tot[5];
@@ -158,6 +159,44 @@ int main(int argc, char **argv) {
     }
     printf("\nper layer: %.3f s -> %.3f s -> %.3f s (%.2fx)\n", layer_s[0], layer_s[1], layer_s[2],
            layer_s[0] / layer_s[2]);
+    /* the sweep kernels side by side (device ms, the second of two runs on the same factor; "(0)" is the
+     * default for that N; "3xTF32": the default kernel with the trailing update as 3xTF32): the layer's shapes and q/k/v stacked as the pipeline solves them */
+    struct { const char *name; int N, K, h; } shp[4] = {
+        {"q/o_proj", qd, d, 0}, {"q+k+v", qd + 2 * kvd, d, 0}, {"gate/up", ff, d, 2}, {"down_proj", d, ff, 3}};
+    int rows, tpr, nker = 0;
+    while (qc_gpu_sweep_kernel(nker, &rows, &tpr)) nker++;
+    printf("\nsweep kernels (rows x threads per row), sweep device ms\n%-10s %6s %6s", "shape", "N", "K");
+    for (int k = 0; qc_gpu_sweep_kernel(k, &rows, &tpr); k++) printf(" %5dx%-3d", rows, tpr);
+    printf(" %9s %9s\n", "(0)", "(0) 3xTF32");
+    for (int i = 0; i < 4; i++) {
+        int N = shp[i].N, K = shp[i].K;
+        size_t nk = (size_t)N * K;
+        if (N > maxN || nk > maxNK) continue;
+        qc_qlinear q;
+        qc_gptq_stats gs;
+        CHECK(qc_qlinear_alloc(&q, N, K, 4, 128, true, false));
+        CHECK(qc_gpu_copy(g, Hw, H[shp[i].h], 4 * (size_t)K * K));
+        CHECK(qc_gpu_upload(g, W16, wh, nk * 2));
+        CHECK(qc_gpu_f16_to_f32(g, W16, Wo, nk));
+        CHECK(qc_gpu_copy(g, W32, Wo, nk * 4));
+        CHECK(qc_gpu_solver_sweep(s, 0, 0));
+        CHECK(qc_gptq_quantize_gpu(s, W32, Hw, N, K, &o, &q, false, &gs));
+        printf("%-10s %6d %6d", shp[i].name, N, K);
+        for (int k = 0; k <= nker + 1; k++) { /* k == nker: the default; + 1: with the 3xTF32 trailing update */
+            if (k < nker) qc_gpu_sweep_kernel(k, &rows, &tpr);
+            CHECK(qc_gpu_solver_sweep(s, k < nker ? rows : 0, k < nker ? tpr : 0));
+            qc_gpu_solver_lazy_fp32(s, k != nker + 1);
+            for (int rep = 0; rep < 2; rep++) {
+                CHECK(qc_gpu_copy(g, W32, Wo, nk * 4));
+                CHECK(qc_gptq_quantize_gpu_again(s, W32, N, K, &o, &q, false, &gs));
+            }
+            printf(" %9.2f", gs.t_sweep * 1e3);
+        }
+        printf("\n");
+        qc_qlinear_free(&q);
+    }
+    CHECK(qc_gpu_solver_sweep(s, 0, 0));
+    qc_gpu_solver_lazy_fp32(s, true);
     free(wh);
     qc_gpu_solver_free(s);
     qc_gpu_close(g);

@@ -43,13 +43,18 @@ struct qc_gpu_solver {
     void    *hws;        /* cuSOLVER's host workspace (trtri) */
     size_t   hws_len;
     bool     plain_factor; /* potrf/potri/potrf instead of potrf/trtri (the twins the tests compare) */
-    bool     plain_sweep;  /* k_gptq_block (a row per thread) instead of k_gptq_block4 */
+    float   *split;       /* [3 MAXB (max_K + max_N)]: the trailing update's operands split for 3xTF32 */
+    bool     lazy_fp32;    /* the trailing update in strict fp32 SGEMM (the plain twin), not 3xTF32 */
+    int      sweep;        /* the sweep kernel: -1 k_gptq_block (a row per thread, the plain twin), 0 by N
+                            * (pick_sweep), i > 0 k_sweeps[i - 1] (qc_gpu_solver_sweep) */
     /* The last factorisation, for qc_gptq_quantize_gpu_again: U lives in the caller's H buffer. */
     const float  *U;
     int           u_K;
     bool          u_rform;  /* U holds the R form (inverse_factor), not U itself */
     qc_gptq_opts  u_opts;
     qc_gptq_stats u_stats;
+    double        u_add;    /* the damping added to its diagonal (damp_used * mean) */
+    bool          have_loss; /* rowloss is the last solve's (a GPTQ sweep; RTN and AWQ clear it) */
     cudaEvent_t ev[4];   /* factor start and end, sweep start and end: the stats' device times */
 };
 
@@ -60,10 +65,13 @@ static size_t group_cap(int max_N, size_t max_NK) { return std::max((size_t)max_
  * takes more if cuSOLVER asks for more (it asks for far less). */
 static size_t ws_bound(int max_K) { return (size_t)max_K * 256 + 65536; }
 
+static size_t split_floats(int max_N, int max_K) { return (size_t)3 * MAXB * ((size_t)max_K + max_N); }
+
 extern "C" size_t qc_gpu_solver_bytes_nk(int max_N, int max_K, size_t max_NK) {
     size_t N = (size_t)max_N, K = (size_t)max_K;
     return 4 * K * K + 4 * max_NK + 4 * (size_t)MAXB * N + max_NK + 2 * 4 * group_cap(max_N, max_NK) + 2 * 4 * K +
-           4 * ws_bound(max_K) + 3 * sizeof(int) + (PARTS + 1) * sizeof(double) + N * sizeof(double);
+           4 * ws_bound(max_K) + 3 * sizeof(int) + (PARTS + 1) * sizeof(double) + N * sizeof(double) +
+           4 * split_floats(max_N, max_K);
 }
 
 extern "C" size_t qc_gpu_solver_bytes(int max_N, int max_K) {
@@ -73,7 +81,7 @@ extern "C" size_t qc_gpu_solver_bytes(int max_N, int max_K) {
 extern "C" void qc_gpu_solver_free(qc_gpu_solver *s) {
     if (!s) return;
     void *bufs[] = {s->Hbak, s->Wp, s->Err, s->codes, s->scales, s->zf, s->perm, s->dead, s->ws, s->info, s->acc,
-                    s->rowloss};
+                    s->rowloss, s->split};
     for (void *p : bufs) qc_gpu_free(s->g, p);
     for (cudaEvent_t e : s->ev)
         if (e) cudaEventDestroy(e);
@@ -315,7 +323,7 @@ static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ 
     if (n < N) rowloss[n] += lacc; /* the row's own slot: launches run in order, so no race and no atomics */
 }
 
-/* k_gptq_block's work with TPR threads per row (ROWS2 rows per thread block): the same arithmetic on every
+/* k_gptq_block's work with TPR threads per row (R2 rows per thread block): the same arithmetic on every
  * element in the same order, so the same bits, with TPR times the threads in flight. Each column's code
  * and error are computed by all TPR threads of its row alike (the same fp32 operations); the later
  * columns' updates are split among them (column j by thread j % TPR, so each element sees its updates
@@ -323,9 +331,17 @@ static __global__ void __launch_bounds__(ROWS) k_gptq_block(float *__restrict__ 
  * lanes of one warp: __syncwarp orders their shared-memory reads and writes. A group's params read the
  * tile when it holds the values the plain kernel reads (the block's first column starts the group and
  * the group ends inside the block); codes go through a shared tile and out row by row (coalesced). */
-#define TPR 4
-#define ROWS2 32
-static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__restrict__ Ww, int N, int K, int i1, int nb,
+/* The tile's stride: a warp holds RPW = 32 / TPR rows of TPR lanes each, and in the update loop lane (r, q)
+ * touches column j0 + q of row r; a stride of RPW modulo 32 puts those 32 words in 32 banks. */
+template <int R2, int TPR> struct tile_shape {
+    static constexpr int RPW = 32 / TPR;
+    static constexpr int LD = R2 + ((RPW - R2 % 32) % 32 + 32) % 32;
+};
+template <int R2, int TPR> static size_t smem4(int nb) {
+    return sizeof(float) * ((size_t)nb * nb + (size_t)nb * tile_shape<R2, TPR>::LD) + (size_t)nb * R2;
+}
+template <int R2, int TPR>
+static __global__ void __launch_bounds__(R2 *TPR) k_gptq_block4(float *__restrict__ Ww, int N, int K, int i1, int nb,
                                                                    const float *__restrict__ U, float *__restrict__ Err,
                                                                    uint8_t *__restrict__ codes,
                                                                    const int *__restrict__ perm, float *scales, float *zf,
@@ -333,17 +349,17 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
                                                                    bool fp16, double *rowloss, float *__restrict__ GF,
                                                                    bool tadd) {
     extern __shared__ float sm[];
-    const int ld = ROWS2 + 1;
+    const int ld = tile_shape<R2, TPR>::LD;
     float *Ut = sm;                                  /* [nb][nb] */
     float *Wt = sm + nb * nb;                        /* [nb][ld] */
-    uint8_t *Ct = (uint8_t *)(Wt + (size_t)nb * ld); /* [nb][ROWS2] codes */
-    const int t = threadIdx.x, r = t / TPR, q = t % TPR, n0 = blockIdx.x * ROWS2, n = n0 + r, i2 = i1 + nb;
+    uint8_t *Ct = (uint8_t *)(Wt + (size_t)nb * ld); /* [nb][R2] codes */
+    const int t = threadIdx.x, r = t / TPR, q = t % TPR, n0 = blockIdx.x * R2, n = n0 + r, i2 = i1 + nb;
     const unsigned mask = 0xffffffffu;
-    for (int idx = t; idx < nb * nb; idx += ROWS2 * TPR) {
+    for (int idx = t; idx < nb * nb; idx += R2 * TPR) {
         int a = idx / nb, b = idx - a * nb;
         Ut[idx] = U[(size_t)(i1 + a) * K + i1 + b];
     }
-    for (int idx = t; idx < ROWS2 * nb; idx += ROWS2 * TPR) {
+    for (int idx = t; idx < R2 * nb; idx += R2 * TPR) {
         int rr = idx / nb, j = idx - rr * nb;
         if (n0 + rr < N) Wt[j * ld + rr] = block_start(Ww, GF, Err, tadd, nb, K, n0 + rr, i1 + j, j);
     }
@@ -399,7 +415,7 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
         if (q == 0) {
             lacc += (double)x.diff * x.diff / ((double)d * d) / 2.0;
             Wt[i * ld + r] = x.qv;
-            Ct[i * ROWS2 + r] = (uint8_t)x.code;
+            Ct[i * R2 + r] = (uint8_t)x.code;
             if (live && !GF) Err[(size_t)i * N + n] = e;
         }
         const float *urow = Ut + i * nb;
@@ -408,17 +424,34 @@ static __global__ void __launch_bounds__(ROWS2 *TPR) k_gptq_block4(float *__rest
         for (; j < nb; j += TPR) Wt[j * ld + r] = fmaf(-urow[j], e, Wt[j * ld + r]);
     }
     __syncthreads();
-    for (int idx = t; idx < ROWS2 * nb; idx += ROWS2 * TPR) {
+    for (int idx = t; idx < R2 * nb; idx += R2 * TPR) {
         int rr = idx / nb, j = idx - rr * nb;
         if (n0 + rr < N) {
             block_end(Ww, GF, K, n0 + rr, i1 + j, Wt[j * ld + rr]);
-            codes[(size_t)(n0 + rr) * K + perm[i1 + j]] = Ct[j * ROWS2 + rr];
+            codes[(size_t)(n0 + rr) * K + perm[i1 + j]] = Ct[j * R2 + rr];
         }
     }
     if (live && q == 0) rowloss[n] += lacc;
 }
 
-static size_t smem4(int nb) { return sizeof(float) * ((size_t)nb * nb + (size_t)nb * (ROWS2 + 1)) + (size_t)nb * ROWS2; }
+typedef void (*block4_fn)(float *, int, int, int, int, const float *, float *, uint8_t *, const int *, float *, float *,
+                          int, int, int, bool, bool, bool, double *, float *, bool);
+/* The sweep kernels on offer (qc_gpu_solver_sweep): rows per thread block, threads per row. */
+static const struct {
+    int rows, tpr;
+    block4_fn fn;
+    size_t (*smem)(int);
+} k_sweeps[] = {
+    {32, 4, k_gptq_block4<32, 4>, smem4<32, 4>},   {32, 8, k_gptq_block4<32, 8>, smem4<32, 8>},
+    {32, 16, k_gptq_block4<32, 16>, smem4<32, 16>}, {16, 16, k_gptq_block4<16, 16>, smem4<16, 16>},
+    {64, 8, k_gptq_block4<64, 8>, smem4<64, 8>},   {64, 4, k_gptq_block4<64, 4>, smem4<64, 4>},
+};
+#define N_SWEEPS ((int)(sizeof k_sweeps / sizeof k_sweeps[0]))
+
+/* The default sweep kernel for N rows (an index into k_sweeps, -1 the one-row kernel): as before the other
+ * shapes existed (wide layers fill the device with a row per thread already: gate/up of 8B, 224 blocks of 64
+ * threads in one wave); the others await bench_solver_gpu's side-by-side figures on a GPU. */
+static int pick_sweep(int N) { return N > 8192 ? -1 : 0; }
 
 /* R form: the diagonal blocks of row-major upper R [K, K] (blocks of B from column 0, the last one shorter)
  * replaced by their inverses U_cc, zeros below their diagonals. One thread block of B threads per diagonal
@@ -552,6 +585,26 @@ static __global__ void k_sum_parts(double *part, int n) {
     }
 }
 
+/* *out = sum over rows n < N and the nd dead columns k of add D[n, k]^2 - (1 + add) What[n, k]^2, in a fixed
+ * order (one block of 256 threads, strided, then a fixed tree): qc_gpu_solver_error's dead-column term. */
+static __global__ void k_dead_term(const float *D, const float *What, int N, int K, const int *dead, int nd,
+                                   double add, double *out) {
+    __shared__ double red[256];
+    double acc = 0.0;
+    for (size_t i = threadIdx.x; i < (size_t)nd * N; i += 256) {
+        const size_t n = i / nd, p = n * K + dead[i % nd];
+        const double d = D[p], w = What[p];
+        acc += add * d * d - (1.0 + add) * w * w;
+    }
+    red[threadIdx.x] = acc;
+    __syncthreads();
+    for (int h = 128; h > 0; h >>= 1) {
+        if ((int)threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = red[0];
+}
+
 static __global__ void k_sub(const float *A, const float *B, float *D, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         D[i] = A[i] - B[i];
@@ -572,6 +625,7 @@ qc_status qc_gpu_solver_create_nk(qc_gpu *g, int max_N, int max_K, size_t max_NK
     qc_gpu_solver *s = (qc_gpu_solver *)calloc(1, sizeof *s);
     if (!s) return qc_fail(QC_ERR_NOMEM, "out of memory");
     s->g = g;
+    s->lazy_fp32 = true; /* 3xTF32 only when asked, until measured on a GPU (qc_gpu_solver_lazy_fp32) */
     s->max_N = max_N;
     s->max_K = max_K;
     s->max_NK = max_NK;
@@ -593,7 +647,8 @@ qc_status qc_gpu_solver_create_nk(qc_gpu *g, int max_N, int max_K, size_t max_NK
         (st = qc_gpu_alloc(g, (void **)&s->dead, 4 * K, "the GPTQ dead columns")) ||
         (st = qc_gpu_alloc(g, (void **)&s->info, 3 * sizeof(int), "cuSOLVER info")) ||
         (st = qc_gpu_alloc(g, (void **)&s->acc, (PARTS + 1) * sizeof(double), "reduction partials")) ||
-        (st = qc_gpu_alloc(g, (void **)&s->rowloss, N * sizeof(double), "the GPTQ loss per row")))
+        (st = qc_gpu_alloc(g, (void **)&s->rowloss, N * sizeof(double), "the GPTQ loss per row")) ||
+        (st = qc_gpu_alloc(g, (void **)&s->split, 4 * split_floats(max_N, max_K), "the GPTQ split operands")))
         goto fail;
     {
         cusolverStatus_t a = cusolverDnSpotrf_bufferSize(g->solver, CUBLAS_FILL_MODE_LOWER, max_K, s->Hbak, max_K, &l1);
@@ -631,7 +686,9 @@ qc_status qc_gpu_solver_create_nk(qc_gpu *g, int max_N, int max_K, size_t max_NK
         cudaError_t e = cudaFuncSetAttribute(k_gptq_block, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (MAXB * MAXB + MAXB * (ROWS + 1)) * (int)sizeof(float));
         if (e == cudaSuccess)
-            e = cudaFuncSetAttribute(k_gptq_block4, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem4(MAXB));
+            for (int i = 0; i < N_SWEEPS && e == cudaSuccess; i++)
+                e = cudaFuncSetAttribute(k_sweeps[i].fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)k_sweeps[i].smem(MAXB));
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(k_diag_inv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_diag_inv(MAXB));
         if (e != cudaSuccess) {
@@ -669,6 +726,53 @@ static qc_status sgemm(qc_gpu *g, cublasOperation_t ta, cublasOperation_t tb, in
 }
 
 /* The solver's workspace holds an N x K linear. */
+/* x = hi + lo: hi on the TF32 grid (10 mantissa bits, rounded to nearest), lo = x - hi exactly. */
+static __device__ __forceinline__ float tf32_hi(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return __uint_as_float(r);
+}
+
+/* A [m, k] column-major (lda) -> A3 [m, 3k] (ld m) = [hi | hi | lo];
+ * B [k, n] column-major (ldb) -> B3 [3k, n] (ld 3k) = [hi; lo; hi]. */
+static __global__ void k_split3(const float *__restrict__ A, int lda, int m, int k, float *__restrict__ A3,
+                                const float *__restrict__ B, int ldb, int n, float *__restrict__ B3) {
+    const size_t na = (size_t)m * k, nb = (size_t)k * n;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < na + nb; idx += (size_t)gridDim.x * blockDim.x) {
+        if (idx < na) {
+            const size_t i = idx % m, j = idx / m;
+            const float x = A[j * lda + i], h = tf32_hi(x);
+            A3[j * m + i] = h;
+            A3[(j + k) * m + i] = h;
+            A3[(j + 2 * k) * m + i] = __fsub_rn(x, h);
+        } else {
+            const size_t r = (idx - na) % k, c = (idx - na) / k, ld3 = 3 * (size_t)k;
+            const float x = B[c * ldb + r], h = tf32_hi(x);
+            B3[c * ld3 + r] = h;
+            B3[c * ld3 + k + r] = __fsub_rn(x, h);
+            B3[c * ld3 + 2 * k + r] = h;
+        }
+    }
+}
+
+/* C = A B + beta C (column-major, no transposes, k <= MAXB) on the matrix units with fp32-level accuracy:
+ * A B ~ Ah Bh + Ah Bl + Al Bh as one TF32 GEMM of inner size 3k. Ah and Bh lie on the TF32 grid, so their
+ * products are exact; the lo terms carry their own TF32 rounding, 2^-11 of a part 2^-11 of the whole, and
+ * Al Bl (2^-22) is dropped; products summed in fp32. So the result is within a few fp32 ulps of an SGEMM
+ * (another summation order), at the TF32 rate: 3x the flops, but C is read and written once. */
+static qc_status gemm_3xtf32(qc_gpu_solver *s, int m, int n, int k, const float *A, int lda, const float *B, int ldb,
+                             float beta, float *C, int ldc) {
+    qc_gpu *g = s->g;
+    float *A3 = s->split, *B3 = s->split + (size_t)3 * MAXB * s->max_K;
+    const size_t work = (size_t)m * k + (size_t)k * n;
+    k_split3<<<(unsigned)std::min<size_t>(qc_grid(work, 256), 4096), 256, 0, g->stream>>>(A, lda, m, k, A3, B, ldb, n, B3);
+    QC_CU_LAUNCH("split for 3xTF32");
+    const float one = 1.0f;
+    QC_CUBLAS(cublasGemmEx(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, 3 * k, &one, A3, CUDA_R_32F, m, B3, CUDA_R_32F,
+                           3 * k, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+    return QC_OK;
+}
+
 static qc_status check_capacity(const qc_gpu_solver *s, int N, int K) {
     if (N > s->max_N || K > s->max_K || (size_t)N * K > s->max_NK)
         return qc_fail(QC_ERR_ARG, "gpu solver: a %dx%d layer exceeds the workspace (%dx%d, %zu elements)", N, K,
@@ -920,7 +1024,7 @@ static qc_status factor_h(qc_gpu_solver *s, float *H, int K, const qc_gptq_opts 
     qc_gpu *g = s->g;
     qc_status e;
     s->U = NULL;
-    s->have_hbak = false;
+    s->have_hbak = s->have_loss = false;
     std::vector<float> diag((size_t)K);
     QC_CU(cudaMemcpy2DAsync(diag.data(), sizeof(float), H, sizeof(float) * ((size_t)K + 1), sizeof(float), (size_t)K,
                             cudaMemcpyDeviceToHost, g->stream));
@@ -961,6 +1065,7 @@ static qc_status factor_h(qc_gpu_solver *s, float *H, int K, const qc_gptq_opts 
     s->u_K = K;
     s->u_opts = *o;
     s->u_stats = *st;
+    s->u_add = st->damp_used * mean;
     return QC_OK;
 }
 
@@ -973,6 +1078,7 @@ static qc_status sweep_w(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq
     const float *U = s->U;
     const int *perm = s->perm_h;
     if ((e = ensure_groups(s, G, N))) return e;
+    s->have_loss = false;
     QC_CU(cudaMemsetAsync(s->rowloss, 0, sizeof(double) * (size_t)N, g->stream));
     /* 1: row params before the dead-column fix */
     if (gs == -1 && (e = launch_groups(s, W, N, K, K, o->bits, o->sym, false, false))) return e;
@@ -999,6 +1105,7 @@ static qc_status sweep_w(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq
     const int mode = gs == -1 ? MODE_ROW : o->static_groups ? MODE_STATIC : MODE_GROUP;
     const int gsk = gs == -1 ? K : gs;
     const bool rform = s->u_rform;
+    const int sweep = s->sweep < 0 ? -1 : s->sweep > 0 ? s->sweep - 1 : pick_sweep(N);
     float *GF = !rform ? NULL : o->act_order ? W : s->Wp;
     QC_CU(cudaEventRecord(s->ev[2], g->stream));
     for (int i1 = 0; i1 < K; i1 += B) {
@@ -1009,22 +1116,25 @@ static qc_status sweep_w(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq
                                0.0f, s->Err, nb)))
             return e;
         const size_t smem = sizeof(float) * ((size_t)nb * nb + (size_t)nb * (ROWS + 1));
-        /* wide layers fill the device with a row per thread already (gate/up of 8B: 224 blocks of 64 threads in
-         * one wave, where 448 of 128 take two); both kernels give the same bits */
-        if (s->plain_sweep || N > 8192)
+        if (sweep < 0)
             k_gptq_block<<<(N + ROWS - 1) / ROWS, ROWS, smem, g->stream>>>(Ww, N, K, i1, nb, U, s->Err, s->codes, s->perm,
                                                                            s->scales, s->zf, gsk, maxq, mode, o->sym,
                                                                            o->ref_group_quirk, o->fp16_scales, s->rowloss,
                                                                            GF, tadd);
-        else
-            k_gptq_block4<<<(N + ROWS2 - 1) / ROWS2, ROWS2 * TPR, smem4(nb), g->stream>>>(
+        else {
+            const int rows = k_sweeps[sweep].rows, tpr = k_sweeps[sweep].tpr;
+            k_sweeps[sweep].fn<<<(N + rows - 1) / rows, rows * tpr, k_sweeps[sweep].smem(nb), g->stream>>>(
                 Ww, N, K, i1, nb, U, s->Err, s->codes, s->perm, s->scales, s->zf, gsk, maxq, mode, o->sym,
                 o->ref_group_quirk, o->fp16_scales, s->rowloss, GF, tadd);
+        }
         QC_CU_LAUNCH("gptq block");
-        if (i2 < K && rform &&
-            (e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_N, K - i2, N, nb, 1.0f, U + (size_t)i1 * K + i2, K, GF + i1, K,
-                       i1 > 0 ? 1.0f : 0.0f, GF + i2, K)))
-            return e;
+        if (i2 < K && rform) {
+            e = s->lazy_fp32 ? sgemm(g, CUBLAS_OP_N, CUBLAS_OP_N, K - i2, N, nb, 1.0f, U + (size_t)i1 * K + i2, K,
+                                     GF + i1, K, i1 > 0 ? 1.0f : 0.0f, GF + i2, K)
+                             : gemm_3xtf32(s, K - i2, N, nb, U + (size_t)i1 * K + i2, K, GF + i1, K,
+                                           i1 > 0 ? 1.0f : 0.0f, GF + i2, K);
+            if (e) return e;
+        }
         if (i2 < K && !rform &&
             (e = sgemm(g, CUBLAS_OP_N, CUBLAS_OP_T, K - i2, N, nb, -1.0f, U + (size_t)i1 * K + i2, K, s->Err, N, 1.0f,
                        Ww + i2, K)))
@@ -1051,6 +1161,7 @@ static qc_status sweep_w(qc_gpu_solver *s, float *W, int N, int K, const qc_gptq
     QC_CU(cudaEventElapsedTime(&ms, s->ev[2], s->ev[3]));
     st->t_sweep = ms / 1e3;
     hold_codes(s, N, K, o->bits);
+    s->have_loss = true;
     return QC_OK;
 }
 
@@ -1101,7 +1212,37 @@ qc_status qc_gptq_quantize_gpu_again(qc_gpu_solver *s, float *W, int N, int K, c
 void qc_gpu_solver_plain(qc_gpu_solver *s, bool factor, bool sweep) {
     if (factor != s->plain_factor) s->U = NULL;
     s->plain_factor = factor;
-    s->plain_sweep = sweep;
+    s->sweep = sweep ? -1 : 0;
+}
+
+bool qc_gpu_solver_lazy_fp32(qc_gpu_solver *s, bool on) {
+    bool was = s->lazy_fp32;
+    s->lazy_fp32 = on;
+    return was;
+}
+
+qc_status qc_gpu_solver_sweep(qc_gpu_solver *s, int rows, int tpr) {
+    if (rows == 0 && tpr == 0) {
+        s->sweep = 0;
+        return QC_OK;
+    }
+    if (tpr == 1 && (rows == ROWS || rows == 0)) {
+        s->sweep = -1;
+        return QC_OK;
+    }
+    for (int i = 0; i < N_SWEEPS; i++)
+        if (k_sweeps[i].rows == rows && k_sweeps[i].tpr == tpr) {
+            s->sweep = i + 1;
+            return QC_OK;
+        }
+    return qc_fail(QC_ERR_ARG, "gpu solver: no sweep kernel of %d rows x %d threads", rows, tpr);
+}
+
+bool qc_gpu_sweep_kernel(int i, int *rows, int *tpr) {
+    if (i < 0 || i > N_SWEEPS) return false;
+    *rows = i == 0 ? ROWS : k_sweeps[i - 1].rows;
+    *tpr = i == 0 ? 1 : k_sweeps[i - 1].tpr;
+    return true;
 }
 
 /* RTN and AWQ's quantizer: per-(row, group) params and codes in one pass, W <- W_hat; g_idx = k / gs. */
@@ -1114,7 +1255,7 @@ static qc_status quantize_rowwise(qc_gpu_solver *s, float *W, int N, int K, int 
     if (want_codes && (e = qc_gpu_download(s->g, q->codes, s->codes, (size_t)N * K))) return e;
     for (int k = 0; k < K; k++) q->g_idx[k] = k / gs;
     hold_codes(s, N, K, bits);
-    s->have_hbak = false;
+    s->have_hbak = s->have_loss = false;
     return QC_OK;
 }
 
@@ -1243,6 +1384,36 @@ qc_status qc_gpu_solver_quad_form_saved(qc_gpu_solver *s, float *D, int N, int K
     k_perm_w<<<qc_grid((size_t)N * K, 256), 256, 0, g->stream>>>(s->Wp, D, s->perm, N, K, true);
     QC_CU_LAUNCH("permute D");
     return quad_form_into(s, s->Wp, s->Hbak, D, N, K, out);
+}
+
+/* The sweep's loss is sum(E^2) / 2 with E the scaled errors, and W0' - Q = E U with U^T U = Hd^-1 (Hd the
+ * damped H the factor was made from, W0' = W0 with its dead columns zeroed), so
+ * tr((W0' - Q) Hd (W0' - Q)^T) = E U Hd U^T E^T = sum(E^2) = 2 loss, to the sweep's fp32 rounding. The
+ * damping adds add * ||D'||^2 and a dead column's unit diagonal its What^2, while H has zero rows there:
+ * tr(D H D^T) = 2 loss - add sum(D^2) + sum over dead columns (add D^2 - (1 + add) What^2), for the
+ * rows of the window (qc_gpu_solver_rows), whose loss shares rowloss keeps. Reductions in fixed orders. */
+qc_status qc_gpu_solver_error(qc_gpu_solver *s, const float *D, const float *What, int N, int K, double *out) {
+    if (!s->have_loss || !s->U || N != s->last_N || K != s->last_K)
+        return qc_fail(QC_ERR_ARG, "gpu solver error: no GPTQ solve of a %dx%d linear held", N, K);
+    qc_gpu *g = s->g;
+    double *t = s->acc + PARTS - 3; /* t[0] = sum(D^2) (after PARTS - 3 partials), t[1] loss, t[2] dead term */
+    k_dot_parts<<<PARTS - 3, 256, 0, g->stream>>>(D, D, (size_t)N * K, s->acc);
+    QC_CU_LAUNCH("sum of squares");
+    k_sum_parts<<<1, 32, 0, g->stream>>>(s->acc, PARTS - 3);
+    QC_CU_LAUNCH("sum");
+    k_sum_fixed<<<1, 256, 0, g->stream>>>(s->rowloss + s->row0, N, t + 1);
+    QC_CU_LAUNCH("loss sum");
+    if (s->last_dead) {
+        k_dead_term<<<1, 256, 0, g->stream>>>(D, What, N, K, s->dead, s->last_dead, s->u_add, t + 2);
+        QC_CU_LAUNCH("dead columns");
+    } else {
+        QC_CU(cudaMemsetAsync(t + 2, 0, sizeof(double), g->stream));
+    }
+    double v[3];
+    qc_status e = qc_gpu_download(g, v, t, sizeof v);
+    if (e) return e;
+    *out = 2.0 * v[1] - s->u_add * v[0] + v[2];
+    return QC_OK;
 }
 
 qc_status qc_gpu_quad_form(qc_gpu_solver *s, const float *D, const float *H, int N, int K, double *out) {

@@ -60,6 +60,16 @@ qc_status qc_gptq_quantize_gpu_again(qc_gpu_solver *s, float *W, int N, int K, c
  * inverse_factor, nor potrf + trtri; the same result to fp32 rounding) and sweep a row per thread (not
  * four, same bits). Switching the factor drops the one kept for qc_gptq_quantize_gpu_again. */
 void      qc_gpu_solver_plain(qc_gpu_solver *s, bool factor, bool sweep);
+/* The sweep kernel by its shape, for the tests and benchmarks that compare them (every one gives the same
+ * bits): rows per thread block and threads per row; (0, 0) picks by N (the default), (64, 1) is the plain
+ * twin. QC_ERR_ARG for a shape not on offer. */
+qc_status qc_gpu_solver_sweep(qc_gpu_solver *s, int rows, int tpr);
+/* The R form's trailing update G += F_c R[c, >c] in strict fp32 (cuBLAS SGEMM, on: the default and the plain
+ * twin) or as 3xTF32 (off: gptq_gpu.cu gemm_3xtf32, fp32-level accuracy on the matrix units). Returns the
+ * setting it replaces. */
+bool      qc_gpu_solver_lazy_fp32(qc_gpu_solver *s, bool on);
+/* The shapes on offer: i = 0 the plain twin, then each kernel; false past the last. */
+bool      qc_gpu_sweep_kernel(int i, int *rows, int *tpr);
 /* Round-to-nearest with the GPTQ quantizer (quant.h), same outputs as qc_rtn_quantize. */
 qc_status qc_rtn_quantize_gpu(qc_gpu_solver *s, float *W, int N, int K, int bits, int group_size, bool sym,
                               qc_qlinear *q, bool want_codes);
@@ -85,6 +95,10 @@ qc_status qc_gpu_quad_form(qc_gpu_solver *s, const float *D, const float *H, int
 /* tr(D H D^T) with the H of the last GPTQ linear solved, from the solver's own (permuted) copy: lets
  * the caller hand its only copy of H to qc_gptq_quantize_gpu. D is destroyed. */
 qc_status qc_gpu_solver_quad_form_saved(qc_gpu_solver *s, float *D, int N, int K, double *out);
+/* The same tr(D H D^T) of the last GPTQ solve (rows of its window), D = W0 - What and What [N, K] on the
+ * device (original column order), from the sweep's own loss (E U = W0 - Q, so no N K^2 product; see
+ * gptq_gpu.cu): equal to the quadratic form up to fp32 rounding. Neither is changed. */
+qc_status qc_gpu_solver_error(qc_gpu_solver *s, const float *D, const float *What, int N, int K, double *out);
 /* D <- A - B elementwise, device fp32, n elements. */
 qc_status qc_gpu_sub(qc_gpu *g, const float *A, const float *B, float *D, size_t n);
 

@@ -169,25 +169,33 @@ static void run_gptq_case(qc_gpu_solver *s, const gcase *c) {
     QC_CHECK_OK(qc_gptq_quantize_gpu(s, dW, dH, N, K, &o, &qg, true, &sg));
     QC_CHECK_OK(qc_gpu_download(g_gpu, Wg, dW, 4 * nk));
 
-    /* the sweep kernel (four threads a row) against its plain twin (one), on the factor just made: the same
-     * bits in every output */
+    /* every sweep kernel (the plain twin a row per thread, then each rows x threads-per-row shape) against the
+     * default one, on the factor just made: the same bits in every output */
     {
         float *dW2 = dev_upload(W0, 4 * nk), *Wp = malloc(4 * nk);
         qc_qlinear qp;
         qc_gptq_stats sp;
         QC_CHECK_OK(qc_qlinear_alloc(&qp, N, K, o.bits, o.group_size, o.sym, false));
-        poison(&qp);
-        qc_gpu_solver_plain(s, false, true);
-        QC_CHECK_OK(qc_gptq_quantize_gpu_again(s, dW2, N, K, &o, &qp, true, &sp));
-        qc_gpu_solver_plain(s, false, false);
-        QC_CHECK_OK(qc_gpu_download(g_gpu, Wp, dW2, 4 * nk));
-        size_t gn = (size_t)qp.n_groups * N;
-        bool same = memcmp(qp.codes, qg.codes, nk) == 0 && memcmp(Wp, Wg, 4 * nk) == 0 &&
-                    memcmp(qp.scales, qg.scales, 4 * gn) == 0 && memcmp(qp.zeros, qg.zeros, 4 * gn) == 0 &&
-                    memcmp(qp.g_idx, qg.g_idx, 4 * (size_t)K) == 0 && sp.loss == sg.loss;
-        printf("%-34s sweep 4 threads/row vs 1: %s (%.4f s vs %.4f s)\n", c->what, same ? "identical" : "DIFFERENT",
-               sg.t_sweep, sp.t_sweep);
-        if (!same) SOFT_FAIL("%s: the sweep kernels disagree", c->what);
+        char line[512];
+        int len = snprintf(line, sizeof line, "%-34s sweeps vs default (%.4f s):", c->what, sg.t_sweep);
+        int rows, tpr;
+        for (int i = 0; qc_gpu_sweep_kernel(i, &rows, &tpr); i++) {
+            QC_CHECK_OK(qc_gpu_upload(g_gpu, dW2, W0, 4 * nk));
+            poison(&qp);
+            QC_CHECK_OK(qc_gpu_solver_sweep(s, rows, tpr));
+            QC_CHECK_OK(qc_gptq_quantize_gpu_again(s, dW2, N, K, &o, &qp, true, &sp));
+            QC_CHECK_OK(qc_gpu_download(g_gpu, Wp, dW2, 4 * nk));
+            size_t gn = (size_t)qp.n_groups * N;
+            bool same = memcmp(qp.codes, qg.codes, nk) == 0 && memcmp(Wp, Wg, 4 * nk) == 0 &&
+                        memcmp(qp.scales, qg.scales, 4 * gn) == 0 && memcmp(qp.zeros, qg.zeros, 4 * gn) == 0 &&
+                        memcmp(qp.g_idx, qg.g_idx, 4 * (size_t)K) == 0 && sp.loss == sg.loss;
+            if (len < (int)sizeof line)
+                len += snprintf(line + len, sizeof line - len, " %dx%d %s %.4f", rows, tpr, same ? "=" : "DIFFERENT",
+                                sp.t_sweep);
+            if (!same) SOFT_FAIL("%s: the sweep kernel %d rows x %d threads disagrees", c->what, rows, tpr);
+        }
+        QC_CHECK_OK(qc_gpu_solver_sweep(s, 0, 0));
+        printf("%s\n", line);
         qc_qlinear_free(&qp);
         qc_gpu_free(g_gpu, dW2);
         free(Wp);
@@ -224,6 +232,43 @@ static void run_gptq_case(qc_gpu_solver *s, const gcase *c) {
     qdiff dn = compare(&qn, &qc, Wn, Wc);
     qc_qlinear_free(&qn);
     free(Wn);
+
+    /* the R form's trailing update on the matrix units (3xTF32) against strict fp32 SGEMM on the
+     * same factor: fp32-level sums in another order, so codes may differ only where a tie flipped (and that
+     * row's later columns after it), held to the bound of the CPU's own divergence below */
+    {
+        float *dW2 = dev_upload(W0, 4 * nk), *Wf = malloc(4 * nk);
+        qc_qlinear qf;
+        qc_gptq_stats sf;
+        QC_CHECK_OK(qc_qlinear_alloc(&qf, N, K, o.bits, o.group_size, o.sym, false));
+        float *dW3 = dev_upload(W0, 4 * nk), *Wt = malloc(4 * nk);
+        qc_qlinear qt;
+        qc_gptq_stats stt;
+        QC_CHECK_OK(qc_qlinear_alloc(&qt, N, K, o.bits, o.group_size, o.sym, false));
+        bool dflt = qc_gpu_solver_lazy_fp32(s, true);
+        QC_CHECK_OK(qc_gptq_quantize_gpu_again(s, dW2, N, K, &o, &qf, true, &sf));
+        qc_gpu_solver_lazy_fp32(s, false);
+        QC_CHECK_OK(qc_gptq_quantize_gpu_again(s, dW3, N, K, &o, &qt, true, &stt));
+        qc_gpu_solver_lazy_fp32(s, dflt);
+        QC_CHECK_OK(qc_gpu_download(g_gpu, Wf, dW2, 4 * nk));
+        QC_CHECK_OK(qc_gpu_download(g_gpu, Wt, dW3, 4 * nk));
+        /* the default is one of the two: its solve above (qg) equals that one bit for bit */
+        if (memcmp(dflt ? Wf : Wt, Wg, 4 * nk) != 0) SOFT_FAIL("%s: the default trailing update is neither", c->what);
+        qdiff dl = compare(&qt, &qf, Wt, Wf);
+        printf("%-34s trailing update 3xTF32 vs fp32: codes %.4f%%, scales %.4f%%, zeros %.4f%%, W_hat rel %.1e, "
+               "loss %.7g / %.7g (sweep %.4f s vs %.4f s)\n", c->what, 100 * dl.code, 100 * dl.scale, 100 * dl.zero,
+               dl.w, stt.loss, sf.loss, stt.t_sweep, sf.t_sweep);
+        if (!(dl.code <= fmax(0.005, 2 * dn.code)) || !(dl.scale <= fmax(0.02, 2 * dn.scale)) ||
+            !(dl.w <= fmax(0.05, 2 * dn.w)) || !(fabs(stt.loss - sf.loss) <= 1e-3 * sf.loss))
+            SOFT_FAIL("%s: 3xTF32 trailing update vs fp32: codes %.4f%%, W_hat %.2g, loss %.7g vs %.7g", c->what,
+                      100 * dl.code, dl.w, stt.loss, sf.loss);
+        qc_qlinear_free(&qt);
+        qc_gpu_free(g_gpu, dW3);
+        free(Wt);
+        qc_qlinear_free(&qf);
+        qc_gpu_free(g_gpu, dW2);
+        free(Wf);
+    }
 
     double ec = rel_err(W0, Wc, H0, N, K), eg = rel_err(W0, Wg, H0, N, K);
     printf("%-34s %5dx%-5d gpu vs cpu: codes %.4f%%, scales off >1e-3 %.4f%% (max rel %.1e), zeros %.4f%%, W_hat "
@@ -276,6 +321,26 @@ static void run_gptq_case(qc_gpu_solver *s, const gcase *c) {
     printf("    quad form gpu %.10g cpu %.10g (rel %.2e)\n", qg_, qc_num, fabs(qg_ - qc_num) / fabs(qc_num));
     /* TF32 GEMM inside (a diagnostic): 10-bit mantissa products, fp32 sums -> ~1e-3 */
     if (!(fabs(qg_ - qc_num) <= 5e-3 * fabs(qc_num))) SOFT_FAIL("%s: quad form gpu %.10g cpu %.10g", c->what, qg_, qc_num);
+    /* the same error from the sweep's own loss (qc_gpu_solver_error, what the pipeline reports), after one more
+     * default solve on the same factor (the sweeps above were the last; again = fresh bit for bit); the
+     * identity holds to the sweep's fp32 rounding, held to the TF32 form's bound */
+    {
+        float *dW3 = dev_upload(W0, 4 * nk), *W3 = malloc(4 * nk);
+        qc_qlinear q3;
+        qc_gptq_stats s3;
+        QC_CHECK_OK(qc_qlinear_alloc(&q3, N, K, o.bits, o.group_size, o.sym, false));
+        QC_CHECK_OK(qc_gptq_quantize_gpu_again(s, dW3, N, K, &o, &q3, false, &s3));
+        QC_CHECK_OK(qc_gpu_download(g_gpu, W3, dW3, 4 * nk));
+        double qe = 0;
+        QC_CHECK_OK(qc_gpu_solver_error(s, dW0, dW3, N, K, &qe));
+        printf("    error from the loss %.10g (rel %.2e to the double quad form; W_hat as the first solve: %s)\n", qe,
+               fabs(qe - qc_num) / fabs(qc_num), memcmp(W3, Wg, 4 * nk) ? "NO" : "yes");
+        if (!(fabs(qe - qc_num) <= 5e-3 * fabs(qc_num)) || memcmp(W3, Wg, 4 * nk))
+            SOFT_FAIL("%s: error from the loss %.10g, double quad form %.10g", c->what, qe, qc_num);
+        qc_qlinear_free(&q3);
+        qc_gpu_free(g_gpu, dW3);
+        free(W3);
+    }
     free(D);
     qc_gpu_free(g_gpu, dW0);
     qc_gpu_free(g_gpu, dH0);
