@@ -562,12 +562,9 @@ static __global__ void k_dot_parts(const float *a, const float *b, size_t n, dou
     }
 }
 
-/* *out = sum of x[0, n) in an order fixed by n alone (strided partial sums, then a fixed tree); one block
- * of 256 threads. */
-static __global__ void k_sum_fixed(const double *x, int n, double *out) {
+/* *out = the sum of the 256 threads' acc by a fixed tree (one block of 256 threads, all arriving). */
+static __device__ void block_sum_fixed(double acc, double *out) {
     __shared__ double red[256];
-    double acc = 0.0;
-    for (int i = threadIdx.x; i < n; i += 256) acc += x[i];
     red[threadIdx.x] = acc;
     __syncthreads();
     for (int h = 128; h > 0; h >>= 1) {
@@ -575,6 +572,14 @@ static __global__ void k_sum_fixed(const double *x, int n, double *out) {
         __syncthreads();
     }
     if (threadIdx.x == 0) *out = red[0];
+}
+
+/* *out = sum of x[0, n) in an order fixed by n alone (strided partial sums, then a fixed tree); one block
+ * of 256 threads. */
+static __global__ void k_sum_fixed(const double *x, int n, double *out) {
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < n; i += 256) acc += x[i];
+    block_sum_fixed(acc, out);
 }
 
 static __global__ void k_sum_parts(double *part, int n) {
@@ -589,20 +594,13 @@ static __global__ void k_sum_parts(double *part, int n) {
  * order (one block of 256 threads, strided, then a fixed tree): qc_gpu_solver_error's dead-column term. */
 static __global__ void k_dead_term(const float *D, const float *What, int N, int K, const int *dead, int nd,
                                    double add, double *out) {
-    __shared__ double red[256];
     double acc = 0.0;
     for (size_t i = threadIdx.x; i < (size_t)nd * N; i += 256) {
         const size_t n = i / nd, p = n * K + dead[i % nd];
         const double d = D[p], w = What[p];
         acc += add * d * d - (1.0 + add) * w * w;
     }
-    red[threadIdx.x] = acc;
-    __syncthreads();
-    for (int h = 128; h > 0; h >>= 1) {
-        if ((int)threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) *out = red[0];
+    block_sum_fixed(acc, out);
 }
 
 static __global__ void k_sub(const float *A, const float *B, float *D, size_t n) {
