@@ -7,9 +7,10 @@
  *   - the upper Cholesky factor of the inverse through cuSOLVER: potrf of the reversed H, then trtri
  *     (half the flops of potrf, potri, potrf, the plain twin kept for the tests);
  *   - each 128-column block quantized by ONE fused kernel (columns sequential inside the kernel, rows
- *     across thread groups, four threads sharing a row's later columns, the block's Hinv tile in shared
- *     memory), not one launch per column;
- *   - the lazy trailing update W[:, j2:] -= Err . Hinv[j1:j2, j2:] with one cuBLAS SGEMM (fp32).
+ *     across thread groups, 4 to 16 threads sharing a row's later columns: qc_gpu_solver_sweep, the
+ *     block's Hinv tile in shared memory), not one launch per column;
+ *   - the lazy trailing update W[:, j2:] -= Err . Hinv[j1:j2, j2:] with one cuBLAS SGEMM (fp32; the R
+ *     form's may run as 3xTF32 instead, qc_gpu_solver_lazy_fp32).
  *
  *   qc_gpu_solver *s;  qc_gpu_solver_create(g, max_N, max_K, &s);
  *   qc_qlinear q;      qc_qlinear_alloc(&q, N, K, 4, 128, true, false);       // host
