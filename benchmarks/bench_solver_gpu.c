@@ -160,7 +160,8 @@ int main(int argc, char **argv) {
     printf("\nper layer: %.3f s -> %.3f s -> %.3f s (%.2fx)\n", layer_s[0], layer_s[1], layer_s[2],
            layer_s[0] / layer_s[2]);
     /* the sweep kernels side by side (device ms, the second of two runs on the same factor; "(0)" is the
-     * default for that N; "3xTF32": the default kernel with the trailing update as 3xTF32): the layer's shapes and q/k/v stacked as the pipeline solves them */
+     * default for that N; "3xTF32": the default kernel with the trailing update as 3xTF32): the layer's shapes
+     * and q/k/v stacked as the pipeline solves them */
     struct { const char *name; int N, K, h; } shp[4] = {
         {"q/o_proj", qd, d, 0}, {"q+k+v", qd + 2 * kvd, d, 0}, {"gate/up", ff, d, 2}, {"down_proj", d, ff, 3}};
     int rows, tpr, nker = 0;

@@ -723,7 +723,6 @@ static qc_status sgemm(qc_gpu *g, cublasOperation_t ta, cublasOperation_t tb, in
     return QC_OK;
 }
 
-/* The solver's workspace holds an N x K linear. */
 /* x = hi + lo: hi on the TF32 grid (10 mantissa bits, rounded to nearest), lo = x - hi exactly. */
 static __device__ __forceinline__ float tf32_hi(float x) {
     uint32_t r;
@@ -771,6 +770,7 @@ static qc_status gemm_3xtf32(qc_gpu_solver *s, int m, int n, int k, const float 
     return QC_OK;
 }
 
+/* The solver's workspace holds an N x K linear. */
 static qc_status check_capacity(const qc_gpu_solver *s, int N, int K) {
     if (N > s->max_N || K > s->max_K || (size_t)N * K > s->max_NK)
         return qc_fail(QC_ERR_ARG, "gpu solver: a %dx%d layer exceeds the workspace (%dx%d, %zu elements)", N, K,

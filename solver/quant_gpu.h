@@ -59,7 +59,7 @@ qc_status qc_gptq_quantize_gpu_again(qc_gpu_solver *s, float *W, int N, int K, c
 /* The plain twins of two fast paths, for the tests and benchmarks that compare them: factor as gptq.c does
  * (potrf, potri, potrf, and the reference's U sweep; not the R form of one potrf, gptq_gpu.cu
  * inverse_factor, nor potrf + trtri; the same result to fp32 rounding) and sweep a row per thread (not
- * four, same bits). Switching the factor drops the one kept for qc_gptq_quantize_gpu_again. */
+ * the default kernel's several, same bits). Switching the factor drops the one kept for qc_gptq_quantize_gpu_again. */
 void      qc_gpu_solver_plain(qc_gpu_solver *s, bool factor, bool sweep);
 /* The sweep kernel by its shape, for the tests and benchmarks that compare them (every one gives the same
  * bits): rows per thread block and threads per row; (0, 0) picks by N (the default), (64, 1) is the plain
@@ -98,7 +98,8 @@ qc_status qc_gpu_quad_form(qc_gpu_solver *s, const float *D, const float *H, int
 qc_status qc_gpu_solver_quad_form_saved(qc_gpu_solver *s, float *D, int N, int K, double *out);
 /* The same tr(D H D^T) of the last GPTQ solve (rows of its window), D = W0 - What and What [N, K] on the
  * device (original column order), from the sweep's own loss (E U = W0 - Q, so no N K^2 product; see
- * gptq_gpu.cu): equal to the quadratic form up to fp32 rounding. Neither is changed. */
+ * gptq_gpu.cu): equal to the quadratic form up to the sweep's fp32 rounding (1e-7 relative, up to about
+ * 1e-4 for an ill-conditioned H, as on the CPU). Neither is changed. Not yet what the pipeline reports. */
 qc_status qc_gpu_solver_error(qc_gpu_solver *s, const float *D, const float *What, int N, int K, double *out);
 /* D <- A - B elementwise, device fp32, n elements. */
 qc_status qc_gpu_sub(qc_gpu *g, const float *A, const float *B, float *D, size_t n);

@@ -132,6 +132,28 @@ static qdiff compare(const qc_qlinear *a, const qc_qlinear *b, const float *Wa, 
     return (qdiff){(double)dcode / nk, (double)dscale / gn, (double)dzero / gn, sqrt(dw2 / w2), max_srel};
 }
 
+/* One more GPTQ solve of W0 (host [N, K]) on the factor the solver holds (qc_gptq_quantize_gpu_again), with
+ * its current kernel settings: codes and params into q (allocated here, poisoned first), W_hat into Wh. */
+static void solve_again(qc_gpu_solver *s, const float *W0, int N, int K, const qc_gptq_opts *o, qc_qlinear *q,
+                        float *Wh, qc_gptq_stats *st) {
+    const size_t nk = (size_t)N * K;
+    float *dW = dev_upload(W0, 4 * nk);
+    QC_CHECK_OK(qc_qlinear_alloc(q, N, K, o->bits, o->group_size, o->sym, false));
+    poison(q);
+    QC_CHECK_OK(qc_gptq_quantize_gpu_again(s, dW, N, K, o, q, true, st));
+    QC_CHECK_OK(qc_gpu_download(g_gpu, Wh, dW, 4 * nk));
+    qc_gpu_free(g_gpu, dW);
+}
+
+/* Two solves give the same bits in every output. */
+static bool same_solve(const qc_qlinear *a, const float *Wa, const qc_gptq_stats *sa, const qc_qlinear *b,
+                       const float *Wb, const qc_gptq_stats *sb) {
+    const size_t nk = (size_t)a->N * a->K, gn = (size_t)a->n_groups * a->N;
+    return memcmp(a->codes, b->codes, nk) == 0 && memcmp(Wa, Wb, 4 * nk) == 0 &&
+           memcmp(a->scales, b->scales, 4 * gn) == 0 && memcmp(a->zeros, b->zeros, 4 * gn) == 0 &&
+           memcmp(a->g_idx, b->g_idx, 4 * (size_t)a->K) == 0 && sa->loss == sb->loss;
+}
+
 /* One GPTQ problem on the CPU blocked solver and on the GPU, compared. */
 static void run_gptq_case(qc_gpu_solver *s, const gcase *c) {
     const int N = c->N, K = c->K, n = K > 2048 ? 2 * K : K + K / 2;
@@ -172,32 +194,24 @@ static void run_gptq_case(qc_gpu_solver *s, const gcase *c) {
     /* every sweep kernel (the plain twin a row per thread, then each rows x threads-per-row shape) against the
      * default one, on the factor just made: the same bits in every output */
     {
-        float *dW2 = dev_upload(W0, 4 * nk), *Wp = malloc(4 * nk);
-        qc_qlinear qp;
-        qc_gptq_stats sp;
-        QC_CHECK_OK(qc_qlinear_alloc(&qp, N, K, o.bits, o.group_size, o.sym, false));
+        float *Wp = malloc(4 * nk);
         char line[512];
         int len = snprintf(line, sizeof line, "%-34s sweeps vs default (%.4f s):", c->what, sg.t_sweep);
         int rows, tpr;
         for (int i = 0; qc_gpu_sweep_kernel(i, &rows, &tpr); i++) {
-            QC_CHECK_OK(qc_gpu_upload(g_gpu, dW2, W0, 4 * nk));
-            poison(&qp);
+            qc_qlinear qp;
+            qc_gptq_stats sp;
             QC_CHECK_OK(qc_gpu_solver_sweep(s, rows, tpr));
-            QC_CHECK_OK(qc_gptq_quantize_gpu_again(s, dW2, N, K, &o, &qp, true, &sp));
-            QC_CHECK_OK(qc_gpu_download(g_gpu, Wp, dW2, 4 * nk));
-            size_t gn = (size_t)qp.n_groups * N;
-            bool same = memcmp(qp.codes, qg.codes, nk) == 0 && memcmp(Wp, Wg, 4 * nk) == 0 &&
-                        memcmp(qp.scales, qg.scales, 4 * gn) == 0 && memcmp(qp.zeros, qg.zeros, 4 * gn) == 0 &&
-                        memcmp(qp.g_idx, qg.g_idx, 4 * (size_t)K) == 0 && sp.loss == sg.loss;
+            solve_again(s, W0, N, K, &o, &qp, Wp, &sp);
+            bool same = same_solve(&qp, Wp, &sp, &qg, Wg, &sg);
             if (len < (int)sizeof line)
                 len += snprintf(line + len, sizeof line - len, " %dx%d %s %.4f", rows, tpr, same ? "=" : "DIFFERENT",
                                 sp.t_sweep);
             if (!same) SOFT_FAIL("%s: the sweep kernel %d rows x %d threads disagrees", c->what, rows, tpr);
+            qc_qlinear_free(&qp);
         }
         QC_CHECK_OK(qc_gpu_solver_sweep(s, 0, 0));
         printf("%s\n", line);
-        qc_qlinear_free(&qp);
-        qc_gpu_free(g_gpu, dW2);
         free(Wp);
     }
 
@@ -237,23 +251,17 @@ static void run_gptq_case(qc_gpu_solver *s, const gcase *c) {
      * same factor: fp32-level sums in another order, so codes may differ only where a tie flipped (and that
      * row's later columns after it), held to the bound of the CPU's own divergence below */
     {
-        float *dW2 = dev_upload(W0, 4 * nk), *Wf = malloc(4 * nk);
-        qc_qlinear qf;
-        qc_gptq_stats sf;
-        QC_CHECK_OK(qc_qlinear_alloc(&qf, N, K, o.bits, o.group_size, o.sym, false));
-        float *dW3 = dev_upload(W0, 4 * nk), *Wt = malloc(4 * nk);
-        qc_qlinear qt;
-        qc_gptq_stats stt;
-        QC_CHECK_OK(qc_qlinear_alloc(&qt, N, K, o.bits, o.group_size, o.sym, false));
+        float *Wf = malloc(4 * nk), *Wt = malloc(4 * nk);
+        qc_qlinear qf, qt;
+        qc_gptq_stats sf, stt;
         bool dflt = qc_gpu_solver_lazy_fp32(s, true);
-        QC_CHECK_OK(qc_gptq_quantize_gpu_again(s, dW2, N, K, &o, &qf, true, &sf));
+        solve_again(s, W0, N, K, &o, &qf, Wf, &sf);
         qc_gpu_solver_lazy_fp32(s, false);
-        QC_CHECK_OK(qc_gptq_quantize_gpu_again(s, dW3, N, K, &o, &qt, true, &stt));
+        solve_again(s, W0, N, K, &o, &qt, Wt, &stt);
         qc_gpu_solver_lazy_fp32(s, dflt);
-        QC_CHECK_OK(qc_gpu_download(g_gpu, Wf, dW2, 4 * nk));
-        QC_CHECK_OK(qc_gpu_download(g_gpu, Wt, dW3, 4 * nk));
         /* the default is one of the two: its solve above (qg) equals that one bit for bit */
-        if (memcmp(dflt ? Wf : Wt, Wg, 4 * nk) != 0) SOFT_FAIL("%s: the default trailing update is neither", c->what);
+        if (!same_solve(&qg, Wg, &sg, dflt ? &qf : &qt, dflt ? Wf : Wt, dflt ? &sf : &stt))
+            SOFT_FAIL("%s: the default trailing update is neither", c->what);
         qdiff dl = compare(&qt, &qf, Wt, Wf);
         printf("%-34s trailing update 3xTF32 vs fp32: codes %.4f%%, scales %.4f%%, zeros %.4f%%, W_hat rel %.1e, "
                "loss %.7g / %.7g (sweep %.4f s vs %.4f s)\n", c->what, 100 * dl.code, 100 * dl.scale, 100 * dl.zero,
@@ -263,10 +271,8 @@ static void run_gptq_case(qc_gpu_solver *s, const gcase *c) {
             SOFT_FAIL("%s: 3xTF32 trailing update vs fp32: codes %.4f%%, W_hat %.2g, loss %.7g vs %.7g", c->what,
                       100 * dl.code, dl.w, stt.loss, sf.loss);
         qc_qlinear_free(&qt);
-        qc_gpu_free(g_gpu, dW3);
-        free(Wt);
         qc_qlinear_free(&qf);
-        qc_gpu_free(g_gpu, dW2);
+        free(Wt);
         free(Wf);
     }
 
@@ -321,21 +327,21 @@ static void run_gptq_case(qc_gpu_solver *s, const gcase *c) {
     printf("    quad form gpu %.10g cpu %.10g (rel %.2e)\n", qg_, qc_num, fabs(qg_ - qc_num) / fabs(qc_num));
     /* TF32 GEMM inside (a diagnostic): 10-bit mantissa products, fp32 sums -> ~1e-3 */
     if (!(fabs(qg_ - qc_num) <= 5e-3 * fabs(qc_num))) SOFT_FAIL("%s: quad form gpu %.10g cpu %.10g", c->what, qg_, qc_num);
-    /* the same error from the sweep's own loss (qc_gpu_solver_error, what the pipeline reports), after one more
-     * default solve on the same factor (the sweeps above were the last; again = fresh bit for bit); the
+    /* the same error from the sweep's own loss (qc_gpu_solver_error), after one more default solve on the
+     * same factor (the sweeps above were the last; again = fresh bit for bit, D is the first solve's); the
      * identity holds to the sweep's fp32 rounding, held to the TF32 form's bound */
     {
-        float *dW3 = dev_upload(W0, 4 * nk), *W3 = malloc(4 * nk);
+        float *W3 = malloc(4 * nk);
         qc_qlinear q3;
         qc_gptq_stats s3;
-        QC_CHECK_OK(qc_qlinear_alloc(&q3, N, K, o.bits, o.group_size, o.sym, false));
-        QC_CHECK_OK(qc_gptq_quantize_gpu_again(s, dW3, N, K, &o, &q3, false, &s3));
-        QC_CHECK_OK(qc_gpu_download(g_gpu, W3, dW3, 4 * nk));
+        solve_again(s, W0, N, K, &o, &q3, W3, &s3);
+        bool same = same_solve(&q3, W3, &s3, &qg, Wg, &sg);
+        float *dW3 = dev_upload(W3, 4 * nk); /* What */
         double qe = 0;
         QC_CHECK_OK(qc_gpu_solver_error(s, dW0, dW3, N, K, &qe));
-        printf("    error from the loss %.10g (rel %.2e to the double quad form; W_hat as the first solve: %s)\n", qe,
-               fabs(qe - qc_num) / fabs(qc_num), memcmp(W3, Wg, 4 * nk) ? "NO" : "yes");
-        if (!(fabs(qe - qc_num) <= 5e-3 * fabs(qc_num)) || memcmp(W3, Wg, 4 * nk))
+        printf("    error from the loss %.10g (rel %.2e to the double quad form; the solve as the first: %s)\n", qe,
+               fabs(qe - qc_num) / fabs(qc_num), same ? "yes" : "NO");
+        if (!(fabs(qe - qc_num) <= 5e-3 * fabs(qc_num)) || !same)
             SOFT_FAIL("%s: error from the loss %.10g, double quad form %.10g", c->what, qe, qc_num);
         qc_qlinear_free(&q3);
         qc_gpu_free(g_gpu, dW3);
